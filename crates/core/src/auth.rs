@@ -1,0 +1,134 @@
+//! Credentials: minting secrets, hashing them, parsing a presented token, and the [`Principal`] a
+//! request acts as. A secret is `<prefix><16 hex id><64 hex secret>`: the id finds the row, the
+//! secret's SHA-256 is compared in constant time with the stored hash.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::{Error, Result};
+use crate::model::{Credential, CredentialKind, ProjectId, WorkspaceId};
+
+/// Who a request acts as, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub credential_id: String,
+    pub project: ProjectId,
+    /// When set, the principal sees and makes files of this workspace only.
+    pub workspace: Option<WorkspaceId>,
+    pub kind: CredentialKind,
+}
+
+impl Principal {
+    /// A principal for a credential row.
+    pub fn of(c: &Credential) -> Self {
+        Principal { credential_id: c.id.clone(), project: c.project.clone(), workspace: c.workspace.clone(), kind: c.kind }
+    }
+}
+
+/// Lowercase hex SHA-256 of a secret.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Fills a buffer from the OS random source.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).map_err(|e| Error::internal_msg(format!("random source failed: {e}")))?;
+    Ok(buf)
+}
+
+/// A newly minted secret: the full token to show once, and its parts.
+pub struct MintedSecret {
+    pub token: String,
+    pub id: String,
+    pub secret_hash: String,
+}
+
+/// Mints a token for a kind.
+pub fn mint_secret(kind: CredentialKind) -> Result<MintedSecret> {
+    let id = hex::encode(random_bytes::<8>()?);
+    let secret = hex::encode(random_bytes::<32>()?);
+    Ok(MintedSecret { token: format!("{}{id}{secret}", kind.prefix()), secret_hash: hash_secret(&secret), id })
+}
+
+/// A presented token, split (not yet checked against the catalog).
+#[derive(Debug)]
+pub struct PresentedToken<'a> {
+    pub kind: CredentialKind,
+    pub id: &'a str,
+    pub secret: &'a str,
+}
+
+/// Splits a presented token; anything malformed is unauthenticated.
+pub fn parse_token(token: &str) -> Result<PresentedToken<'_>> {
+    let bad = || Error::Unauthenticated("invalid credential".into());
+    let kind = CredentialKind::ALL.into_iter().find(|k| token.starts_with(k.prefix())).ok_or_else(bad)?;
+    let rest = &token[kind.prefix().len()..];
+    if rest.len() != 80 || !rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(bad());
+    }
+    let (id, secret) = rest.split_at(16);
+    Ok(PresentedToken { kind, id, secret })
+}
+
+/// Checks a presented token against its stored row: same kind, not revoked, hash equal (constant
+/// time).
+pub fn verify(presented: &PresentedToken<'_>, stored: &Credential) -> Result<Principal> {
+    let bad = || Error::Unauthenticated("invalid credential".into());
+    let computed = hash_secret(presented.secret);
+    let equal: bool = computed.as_bytes().ct_eq(stored.secret_hash.as_bytes()).into();
+    if !equal || stored.kind != presented.kind || stored.id != presented.id {
+        return Err(bad());
+    }
+    if stored.revoked_at.is_some() {
+        return Err(Error::Unauthenticated("credential revoked".into()));
+    }
+    Ok(Principal::of(stored))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(m: &MintedSecret, kind: CredentialKind) -> Credential {
+        Credential {
+            id: m.id.clone(),
+            project: ProjectId::new("p").unwrap(),
+            workspace: None,
+            kind,
+            name: None,
+            secret_hash: m.secret_hash.clone(),
+            created_at: 0,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn mint_parse_verify() {
+        let m = mint_secret(CredentialKind::Integration).unwrap();
+        assert!(m.token.starts_with("sk-"));
+        let p = parse_token(&m.token).unwrap();
+        assert_eq!(p.id, m.id);
+        let stored = row(&m, CredentialKind::Integration);
+        assert_eq!(verify(&p, &stored).unwrap().project.as_str(), "p");
+
+        let mut revoked = stored.clone();
+        revoked.revoked_at = Some(1);
+        assert!(matches!(verify(&p, &revoked), Err(Error::Unauthenticated(_))));
+
+        let mut tampered = m.token.clone();
+        tampered.pop();
+        tampered.push(if m.token.ends_with('0') { '1' } else { '0' });
+        assert!(verify(&parse_token(&tampered).unwrap(), &stored).is_err());
+
+        let other_kind = m.token.replacen("sk-", "dk-", 1);
+        assert!(verify(&parse_token(&other_kind).unwrap(), &stored).is_err());
+    }
+
+    #[test]
+    fn malformed_tokens() {
+        for t in ["", "sk-", "sk-xyz", "xx-0123456789abcdef", &format!("sk-{}", "A".repeat(80))] {
+            assert!(parse_token(t).is_err(), "{t}");
+        }
+    }
+}

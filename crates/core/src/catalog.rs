@@ -1,0 +1,68 @@
+//! The [`Catalog`] trait: where records live (credentials, files). A catalog stores and finds
+//! rows; it makes no decisions — scoping, expiry and status rules are applied by core.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+use crate::clock::Timestamp;
+use crate::error::Result;
+use crate::model::{Credential, FileId, FileRecord, FileStatus, ProjectId, WorkspaceId};
+
+/// A page of a project's files, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileQuery {
+    pub project: ProjectId,
+    /// Only this workspace's files, when set.
+    pub workspace: Option<WorkspaceId>,
+    pub status: FileStatus,
+    /// Only files with an id lower than this (the previous page's last id).
+    pub before: Option<FileId>,
+    /// Leave out files whose `expires_at` is at or before this instant.
+    pub live_at: Timestamp,
+    pub limit: u32,
+}
+
+/// What becomes known when a pending file is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub size: u64,
+    pub sha256: String,
+    pub detected_type: String,
+    pub completed_at: Timestamp,
+}
+
+/// A store of records.
+///
+/// # Contract
+/// - `insert_*` of an existing id, or of a file whose (backend, key) is already used by a file
+///   that is not deleted, yields `Conflict` and changes nothing.
+/// - Lookups of a missing id yield `Ok(None)`.
+/// - `complete_file` moves a file from pending to ready and returns false if it was not pending;
+///   `delete_file` moves a file that is not deleted to deleted and returns false otherwise. Both
+///   are atomic, so of two racing callers exactly one gets `true`.
+/// - `revoke_credential` returns false for a missing or already revoked credential.
+#[async_trait]
+pub trait Catalog: Send + Sync + Debug {
+    /// Adds a credential.
+    async fn insert_credential(&self, c: &Credential) -> Result<()>;
+    /// Finds a credential by id.
+    async fn credential(&self, id: &str) -> Result<Option<Credential>>;
+    /// Lists credentials, of one project or all, oldest first.
+    async fn list_credentials(&self, project: Option<&ProjectId>) -> Result<Vec<Credential>>;
+    /// Revokes a credential.
+    async fn revoke_credential(&self, id: &str, at: Timestamp) -> Result<bool>;
+
+    /// Adds a file record.
+    async fn insert_file(&self, f: &FileRecord) -> Result<()>;
+    /// Finds a file by id, whatever its project or status.
+    async fn file(&self, id: &FileId) -> Result<Option<FileRecord>>;
+    /// Lists files.
+    async fn list_files(&self, q: &FileQuery) -> Result<Vec<FileRecord>>;
+    /// Marks a pending file ready.
+    async fn complete_file(&self, id: &FileId, c: &Completion) -> Result<bool>;
+    /// Marks a file deleted (the row stays as a tombstone).
+    async fn delete_file(&self, id: &FileId, at: Timestamp) -> Result<bool>;
+    /// Removes a row for good (a pending upload rolled back).
+    async fn remove_file(&self, id: &FileId) -> Result<()>;
+}

@@ -1,0 +1,220 @@
+//! Conformance suites for [`BlobStore`] and [`Catalog`]: every backend runs them in its tests
+//! (memory here; local disk, SQLite, and later S3 and PostgreSQL in their crates), so all of
+//! them keep the contracts written on the traits. The functions panic on the first broken rule.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::blob::{BlobStore, ByteStream, PutOptions};
+use crate::catalog::{Catalog, Completion, FileQuery};
+use crate::error::Error;
+use crate::model::{Class, Credential, CredentialKind, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey, WorkspaceId};
+use crate::range::ByteRange;
+
+fn body(chunks: &[&[u8]]) -> ByteStream {
+    let v: Vec<_> = chunks.iter().map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    futures_util::stream::iter(v).boxed()
+}
+
+fn failing_body() -> ByteStream {
+    futures_util::stream::iter(vec![Ok(Bytes::from_static(b"partial")), Err(Error::invalid("client went away"))]).boxed()
+}
+
+async fn read_all(store: &dyn BlobStore, key: &StorageKey, range: Option<ByteRange>) -> Vec<u8> {
+    let got = store.get(key, range).await.expect("get");
+    let mut out = Vec::new();
+    let mut s = got.body;
+    while let Some(c) = s.next().await {
+        out.extend_from_slice(&c.expect("chunk"));
+    }
+    out
+}
+
+fn key(s: &str) -> StorageKey {
+    StorageKey::new(s).expect("key")
+}
+
+/// Checks a [`BlobStore`] against its contract. The store should be empty under `conformance/`.
+pub async fn blob_store_suite(store: &dyn BlobStore) {
+    let k = key("conformance/a/b/one.txt");
+    let meta = store.put(&k, body(&[b"hello ", b"world"]), PutOptions::default()).await.expect("put");
+    assert_eq!(meta.size, 11);
+    assert_eq!(read_all(store, &k, None).await, b"hello world");
+    let head = store.head(&k).await.expect("head");
+    assert_eq!(head.size, 11);
+    assert_eq!(head.etag, meta.etag);
+
+    // Ranges.
+    assert_eq!(read_all(store, &k, Some(ByteRange::Bounded(0, 4))).await, b"hello");
+    assert_eq!(read_all(store, &k, Some(ByteRange::From(6))).await, b"world");
+    assert_eq!(read_all(store, &k, Some(ByteRange::Suffix(3))).await, b"rld");
+    let got = store.get(&k, Some(ByteRange::Bounded(2, 100))).await.expect("get range");
+    assert_eq!(got.range, 2..11);
+    assert!(matches!(store.get(&k, Some(ByteRange::From(11))).await, Err(Error::RangeNotSatisfiable(11))));
+
+    // Create-only leaves the existing object untouched.
+    let r = store.put(&k, body(&[b"other"]), PutOptions { create_only: true }).await;
+    assert!(matches!(r, Err(Error::PreconditionFailed(_))), "create-only over an object: {r:?}");
+    assert_eq!(read_all(store, &k, None).await, b"hello world");
+
+    // A plain put replaces.
+    store.put(&k, body(&[b"v2"]), PutOptions::default()).await.expect("overwrite");
+    assert_eq!(read_all(store, &k, None).await, b"v2");
+    assert_ne!(store.head(&k).await.expect("head").etag, meta.etag, "etag changes with the content");
+
+    // A failed body leaves nothing behind, and does not disturb an existing object.
+    let bad = key("conformance/failed.bin");
+    assert!(store.put(&bad, failing_body(), PutOptions { create_only: true }).await.is_err());
+    assert!(matches!(store.head(&bad).await, Err(Error::NotFound(_))));
+    assert!(store.put(&k, failing_body(), PutOptions::default()).await.is_err());
+    assert_eq!(read_all(store, &k, None).await, b"v2");
+
+    // Empty objects.
+    let empty = key("conformance/empty");
+    assert_eq!(store.put(&empty, body(&[]), PutOptions { create_only: true }).await.expect("empty").size, 0);
+    assert_eq!(read_all(store, &empty, None).await, b"");
+
+    // Missing keys.
+    let missing = key("conformance/missing");
+    assert!(matches!(store.get(&missing, None).await, Err(Error::NotFound(_))));
+    assert!(matches!(store.head(&missing).await, Err(Error::NotFound(_))));
+
+    // Listing by prefix, in key order.
+    let listed: Vec<String> = store.list("conformance/").await.expect("list").into_iter().map(|(k, _)| k.to_string()).collect();
+    assert_eq!(listed, vec!["conformance/a/b/one.txt".to_owned(), "conformance/empty".to_owned()]);
+    assert_eq!(store.list("conformance/a/").await.expect("list").len(), 1);
+
+    // Delete is idempotent.
+    store.delete(&k).await.expect("delete");
+    store.delete(&k).await.expect("delete again");
+    assert!(matches!(store.head(&k).await, Err(Error::NotFound(_))));
+    store.delete(&empty).await.expect("delete");
+    assert!(store.list("conformance/").await.expect("list").is_empty());
+
+    // Concurrent create-only puts: exactly one wins.
+    let race = key("conformance/race");
+    let (a, b) = futures_util::join!(
+        store.put(&race, body(&[b"a"]), PutOptions { create_only: true }),
+        store.put(&race, body(&[b"b"]), PutOptions { create_only: true })
+    );
+    assert_eq!(a.is_ok() as u8 + b.is_ok() as u8, 1, "one of two create-only puts wins");
+    store.delete(&race).await.expect("delete");
+}
+
+fn project(s: &str) -> ProjectId {
+    ProjectId::new(s).expect("project")
+}
+
+fn credential(id: &str, p: &str, kind: CredentialKind) -> Credential {
+    Credential {
+        id: id.to_owned(),
+        project: project(p),
+        workspace: None,
+        kind,
+        name: Some("test".into()),
+        secret_hash: format!("{:0>64}", id),
+        created_at: 1,
+        revoked_at: None,
+    }
+}
+
+fn file(p: &str, ws: Option<&str>, key_: &str, status: FileStatus) -> FileRecord {
+    FileRecord {
+        id: FileId::generate(),
+        project: project(p),
+        workspace: ws.map(|w| WorkspaceId::new(w).expect("ws")),
+        backend: "b".into(),
+        key: key(key_),
+        name: FileName::new("ünï code.txt").expect("name"),
+        size: Some(3),
+        declared_type: Some("text/plain".into()),
+        detected_type: None,
+        extension: Some("txt".into()),
+        sha256: None,
+        created_by: Some("me".into()),
+        agent: Some("fastgpt".into()),
+        credential_id: Some("c1".into()),
+        class: Class::Input,
+        status,
+        policy: "native".into(),
+        created_at: 1_000,
+        completed_at: None,
+        expires_at: Some(10_000),
+        deleted_at: None,
+    }
+}
+
+/// Checks a [`Catalog`] against its contract. The catalog should be empty.
+pub async fn catalog_suite(catalog: &dyn Catalog) {
+    // Credentials.
+    let c1 = credential("00000000000000c1", "alpha", CredentialKind::Integration);
+    let mut c2 = credential("00000000000000c2", "beta", CredentialKind::Device);
+    c2.workspace = Some(WorkspaceId::new("ws1").expect("ws"));
+    catalog.insert_credential(&c1).await.expect("insert c1");
+    catalog.insert_credential(&c2).await.expect("insert c2");
+    assert!(matches!(catalog.insert_credential(&c1).await, Err(Error::Conflict(_))));
+    assert_eq!(catalog.credential(&c1.id).await.expect("get"), Some(c1.clone()));
+    assert_eq!(catalog.credential(&c2.id).await.expect("get"), Some(c2.clone()));
+    assert_eq!(catalog.credential("nope").await.expect("get"), None);
+    assert_eq!(catalog.list_credentials(None).await.expect("list").len(), 2);
+    assert_eq!(catalog.list_credentials(Some(&project("beta"))).await.expect("list"), vec![c2.clone()]);
+    assert!(catalog.revoke_credential(&c1.id, 5).await.expect("revoke"));
+    assert!(!catalog.revoke_credential(&c1.id, 6).await.expect("revoke twice"));
+    assert!(!catalog.revoke_credential("nope", 6).await.expect("revoke missing"));
+    assert_eq!(catalog.credential(&c1.id).await.expect("get").and_then(|c| c.revoked_at), Some(5));
+
+    // Files: insert, get, round trip of every field.
+    let mut f1 = file("alpha", None, "alpha/one.txt", FileStatus::Ready);
+    f1.sha256 = Some("ab".repeat(32));
+    f1.detected_type = Some("text/plain; charset=utf-8".into());
+    f1.completed_at = Some(1_001);
+    catalog.insert_file(&f1).await.expect("insert f1");
+    assert_eq!(catalog.file(&f1.id).await.expect("get"), Some(f1.clone()));
+    assert_eq!(catalog.file(&FileId::generate()).await.expect("get"), None);
+    assert!(matches!(catalog.insert_file(&f1).await, Err(Error::Conflict(_))), "same id");
+    let same_key = file("alpha", None, "alpha/one.txt", FileStatus::Pending);
+    assert!(matches!(catalog.insert_file(&same_key).await, Err(Error::Conflict(_))), "same backend and key");
+
+    // Pending → ready, exactly once.
+    let f2 = file("alpha", Some("ws1"), "alpha/two.txt", FileStatus::Pending);
+    catalog.insert_file(&f2).await.expect("insert f2");
+    let c = Completion { size: 3, sha256: "cd".repeat(32), detected_type: "text/plain".into(), completed_at: 2_000 };
+    assert!(catalog.complete_file(&f2.id, &c).await.expect("complete"));
+    assert!(!catalog.complete_file(&f2.id, &c).await.expect("complete twice"));
+    let done = catalog.file(&f2.id).await.expect("get").expect("exists");
+    assert_eq!((done.status, done.size, done.sha256.as_deref(), done.completed_at), (FileStatus::Ready, Some(3), Some(c.sha256.as_str()), Some(2_000)));
+
+    // Listing: newest first, by project, workspace, status, expiry, with a cursor.
+    let mut f3 = file("alpha", None, "alpha/three.txt", FileStatus::Ready);
+    f3.expires_at = None;
+    catalog.insert_file(&f3).await.expect("insert f3");
+    let other = file("beta", None, "beta/x.txt", FileStatus::Ready);
+    catalog.insert_file(&other).await.expect("insert other");
+    let q = |ws: Option<&str>, before: Option<FileId>, live_at: i64, limit: u32| FileQuery {
+        project: project("alpha"),
+        workspace: ws.map(|w| WorkspaceId::new(w).expect("ws")),
+        status: FileStatus::Ready,
+        before,
+        live_at,
+        limit,
+    };
+    let ids = |v: Vec<FileRecord>| v.into_iter().map(|f| f.id).collect::<Vec<_>>();
+    assert_eq!(ids(catalog.list_files(&q(None, None, 0, 10)).await.expect("list")), vec![f3.id.clone(), f2.id.clone(), f1.id.clone()]);
+    assert_eq!(ids(catalog.list_files(&q(None, None, 0, 2)).await.expect("list")), vec![f3.id.clone(), f2.id.clone()]);
+    assert_eq!(ids(catalog.list_files(&q(None, Some(f2.id.clone()), 0, 10)).await.expect("list")), vec![f1.id.clone()]);
+    assert_eq!(ids(catalog.list_files(&q(Some("ws1"), None, 0, 10)).await.expect("list")), vec![f2.id.clone()]);
+    assert_eq!(ids(catalog.list_files(&q(None, None, 10_000, 10)).await.expect("list")), vec![f3.id.clone()], "expired files are left out");
+
+    // Delete: a tombstone, exactly once, and the key is free again.
+    assert!(catalog.delete_file(&f1.id, 3_000).await.expect("delete"));
+    assert!(!catalog.delete_file(&f1.id, 3_001).await.expect("delete twice"));
+    let gone = catalog.file(&f1.id).await.expect("get").expect("tombstone");
+    assert_eq!((gone.status, gone.deleted_at), (FileStatus::Deleted, Some(3_000)));
+    assert_eq!(ids(catalog.list_files(&q(None, None, 0, 10)).await.expect("list")), vec![f3.id.clone(), f2.id.clone()]);
+    catalog.insert_file(&same_key).await.expect("a deleted file's key can be used again");
+
+    // Remove drops the row.
+    catalog.remove_file(&same_key.id).await.expect("remove");
+    assert_eq!(catalog.file(&same_key.id).await.expect("get"), None);
+    catalog.remove_file(&same_key.id).await.expect("remove is idempotent");
+}

@@ -1,0 +1,565 @@
+//! [`FileService`]: the one way files come in and go out. Every dialect calls it; it checks
+//! credentials and scope, applies the upload policy, mints storage keys, meters bodies into a
+//! [`BlobStore`] and records them in the [`Catalog`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{self, Principal};
+use crate::blob::{BlobStore, ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest, PutOptions};
+use crate::catalog::{Catalog, Completion, FileQuery};
+use crate::clock::{Clock, Timestamp};
+use crate::disposition;
+use crate::error::{Error, Result};
+use crate::link::{UrlSigner, Verified};
+use crate::meter::{exact_length, meter};
+use crate::model::{
+    Class, Credential, CredentialKind, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey, WorkspaceId,
+    validate_relative_path,
+};
+use crate::policy::UploadPolicy;
+use crate::range::ByteRange;
+
+const DAY_SECS: u64 = 86_400;
+
+/// A configured storage target.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// The name files record and clients pick (`local`, `cos`, …).
+    pub name: String,
+    pub store: Arc<dyn BlobStore>,
+    /// Scheme of `path` references to its files (`local`, `cos`, `s3`, `gs`).
+    pub scheme: String,
+    /// Host part of `path` references (the bucket host).
+    pub host: String,
+    /// Regions a client may name; empty means none may be named.
+    pub regions: Vec<String>,
+    /// Longest TTL of a URL this backend presigns, in seconds.
+    pub max_presign_ttl_secs: u64,
+}
+
+/// How long each class is kept, in seconds (`None`: until deleted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Default 1 day.
+    pub input_secs: Option<u64>,
+    /// Default 7 days.
+    pub output_secs: Option<u64>,
+    /// Default: kept until deleted.
+    pub asset_secs: Option<u64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { input_secs: Some(DAY_SECS), output_secs: Some(7 * DAY_SECS), asset_secs: None }
+    }
+}
+
+impl Retention {
+    fn secs(&self, class: Class) -> Option<u64> {
+        match class {
+            Class::Input => self.input_secs,
+            Class::Output => self.output_secs,
+            Class::Asset => self.asset_secs,
+        }
+    }
+}
+
+/// The service's settings.
+#[derive(Debug, Clone)]
+pub struct FileServiceConfig {
+    /// The backend used when a request names none.
+    pub default_backend: String,
+    /// Upload policies by name; each way in names one. `native` must exist.
+    pub policies: BTreeMap<String, UploadPolicy>,
+    /// TTL of presigned upload URLs, in seconds.
+    pub upload_ttl_secs: u64,
+    /// Default TTL of download links, in seconds.
+    pub link_ttl_secs: u64,
+    /// Longest TTL a client may ask for a link, in seconds.
+    pub max_link_ttl_secs: u64,
+    pub retention: Retention,
+}
+
+/// How a new file's storage key is made. Every layout puts a filedock-minted id or a validated
+/// path in the key; a client's file name never becomes a path unchecked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyLayout {
+    /// `{project}/{yyyy}/{mm}/{dd}/{id}.{ext}`.
+    Native,
+    /// `{prefix}/{yyyy}/{mm}/{dd}/{id}.{ext}` (Juniortree's `uploads/…`).
+    Dated(&'static str),
+    /// `{prefix}/{project}/{id}/{name}` (Cyberun's `inputs/…/photo.png`).
+    Named(&'static str),
+    /// `{project}/{path}` with a client's relative path (TokenOps), at most 255 bytes.
+    ProjectPath(String),
+}
+
+/// A file to take in through filedock.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    pub name: FileName,
+    pub declared_type: Option<String>,
+    pub class: Class,
+    /// Overrides the class's retention, in seconds.
+    pub ttl_secs: Option<u64>,
+    /// The upload policy to apply.
+    pub policy: String,
+    /// The exact body length, when the client said it up front.
+    pub size_hint: Option<u64>,
+    pub created_by: Option<String>,
+    pub agent: Option<String>,
+    /// The backend by name (default when `None`).
+    pub backend: Option<String>,
+    pub key: KeyLayout,
+}
+
+impl NewFile {
+    /// A file with defaults: class input, the `native` policy, the native key layout.
+    pub fn named(name: FileName) -> Self {
+        NewFile {
+            name,
+            declared_type: None,
+            class: Class::Input,
+            ttl_secs: None,
+            policy: "native".into(),
+            size_hint: None,
+            created_by: None,
+            agent: None,
+            backend: None,
+            key: KeyLayout::Native,
+        }
+    }
+}
+
+/// A direct upload to announce.
+#[derive(Debug, Clone)]
+pub struct PresignUpload {
+    pub file: NewFile,
+    /// Sign the declared type: the PUT must carry it as `Content-Type`.
+    pub sign_content_type: bool,
+    /// Sign the backend's create-only header: the PUT must carry it.
+    pub create_only: bool,
+}
+
+/// The files, credentials and links of every project.
+#[derive(Debug)]
+pub struct FileService {
+    catalog: Arc<dyn Catalog>,
+    backends: BTreeMap<String, Backend>,
+    signer: Arc<UrlSigner>,
+    clock: Arc<dyn Clock>,
+    config: FileServiceConfig,
+}
+
+fn date_parts(at: Timestamp) -> (i32, u8, u8) {
+    let d = time::OffsetDateTime::from_unix_timestamp(at / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    (d.year(), d.month() as u8, d.day())
+}
+
+fn is_visible_to(rec: &FileRecord, who: &Principal) -> bool {
+    rec.project == who.project && (who.workspace.is_none() || rec.workspace == who.workspace)
+}
+
+fn secs_to_ms(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
+}
+
+impl FileService {
+    /// A service over a catalog and its backends. Fails if the default backend or the `native`
+    /// policy is missing.
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        backends: Vec<Backend>,
+        signer: Arc<UrlSigner>,
+        clock: Arc<dyn Clock>,
+        config: FileServiceConfig,
+    ) -> Result<Self> {
+        let backends: BTreeMap<String, Backend> = backends.into_iter().map(|b| (b.name.clone(), b)).collect();
+        if !backends.contains_key(&config.default_backend) {
+            return Err(Error::invalid(format!("default backend '{}' is not configured", config.default_backend)));
+        }
+        if !config.policies.contains_key("native") {
+            return Err(Error::invalid("the 'native' upload policy is not configured"));
+        }
+        Ok(FileService { catalog, backends, signer, clock, config })
+    }
+
+    /// The clock the service decides expiry by.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &FileServiceConfig {
+        &self.config
+    }
+
+    /// A backend by name (case-insensitive), or the default.
+    pub fn backend(&self, name: Option<&str>) -> Result<&Backend> {
+        let name = name.unwrap_or(&self.config.default_backend);
+        self.backends
+            .get(name)
+            .or_else(|| self.backends.values().find(|b| b.name.eq_ignore_ascii_case(name)))
+            .ok_or_else(|| Error::invalid(format!("unknown storage backend '{name}'")))
+    }
+
+    /// A policy by name.
+    pub fn policy(&self, name: &str) -> Result<&UploadPolicy> {
+        self.config.policies.get(name).ok_or_else(|| Error::internal_msg(format!("upload policy '{name}' is not configured")))
+    }
+
+    // ---- credentials ----
+
+    /// Finds the principal of a presented bearer token.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal> {
+        let presented = auth::parse_token(token)?;
+        let stored = self
+            .catalog
+            .credential(presented.id)
+            .await?
+            .ok_or_else(|| Error::Unauthenticated("invalid credential".into()))?;
+        auth::verify(&presented, &stored)
+    }
+
+    /// Makes a credential; returns its row and the secret, which is shown once and never stored.
+    pub async fn create_credential(
+        &self,
+        project: ProjectId,
+        workspace: Option<WorkspaceId>,
+        kind: CredentialKind,
+        name: Option<String>,
+    ) -> Result<(Credential, String)> {
+        let minted = auth::mint_secret(kind)?;
+        let c = Credential {
+            id: minted.id,
+            project,
+            workspace,
+            kind,
+            name,
+            secret_hash: minted.secret_hash,
+            created_at: self.clock.now(),
+            revoked_at: None,
+        };
+        self.catalog.insert_credential(&c).await?;
+        Ok((c, minted.token))
+    }
+
+    /// Lists credentials (never their secrets).
+    pub async fn list_credentials(&self, project: Option<&ProjectId>) -> Result<Vec<Credential>> {
+        self.catalog.list_credentials(project).await
+    }
+
+    /// Revokes a credential; it stops working at once.
+    pub async fn revoke_credential(&self, id: &str) -> Result<()> {
+        if self.catalog.revoke_credential(id, self.clock.now()).await? {
+            Ok(())
+        } else {
+            Err(Error::not_found(format!("no active key with id '{id}'")))
+        }
+    }
+
+    // ---- uploads ----
+
+    fn mint_key(&self, who: &Principal, id: &FileId, new: &NewFile, now: Timestamp) -> Result<StorageKey> {
+        let ext = new.name.extension().map(|e| format!(".{e}")).unwrap_or_default();
+        let (y, m, d) = date_parts(now);
+        let key = match &new.key {
+            KeyLayout::Native => format!("{}/{y:04}/{m:02}/{d:02}/{id}{ext}", who.project),
+            KeyLayout::Dated(prefix) => format!("{prefix}/{y:04}/{m:02}/{d:02}/{id}{ext}"),
+            KeyLayout::Named(prefix) => format!("{prefix}/{}/{id}/{}", who.project, new.name),
+            KeyLayout::ProjectPath(path) => {
+                validate_relative_path(path, 255)?;
+                format!("{}/{path}", who.project)
+            }
+        };
+        StorageKey::new(key)
+    }
+
+    fn expiry(&self, class: Class, ttl_secs: Option<u64>, now: Timestamp) -> Option<Timestamp> {
+        ttl_secs.or(self.config.retention.secs(class)).map(|s| now.saturating_add(secs_to_ms(s)))
+    }
+
+    fn record(&self, who: &Principal, id: FileId, key: StorageKey, new: &NewFile, backend: &Backend, now: Timestamp) -> FileRecord {
+        FileRecord {
+            id,
+            project: who.project.clone(),
+            workspace: who.workspace.clone(),
+            backend: backend.name.clone(),
+            key,
+            extension: new.name.extension(),
+            name: new.name.clone(),
+            size: new.size_hint,
+            declared_type: new.declared_type.clone(),
+            detected_type: None,
+            sha256: None,
+            created_by: new.created_by.clone(),
+            agent: new.agent.clone(),
+            credential_id: Some(who.credential_id.clone()),
+            class: new.class,
+            status: FileStatus::Pending,
+            policy: new.policy.clone(),
+            created_at: now,
+            completed_at: None,
+            expires_at: self.expiry(new.class, new.ttl_secs, now),
+            deleted_at: None,
+        }
+    }
+
+    /// Takes a file whose bytes pass through filedock. The body is metered (limit, SHA-256,
+    /// type) on its way to the store, which commits it only if every check passed; the record
+    /// is written after the blob is durable, so a crash leaves no record of a partial file.
+    pub async fn upload(&self, who: &Principal, new: NewFile, body: ByteStream) -> Result<FileRecord> {
+        let policy = self.policy(&new.policy)?.clone();
+        let ext = new.name.extension();
+        policy.check_extension(ext.as_deref())?;
+        if let Some(n) = new.size_hint {
+            policy.check_size(n)?;
+        }
+        let backend = self.backend(new.backend.as_deref())?;
+        let now = self.clock.now();
+        let id = FileId::generate();
+        let key = self.mint_key(who, &id, &new, now)?;
+        let (metered, handle) = meter(body, policy, ext, new.size_hint);
+        backend.store.put(&key, metered, PutOptions { create_only: true }).await?;
+        let m = handle.outcome().ok_or_else(|| Error::internal_msg("store committed a body that did not end cleanly"))?;
+        let mut rec = self.record(who, id, key, &new, backend, now);
+        rec.size = Some(m.size);
+        rec.sha256 = Some(m.sha256);
+        rec.detected_type = Some(m.detected_type);
+        rec.status = FileStatus::Ready;
+        rec.completed_at = Some(self.clock.now());
+        if let Err(e) = self.catalog.insert_file(&rec).await {
+            self.discard_blob(backend, &rec.key).await;
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    /// Announces a direct upload: records a pending file and presigns a PUT straight to its
+    /// backend. The file becomes ready on [`FileService::complete_upload`] (or first use).
+    pub async fn presign_upload(&self, who: &Principal, req: PresignUpload) -> Result<(FileRecord, PresignedRequest)> {
+        let new = &req.file;
+        let policy = self.policy(&new.policy)?;
+        policy.check_extension(new.name.extension().as_deref())?;
+        if let Some(n) = new.size_hint {
+            policy.check_size(n)?;
+        }
+        let backend = self.backend(new.backend.as_deref())?;
+        let now = self.clock.now();
+        let id = FileId::generate();
+        let key = self.mint_key(who, &id, new, now)?;
+        let rec = self.record(who, id, key, new, backend, now);
+        let ttl = self.config.upload_ttl_secs.min(backend.max_presign_ttl_secs);
+        let presign = PresignPut {
+            key: rec.key.clone(),
+            content_length: new.size_hint,
+            content_type: if req.sign_content_type { new.declared_type.clone() } else { None },
+            create_only: req.create_only,
+            max_size: Some(policy.max_size),
+            expires_at: now + secs_to_ms(ttl),
+        };
+        let signed = backend.store.presign_put(&presign)?;
+        self.catalog.insert_file(&rec).await?;
+        Ok((rec, signed))
+    }
+
+    /// Checks what arrived for a pending file — size against the announced size and the policy,
+    /// the type of its content, its SHA-256 — and makes it ready. A mismatch deletes the object
+    /// and says why. Completing a ready file returns it as is.
+    pub async fn complete_upload(&self, who: &Principal, id: &FileId) -> Result<FileRecord> {
+        let rec = self.visible_file(who, id).await?;
+        self.complete(rec).await
+    }
+
+    async fn complete(&self, rec: FileRecord) -> Result<FileRecord> {
+        if rec.status == FileStatus::Ready {
+            return Ok(rec);
+        }
+        let backend = self.backend(Some(&rec.backend))?;
+        let store = &backend.store;
+        let meta = match store.head(&rec.key).await {
+            Ok(m) => m,
+            Err(Error::NotFound(_)) => return Err(Error::Conflict("the upload has not been received yet".into())),
+            Err(e) => return Err(e),
+        };
+        let checked = async {
+            if let Some(expected) = rec.size
+                && expected != meta.size
+            {
+                return Err(Error::invalid(format!("received {} bytes, but {expected} were announced", meta.size)));
+            }
+            let policy = self.policy(&rec.policy)?.clone();
+            policy.check_size(meta.size)?;
+            let got = store.get(&rec.key, None).await?;
+            let (mut body, handle) = meter(got.body, policy, rec.extension.clone(), Some(meta.size));
+            while let Some(chunk) = body.next().await {
+                chunk?;
+            }
+            handle.outcome().ok_or_else(|| Error::internal_msg("metered read ended without an outcome"))
+        }
+        .await;
+        let m = match checked {
+            Ok(m) => m,
+            Err(e) => {
+                if !e.is_server_error() {
+                    self.discard_blob(backend, &rec.key).await;
+                }
+                return Err(e);
+            }
+        };
+        let c = Completion { size: m.size, sha256: m.sha256, detected_type: m.detected_type, completed_at: self.clock.now() };
+        self.catalog.complete_file(&rec.id, &c).await?;
+        // Whoever won a race to complete, the row now says what is true.
+        self.catalog.file(&rec.id).await?.ok_or_else(|| Error::not_found("no such file"))
+    }
+
+    async fn discard_blob(&self, backend: &Backend, key: &StorageKey) {
+        if let Err(e) = backend.store.delete(key).await {
+            tracing::error!(backend = %backend.name, %key, error = %e, "could not delete a refused blob");
+        }
+    }
+
+    // ---- reading ----
+
+    /// A file the principal may see (pending or ready, not deleted, not expired). Anything else
+    /// — another project's file included — is `NotFound`.
+    pub async fn visible_file(&self, who: &Principal, id: &FileId) -> Result<FileRecord> {
+        let rec = self.catalog.file(id).await?.filter(|r| is_visible_to(r, who)).ok_or_else(|| Error::not_found("no such file"))?;
+        match rec.status {
+            FileStatus::Deleted => Err(Error::not_found("no such file")),
+            _ if rec.expires_at.is_some_and(|e| e <= self.clock.now()) => Err(Error::not_found("no such file")),
+            _ => Ok(rec),
+        }
+    }
+
+    /// A file ready to serve; a pending file is completed first if its bytes have arrived.
+    pub async fn ready_file(&self, who: &Principal, id: &FileId) -> Result<FileRecord> {
+        let rec = self.visible_file(who, id).await?;
+        self.complete(rec).await
+    }
+
+    /// A page of ready files, newest first, and the cursor of the next page.
+    pub async fn list(&self, who: &Principal, before: Option<FileId>, limit: u32) -> Result<(Vec<FileRecord>, Option<FileId>)> {
+        let limit = limit.clamp(1, 1000);
+        let q = FileQuery {
+            project: who.project.clone(),
+            workspace: who.workspace.clone(),
+            status: FileStatus::Ready,
+            before,
+            live_at: self.clock.now(),
+            limit: limit + 1,
+        };
+        let mut files = self.catalog.list_files(&q).await?;
+        let next = if files.len() > limit as usize {
+            files.truncate(limit as usize);
+            files.last().map(|f| f.id.clone())
+        } else {
+            None
+        };
+        Ok((files, next))
+    }
+
+    /// Opens a file's bytes (or a range of them).
+    pub async fn download(&self, who: &Principal, id: &FileId, range: Option<ByteRange>) -> Result<(FileRecord, GetResult)> {
+        let rec = self.ready_file(who, id).await?;
+        let got = self.backend(Some(&rec.backend))?.store.get(&rec.key, range).await?;
+        Ok((rec, got))
+    }
+
+    /// A signed download URL for a file, valid `ttl_secs` (default from config), never past the
+    /// file's own expiry.
+    pub async fn link(&self, who: &Principal, id: &FileId, ttl_secs: Option<u64>) -> Result<PresignedRequest> {
+        let rec = self.ready_file(who, id).await?;
+        self.link_for(&rec, ttl_secs)
+    }
+
+    /// A signed download URL for a record already checked.
+    pub fn link_for(&self, rec: &FileRecord, ttl_secs: Option<u64>) -> Result<PresignedRequest> {
+        let ttl = ttl_secs.unwrap_or(self.config.link_ttl_secs);
+        if ttl == 0 || ttl > self.config.max_link_ttl_secs {
+            return Err(Error::invalid(format!("ttl must be between 1 and {} seconds", self.config.max_link_ttl_secs)));
+        }
+        let backend = self.backend(Some(&rec.backend))?;
+        let ttl = ttl.min(backend.max_presign_ttl_secs);
+        let mut expires_at = self.clock.now().saturating_add(secs_to_ms(ttl));
+        if let Some(e) = rec.expires_at {
+            expires_at = expires_at.min(e);
+        }
+        backend.store.presign_get(&PresignGet {
+            key: rec.key.clone(),
+            expires_at,
+            response_content_type: Some(rec.content_type().to_owned()),
+            response_content_disposition: Some(disposition::attachment(rec.name.as_str())),
+        })
+    }
+
+    /// Deletes a file: the record first (so it disappears at once), then the blob.
+    pub async fn delete(&self, who: &Principal, id: &FileId) -> Result<()> {
+        let rec = self.visible_file(who, id).await?;
+        if self.catalog.delete_file(&rec.id, self.clock.now()).await? {
+            self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key).await;
+        }
+        Ok(())
+    }
+
+    // ---- the signed-URL face of self-served stores ----
+
+    fn self_served(&self, backend: &str, key: &str) -> Result<(&Backend, StorageKey)> {
+        let b = self.backends.get(backend).filter(|b| b.store.self_served()).ok_or_else(|| Error::not_found("no such bucket"))?;
+        let key = StorageKey::new(key).map_err(|_| Error::not_found("no such key"))?;
+        Ok((b, key))
+    }
+
+    fn verify(&self, method: &str, backend: &str, key: &str, query: &str, header: &dyn Fn(&str) -> Option<String>) -> Result<Verified> {
+        self.signer.verify(method, backend, key, query, header, self.clock.now() / 1000)
+    }
+
+    /// Serves a presigned PUT to a self-served store, with S3's rules: a valid signature with
+    /// every signed header, a `Content-Length` (411 without), the signed size limit (413), and
+    /// create-only (412 over an existing object).
+    pub async fn direct_put(
+        &self,
+        backend: &str,
+        key: &str,
+        query: &str,
+        header: &dyn Fn(&str) -> Option<String>,
+        body: ByteStream,
+    ) -> Result<ObjectMeta> {
+        let (b, key_) = self.self_served(backend, key)?;
+        let v = self.verify("PUT", backend, key, query, header)?;
+        let len = header("content-length")
+            .ok_or_else(|| Error::LengthRequired("a Content-Length is required".into()))?
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| Error::invalid("malformed Content-Length"))?;
+        if let Some(max) = v.max_size
+            && len > max
+        {
+            return Err(Error::TooLarge(format!("the body is {len} bytes; this URL takes at most {max}")));
+        }
+        if v.create_only && b.store.head(&key_).await.is_ok() {
+            return Err(Error::PreconditionFailed("an object already exists at this key".into()));
+        }
+        b.store.put(&key_, exact_length(body, len), PutOptions { create_only: v.create_only }).await
+    }
+
+    /// Serves a presigned GET from a self-served store; returns the response overrides that were
+    /// signed, and the object.
+    pub async fn direct_get(
+        &self,
+        backend: &str,
+        key: &str,
+        query: &str,
+        range: Option<ByteRange>,
+    ) -> Result<(Verified, GetResult)> {
+        let (b, key_) = self.self_served(backend, key)?;
+        let v = self.verify("GET", backend, key, query, &|_| None)?;
+        let got = b.store.get(&key_, range).await?;
+        Ok((v, got))
+    }
+}

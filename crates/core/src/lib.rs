@@ -1,0 +1,39 @@
+//! filedock-core: the domain of a file intake service — files, uploads, credentials, limits, type
+//! checks and signed links — and the two traits its backends implement ([`BlobStore`] for bytes,
+//! [`Catalog`] for records).
+//!
+//! It is not an HTTP server and knows no vendor dialect: those live in `filedock-server`, and call
+//! [`FileService`], which is the one way files come in and go out. It knows no concrete backend
+//! either (those live in `filedock-storage` and `filedock-catalog`); [`memory`] holds in-memory ones
+//! for tests.
+
+pub mod auth;
+pub mod blob;
+pub mod catalog;
+pub mod clock;
+pub mod conformance;
+pub mod disposition;
+pub mod error;
+pub mod files;
+pub mod link;
+pub mod memory;
+pub mod meter;
+pub mod model;
+pub mod policy;
+pub mod range;
+pub mod sniff;
+
+
+pub use auth::{Principal, hash_secret};
+pub use blob::{BlobStore, ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest, PutOptions};
+pub use catalog::Catalog;
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use error::{Error, Result};
+pub use files::{Backend, FileService, FileServiceConfig, NewFile, PresignUpload};
+pub use link::UrlSigner;
+pub use model::{
+    Class, Credential, CredentialKind, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey,
+    WorkspaceId,
+};
+pub use policy::UploadPolicy;
+pub use range::ByteRange;

@@ -1,0 +1,405 @@
+//! The domain nouns: ids and names as validating newtypes, and the records filedock keeps.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+
+/// First path segments of the native API under `/v1/`; a project may not be named like one, so
+/// Huawei's `/v1/{project_id}/agent-runtime/...` never collides with them.
+pub const RESERVED_PROJECT_IDS: &[&str] = &["files", "uploads", "links", "keys", "workflows", "tasks"];
+
+fn check_id_chars(kind: &str, s: &str) -> Result<()> {
+    if s.is_empty() || s.len() > 64 {
+        return Err(Error::invalid(format!("{kind} must be 1 to 64 characters")));
+    }
+    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(Error::invalid(format!("{kind} may only contain letters, digits, '-' and '_'")));
+    }
+    Ok(())
+}
+
+macro_rules! string_newtype {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The value as a string.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+string_newtype!(
+    /// A tenant: `[A-Za-z0-9_-]{1,64}`, not one of [`RESERVED_PROJECT_IDS`].
+    ProjectId
+);
+string_newtype!(
+    /// An optional sub-scope of a project: `[A-Za-z0-9_-]{1,64}`.
+    WorkspaceId
+);
+string_newtype!(
+    /// A file's id: 32 lowercase hex digits of a UUIDv7, so ids sort by creation time.
+    FileId
+);
+string_newtype!(
+    /// Where a blob lives inside its backend: a relative `/`-separated path of safe segments.
+    StorageKey
+);
+string_newtype!(
+    /// A user-facing file name: UTF-8, 1 to 255 bytes, no control characters, no path.
+    FileName
+);
+
+impl ProjectId {
+    /// Validates a project id.
+    pub fn new(s: impl Into<String>) -> Result<Self> {
+        let s = s.into();
+        check_id_chars("project id", &s)?;
+        if RESERVED_PROJECT_IDS.contains(&s.as_str()) {
+            return Err(Error::invalid(format!("project id '{s}' is reserved")));
+        }
+        Ok(ProjectId(s))
+    }
+}
+
+impl WorkspaceId {
+    /// Validates a workspace id.
+    pub fn new(s: impl Into<String>) -> Result<Self> {
+        let s = s.into();
+        check_id_chars("workspace id", &s)?;
+        Ok(WorkspaceId(s))
+    }
+}
+
+impl FileId {
+    /// A new, time-ordered id.
+    pub fn generate() -> Self {
+        FileId(uuid::Uuid::now_v7().simple().to_string())
+    }
+
+    /// Parses an id as given by a client (404 rather than 400 for anything malformed, so probing
+    /// ids teaches nothing).
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(FileId(s.to_owned()))
+        } else {
+            Err(Error::not_found("no such file"))
+        }
+    }
+}
+
+/// The longest storage key filedock mints or accepts, in bytes (S3 allows 1024).
+pub const MAX_KEY_LEN: usize = 1024;
+
+impl StorageKey {
+    /// Validates a key: relative, `/`-separated, no empty, `.` or `..` segment, no backslash, no
+    /// control character, at most [`MAX_KEY_LEN`] bytes.
+    pub fn new(s: impl Into<String>) -> Result<Self> {
+        let s = s.into();
+        validate_relative_path(&s, MAX_KEY_LEN)?;
+        Ok(StorageKey(s))
+    }
+
+    /// The last segment.
+    pub fn file_part(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+}
+
+/// Checks a client-given relative path (TokenOps' `path`, a storage key): non-empty, at most
+/// `max` bytes, not absolute, no `..`/`.`/empty segment, no backslash, no control character.
+pub fn validate_relative_path(s: &str, max: usize) -> Result<()> {
+    if s.is_empty() {
+        return Err(Error::invalid("path must not be empty"));
+    }
+    if s.len() > max {
+        return Err(Error::invalid(format!("path must be at most {max} bytes")));
+    }
+    if s.starts_with('/') {
+        return Err(Error::invalid("path must be relative"));
+    }
+    if s.contains('\\') {
+        return Err(Error::invalid("path must not contain a backslash"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(Error::invalid("path must not contain control characters"));
+    }
+    for seg in s.split('/') {
+        match seg {
+            "" => return Err(Error::invalid("path must not contain empty segments")),
+            "." | ".." => return Err(Error::invalid("path must not contain '.' or '..' segments")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl FileName {
+    /// Validates a display name as given. A name that carries a directory part is refused; use
+    /// [`FileName::from_client`] for names from multipart headers.
+    pub fn new(s: impl Into<String>) -> Result<Self> {
+        let s = s.into();
+        if s.is_empty() {
+            return Err(Error::invalid("file name must not be empty"));
+        }
+        if s.len() > 255 {
+            return Err(Error::invalid("file name must be at most 255 bytes"));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(Error::invalid("file name must not contain control characters"));
+        }
+        if s.contains('/') || s.contains('\\') || s == "." || s == ".." {
+            return Err(Error::invalid("file name must not contain a path"));
+        }
+        Ok(FileName(s))
+    }
+
+    /// A name as browsers and old clients send it: keeps the part after the last `/` or `\`
+    /// (`C:\Users\me\a.png` → `a.png`), then validates it.
+    pub fn from_client(s: &str) -> Result<Self> {
+        let base = s.rsplit(['/', '\\']).next().unwrap_or(s);
+        FileName::new(base)
+    }
+
+    /// The lowercased extension without the dot, if the name has one.
+    pub fn extension(&self) -> Option<String> {
+        let (stem, ext) = self.0.rsplit_once('.')?;
+        if stem.is_empty() || ext.is_empty() || ext.len() > 16 || !ext.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        Some(ext.to_ascii_lowercase())
+    }
+}
+
+/// A retention class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// Files handed in for processing (default TTL 1 day).
+    #[default]
+    Input,
+    /// Files produced by runs (default TTL 7 days).
+    Output,
+    /// Kept until deleted.
+    Asset,
+}
+
+impl Class {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Input => "input",
+            Class::Output => "output",
+            Class::Asset => "asset",
+        }
+    }
+    /// Parses a stored or client-given name.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "input" => Ok(Class::Input),
+            "output" => Ok(Class::Output),
+            "asset" => Ok(Class::Asset),
+            other => Err(Error::invalid(format!("unknown class '{other}' (input, output, asset)"))),
+        }
+    }
+}
+
+/// Where a file is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileStatus {
+    /// Announced (presigned), bytes not yet checked.
+    Pending,
+    /// Stored, checked, served.
+    Ready,
+    /// Deleted or expired; the record stays as a tombstone.
+    Deleted,
+}
+
+impl FileStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileStatus::Pending => "pending",
+            FileStatus::Ready => "ready",
+            FileStatus::Deleted => "deleted",
+        }
+    }
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "pending" => Ok(FileStatus::Pending),
+            "ready" => Ok(FileStatus::Ready),
+            "deleted" => Ok(FileStatus::Deleted),
+            other => Err(Error::internal_msg(format!("unknown file status '{other}'"))),
+        }
+    }
+}
+
+/// One stored object and what filedock knows of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileRecord {
+    pub id: FileId,
+    pub project: ProjectId,
+    pub workspace: Option<WorkspaceId>,
+    /// The configured backend's name.
+    pub backend: String,
+    pub key: StorageKey,
+    pub name: FileName,
+    /// Bytes; for a pending file, the size it was announced with (if any).
+    pub size: Option<u64>,
+    /// The type the client declared.
+    pub declared_type: Option<String>,
+    /// The type found in the content.
+    pub detected_type: Option<String>,
+    pub extension: Option<String>,
+    /// Lowercase hex SHA-256 of the content, once known.
+    pub sha256: Option<String>,
+    /// Who the client says made it (Juniortree's `created_by`).
+    pub created_by: Option<String>,
+    /// The agent that sent it (Juniortree's `Agent` header).
+    pub agent: Option<String>,
+    /// The credential that created it.
+    pub credential_id: Option<String>,
+    pub class: Class,
+    pub status: FileStatus,
+    /// The upload policy (route) the file came in under; rechecked at completion.
+    pub policy: String,
+    pub created_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub deleted_at: Option<Timestamp>,
+}
+
+impl FileRecord {
+    /// The content type to serve: detected, else declared, else octet-stream.
+    pub fn content_type(&self) -> &str {
+        self.detected_type.as_deref().or(self.declared_type.as_deref()).unwrap_or("application/octet-stream")
+    }
+}
+
+/// Kinds of credential, each with its secret prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialKind {
+    /// An interactive user (`st-`).
+    Session,
+    /// A server-to-server integration (`sk-`).
+    Integration,
+    /// A runner or agent machine (`dk-`).
+    Device,
+    /// An operator (`ad-`).
+    Admin,
+}
+
+impl CredentialKind {
+    /// All kinds.
+    pub const ALL: [CredentialKind; 4] =
+        [CredentialKind::Session, CredentialKind::Integration, CredentialKind::Device, CredentialKind::Admin];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Session => "session",
+            CredentialKind::Integration => "integration",
+            CredentialKind::Device => "device",
+            CredentialKind::Admin => "admin",
+        }
+    }
+    /// The secret's prefix, dash included.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            CredentialKind::Session => "st-",
+            CredentialKind::Integration => "sk-",
+            CredentialKind::Device => "dk-",
+            CredentialKind::Admin => "ad-",
+        }
+    }
+    /// Parses a stored or client-given name.
+    pub fn parse(s: &str) -> Result<Self> {
+        CredentialKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| Error::invalid(format!("unknown key kind '{s}' (session, integration, device, admin)")))
+    }
+}
+
+/// A bearer credential, as stored: never the secret, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Credential {
+    /// 16 lowercase hex digits; also embedded in the secret.
+    pub id: String,
+    pub project: ProjectId,
+    pub workspace: Option<WorkspaceId>,
+    pub kind: CredentialKind,
+    pub name: Option<String>,
+    /// Lowercase hex SHA-256 of the secret part.
+    #[serde(skip)]
+    pub secret_hash: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_ids() {
+        assert!(ProjectId::new("demo-1_A").is_ok());
+        assert!(ProjectId::new("").is_err());
+        assert!(ProjectId::new("a".repeat(65)).is_err());
+        assert!(ProjectId::new("a/b").is_err());
+        assert!(ProjectId::new("files").is_err());
+    }
+
+    #[test]
+    fn relative_paths() {
+        for ok in ["a", "my_files/test.mp4", "a/b/c.d", "ünï/cödé.txt"] {
+            assert!(validate_relative_path(ok, 255).is_ok(), "{ok}");
+        }
+        for bad in ["", "/abs", "a/../b", "..", "./a", "a//b", "a/", "a\\b", "a\u{0}b", "a\nb"] {
+            assert!(validate_relative_path(bad, 255).is_err(), "{bad:?}");
+        }
+        assert!(validate_relative_path(&"a".repeat(256), 255).is_err());
+    }
+
+    #[test]
+    fn file_names() {
+        assert_eq!(FileName::from_client("C:\\Users\\me\\a.PNG").map(|n| n.extension()).ok().flatten().as_deref(), Some("png"));
+        assert_eq!(FileName::from_client("../../etc/passwd").map(|n| n.to_string()).ok().as_deref(), Some("passwd"));
+        assert!(FileName::new("a\r\nb").is_err());
+        assert!(FileName::new("a/b").is_err());
+        assert!(FileName::new("x".repeat(256)).is_err());
+        assert_eq!(FileName::new(".bashrc").map(|n| n.extension()).ok().flatten(), None);
+        assert_eq!(FileName::new("archive.tar.gz").map(|n| n.extension()).ok().flatten().as_deref(), Some("gz"));
+    }
+
+    #[test]
+    fn file_ids() {
+        let id = FileId::generate();
+        assert_eq!(FileId::parse(id.as_str()).ok(), Some(id));
+        assert!(FileId::parse("../x").is_err());
+        assert!(FileId::parse(&"A".repeat(32)).is_err());
+    }
+}

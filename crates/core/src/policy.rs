@@ -1,0 +1,72 @@
+//! Upload policies: the limits a route puts on what it takes (size, types, empty files). Each
+//! dialect names its policy; operators override them in config.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::sniff;
+
+/// Limits for one way in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadPolicy {
+    /// Largest accepted file, in bytes.
+    pub max_size: u64,
+    /// Extensions allowed (lowercase, no dot). `None` allows any; the content must still match a
+    /// known extension.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// Whether a zero-byte file is accepted.
+    #[serde(default = "yes")]
+    pub allow_empty: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl UploadPolicy {
+    /// A policy with a size limit and no type restriction.
+    pub fn max(max_size: u64) -> Self {
+        UploadPolicy { max_size, allow: None, allow_empty: true }
+    }
+
+    /// Checks a declared size before any byte is stored.
+    pub fn check_size(&self, size: u64) -> Result<()> {
+        if size > self.max_size {
+            return Err(Error::TooLarge(format!("file is {size} bytes; the limit is {} bytes", self.max_size)));
+        }
+        Ok(())
+    }
+
+    /// Checks an extension against the allowlist (by name only; the content is checked later).
+    pub fn check_extension(&self, ext: Option<&str>) -> Result<()> {
+        let Some(allow) = &self.allow else { return Ok(()) };
+        match ext {
+            Some(e) if allow.iter().any(|a| a == e) => Ok(()),
+            Some(e) => Err(Error::UnsupportedType(format!(".{e} files are not accepted here (allowed: {})", allow.join(", ")))),
+            None => Err(Error::UnsupportedType(format!("files without an extension are not accepted here (allowed: {})", allow.join(", ")))),
+        }
+    }
+
+    /// Checks a file's first bytes; returns the detected type.
+    pub fn check_content(&self, ext: Option<&str>, head: &[u8], complete: bool) -> Result<String> {
+        self.check_extension(ext)?;
+        sniff::check_head(ext, head, complete).map_err(|m| Error::UnsupportedType(m.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist() {
+        let p = UploadPolicy { max_size: 10, allow: Some(vec!["pdf".into()]), allow_empty: true };
+        assert!(p.check_extension(Some("pdf")).is_ok());
+        assert!(matches!(p.check_extension(Some("png")), Err(Error::UnsupportedType(_))));
+        assert!(matches!(p.check_extension(None), Err(Error::UnsupportedType(_))));
+        assert!(matches!(p.check_size(11), Err(Error::TooLarge(_))));
+        assert!(p.check_size(10).is_ok());
+    }
+}
