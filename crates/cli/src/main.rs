@@ -1,1 +1,166 @@
-fn main() {}
+//! The `filedock` binary: `serve` runs the service; `keys` manages credentials offline, on the
+//! same data dir and config, also while a server runs.
+
+mod app;
+mod config;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use filedock_core::{CredentialKind, ProjectId, WorkspaceId};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, FlagOverrides};
+
+/// filedock: file intake for AI agents and workflow platforms.
+#[derive(Debug, Parser)]
+#[command(name = "filedock", version, about)]
+struct Cli {
+    /// TOML config file.
+    #[arg(long, global = true, env = "FILEDOCK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (catalog, local blobs, signing secret). Default ./filedock-data.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on. Default 127.0.0.1:8080.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Base URL clients reach filedock at. Default http://<listen>.
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// Manage credentials.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key; its secret is the last line of stdout, shown only once.
+    Create {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        workspace: Option<String>,
+        /// session (st-), integration (sk-), device (dk-) or admin (ad-).
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id; it stops working at once.
+    Revoke { id: String },
+}
+
+fn init_logging(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: letting in-flight requests finish");
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let files = app::file_service(&cfg).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, public_url = %cfg.public_url(), data_dir = %cfg.data_dir.display(), "filedock listening");
+    let router = filedock_server::router(filedock_server::AppState { files: Arc::new(files) });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(filedock_server::serve(listener, router, async {
+        let _ = rx.await;
+    }));
+    shutdown_signal().await;
+    let _ = tx.send(());
+    match tokio::time::timeout(Duration::from_secs(cfg.shutdown_grace_secs), server).await {
+        Ok(joined) => joined??,
+        Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
+    }
+    Ok(())
+}
+
+async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    let creds = app::credentials(&cfg).await?;
+    match cmd {
+        KeysCommand::Create { project, workspace, kind, name } => {
+            let project = ProjectId::new(project)?;
+            let workspace = workspace.map(WorkspaceId::new).transpose()?;
+            let kind = CredentialKind::parse(&kind)?;
+            let (c, token) = creds.create(project, workspace, kind, name).await?;
+            println!("created {} key {} for project {}", c.kind.as_str(), c.id, c.project);
+            println!("{token}");
+        }
+        KeysCommand::List { project, json } => {
+            let project = project.map(ProjectId::new).transpose()?;
+            for c in creds.list(project.as_ref()).await? {
+                if json {
+                    println!("{}", serde_json::to_string(&c)?);
+                } else {
+                    let state = if c.revoked_at.is_some() { "revoked" } else { "active" };
+                    let ws = c.workspace.as_ref().map(|w| w.as_str()).unwrap_or("-");
+                    let name = c.name.as_deref().unwrap_or("-");
+                    println!("{}  {}{}…  {:<11}  {:<7}  project={}  workspace={}  name={}", c.id, c.kind.prefix(), c.id, c.kind.as_str(), state, c.project, ws, name);
+                }
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            creds.revoke(&id).await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (listen, public_url) = match &cli.command {
+        Command::Serve { listen, public_url } => (*listen, public_url.clone()),
+        Command::Keys(_) => (None, None),
+    };
+    let cfg = Config::load(cli.config.as_deref(), FlagOverrides { listen, data_dir: cli.data_dir.clone(), public_url })?;
+    match cli.command {
+        Command::Serve { .. } => {
+            init_logging(&cfg.log_format);
+            serve(cfg).await
+        }
+        Command::Keys(cmd) => keys(cfg, cmd).await,
+    }
+}

@@ -5,6 +5,10 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use std::sync::Arc;
+
+use crate::catalog::Catalog;
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::model::{Credential, CredentialKind, ProjectId, WorkspaceId};
 
@@ -84,6 +88,69 @@ pub fn verify(presented: &PresentedToken<'_>, stored: &Credential) -> Result<Pri
         return Err(Error::Unauthenticated("credential revoked".into()));
     }
     Ok(Principal::of(stored))
+}
+
+/// Making, listing, revoking and checking credentials. Needs only the catalog, so the
+/// `filedock keys` commands can use it beside a running server.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    catalog: Arc<dyn Catalog>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Credentials {
+    /// Credentials kept in a catalog.
+    pub fn new(catalog: Arc<dyn Catalog>, clock: Arc<dyn Clock>) -> Self {
+        Credentials { catalog, clock }
+    }
+
+    /// Finds the principal of a presented bearer token.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal> {
+        let presented = parse_token(token)?;
+        let stored = self
+            .catalog
+            .credential(presented.id)
+            .await?
+            .ok_or_else(|| Error::Unauthenticated("invalid credential".into()))?;
+        verify(&presented, &stored)
+    }
+
+    /// Makes a credential; returns its row and the secret, which is shown once and never stored.
+    pub async fn create(
+        &self,
+        project: ProjectId,
+        workspace: Option<WorkspaceId>,
+        kind: CredentialKind,
+        name: Option<String>,
+    ) -> Result<(Credential, String)> {
+        let minted = mint_secret(kind)?;
+        let c = Credential {
+            id: minted.id,
+            project,
+            workspace,
+            kind,
+            name,
+            secret_hash: minted.secret_hash,
+            created_at: self.clock.now(),
+            revoked_at: None,
+        };
+        self.catalog.insert_credential(&c).await?;
+        Ok((c, minted.token))
+    }
+
+    /// Lists credentials (never their secrets).
+    pub async fn list(&self, project: Option<&ProjectId>) -> Result<Vec<Credential>> {
+        self.catalog.list_credentials(project).await
+    }
+
+    /// Revokes a credential; it stops working at once.
+    pub async fn revoke(&self, id: &str) -> Result<()> {
+        if self.catalog.revoke_credential(id, self.clock.now()).await? {
+            Ok(())
+        } else {
+            Err(Error::not_found(format!("no active key with id '{id}'")))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{self, Principal};
+use crate::auth::{Credentials, Principal};
 use crate::blob::{BlobStore, ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest, PutOptions};
 use crate::catalog::{Catalog, Completion, FileQuery};
 use crate::clock::{Clock, Timestamp};
@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::link::{UrlSigner, Verified};
 use crate::meter::{exact_length, meter};
 use crate::model::{
-    Class, Credential, CredentialKind, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey, WorkspaceId,
+    Class, FileId, FileName, FileRecord, FileStatus, StorageKey,
     validate_relative_path,
 };
 use crate::policy::UploadPolicy;
@@ -150,6 +150,7 @@ pub struct PresignUpload {
 #[derive(Debug)]
 pub struct FileService {
     catalog: Arc<dyn Catalog>,
+    credentials: Credentials,
     backends: BTreeMap<String, Backend>,
     signer: Arc<UrlSigner>,
     clock: Arc<dyn Clock>,
@@ -186,7 +187,8 @@ impl FileService {
         if !config.policies.contains_key("native") {
             return Err(Error::invalid("the 'native' upload policy is not configured"));
         }
-        Ok(FileService { catalog, backends, signer, clock, config })
+        let credentials = Credentials::new(catalog.clone(), clock.clone());
+        Ok(FileService { catalog, credentials, backends, signer, clock, config })
     }
 
     /// The clock the service decides expiry by.
@@ -217,50 +219,12 @@ impl FileService {
 
     /// Finds the principal of a presented bearer token.
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
-        let presented = auth::parse_token(token)?;
-        let stored = self
-            .catalog
-            .credential(presented.id)
-            .await?
-            .ok_or_else(|| Error::Unauthenticated("invalid credential".into()))?;
-        auth::verify(&presented, &stored)
+        self.credentials.authenticate(token).await
     }
 
-    /// Makes a credential; returns its row and the secret, which is shown once and never stored.
-    pub async fn create_credential(
-        &self,
-        project: ProjectId,
-        workspace: Option<WorkspaceId>,
-        kind: CredentialKind,
-        name: Option<String>,
-    ) -> Result<(Credential, String)> {
-        let minted = auth::mint_secret(kind)?;
-        let c = Credential {
-            id: minted.id,
-            project,
-            workspace,
-            kind,
-            name,
-            secret_hash: minted.secret_hash,
-            created_at: self.clock.now(),
-            revoked_at: None,
-        };
-        self.catalog.insert_credential(&c).await?;
-        Ok((c, minted.token))
-    }
-
-    /// Lists credentials (never their secrets).
-    pub async fn list_credentials(&self, project: Option<&ProjectId>) -> Result<Vec<Credential>> {
-        self.catalog.list_credentials(project).await
-    }
-
-    /// Revokes a credential; it stops working at once.
-    pub async fn revoke_credential(&self, id: &str) -> Result<()> {
-        if self.catalog.revoke_credential(id, self.clock.now()).await? {
-            Ok(())
-        } else {
-            Err(Error::not_found(format!("no active key with id '{id}'")))
-        }
+    /// The credential operations.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     // ---- uploads ----
@@ -515,7 +479,7 @@ impl FileService {
         Ok((b, key))
     }
 
-    fn verify(&self, method: &str, backend: &str, key: &str, query: &str, header: &dyn Fn(&str) -> Option<String>) -> Result<Verified> {
+    fn verify(&self, method: &str, backend: &str, key: &str, query: &str, header: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<Verified> {
         self.signer.verify(method, backend, key, query, header, self.clock.now() / 1000)
     }
 
@@ -527,7 +491,7 @@ impl FileService {
         backend: &str,
         key: &str,
         query: &str,
-        header: &dyn Fn(&str) -> Option<String>,
+        header: &(dyn Fn(&str) -> Option<String> + Sync),
         body: ByteStream,
     ) -> Result<ObjectMeta> {
         let (b, key_) = self.self_served(backend, key)?;

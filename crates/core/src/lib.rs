@@ -24,7 +24,7 @@ pub mod range;
 pub mod sniff;
 
 
-pub use auth::{Principal, hash_secret};
+pub use auth::{Credentials, Principal, hash_secret};
 pub use blob::{BlobStore, ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest, PutOptions};
 pub use catalog::Catalog;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

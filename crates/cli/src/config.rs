@@ -1,0 +1,145 @@
+//! filedock's configuration: defaults, then a TOML file (`--config`), then `FILEDOCK_*`
+//! environment variables (nested keys with `__`, e.g. `FILEDOCK_CATALOG__TYPE`), then flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use filedock_catalog::CatalogConfig;
+use filedock_core::UploadPolicy;
+use filedock_core::files::Retention;
+use filedock_storage::BackendConfig;
+use serde::{Deserialize, Serialize};
+
+/// Everything `filedock serve` reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory of the embedded catalog, the local blobs and the signing secret.
+    pub data_dir: PathBuf,
+    /// The base URL clients reach filedock at; links and signed URLs point here.
+    /// Default: `http://<listen>`.
+    pub public_url: Option<String>,
+    /// The backend used when a request names none.
+    pub default_backend: String,
+    /// Storage backends by name.
+    pub backends: BTreeMap<String, BackendConfig>,
+    /// The record store.
+    pub catalog: CatalogConfig,
+    /// Upload policies by name (`native`, and one per dialect); merged over the defaults.
+    pub policies: BTreeMap<String, UploadPolicy>,
+    /// TTL of presigned upload URLs, in seconds.
+    pub upload_ttl_secs: u64,
+    /// Default TTL of download links, in seconds.
+    pub link_ttl_secs: u64,
+    /// Longest TTL a client may ask a download link for, in seconds.
+    pub max_link_ttl_secs: u64,
+    /// How long each class of file is kept.
+    pub retention: Retention,
+    /// File holding the secret that signs URLs (hex, at least 32 bytes). Created on first start.
+    /// Default: `<data_dir>/signing.key`. Instances that share storage must share it.
+    pub signing_secret_file: Option<PathBuf>,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+/// The default upload policies.
+pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
+    let mut p = BTreeMap::new();
+    // S3's largest single PUT.
+    p.insert("native".to_owned(), UploadPolicy::max(5 * 1024 * 1024 * 1024));
+    p
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./filedock-data"),
+            public_url: None,
+            default_backend: "local".into(),
+            backends: BTreeMap::from([("local".to_owned(), BackendConfig::local())]),
+            catalog: CatalogConfig::default(),
+            policies: default_policies(),
+            upload_ttl_secs: 15 * 60,
+            link_ttl_secs: 60 * 60,
+            max_link_ttl_secs: 7 * 86_400,
+            retention: Retention::default(),
+            signing_secret_file: None,
+            log_format: "text".into(),
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// Values given as flags (only those set override).
+#[derive(Debug, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+}
+
+/// Environment variables of the client commands, not of the server's config.
+const CLIENT_ENV: &[&str] = &["config", "key", "server"];
+
+impl Config {
+    /// Loads the layers in order.
+    pub fn load(file: Option<&Path>, flags: FlagOverrides) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                anyhow::bail!("config file {} does not exist", f.display());
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig
+            .merge(Env::prefixed("FILEDOCK_").split("__").filter(|k| !CLIENT_ENV.contains(&k.as_str())))
+            .merge(Serialized::defaults(flags));
+        let cfg: Config = fig.extract()?;
+        if !cfg.backends.contains_key(&cfg.default_backend) {
+            anyhow::bail!("default_backend '{}' is not among the configured backends", cfg.default_backend);
+        }
+        Ok(cfg)
+    }
+
+    /// The public base URL, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("f.toml", "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\n[policies.native]\nmax_size = 10\n")?;
+            jail.set_env("FILEDOCK_DATA_DIR", "/from/env");
+            jail.set_env("FILEDOCK_KEY", "sk-not-a-config-value");
+            let flags = FlagOverrides { public_url: Some("https://files.example".into()), ..Default::default() };
+            let cfg = Config::load(Some(Path::new("f.toml")), flags).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.listen.port(), 9000);
+            assert_eq!(cfg.data_dir, PathBuf::from("/from/env"));
+            assert_eq!(cfg.public_url(), "https://files.example");
+            assert_eq!(cfg.policies["native"].max_size, 10);
+            assert_eq!(cfg.default_backend, "local");
+            let over = FlagOverrides { data_dir: Some("/from/flag".into()), ..Default::default() };
+            assert_eq!(Config::load(Some(Path::new("f.toml")), over).map_err(|e| e.to_string())?.data_dir, PathBuf::from("/from/flag"));
+            jail.create_file("bad.toml", "lisen = \"typo\"\n")?;
+            assert!(Config::load(Some(Path::new("bad.toml")), FlagOverrides::default()).is_err(), "unknown keys are refused");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,95 @@
+//! `/blob/{backend}/{key}`: the HTTP face of stores filedock serves itself (the local disk). It
+//! behaves like S3 for presigned URLs — signed headers enforced, create-only, exact length,
+//! expiry — and answers errors in S3's XML shape so S3 clients understand them.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::put;
+use filedock_core::Error;
+use percent_encoding::percent_decode_str;
+
+use crate::AppState;
+use crate::error::{log_if_server_error, status_of, with_error_headers};
+use crate::{body, respond};
+
+/// The routes.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/blob/{*rest}", put(put_object).get(get_object))
+}
+
+fn s3_code(e: &Error) -> &'static str {
+    match e {
+        Error::NotFound(_) => "NoSuchKey",
+        Error::Invalid(_) => "InvalidRequest",
+        Error::TooLarge(_) => "EntityTooLarge",
+        Error::UnsupportedType(_) => "InvalidRequest",
+        Error::Unauthenticated(_) | Error::Forbidden(_) => "AccessDenied",
+        Error::Conflict(_) => "OperationAborted",
+        Error::PreconditionFailed(_) => "PreconditionFailed",
+        Error::LengthRequired(_) => "MissingContentLength",
+        Error::RangeNotSatisfiable(_) => "InvalidRange",
+        Error::Gone(_) => "NoSuchKey",
+        Error::Unavailable(_) => "ServiceUnavailable",
+        Error::Internal(_) => "InternalError",
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// An S3-shaped XML error.
+struct S3Error(Error);
+
+impl IntoResponse for S3Error {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        log_if_server_error(&e);
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message></Error>",
+            s3_code(&e),
+            xml_escape(&e.to_string())
+        );
+        let resp = (status_of(&e), [(header::CONTENT_TYPE, "application/xml")], xml).into_response();
+        with_error_headers(&e, resp)
+    }
+}
+
+/// Splits `/blob/{backend}/{key}` from the raw URI, decoding each part once.
+fn target(uri: &Uri) -> Result<(String, String), S3Error> {
+    let not_found = || S3Error(Error::not_found("no such key"));
+    let rest = uri.path().strip_prefix("/blob/").ok_or_else(not_found)?;
+    let (backend, key) = rest.split_once('/').ok_or_else(not_found)?;
+    let dec = |s: &str| percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| not_found());
+    Ok((dec(backend)?, dec(key)?))
+}
+
+fn header_lookup(headers: &HeaderMap) -> impl Fn(&str) -> Option<String> + '_ {
+    move |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+async fn put_object(State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, S3Error> {
+    let (backend, key) = target(&uri)?;
+    let lookup = header_lookup(&headers);
+    let meta = state
+        .files
+        .direct_put(&backend, &key, uri.query().unwrap_or(""), &lookup, body::raw(body))
+        .await
+        .map_err(S3Error)?;
+    let mut resp = StatusCode::OK.into_response();
+    if let Ok(v) = HeaderValue::from_str(&meta.etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+async fn get_object(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Result<Response, S3Error> {
+    let (backend, key) = target(&uri)?;
+    let range = respond::requested_range(&headers);
+    let (v, got) = state.files.direct_get(&backend, &key, uri.query().unwrap_or(""), range).await.map_err(S3Error)?;
+    let ct = v.response_content_type.as_deref().unwrap_or("application/octet-stream");
+    Ok(respond::object(got, ct, v.response_content_disposition.as_deref(), range.is_some()))
+}

@@ -1,0 +1,109 @@
+//! Request bodies as core [`ByteStream`]s: raw bodies and multipart/form-data file fields
+//! (streamed with multer; text fields before the file are read, bounded).
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::http::HeaderMap;
+use filedock_core::{ByteStream, Error};
+use futures_util::{StreamExt, TryStreamExt};
+
+/// Largest text field of a multipart form.
+pub const MAX_TEXT_FIELD: u64 = 64 * 1024;
+/// Room for multipart framing and text fields on top of the file limit.
+const MULTIPART_SLACK: u64 = 1024 * 1024;
+
+fn body_error(e: axum::Error) -> Error {
+    let mut src: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(s) = src {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return Error::TooLarge("the body is over the limit".into());
+        }
+        src = s.source();
+    }
+    Error::invalid(format!("the request body could not be read: {e}"))
+}
+
+/// A raw body as a stream.
+pub fn raw(body: Body) -> ByteStream {
+    body.into_data_stream().map_err(body_error).boxed()
+}
+
+/// `Content-Length`, if present and well-formed.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The boundary, if the request is multipart/form-data.
+pub fn multipart_boundary(headers: &HeaderMap) -> Option<Result<String, Error>> {
+    let ct = headers.get(axum::http::header::CONTENT_TYPE)?.to_str().ok()?;
+    if !ct.trim_start().to_ascii_lowercase().starts_with("multipart/form-data") {
+        return None;
+    }
+    Some(multer::parse_boundary(ct).map_err(|_| Error::invalid("multipart/form-data without a boundary")))
+}
+
+fn multer_error(e: multer::Error) -> Error {
+    match e {
+        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
+            Error::TooLarge("the body is over the limit".into())
+        }
+        multer::Error::StreamReadFailed(inner) => {
+            let mut src: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+            while let Some(s) = src {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return Error::TooLarge("the body is over the limit".into());
+                }
+                src = s.source();
+            }
+            Error::invalid(format!("the request body could not be read: {inner}"))
+        }
+        other => Error::invalid(format!("malformed multipart body: {other}")),
+    }
+}
+
+/// A file field of a multipart form, still streaming.
+pub struct FilePart {
+    pub file_name: Option<String>,
+    pub content_type: Option<String>,
+    pub body: ByteStream,
+}
+
+/// A multipart form read up to its file field.
+pub struct Form {
+    /// Text fields sent before the file (fields after it are not read).
+    pub fields: HashMap<String, String>,
+    pub file: Option<FilePart>,
+}
+
+/// Reads a multipart form up to `file_field`, keeping the text fields before it; the file is
+/// left streaming. At most 64 text fields of at most [`MAX_TEXT_FIELD`] bytes each.
+pub async fn multipart_form(body: Body, boundary: String, file_field: &str, max_file: u64) -> Result<Form, Error> {
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(max_file.saturating_add(MULTIPART_SLACK))
+            .per_field(MAX_TEXT_FIELD)
+            .for_field(file_field.to_owned(), max_file.saturating_add(1)),
+    );
+    let mut form = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let mut fields = HashMap::new();
+    while let Some(mut field) = form.next_field().await.map_err(multer_error)? {
+        let name = field.name().unwrap_or("").to_owned();
+        if name == file_field {
+            let file_name = field.file_name().map(str::to_owned);
+            let content_type = field.content_type().map(|m| m.to_string());
+            let body = field.map_err(multer_error).boxed();
+            return Ok(Form { fields, file: Some(FilePart { file_name, content_type, body }) });
+        }
+        if fields.len() >= 64 {
+            return Err(Error::invalid("too many form fields"));
+        }
+        let mut value = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
+            value.extend_from_slice(&chunk);
+        }
+        let value = String::from_utf8(value).map_err(|_| Error::invalid(format!("form field '{name}' is not UTF-8")))?;
+        fields.insert(name, value);
+    }
+    Ok(Form { fields, file: None })
+}

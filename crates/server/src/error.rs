@@ -1,0 +1,94 @@
+//! From a core [`Error`] to an HTTP answer: one exhaustive status map, the native JSON envelope,
+//! and one log line (with the cause) for every 5xx.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use filedock_core::Error;
+use serde::Serialize;
+
+/// The status of each outcome. No wildcard arm: a new variant must be mapped here.
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Invalid(_) => StatusCode::BAD_REQUEST,
+        Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+        Error::LengthRequired(_) => StatusCode::LENGTH_REQUIRED,
+        Error::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+        Error::Gone(_) => StatusCode::GONE,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Logs a server-side failure once, with its cause chain.
+pub fn log_if_server_error(e: &Error) {
+    if e.is_server_error() {
+        let mut chain = String::new();
+        let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+        while let Some(s) = src {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            src = s.source();
+        }
+        tracing::error!(code = e.code(), "request failed: {e}{chain}");
+    }
+}
+
+/// Headers an error answer carries whatever the envelope.
+pub fn with_error_headers(e: &Error, mut resp: Response) -> Response {
+    match e {
+        Error::RangeNotSatisfiable(size) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+        }
+        Error::Unauthenticated(_) => {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        _ => {}
+    }
+    resp
+}
+
+/// The native API's error envelope: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// One error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code (`not_found`, `too_large`, `unsupported_type`, …).
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// A core error rendered in the native envelope.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        log_if_server_error(&e);
+        let body = ErrorBody { error: ErrorDetail { code: e.code().to_owned(), message: e.to_string() } };
+        with_error_headers(&e, (status_of(&e), Json(body)).into_response())
+    }
+}
+
+/// Handler result in the native envelope.
+pub type ApiResult<T> = Result<T, ApiError>;

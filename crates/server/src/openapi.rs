@@ -1,0 +1,42 @@
+//! The OpenAPI document, generated from the handlers' annotations, served at `/openapi.json`.
+
+use std::sync::OnceLock;
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::dialects::native;
+use crate::error::{ErrorBody, ErrorDetail};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// The spec.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "filedock", description = "File intake for AI agents and workflow platforms: the native API."),
+    paths(
+        native::upload, native::list, native::get_file, native::download, native::delete_file, native::create_link,
+        native::presign, native::complete
+    ),
+    components(schemas(
+        native::FileView, native::FileList, native::SignedRequest, native::PresignRequest, native::PresignResponse,
+        native::LinkRequest, native::LinkResponse, native::UploadForm, ErrorBody, ErrorDetail
+    )),
+    modifiers(&BearerAuth),
+    tags((name = "files", description = "Stored files"), (name = "uploads", description = "Direct uploads"))
+)]
+pub struct ApiDoc;
+
+/// `GET /openapi.json`.
+pub async fn serve() -> Json<serde_json::Value> {
+    static SPEC: OnceLock<serde_json::Value> = OnceLock::new();
+    Json(SPEC.get_or_init(|| serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()).clone())
+}
