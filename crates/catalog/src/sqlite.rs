@@ -8,10 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use filedock_core::catalog::{Completion, FileQuery};
 use filedock_core::{
-    Catalog, Class, Credential, CredentialKind, Error, FileId, FileName, FileRecord, FileStatus, ProjectId, Result,
-    StorageKey, Timestamp, WorkspaceId,
+    Catalog, Class, Credential, CredentialKind, Error, FileId, FileName, FileRecord, FileStatus,
+    ProjectId, Result, StorageKey, Timestamp, WorkspaceId,
 };
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -24,7 +26,9 @@ pub struct SqliteCatalog {
 
 fn db_err(e: sqlx::Error) -> Error {
     match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => Error::Conflict("that record exists already".into()),
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            Error::Conflict("that record exists already".into())
+        }
         sqlx::Error::PoolTimedOut => Error::Unavailable("the catalog is busy".into()),
         _ => Error::internal(e),
     }
@@ -63,7 +67,11 @@ impl SqliteCatalog {
     }
 
     async fn with_options(opts: SqliteConnectOptions, max: u32) -> Result<Self> {
-        let pool = SqlitePoolOptions::new().max_connections(max).connect_with(opts).await.map_err(db_err)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(opts)
+            .await
+            .map_err(db_err)?;
         MIGRATOR.run(&pool).await.map_err(migrate_err)?;
         Ok(SqliteCatalog { pool })
     }
@@ -81,7 +89,11 @@ fn credential_of(r: &SqliteRow) -> Result<Credential> {
     Ok(Credential {
         id: r.try_get("id").map_err(db_err)?,
         project: ProjectId::new(r.try_get::<String, _>("project").map_err(db_err)?)?,
-        workspace: r.try_get::<Option<String>, _>("workspace").map_err(db_err)?.map(WorkspaceId::new).transpose()?,
+        workspace: r
+            .try_get::<Option<String>, _>("workspace")
+            .map_err(db_err)?
+            .map(WorkspaceId::new)
+            .transpose()?,
         kind: CredentialKind::parse(&r.try_get::<String, _>("kind").map_err(db_err)?)?,
         name: r.try_get("name").map_err(db_err)?,
         secret_hash: r.try_get("secret_hash").map_err(db_err)?,
@@ -92,10 +104,14 @@ fn credential_of(r: &SqliteRow) -> Result<Credential> {
 
 fn file_of(r: &SqliteRow) -> Result<FileRecord> {
     let s = |name: &str| -> Result<String> { r.try_get::<String, _>(name).map_err(db_err) };
-    let o = |name: &str| -> Result<Option<String>> { r.try_get::<Option<String>, _>(name).map_err(db_err) };
-    let t = |name: &str| -> Result<Option<i64>> { r.try_get::<Option<i64>, _>(name).map_err(db_err) };
+    let o = |name: &str| -> Result<Option<String>> {
+        r.try_get::<Option<String>, _>(name).map_err(db_err)
+    };
+    let t =
+        |name: &str| -> Result<Option<i64>> { r.try_get::<Option<i64>, _>(name).map_err(db_err) };
     Ok(FileRecord {
-        id: FileId::parse(&s("id")?).map_err(|_| Error::internal_msg("malformed file id in catalog"))?,
+        id: FileId::parse(&s("id")?)
+            .map_err(|_| Error::internal_msg("malformed file id in catalog"))?,
         project: ProjectId::new(s("project")?)?,
         workspace: o("workspace")?.map(WorkspaceId::new).transpose()?,
         backend: s("backend")?,
@@ -141,26 +157,34 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn credential(&self, id: &str) -> Result<Option<Credential>> {
-        let row = sqlx::query("SELECT * FROM credentials WHERE id = $1").bind(id).fetch_optional(&self.pool).await.map_err(db_err)?;
+        let row = sqlx::query("SELECT * FROM credentials WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
         row.as_ref().map(credential_of).transpose()
     }
 
     async fn list_credentials(&self, project: Option<&ProjectId>) -> Result<Vec<Credential>> {
-        let rows = sqlx::query("SELECT * FROM credentials WHERE ($1 IS NULL OR project = $1) ORDER BY created_at, id")
-            .bind(project.map(|p| p.as_str()))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let rows = sqlx::query(
+            "SELECT * FROM credentials WHERE ($1 IS NULL OR project = $1) ORDER BY created_at, id",
+        )
+        .bind(project.map(|p| p.as_str()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
         rows.iter().map(credential_of).collect()
     }
 
     async fn revoke_credential(&self, id: &str, at: Timestamp) -> Result<bool> {
-        let r = sqlx::query("UPDATE credentials SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-            .bind(id)
-            .bind(at)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let r = sqlx::query(
+            "UPDATE credentials SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -199,7 +223,11 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn file(&self, id: &FileId) -> Result<Option<FileRecord>> {
-        let row = sqlx::query("SELECT * FROM files WHERE id = $1").bind(id.as_str()).fetch_optional(&self.pool).await.map_err(db_err)?;
+        let row = sqlx::query("SELECT * FROM files WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
         row.as_ref().map(file_of).transpose()
     }
 
@@ -251,7 +279,11 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn remove_file(&self, id: &FileId) -> Result<()> {
-        sqlx::query("DELETE FROM files WHERE id = $1").bind(id.as_str()).execute(&self.pool).await.map_err(db_err)?;
+        sqlx::query("DELETE FROM files WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 }
@@ -271,7 +303,11 @@ mod tests {
         let path = dir.path().join("c.db");
         filedock_core::conformance::catalog_suite(&SqliteCatalog::open(&path).await.unwrap()).await;
         let again = SqliteCatalog::open(&path).await.unwrap();
-        assert_eq!(again.list_credentials(None).await.unwrap().len(), 2, "records survive a reopen");
+        assert_eq!(
+            again.list_credentials(None).await.unwrap().len(),
+            2,
+            "records survive a reopen"
+        );
     }
 
     #[tokio::test]
@@ -285,6 +321,9 @@ mod tests {
             .unwrap();
         drop(c);
         let err = SqliteCatalog::open(&path).await.unwrap_err();
-        assert!(matches!(err, Error::Unavailable(ref m) if m.contains("newer")), "{err:?}");
+        assert!(
+            matches!(err, Error::Unavailable(ref m) if m.contains("newer")),
+            "{err:?}"
+        );
     }
 }

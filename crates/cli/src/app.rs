@@ -12,7 +12,9 @@ use crate::config::Config;
 
 /// Opens the catalog only (enough for the `keys` commands, safe beside a running server).
 pub async fn catalog(cfg: &Config) -> anyhow::Result<Arc<dyn Catalog>> {
-    filedock_catalog::open(&cfg.catalog, &cfg.data_dir).await.context("opening the catalog")
+    filedock_catalog::open(&cfg.catalog, &cfg.data_dir)
+        .await
+        .context("opening the catalog")
 }
 
 /// The credential operations over the configured catalog.
@@ -27,7 +29,12 @@ pub fn signing_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
         Ok(mut f) => {
             let secret = hex::encode(filedock_core::auth::random_bytes::<32>()?);
             f.write_all(secret.as_bytes())?;
@@ -36,21 +43,38 @@ pub fn signing_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let secret = hex::decode(text.trim()).with_context(|| format!("{} must hold hex", path.display()))?;
-    anyhow::ensure!(secret.len() >= 32, "{} must hold at least 32 bytes", path.display());
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let secret =
+        hex::decode(text.trim()).with_context(|| format!("{} must hold hex", path.display()))?;
+    anyhow::ensure!(
+        secret.len() >= 32,
+        "{} must hold at least 32 bytes",
+        path.display()
+    );
     Ok(secret)
 }
 
 /// Opens everything `serve` needs.
 pub async fn file_service(cfg: &Config) -> anyhow::Result<FileService> {
     let catalog = catalog(cfg).await?;
-    let secret_path = cfg.signing_secret_file.clone().unwrap_or_else(|| cfg.data_dir.join("signing.key"));
+    let secret_path = cfg
+        .signing_secret_file
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join("signing.key"));
     let signer = Arc::new(UrlSigner::new(signing_secret(&secret_path)?)?);
-    let ctx = OpenContext { data_dir: cfg.data_dir.clone(), public_url: cfg.public_url(), signer: signer.clone() };
+    let ctx = OpenContext {
+        data_dir: cfg.data_dir.clone(),
+        public_url: cfg.public_url(),
+        signer: signer.clone(),
+    };
     let mut backends = Vec::new();
     for (name, b) in &cfg.backends {
-        backends.push(filedock_storage::open(name, b, &ctx).await.with_context(|| format!("opening backend '{name}'"))?);
+        backends.push(
+            filedock_storage::open(name, b, &ctx)
+                .await
+                .with_context(|| format!("opening backend '{name}'"))?,
+        );
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let fs_cfg = FileServiceConfig {

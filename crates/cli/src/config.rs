@@ -53,7 +53,10 @@ pub struct Config {
 pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
     let mut p = BTreeMap::new();
     // S3's largest single PUT.
-    p.insert("native".to_owned(), UploadPolicy::max(5 * 1024 * 1024 * 1024));
+    p.insert(
+        "native".to_owned(),
+        UploadPolicy::max(5 * 1024 * 1024 * 1024),
+    );
     p
 }
 
@@ -103,18 +106,29 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         fig = fig
-            .merge(Env::prefixed("FILEDOCK_").split("__").filter(|k| !CLIENT_ENV.contains(&k.as_str())))
+            .merge(Env::prefixed("FILEDOCK_").split("__").filter(|k| {
+                !CLIENT_ENV
+                    .iter()
+                    .any(|c| k.as_str().eq_ignore_ascii_case(c))
+            }))
             .merge(Serialized::defaults(flags));
         let cfg: Config = fig.extract()?;
         if !cfg.backends.contains_key(&cfg.default_backend) {
-            anyhow::bail!("default_backend '{}' is not among the configured backends", cfg.default_backend);
+            anyhow::bail!(
+                "default_backend '{}' is not among the configured backends",
+                cfg.default_backend
+            );
         }
         Ok(cfg)
     }
 
     /// The public base URL, without a trailing slash.
     pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_owned()
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
     }
 }
 
@@ -128,17 +142,31 @@ mod tests {
             jail.create_file("f.toml", "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\n[policies.native]\nmax_size = 10\n")?;
             jail.set_env("FILEDOCK_DATA_DIR", "/from/env");
             jail.set_env("FILEDOCK_KEY", "sk-not-a-config-value");
-            let flags = FlagOverrides { public_url: Some("https://files.example".into()), ..Default::default() };
+            let flags = FlagOverrides {
+                public_url: Some("https://files.example".into()),
+                ..Default::default()
+            };
             let cfg = Config::load(Some(Path::new("f.toml")), flags).map_err(|e| e.to_string())?;
             assert_eq!(cfg.listen.port(), 9000);
             assert_eq!(cfg.data_dir, PathBuf::from("/from/env"));
             assert_eq!(cfg.public_url(), "https://files.example");
             assert_eq!(cfg.policies["native"].max_size, 10);
             assert_eq!(cfg.default_backend, "local");
-            let over = FlagOverrides { data_dir: Some("/from/flag".into()), ..Default::default() };
-            assert_eq!(Config::load(Some(Path::new("f.toml")), over).map_err(|e| e.to_string())?.data_dir, PathBuf::from("/from/flag"));
+            let over = FlagOverrides {
+                data_dir: Some("/from/flag".into()),
+                ..Default::default()
+            };
+            assert_eq!(
+                Config::load(Some(Path::new("f.toml")), over)
+                    .map_err(|e| e.to_string())?
+                    .data_dir,
+                PathBuf::from("/from/flag")
+            );
             jail.create_file("bad.toml", "lisen = \"typo\"\n")?;
-            assert!(Config::load(Some(Path::new("bad.toml")), FlagOverrides::default()).is_err(), "unknown keys are refused");
+            assert!(
+                Config::load(Some(Path::new("bad.toml")), FlagOverrides::default()).is_err(),
+                "unknown keys are refused"
+            );
             Ok(())
         });
     }

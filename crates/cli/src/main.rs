@@ -73,7 +73,9 @@ enum KeysCommand {
 
 fn init_logging(format: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
     } else {
@@ -99,10 +101,14 @@ async fn shutdown_signal() {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let files = app::file_service(&cfg).await?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, public_url = %cfg.public_url(), data_dir = %cfg.data_dir.display(), "filedock listening");
-    let router = filedock_server::router(filedock_server::AppState { files: Arc::new(files) });
+    let router = filedock_server::router(filedock_server::AppState {
+        files: Arc::new(files),
+    });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(filedock_server::serve(listener, router, async {
         let _ = rx.await;
@@ -119,12 +125,22 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     let creds = app::credentials(&cfg).await?;
     match cmd {
-        KeysCommand::Create { project, workspace, kind, name } => {
+        KeysCommand::Create {
+            project,
+            workspace,
+            kind,
+            name,
+        } => {
             let project = ProjectId::new(project)?;
             let workspace = workspace.map(WorkspaceId::new).transpose()?;
             let kind = CredentialKind::parse(&kind)?;
             let (c, token) = creds.create(project, workspace, kind, name).await?;
-            println!("created {} key {} for project {}", c.kind.as_str(), c.id, c.project);
+            println!(
+                "created {} key {} for project {}",
+                c.kind.as_str(),
+                c.id,
+                c.project
+            );
             println!("{token}");
         }
         KeysCommand::List { project, json } => {
@@ -133,10 +149,24 @@ async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 if json {
                     println!("{}", serde_json::to_string(&c)?);
                 } else {
-                    let state = if c.revoked_at.is_some() { "revoked" } else { "active" };
+                    let state = if c.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
                     let ws = c.workspace.as_ref().map(|w| w.as_str()).unwrap_or("-");
                     let name = c.name.as_deref().unwrap_or("-");
-                    println!("{}  {}{}…  {:<11}  {:<7}  project={}  workspace={}  name={}", c.id, c.kind.prefix(), c.id, c.kind.as_str(), state, c.project, ws, name);
+                    println!(
+                        "{}  {}{}…  {:<11}  {:<7}  project={}  workspace={}  name={}",
+                        c.id,
+                        c.kind.prefix(),
+                        c.id,
+                        c.kind.as_str(),
+                        state,
+                        c.project,
+                        ws,
+                        name
+                    );
                 }
             }
         }
@@ -155,7 +185,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { listen, public_url } => (*listen, public_url.clone()),
         Command::Keys(_) => (None, None),
     };
-    let cfg = Config::load(cli.config.as_deref(), FlagOverrides { listen, data_dir: cli.data_dir.clone(), public_url })?;
+    let cfg = Config::load(
+        cli.config.as_deref(),
+        FlagOverrides {
+            listen,
+            data_dir: cli.data_dir.clone(),
+            public_url,
+        },
+    )?;
     match cli.command {
         Command::Serve { .. } => {
             init_logging(&cfg.log_format);

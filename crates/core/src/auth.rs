@@ -25,7 +25,12 @@ pub struct Principal {
 impl Principal {
     /// A principal for a credential row.
     pub fn of(c: &Credential) -> Self {
-        Principal { credential_id: c.id.clone(), project: c.project.clone(), workspace: c.workspace.clone(), kind: c.kind }
+        Principal {
+            credential_id: c.id.clone(),
+            project: c.project.clone(),
+            workspace: c.workspace.clone(),
+            kind: c.kind,
+        }
     }
 }
 
@@ -37,7 +42,8 @@ pub fn hash_secret(secret: &str) -> String {
 /// Fills a buffer from the OS random source.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut buf = [0u8; N];
-    getrandom::fill(&mut buf).map_err(|e| Error::internal_msg(format!("random source failed: {e}")))?;
+    getrandom::fill(&mut buf)
+        .map_err(|e| Error::internal_msg(format!("random source failed: {e}")))?;
     Ok(buf)
 }
 
@@ -52,7 +58,11 @@ pub struct MintedSecret {
 pub fn mint_secret(kind: CredentialKind) -> Result<MintedSecret> {
     let id = hex::encode(random_bytes::<8>()?);
     let secret = hex::encode(random_bytes::<32>()?);
-    Ok(MintedSecret { token: format!("{}{id}{secret}", kind.prefix()), secret_hash: hash_secret(&secret), id })
+    Ok(MintedSecret {
+        token: format!("{}{id}{secret}", kind.prefix()),
+        secret_hash: hash_secret(&secret),
+        id,
+    })
 }
 
 /// A presented token, split (not yet checked against the catalog).
@@ -66,7 +76,10 @@ pub struct PresentedToken<'a> {
 /// Splits a presented token; anything malformed is unauthenticated.
 pub fn parse_token(token: &str) -> Result<PresentedToken<'_>> {
     let bad = || Error::Unauthenticated("invalid credential".into());
-    let kind = CredentialKind::ALL.into_iter().find(|k| token.starts_with(k.prefix())).ok_or_else(bad)?;
+    let kind = CredentialKind::ALL
+        .into_iter()
+        .find(|k| token.starts_with(k.prefix()))
+        .ok_or_else(bad)?;
     let rest = &token[kind.prefix().len()..];
     if rest.len() != 80 || !rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(bad());
@@ -80,7 +93,10 @@ pub fn parse_token(token: &str) -> Result<PresentedToken<'_>> {
 pub fn verify(presented: &PresentedToken<'_>, stored: &Credential) -> Result<Principal> {
     let bad = || Error::Unauthenticated("invalid credential".into());
     let computed = hash_secret(presented.secret);
-    let equal: bool = computed.as_bytes().ct_eq(stored.secret_hash.as_bytes()).into();
+    let equal: bool = computed
+        .as_bytes()
+        .ct_eq(stored.secret_hash.as_bytes())
+        .into();
     if !equal || stored.kind != presented.kind || stored.id != presented.id {
         return Err(bad());
     }
@@ -181,7 +197,10 @@ mod tests {
 
         let mut revoked = stored.clone();
         revoked.revoked_at = Some(1);
-        assert!(matches!(verify(&p, &revoked), Err(Error::Unauthenticated(_))));
+        assert!(matches!(
+            verify(&p, &revoked),
+            Err(Error::Unauthenticated(_))
+        ));
 
         let mut tampered = m.token.clone();
         tampered.pop();
@@ -194,7 +213,13 @@ mod tests {
 
     #[test]
     fn malformed_tokens() {
-        for t in ["", "sk-", "sk-xyz", "xx-0123456789abcdef", &format!("sk-{}", "A".repeat(80))] {
+        for t in [
+            "",
+            "sk-",
+            "sk-xyz",
+            "xx-0123456789abcdef",
+            &format!("sk-{}", "A".repeat(80)),
+        ] {
             assert!(parse_token(t).is_err(), "{t}");
         }
     }

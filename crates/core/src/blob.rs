@@ -43,7 +43,10 @@ pub struct GetResult {
 
 impl Debug for GetResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GetResult").field("meta", &self.meta).field("range", &self.range).finish_non_exhaustive()
+        f.debug_struct("GetResult")
+            .field("meta", &self.meta)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,7 +99,8 @@ pub struct PresignedRequest {
 #[async_trait]
 pub trait BlobStore: Send + Sync + Debug {
     /// Stores a body under a key.
-    async fn put(&self, key: &StorageKey, body: ByteStream, opts: PutOptions) -> Result<ObjectMeta>;
+    async fn put(&self, key: &StorageKey, body: ByteStream, opts: PutOptions)
+    -> Result<ObjectMeta>;
     /// Reads an object, or a range of it.
     async fn get(&self, key: &StorageKey, range: Option<ByteRange>) -> Result<GetResult>;
     /// Describes an object.

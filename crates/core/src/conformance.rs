@@ -8,16 +8,26 @@ use futures_util::StreamExt;
 use crate::blob::{BlobStore, ByteStream, PutOptions};
 use crate::catalog::{Catalog, Completion, FileQuery};
 use crate::error::Error;
-use crate::model::{Class, Credential, CredentialKind, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey, WorkspaceId};
+use crate::model::{
+    Class, Credential, CredentialKind, FileId, FileName, FileRecord, FileStatus, ProjectId,
+    StorageKey, WorkspaceId,
+};
 use crate::range::ByteRange;
 
 fn body(chunks: &[&[u8]]) -> ByteStream {
-    let v: Vec<_> = chunks.iter().map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let v: Vec<_> = chunks
+        .iter()
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
     futures_util::stream::iter(v).boxed()
 }
 
 fn failing_body() -> ByteStream {
-    futures_util::stream::iter(vec![Ok(Bytes::from_static(b"partial")), Err(Error::invalid("client went away"))]).boxed()
+    futures_util::stream::iter(vec![
+        Ok(Bytes::from_static(b"partial")),
+        Err(Error::invalid("client went away")),
+    ])
+    .boxed()
 }
 
 async fn read_all(store: &dyn BlobStore, key: &StorageKey, range: Option<ByteRange>) -> Vec<u8> {
@@ -37,7 +47,10 @@ fn key(s: &str) -> StorageKey {
 /// Checks a [`BlobStore`] against its contract. The store should be empty under `conformance/`.
 pub async fn blob_store_suite(store: &dyn BlobStore) {
     let k = key("conformance/a/b/one.txt");
-    let meta = store.put(&k, body(&[b"hello ", b"world"]), PutOptions::default()).await.expect("put");
+    let meta = store
+        .put(&k, body(&[b"hello ", b"world"]), PutOptions::default())
+        .await
+        .expect("put");
     assert_eq!(meta.size, 11);
     assert_eq!(read_all(store, &k, None).await, b"hello world");
     let head = store.head(&k).await.expect("head");
@@ -45,43 +58,105 @@ pub async fn blob_store_suite(store: &dyn BlobStore) {
     assert_eq!(head.etag, meta.etag);
 
     // Ranges.
-    assert_eq!(read_all(store, &k, Some(ByteRange::Bounded(0, 4))).await, b"hello");
-    assert_eq!(read_all(store, &k, Some(ByteRange::From(6))).await, b"world");
-    assert_eq!(read_all(store, &k, Some(ByteRange::Suffix(3))).await, b"rld");
-    let got = store.get(&k, Some(ByteRange::Bounded(2, 100))).await.expect("get range");
+    assert_eq!(
+        read_all(store, &k, Some(ByteRange::Bounded(0, 4))).await,
+        b"hello"
+    );
+    assert_eq!(
+        read_all(store, &k, Some(ByteRange::From(6))).await,
+        b"world"
+    );
+    assert_eq!(
+        read_all(store, &k, Some(ByteRange::Suffix(3))).await,
+        b"rld"
+    );
+    let got = store
+        .get(&k, Some(ByteRange::Bounded(2, 100)))
+        .await
+        .expect("get range");
     assert_eq!(got.range, 2..11);
-    assert!(matches!(store.get(&k, Some(ByteRange::From(11))).await, Err(Error::RangeNotSatisfiable(11))));
+    assert!(matches!(
+        store.get(&k, Some(ByteRange::From(11))).await,
+        Err(Error::RangeNotSatisfiable(11))
+    ));
 
     // Create-only leaves the existing object untouched.
-    let r = store.put(&k, body(&[b"other"]), PutOptions { create_only: true }).await;
-    assert!(matches!(r, Err(Error::PreconditionFailed(_))), "create-only over an object: {r:?}");
+    let r = store
+        .put(&k, body(&[b"other"]), PutOptions { create_only: true })
+        .await;
+    assert!(
+        matches!(r, Err(Error::PreconditionFailed(_))),
+        "create-only over an object: {r:?}"
+    );
     assert_eq!(read_all(store, &k, None).await, b"hello world");
 
     // A plain put replaces.
-    store.put(&k, body(&[b"v2"]), PutOptions::default()).await.expect("overwrite");
+    store
+        .put(&k, body(&[b"v2"]), PutOptions::default())
+        .await
+        .expect("overwrite");
     assert_eq!(read_all(store, &k, None).await, b"v2");
-    assert_ne!(store.head(&k).await.expect("head").etag, meta.etag, "etag changes with the content");
+    assert_ne!(
+        store.head(&k).await.expect("head").etag,
+        meta.etag,
+        "etag changes with the content"
+    );
 
     // A failed body leaves nothing behind, and does not disturb an existing object.
     let bad = key("conformance/failed.bin");
-    assert!(store.put(&bad, failing_body(), PutOptions { create_only: true }).await.is_err());
+    assert!(
+        store
+            .put(&bad, failing_body(), PutOptions { create_only: true })
+            .await
+            .is_err()
+    );
     assert!(matches!(store.head(&bad).await, Err(Error::NotFound(_))));
-    assert!(store.put(&k, failing_body(), PutOptions::default()).await.is_err());
+    assert!(
+        store
+            .put(&k, failing_body(), PutOptions::default())
+            .await
+            .is_err()
+    );
     assert_eq!(read_all(store, &k, None).await, b"v2");
 
     // Empty objects.
     let empty = key("conformance/empty");
-    assert_eq!(store.put(&empty, body(&[]), PutOptions { create_only: true }).await.expect("empty").size, 0);
+    assert_eq!(
+        store
+            .put(&empty, body(&[]), PutOptions { create_only: true })
+            .await
+            .expect("empty")
+            .size,
+        0
+    );
     assert_eq!(read_all(store, &empty, None).await, b"");
 
     // Missing keys.
     let missing = key("conformance/missing");
-    assert!(matches!(store.get(&missing, None).await, Err(Error::NotFound(_))));
-    assert!(matches!(store.head(&missing).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        store.get(&missing, None).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.head(&missing).await,
+        Err(Error::NotFound(_))
+    ));
 
     // Listing by prefix, in key order.
-    let listed: Vec<String> = store.list("conformance/").await.expect("list").into_iter().map(|(k, _)| k.to_string()).collect();
-    assert_eq!(listed, vec!["conformance/a/b/one.txt".to_owned(), "conformance/empty".to_owned()]);
+    let listed: Vec<String> = store
+        .list("conformance/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(k, _)| k.to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            "conformance/a/b/one.txt".to_owned(),
+            "conformance/empty".to_owned()
+        ]
+    );
     assert_eq!(store.list("conformance/a/").await.expect("list").len(), 1);
 
     // Delete is idempotent.
@@ -97,7 +172,11 @@ pub async fn blob_store_suite(store: &dyn BlobStore) {
         store.put(&race, body(&[b"a"]), PutOptions { create_only: true }),
         store.put(&race, body(&[b"b"]), PutOptions { create_only: true })
     );
-    assert_eq!(a.is_ok() as u8 + b.is_ok() as u8, 1, "one of two create-only puts wins");
+    assert_eq!(
+        a.is_ok() as u8 + b.is_ok() as u8,
+        1,
+        "one of two create-only puts wins"
+    );
     store.delete(&race).await.expect("delete");
 }
 
@@ -152,16 +231,48 @@ pub async fn catalog_suite(catalog: &dyn Catalog) {
     c2.workspace = Some(WorkspaceId::new("ws1").expect("ws"));
     catalog.insert_credential(&c1).await.expect("insert c1");
     catalog.insert_credential(&c2).await.expect("insert c2");
-    assert!(matches!(catalog.insert_credential(&c1).await, Err(Error::Conflict(_))));
-    assert_eq!(catalog.credential(&c1.id).await.expect("get"), Some(c1.clone()));
-    assert_eq!(catalog.credential(&c2.id).await.expect("get"), Some(c2.clone()));
+    assert!(matches!(
+        catalog.insert_credential(&c1).await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(
+        catalog.credential(&c1.id).await.expect("get"),
+        Some(c1.clone())
+    );
+    assert_eq!(
+        catalog.credential(&c2.id).await.expect("get"),
+        Some(c2.clone())
+    );
     assert_eq!(catalog.credential("nope").await.expect("get"), None);
     assert_eq!(catalog.list_credentials(None).await.expect("list").len(), 2);
-    assert_eq!(catalog.list_credentials(Some(&project("beta"))).await.expect("list"), vec![c2.clone()]);
+    assert_eq!(
+        catalog
+            .list_credentials(Some(&project("beta")))
+            .await
+            .expect("list"),
+        vec![c2.clone()]
+    );
     assert!(catalog.revoke_credential(&c1.id, 5).await.expect("revoke"));
-    assert!(!catalog.revoke_credential(&c1.id, 6).await.expect("revoke twice"));
-    assert!(!catalog.revoke_credential("nope", 6).await.expect("revoke missing"));
-    assert_eq!(catalog.credential(&c1.id).await.expect("get").and_then(|c| c.revoked_at), Some(5));
+    assert!(
+        !catalog
+            .revoke_credential(&c1.id, 6)
+            .await
+            .expect("revoke twice")
+    );
+    assert!(
+        !catalog
+            .revoke_credential("nope", 6)
+            .await
+            .expect("revoke missing")
+    );
+    assert_eq!(
+        catalog
+            .credential(&c1.id)
+            .await
+            .expect("get")
+            .and_then(|c| c.revoked_at),
+        Some(5)
+    );
 
     // Files: insert, get, round trip of every field.
     let mut f1 = file("alpha", None, "alpha/one.txt", FileStatus::Ready);
@@ -171,18 +282,50 @@ pub async fn catalog_suite(catalog: &dyn Catalog) {
     catalog.insert_file(&f1).await.expect("insert f1");
     assert_eq!(catalog.file(&f1.id).await.expect("get"), Some(f1.clone()));
     assert_eq!(catalog.file(&FileId::generate()).await.expect("get"), None);
-    assert!(matches!(catalog.insert_file(&f1).await, Err(Error::Conflict(_))), "same id");
+    assert!(
+        matches!(catalog.insert_file(&f1).await, Err(Error::Conflict(_))),
+        "same id"
+    );
     let same_key = file("alpha", None, "alpha/one.txt", FileStatus::Pending);
-    assert!(matches!(catalog.insert_file(&same_key).await, Err(Error::Conflict(_))), "same backend and key");
+    assert!(
+        matches!(
+            catalog.insert_file(&same_key).await,
+            Err(Error::Conflict(_))
+        ),
+        "same backend and key"
+    );
 
     // Pending → ready, exactly once.
     let f2 = file("alpha", Some("ws1"), "alpha/two.txt", FileStatus::Pending);
     catalog.insert_file(&f2).await.expect("insert f2");
-    let c = Completion { size: 3, sha256: "cd".repeat(32), detected_type: "text/plain".into(), completed_at: 2_000 };
+    let c = Completion {
+        size: 3,
+        sha256: "cd".repeat(32),
+        detected_type: "text/plain".into(),
+        completed_at: 2_000,
+    };
     assert!(catalog.complete_file(&f2.id, &c).await.expect("complete"));
-    assert!(!catalog.complete_file(&f2.id, &c).await.expect("complete twice"));
+    assert!(
+        !catalog
+            .complete_file(&f2.id, &c)
+            .await
+            .expect("complete twice")
+    );
     let done = catalog.file(&f2.id).await.expect("get").expect("exists");
-    assert_eq!((done.status, done.size, done.sha256.as_deref(), done.completed_at), (FileStatus::Ready, Some(3), Some(c.sha256.as_str()), Some(2_000)));
+    assert_eq!(
+        (
+            done.status,
+            done.size,
+            done.sha256.as_deref(),
+            done.completed_at
+        ),
+        (
+            FileStatus::Ready,
+            Some(3),
+            Some(c.sha256.as_str()),
+            Some(2_000)
+        )
+    );
 
     // Listing: newest first, by project, workspace, status, expiry, with a cursor.
     let mut f3 = file("alpha", None, "alpha/three.txt", FileStatus::Ready);
@@ -199,22 +342,73 @@ pub async fn catalog_suite(catalog: &dyn Catalog) {
         limit,
     };
     let ids = |v: Vec<FileRecord>| v.into_iter().map(|f| f.id).collect::<Vec<_>>();
-    assert_eq!(ids(catalog.list_files(&q(None, None, 0, 10)).await.expect("list")), vec![f3.id.clone(), f2.id.clone(), f1.id.clone()]);
-    assert_eq!(ids(catalog.list_files(&q(None, None, 0, 2)).await.expect("list")), vec![f3.id.clone(), f2.id.clone()]);
-    assert_eq!(ids(catalog.list_files(&q(None, Some(f2.id.clone()), 0, 10)).await.expect("list")), vec![f1.id.clone()]);
-    assert_eq!(ids(catalog.list_files(&q(Some("ws1"), None, 0, 10)).await.expect("list")), vec![f2.id.clone()]);
-    assert_eq!(ids(catalog.list_files(&q(None, None, 10_000, 10)).await.expect("list")), vec![f3.id.clone()], "expired files are left out");
+    assert_eq!(
+        ids(catalog
+            .list_files(&q(None, None, 0, 10))
+            .await
+            .expect("list")),
+        vec![f3.id.clone(), f2.id.clone(), f1.id.clone()]
+    );
+    assert_eq!(
+        ids(catalog
+            .list_files(&q(None, None, 0, 2))
+            .await
+            .expect("list")),
+        vec![f3.id.clone(), f2.id.clone()]
+    );
+    assert_eq!(
+        ids(catalog
+            .list_files(&q(None, Some(f2.id.clone()), 0, 10))
+            .await
+            .expect("list")),
+        vec![f1.id.clone()]
+    );
+    assert_eq!(
+        ids(catalog
+            .list_files(&q(Some("ws1"), None, 0, 10))
+            .await
+            .expect("list")),
+        vec![f2.id.clone()]
+    );
+    assert_eq!(
+        ids(catalog
+            .list_files(&q(None, None, 10_000, 10))
+            .await
+            .expect("list")),
+        vec![f3.id.clone()],
+        "expired files are left out"
+    );
 
     // Delete: a tombstone, exactly once, and the key is free again.
     assert!(catalog.delete_file(&f1.id, 3_000).await.expect("delete"));
-    assert!(!catalog.delete_file(&f1.id, 3_001).await.expect("delete twice"));
+    assert!(
+        !catalog
+            .delete_file(&f1.id, 3_001)
+            .await
+            .expect("delete twice")
+    );
     let gone = catalog.file(&f1.id).await.expect("get").expect("tombstone");
-    assert_eq!((gone.status, gone.deleted_at), (FileStatus::Deleted, Some(3_000)));
-    assert_eq!(ids(catalog.list_files(&q(None, None, 0, 10)).await.expect("list")), vec![f3.id.clone(), f2.id.clone()]);
-    catalog.insert_file(&same_key).await.expect("a deleted file's key can be used again");
+    assert_eq!(
+        (gone.status, gone.deleted_at),
+        (FileStatus::Deleted, Some(3_000))
+    );
+    assert_eq!(
+        ids(catalog
+            .list_files(&q(None, None, 0, 10))
+            .await
+            .expect("list")),
+        vec![f3.id.clone(), f2.id.clone()]
+    );
+    catalog
+        .insert_file(&same_key)
+        .await
+        .expect("a deleted file's key can be used again");
 
     // Remove drops the row.
     catalog.remove_file(&same_key.id).await.expect("remove");
     assert_eq!(catalog.file(&same_key.id).await.expect("get"), None);
-    catalog.remove_file(&same_key.id).await.expect("remove is idempotent");
+    catalog
+        .remove_file(&same_key.id)
+        .await
+        .expect("remove is idempotent");
 }

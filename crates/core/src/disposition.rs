@@ -22,9 +22,18 @@ const ATTR: &AsciiSet = &NON_ALPHANUMERIC
 pub fn attachment(name: &str) -> String {
     let fallback: String = name
         .chars()
-        .map(|c| if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' && c != '%' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' && c != '%' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{}", utf8_percent_encode(name, ATTR))
+    format!(
+        "attachment; filename=\"{fallback}\"; filename*=UTF-8''{}",
+        utf8_percent_encode(name, ATTR)
+    )
 }
 
 #[cfg(test)]
@@ -33,11 +42,17 @@ mod tests {
 
     #[test]
     fn encodes_anything_safely() {
-        assert_eq!(attachment("a b.txt"), "attachment; filename=\"a b.txt\"; filename*=UTF-8''a%20b.txt");
+        assert_eq!(
+            attachment("a b.txt"),
+            "attachment; filename=\"a b.txt\"; filename*=UTF-8''a%20b.txt"
+        );
         let h = attachment("weird\"\r\n名字.png");
         assert!(h.is_ascii());
         assert!(!h.contains('\r') && !h.contains('\n'));
         assert!(h.contains("filename=\"weird_____.png\""), "{h}");
-        assert!(h.contains("filename*=UTF-8''weird%22%0D%0A%E5%90%8D%E5%AD%97.png"), "{h}");
+        assert!(
+            h.contains("filename*=UTF-8''weird%22%0D%0A%E5%90%8D%E5%AD%97.png"),
+            "{h}"
+        );
     }
 }

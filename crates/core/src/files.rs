@@ -9,7 +9,10 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Credentials, Principal};
-use crate::blob::{BlobStore, ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest, PutOptions};
+use crate::blob::{
+    BlobStore, ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest,
+    PutOptions,
+};
 use crate::catalog::{Catalog, Completion, FileQuery};
 use crate::clock::{Clock, Timestamp};
 use crate::disposition;
@@ -17,8 +20,7 @@ use crate::error::{Error, Result};
 use crate::link::{UrlSigner, Verified};
 use crate::meter::{exact_length, meter};
 use crate::model::{
-    Class, FileId, FileName, FileRecord, FileStatus, StorageKey,
-    validate_relative_path,
+    Class, FileId, FileName, FileRecord, FileStatus, StorageKey, validate_relative_path,
 };
 use crate::policy::UploadPolicy;
 use crate::range::ByteRange;
@@ -55,7 +57,11 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { input_secs: Some(DAY_SECS), output_secs: Some(7 * DAY_SECS), asset_secs: None }
+        Retention {
+            input_secs: Some(DAY_SECS),
+            output_secs: Some(7 * DAY_SECS),
+            asset_secs: None,
+        }
     }
 }
 
@@ -158,7 +164,8 @@ pub struct FileService {
 }
 
 fn date_parts(at: Timestamp) -> (i32, u8, u8) {
-    let d = time::OffsetDateTime::from_unix_timestamp(at / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let d = time::OffsetDateTime::from_unix_timestamp(at / 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     (d.year(), d.month() as u8, d.day())
 }
 
@@ -167,7 +174,9 @@ fn is_visible_to(rec: &FileRecord, who: &Principal) -> bool {
 }
 
 fn secs_to_ms(s: u64) -> i64 {
-    i64::try_from(s).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
+    i64::try_from(s)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000)
 }
 
 impl FileService {
@@ -180,15 +189,28 @@ impl FileService {
         clock: Arc<dyn Clock>,
         config: FileServiceConfig,
     ) -> Result<Self> {
-        let backends: BTreeMap<String, Backend> = backends.into_iter().map(|b| (b.name.clone(), b)).collect();
+        let backends: BTreeMap<String, Backend> =
+            backends.into_iter().map(|b| (b.name.clone(), b)).collect();
         if !backends.contains_key(&config.default_backend) {
-            return Err(Error::invalid(format!("default backend '{}' is not configured", config.default_backend)));
+            return Err(Error::invalid(format!(
+                "default backend '{}' is not configured",
+                config.default_backend
+            )));
         }
         if !config.policies.contains_key("native") {
-            return Err(Error::invalid("the 'native' upload policy is not configured"));
+            return Err(Error::invalid(
+                "the 'native' upload policy is not configured",
+            ));
         }
         let credentials = Credentials::new(catalog.clone(), clock.clone());
-        Ok(FileService { catalog, credentials, backends, signer, clock, config })
+        Ok(FileService {
+            catalog,
+            credentials,
+            backends,
+            signer,
+            clock,
+            config,
+        })
     }
 
     /// The clock the service decides expiry by.
@@ -206,13 +228,20 @@ impl FileService {
         let name = name.unwrap_or(&self.config.default_backend);
         self.backends
             .get(name)
-            .or_else(|| self.backends.values().find(|b| b.name.eq_ignore_ascii_case(name)))
+            .or_else(|| {
+                self.backends
+                    .values()
+                    .find(|b| b.name.eq_ignore_ascii_case(name))
+            })
             .ok_or_else(|| Error::invalid(format!("unknown storage backend '{name}'")))
     }
 
     /// A policy by name.
     pub fn policy(&self, name: &str) -> Result<&UploadPolicy> {
-        self.config.policies.get(name).ok_or_else(|| Error::internal_msg(format!("upload policy '{name}' is not configured")))
+        self.config
+            .policies
+            .get(name)
+            .ok_or_else(|| Error::internal_msg(format!("upload policy '{name}' is not configured")))
     }
 
     // ---- credentials ----
@@ -229,8 +258,18 @@ impl FileService {
 
     // ---- uploads ----
 
-    fn mint_key(&self, who: &Principal, id: &FileId, new: &NewFile, now: Timestamp) -> Result<StorageKey> {
-        let ext = new.name.extension().map(|e| format!(".{e}")).unwrap_or_default();
+    fn mint_key(
+        &self,
+        who: &Principal,
+        id: &FileId,
+        new: &NewFile,
+        now: Timestamp,
+    ) -> Result<StorageKey> {
+        let ext = new
+            .name
+            .extension()
+            .map(|e| format!(".{e}"))
+            .unwrap_or_default();
         let (y, m, d) = date_parts(now);
         let key = match &new.key {
             KeyLayout::Native => format!("{}/{y:04}/{m:02}/{d:02}/{id}{ext}", who.project),
@@ -245,10 +284,20 @@ impl FileService {
     }
 
     fn expiry(&self, class: Class, ttl_secs: Option<u64>, now: Timestamp) -> Option<Timestamp> {
-        ttl_secs.or(self.config.retention.secs(class)).map(|s| now.saturating_add(secs_to_ms(s)))
+        ttl_secs
+            .or(self.config.retention.secs(class))
+            .map(|s| now.saturating_add(secs_to_ms(s)))
     }
 
-    fn record(&self, who: &Principal, id: FileId, key: StorageKey, new: &NewFile, backend: &Backend, now: Timestamp) -> FileRecord {
+    fn record(
+        &self,
+        who: &Principal,
+        id: FileId,
+        key: StorageKey,
+        new: &NewFile,
+        backend: &Backend,
+        now: Timestamp,
+    ) -> FileRecord {
         FileRecord {
             id,
             project: who.project.clone(),
@@ -277,7 +326,12 @@ impl FileService {
     /// Takes a file whose bytes pass through filedock. The body is metered (limit, SHA-256,
     /// type) on its way to the store, which commits it only if every check passed; the record
     /// is written after the blob is durable, so a crash leaves no record of a partial file.
-    pub async fn upload(&self, who: &Principal, new: NewFile, body: ByteStream) -> Result<FileRecord> {
+    pub async fn upload(
+        &self,
+        who: &Principal,
+        new: NewFile,
+        body: ByteStream,
+    ) -> Result<FileRecord> {
         let policy = self.policy(&new.policy)?.clone();
         let ext = new.name.extension();
         policy.check_extension(ext.as_deref())?;
@@ -289,8 +343,13 @@ impl FileService {
         let id = FileId::generate();
         let key = self.mint_key(who, &id, &new, now)?;
         let (metered, handle) = meter(body, policy, ext, new.size_hint);
-        backend.store.put(&key, metered, PutOptions { create_only: true }).await?;
-        let m = handle.outcome().ok_or_else(|| Error::internal_msg("store committed a body that did not end cleanly"))?;
+        backend
+            .store
+            .put(&key, metered, PutOptions { create_only: true })
+            .await?;
+        let m = handle.outcome().ok_or_else(|| {
+            Error::internal_msg("store committed a body that did not end cleanly")
+        })?;
         let mut rec = self.record(who, id, key, &new, backend, now);
         rec.size = Some(m.size);
         rec.sha256 = Some(m.sha256);
@@ -306,7 +365,11 @@ impl FileService {
 
     /// Announces a direct upload: records a pending file and presigns a PUT straight to its
     /// backend. The file becomes ready on [`FileService::complete_upload`] (or first use).
-    pub async fn presign_upload(&self, who: &Principal, req: PresignUpload) -> Result<(FileRecord, PresignedRequest)> {
+    pub async fn presign_upload(
+        &self,
+        who: &Principal,
+        req: PresignUpload,
+    ) -> Result<(FileRecord, PresignedRequest)> {
         let new = &req.file;
         let policy = self.policy(&new.policy)?;
         policy.check_extension(new.name.extension().as_deref())?;
@@ -318,11 +381,18 @@ impl FileService {
         let id = FileId::generate();
         let key = self.mint_key(who, &id, new, now)?;
         let rec = self.record(who, id, key, new, backend, now);
-        let ttl = self.config.upload_ttl_secs.min(backend.max_presign_ttl_secs);
+        let ttl = self
+            .config
+            .upload_ttl_secs
+            .min(backend.max_presign_ttl_secs);
         let presign = PresignPut {
             key: rec.key.clone(),
             content_length: new.size_hint,
-            content_type: if req.sign_content_type { new.declared_type.clone() } else { None },
+            content_type: if req.sign_content_type {
+                new.declared_type.clone()
+            } else {
+                None
+            },
             create_only: req.create_only,
             max_size: Some(policy.max_size),
             expires_at: now + secs_to_ms(ttl),
@@ -348,23 +418,33 @@ impl FileService {
         let store = &backend.store;
         let meta = match store.head(&rec.key).await {
             Ok(m) => m,
-            Err(Error::NotFound(_)) => return Err(Error::Conflict("the upload has not been received yet".into())),
+            Err(Error::NotFound(_)) => {
+                return Err(Error::Conflict(
+                    "the upload has not been received yet".into(),
+                ));
+            }
             Err(e) => return Err(e),
         };
         let checked = async {
             if let Some(expected) = rec.size
                 && expected != meta.size
             {
-                return Err(Error::invalid(format!("received {} bytes, but {expected} were announced", meta.size)));
+                return Err(Error::invalid(format!(
+                    "received {} bytes, but {expected} were announced",
+                    meta.size
+                )));
             }
             let policy = self.policy(&rec.policy)?.clone();
             policy.check_size(meta.size)?;
             let got = store.get(&rec.key, None).await?;
-            let (mut body, handle) = meter(got.body, policy, rec.extension.clone(), Some(meta.size));
+            let (mut body, handle) =
+                meter(got.body, policy, rec.extension.clone(), Some(meta.size));
             while let Some(chunk) = body.next().await {
                 chunk?;
             }
-            handle.outcome().ok_or_else(|| Error::internal_msg("metered read ended without an outcome"))
+            handle
+                .outcome()
+                .ok_or_else(|| Error::internal_msg("metered read ended without an outcome"))
         }
         .await;
         let m = match checked {
@@ -376,10 +456,18 @@ impl FileService {
                 return Err(e);
             }
         };
-        let c = Completion { size: m.size, sha256: m.sha256, detected_type: m.detected_type, completed_at: self.clock.now() };
+        let c = Completion {
+            size: m.size,
+            sha256: m.sha256,
+            detected_type: m.detected_type,
+            completed_at: self.clock.now(),
+        };
         self.catalog.complete_file(&rec.id, &c).await?;
         // Whoever won a race to complete, the row now says what is true.
-        self.catalog.file(&rec.id).await?.ok_or_else(|| Error::not_found("no such file"))
+        self.catalog
+            .file(&rec.id)
+            .await?
+            .ok_or_else(|| Error::not_found("no such file"))
     }
 
     async fn discard_blob(&self, backend: &Backend, key: &StorageKey) {
@@ -393,10 +481,17 @@ impl FileService {
     /// A file the principal may see (pending or ready, not deleted, not expired). Anything else
     /// — another project's file included — is `NotFound`.
     pub async fn visible_file(&self, who: &Principal, id: &FileId) -> Result<FileRecord> {
-        let rec = self.catalog.file(id).await?.filter(|r| is_visible_to(r, who)).ok_or_else(|| Error::not_found("no such file"))?;
+        let rec = self
+            .catalog
+            .file(id)
+            .await?
+            .filter(|r| is_visible_to(r, who))
+            .ok_or_else(|| Error::not_found("no such file"))?;
         match rec.status {
             FileStatus::Deleted => Err(Error::not_found("no such file")),
-            _ if rec.expires_at.is_some_and(|e| e <= self.clock.now()) => Err(Error::not_found("no such file")),
+            _ if rec.expires_at.is_some_and(|e| e <= self.clock.now()) => {
+                Err(Error::not_found("no such file"))
+            }
             _ => Ok(rec),
         }
     }
@@ -408,7 +503,12 @@ impl FileService {
     }
 
     /// A page of ready files, newest first, and the cursor of the next page.
-    pub async fn list(&self, who: &Principal, before: Option<FileId>, limit: u32) -> Result<(Vec<FileRecord>, Option<FileId>)> {
+    pub async fn list(
+        &self,
+        who: &Principal,
+        before: Option<FileId>,
+        limit: u32,
+    ) -> Result<(Vec<FileRecord>, Option<FileId>)> {
         let limit = limit.clamp(1, 1000);
         let q = FileQuery {
             project: who.project.clone(),
@@ -429,15 +529,29 @@ impl FileService {
     }
 
     /// Opens a file's bytes (or a range of them).
-    pub async fn download(&self, who: &Principal, id: &FileId, range: Option<ByteRange>) -> Result<(FileRecord, GetResult)> {
+    pub async fn download(
+        &self,
+        who: &Principal,
+        id: &FileId,
+        range: Option<ByteRange>,
+    ) -> Result<(FileRecord, GetResult)> {
         let rec = self.ready_file(who, id).await?;
-        let got = self.backend(Some(&rec.backend))?.store.get(&rec.key, range).await?;
+        let got = self
+            .backend(Some(&rec.backend))?
+            .store
+            .get(&rec.key, range)
+            .await?;
         Ok((rec, got))
     }
 
     /// A signed download URL for a file, valid `ttl_secs` (default from config), never past the
     /// file's own expiry.
-    pub async fn link(&self, who: &Principal, id: &FileId, ttl_secs: Option<u64>) -> Result<PresignedRequest> {
+    pub async fn link(
+        &self,
+        who: &Principal,
+        id: &FileId,
+        ttl_secs: Option<u64>,
+    ) -> Result<PresignedRequest> {
         let rec = self.ready_file(who, id).await?;
         self.link_for(&rec, ttl_secs)
     }
@@ -446,7 +560,10 @@ impl FileService {
     pub fn link_for(&self, rec: &FileRecord, ttl_secs: Option<u64>) -> Result<PresignedRequest> {
         let ttl = ttl_secs.unwrap_or(self.config.link_ttl_secs);
         if ttl == 0 || ttl > self.config.max_link_ttl_secs {
-            return Err(Error::invalid(format!("ttl must be between 1 and {} seconds", self.config.max_link_ttl_secs)));
+            return Err(Error::invalid(format!(
+                "ttl must be between 1 and {} seconds",
+                self.config.max_link_ttl_secs
+            )));
         }
         let backend = self.backend(Some(&rec.backend))?;
         let ttl = ttl.min(backend.max_presign_ttl_secs);
@@ -466,7 +583,8 @@ impl FileService {
     pub async fn delete(&self, who: &Principal, id: &FileId) -> Result<()> {
         let rec = self.visible_file(who, id).await?;
         if self.catalog.delete_file(&rec.id, self.clock.now()).await? {
-            self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key).await;
+            self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key)
+                .await;
         }
         Ok(())
     }
@@ -474,13 +592,25 @@ impl FileService {
     // ---- the signed-URL face of self-served stores ----
 
     fn self_served(&self, backend: &str, key: &str) -> Result<(&Backend, StorageKey)> {
-        let b = self.backends.get(backend).filter(|b| b.store.self_served()).ok_or_else(|| Error::not_found("no such bucket"))?;
+        let b = self
+            .backends
+            .get(backend)
+            .filter(|b| b.store.self_served())
+            .ok_or_else(|| Error::not_found("no such bucket"))?;
         let key = StorageKey::new(key).map_err(|_| Error::not_found("no such key"))?;
         Ok((b, key))
     }
 
-    fn verify(&self, method: &str, backend: &str, key: &str, query: &str, header: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<Verified> {
-        self.signer.verify(method, backend, key, query, header, self.clock.now() / 1000)
+    fn verify(
+        &self,
+        method: &str,
+        backend: &str,
+        key: &str,
+        query: &str,
+        header: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<Verified> {
+        self.signer
+            .verify(method, backend, key, query, header, self.clock.now() / 1000)
     }
 
     /// Serves a presigned PUT to a self-served store, with S3's rules: a valid signature with
@@ -504,12 +634,24 @@ impl FileService {
         if let Some(max) = v.max_size
             && len > max
         {
-            return Err(Error::TooLarge(format!("the body is {len} bytes; this URL takes at most {max}")));
+            return Err(Error::TooLarge(format!(
+                "the body is {len} bytes; this URL takes at most {max}"
+            )));
         }
         if v.create_only && b.store.head(&key_).await.is_ok() {
-            return Err(Error::PreconditionFailed("an object already exists at this key".into()));
+            return Err(Error::PreconditionFailed(
+                "an object already exists at this key".into(),
+            ));
         }
-        b.store.put(&key_, exact_length(body, len), PutOptions { create_only: v.create_only }).await
+        b.store
+            .put(
+                &key_,
+                exact_length(body, len),
+                PutOptions {
+                    create_only: v.create_only,
+                },
+            )
+            .await
     }
 
     /// Serves a presigned GET from a self-served store; returns the response overrides that were

@@ -14,10 +14,38 @@ use sha2::Sha256;
 use crate::error::{Error, Result};
 
 /// Characters escaped in a key's path segments.
-const PATH_SEGMENT: &AsciiSet =
-    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}').add(b'/').add(b'\\').add(b'^').add(b'|').add(b'[').add(b']').add(b'+').add(b'&').add(b'=').add(b';');
+const PATH_SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'/')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|')
+    .add(b'[')
+    .add(b']')
+    .add(b'+')
+    .add(b'&')
+    .add(b'=')
+    .add(b';');
 /// Characters escaped in query values.
-const QUERY: &AsciiSet = &PATH_SEGMENT.add(b',').add(b':').add(b'@').add(b'$').add(b'!').add(b'\'').add(b'(').add(b')').add(b'*');
+const QUERY: &AsciiSet = &PATH_SEGMENT
+    .add(b',')
+    .add(b':')
+    .add(b'@')
+    .add(b'$')
+    .add(b'!')
+    .add(b'\'')
+    .add(b'(')
+    .add(b')')
+    .add(b'*');
 
 /// Headers a presigned request may sign.
 pub const SIGNABLE_HEADERS: &[&str] = &["content-length", "content-type", "if-none-match"];
@@ -89,7 +117,9 @@ impl UrlSigner {
     /// A signer with a secret of at least 32 bytes.
     pub fn new(key: Vec<u8>) -> Result<Self> {
         if key.len() < 32 {
-            return Err(Error::invalid("the signing secret must be at least 32 bytes"));
+            return Err(Error::invalid(
+                "the signing secret must be at least 32 bytes",
+            ));
         }
         Ok(UrlSigner { key })
     }
@@ -103,7 +133,11 @@ impl UrlSigner {
     /// The full URL for a request, under `base` (e.g. `http://host:8080`).
     pub fn url(&self, base: &str, p: &SignedParams) -> Result<String> {
         let sig = URL_SAFE_NO_PAD.encode(self.mac(p)?.finalize().into_bytes());
-        let path: Vec<String> = p.key.split('/').map(|s| utf8_percent_encode(s, PATH_SEGMENT).to_string()).collect();
+        let path: Vec<String> = p
+            .key
+            .split('/')
+            .map(|s| utf8_percent_encode(s, PATH_SEGMENT).to_string())
+            .collect();
         let mut url = format!(
             "{}/blob/{}/{}?X-Fd-Expires={}",
             base.trim_end_matches('/'),
@@ -149,7 +183,10 @@ impl UrlSigner {
         let mut sig = None;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_decode_str(&v.replace('+', " ")).decode_utf8().map_err(|_| denied("malformed query"))?.into_owned();
+            let v = percent_decode_str(&v.replace('+', " "))
+                .decode_utf8()
+                .map_err(|_| denied("malformed query"))?
+                .into_owned();
             let slot = match k {
                 "X-Fd-Expires" => &mut expires,
                 "X-Fd-SignedHeaders" => &mut signed_names,
@@ -167,13 +204,22 @@ impl UrlSigner {
             return Err(denied("this URL carries no signature"));
         };
         let expires: i64 = expires.parse().map_err(|_| denied("malformed expiry"))?;
-        let max_size = max_size.map(|m| m.parse::<u64>()).transpose().map_err(|_| denied("malformed size limit"))?;
+        let max_size = max_size
+            .map(|m| m.parse::<u64>())
+            .transpose()
+            .map_err(|_| denied("malformed size limit"))?;
         let mut headers = Vec::new();
-        for name in signed_names.as_deref().unwrap_or("").split(';').filter(|n| !n.is_empty()) {
+        for name in signed_names
+            .as_deref()
+            .unwrap_or("")
+            .split(';')
+            .filter(|n| !n.is_empty())
+        {
             if !SIGNABLE_HEADERS.contains(&name) {
                 return Err(denied("unknown signed header"));
             }
-            let value = header(name).ok_or_else(|| denied(&format!("the signed header {name} is missing")))?;
+            let value = header(name)
+                .ok_or_else(|| denied(&format!("the signed header {name} is missing")))?;
             headers.push((name.to_owned(), value.trim().to_owned()));
         }
         let params = SignedParams {
@@ -186,15 +232,27 @@ impl UrlSigner {
             response_content_type: rct,
             response_content_disposition: rcd,
         };
-        let sig = URL_SAFE_NO_PAD.decode(sig.as_bytes()).map_err(|_| denied("signature does not match"))?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig.as_bytes())
+            .map_err(|_| denied("signature does not match"))?;
         // verify_slice compares in constant time.
-        self.mac(&params)?.verify_slice(&sig).map_err(|_| denied("signature does not match"))?;
+        self.mac(&params)?
+            .verify_slice(&sig)
+            .map_err(|_| denied("signature does not match"))?;
         if now > expires {
             return Err(denied("request has expired"));
         }
-        let find = |n: &str| params.headers.iter().find(|(h, _)| h == n).map(|(_, v)| v.clone());
-        let content_length =
-            find("content-length").map(|v| v.parse::<u64>()).transpose().map_err(|_| denied("malformed content-length"))?;
+        let find = |n: &str| {
+            params
+                .headers
+                .iter()
+                .find(|(h, _)| h == n)
+                .map(|(_, v)| v.clone())
+        };
+        let content_length = find("content-length")
+            .map(|v| v.parse::<u64>())
+            .transpose()
+            .map_err(|_| denied("malformed content-length"))?;
         Ok(Verified {
             create_only: find("if-none-match").is_some_and(|v| v == "*"),
             content_length,
@@ -208,9 +266,16 @@ impl UrlSigner {
 /// Splits a signed URL made by [`UrlSigner::url`] into (backend, key, query); for tests and tools.
 pub fn split_blob_url(url: &str) -> Option<(String, String, String)> {
     let path_and_query = &url[url.find("/blob/")? + "/blob/".len()..];
-    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
     let (backend, key) = path.split_once('/')?;
-    let dec = |s: &str| percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned());
+    let dec = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    };
     Some((dec(backend)?, dec(key)?, query.to_owned()))
 }
 
@@ -224,7 +289,10 @@ pub struct SelfServed {
 
 impl SelfServed {
     /// A presigned PUT; the headers it signs are returned for the client to send.
-    pub fn presign_put(&self, req: &crate::blob::PresignPut) -> Result<crate::blob::PresignedRequest> {
+    pub fn presign_put(
+        &self,
+        req: &crate::blob::PresignPut,
+    ) -> Result<crate::blob::PresignedRequest> {
         let mut signed = Vec::new();
         let mut shown = Vec::new();
         if let Some(n) = req.content_length {
@@ -245,14 +313,26 @@ impl SelfServed {
             key: req.key.as_str().to_owned(),
             expires: req.expires_at.div_euclid(1000),
             headers: signed,
-            max_size: if req.content_length.is_none() { req.max_size } else { None },
+            max_size: if req.content_length.is_none() {
+                req.max_size
+            } else {
+                None
+            },
             ..Default::default()
         };
-        Ok(crate::blob::PresignedRequest { method: "PUT", url: self.signer.url(&self.base_url, &p)?, headers: shown, expires_at: req.expires_at })
+        Ok(crate::blob::PresignedRequest {
+            method: "PUT",
+            url: self.signer.url(&self.base_url, &p)?,
+            headers: shown,
+            expires_at: req.expires_at,
+        })
     }
 
     /// A presigned GET.
-    pub fn presign_get(&self, req: &crate::blob::PresignGet) -> Result<crate::blob::PresignedRequest> {
+    pub fn presign_get(
+        &self,
+        req: &crate::blob::PresignGet,
+    ) -> Result<crate::blob::PresignedRequest> {
         let p = SignedParams {
             method: "GET".into(),
             backend: self.backend.clone(),
@@ -262,7 +342,12 @@ impl SelfServed {
             response_content_disposition: req.response_content_disposition.clone(),
             ..Default::default()
         };
-        Ok(crate::blob::PresignedRequest { method: "GET", url: self.signer.url(&self.base_url, &p)?, headers: Vec::new(), expires_at: req.expires_at })
+        Ok(crate::blob::PresignedRequest {
+            method: "GET",
+            url: self.signer.url(&self.base_url, &p)?,
+            headers: Vec::new(),
+            expires_at: req.expires_at,
+        })
     }
 }
 
@@ -280,12 +365,18 @@ mod tests {
             backend: "local".into(),
             key: "demo/my files/ü.mp4".into(),
             expires: 1000,
-            headers: vec![("content-length".into(), "5".into()), ("if-none-match".into(), "*".into())],
+            headers: vec![
+                ("content-length".into(), "5".into()),
+                ("if-none-match".into(), "*".into()),
+            ],
             ..Default::default()
         }
     }
 
-    fn hdrs(cl: Option<&'static str>, inm: Option<&'static str>) -> impl Fn(&str) -> Option<String> {
+    fn hdrs(
+        cl: Option<&'static str>,
+        inm: Option<&'static str>,
+    ) -> impl Fn(&str) -> Option<String> {
         move |n: &str| match n {
             "content-length" => cl.map(String::from),
             "if-none-match" => inm.map(String::from),
@@ -299,21 +390,72 @@ mod tests {
         let url = s.url("http://h:1", &put_params()).unwrap();
         let (backend, key, query) = split_blob_url(&url).unwrap();
         assert_eq!(key, "demo/my files/ü.mp4");
-        let ok = s.verify("PUT", &backend, &key, &query, hdrs(Some("5"), Some("*")), 999).unwrap();
+        let ok = s
+            .verify(
+                "PUT",
+                &backend,
+                &key,
+                &query,
+                hdrs(Some("5"), Some("*")),
+                999,
+            )
+            .unwrap();
         assert!(ok.create_only);
         assert_eq!(ok.content_length, Some(5));
 
         let refused = |r: Result<Verified>| assert!(matches!(r, Err(Error::Forbidden(_))));
-        refused(s.verify("PUT", &backend, &key, &query, hdrs(Some("6"), Some("*")), 999));
+        refused(s.verify(
+            "PUT",
+            &backend,
+            &key,
+            &query,
+            hdrs(Some("6"), Some("*")),
+            999,
+        ));
         refused(s.verify("PUT", &backend, &key, &query, hdrs(Some("5"), None), 999));
-        refused(s.verify("PUT", &backend, &key, &query, hdrs(Some("5"), Some("*")), 1001));
-        refused(s.verify("GET", &backend, &key, &query, hdrs(Some("5"), Some("*")), 999));
-        refused(s.verify("PUT", &backend, "demo/other", &query, hdrs(Some("5"), Some("*")), 999));
+        refused(s.verify(
+            "PUT",
+            &backend,
+            &key,
+            &query,
+            hdrs(Some("5"), Some("*")),
+            1001,
+        ));
+        refused(s.verify(
+            "GET",
+            &backend,
+            &key,
+            &query,
+            hdrs(Some("5"), Some("*")),
+            999,
+        ));
+        refused(s.verify(
+            "PUT",
+            &backend,
+            "demo/other",
+            &query,
+            hdrs(Some("5"), Some("*")),
+            999,
+        ));
         refused(s.verify("PUT", "s3", &key, &query, hdrs(Some("5"), Some("*")), 999));
         let tampered = query.replace("X-Fd-Expires=1000", "X-Fd-Expires=9000");
-        refused(s.verify("PUT", &backend, &key, &tampered, hdrs(Some("5"), Some("*")), 999));
+        refused(s.verify(
+            "PUT",
+            &backend,
+            &key,
+            &tampered,
+            hdrs(Some("5"), Some("*")),
+            999,
+        ));
         let other = UrlSigner::new(vec![8u8; 32]).unwrap();
-        refused(other.verify("PUT", &backend, &key, &query, hdrs(Some("5"), Some("*")), 999));
+        refused(other.verify(
+            "PUT",
+            &backend,
+            &key,
+            &query,
+            hdrs(Some("5"), Some("*")),
+            999,
+        ));
         refused(s.verify("PUT", &backend, &key, "", hdrs(Some("5"), Some("*")), 999));
     }
 
@@ -332,7 +474,10 @@ mod tests {
         let url = s.url("http://h", &p).unwrap();
         let (b, k, q) = split_blob_url(&url).unwrap();
         let v = s.verify("GET", &b, &k, &q, |_| None, 5).unwrap();
-        assert_eq!(v.response_content_disposition, p.response_content_disposition);
+        assert_eq!(
+            v.response_content_disposition,
+            p.response_content_disposition
+        );
         assert_eq!(v.response_content_type, p.response_content_type);
         let swapped = q.replace("text%2Fplain", "text%2Fhtml");
         assert!(s.verify("GET", &b, &k, &swapped, |_| None, 5).is_err());

@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use crate::blob::{BlobStore, ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest, PutOptions};
+use crate::blob::{
+    BlobStore, ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest,
+    PutOptions,
+};
 use crate::catalog::{Catalog, Completion, FileQuery};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::{Error, Result};
@@ -17,7 +20,8 @@ use crate::model::{Credential, FileId, FileRecord, FileStatus, ProjectId, Storag
 use crate::range::ByteRange;
 
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
-    m.lock().map_err(|_| Error::internal_msg("memory backend lock poisoned"))
+    m.lock()
+        .map_err(|_| Error::internal_msg("memory backend lock poisoned"))
 }
 
 /// Bytes in a map.
@@ -31,40 +35,65 @@ pub struct MemoryBlobStore {
 impl MemoryBlobStore {
     /// An empty store; with `signing`, its presigned URLs point at filedock's `/blob/` route.
     pub fn new(signing: Option<SelfServed>) -> Self {
-        MemoryBlobStore { objects: Mutex::new(BTreeMap::new()), signing, counter: Mutex::new(0) }
+        MemoryBlobStore {
+            objects: Mutex::new(BTreeMap::new()),
+            signing,
+            counter: Mutex::new(0),
+        }
     }
 }
 
 #[async_trait]
 impl BlobStore for MemoryBlobStore {
-    async fn put(&self, key: &StorageKey, mut body: ByteStream, opts: PutOptions) -> Result<ObjectMeta> {
+    async fn put(
+        &self,
+        key: &StorageKey,
+        mut body: ByteStream,
+        opts: PutOptions,
+    ) -> Result<ObjectMeta> {
         let mut buf = BytesMut::new();
         while let Some(chunk) = body.next().await {
             buf.extend_from_slice(&chunk?);
         }
         let mut objects = lock(&self.objects)?;
         if opts.create_only && objects.contains_key(key.as_str()) {
-            return Err(Error::PreconditionFailed("an object already exists at this key".into()));
+            return Err(Error::PreconditionFailed(
+                "an object already exists at this key".into(),
+            ));
         }
         let mut n = lock(&self.counter)?;
         *n += 1;
-        let meta = ObjectMeta { size: buf.len() as u64, etag: format!("\"m{n}\""), modified: SystemClock.now() };
+        let meta = ObjectMeta {
+            size: buf.len() as u64,
+            etag: format!("\"m{n}\""),
+            modified: SystemClock.now(),
+        };
         objects.insert(key.as_str().to_owned(), (buf.freeze(), meta.clone()));
         Ok(meta)
     }
 
     async fn get(&self, key: &StorageKey, range: Option<ByteRange>) -> Result<GetResult> {
-        let (bytes, meta) = lock(&self.objects)?.get(key.as_str()).cloned().ok_or_else(|| Error::not_found("no such key"))?;
+        let (bytes, meta) = lock(&self.objects)?
+            .get(key.as_str())
+            .cloned()
+            .ok_or_else(|| Error::not_found("no such key"))?;
         let r = match range {
             Some(r) => r.resolve(meta.size)?,
             None => 0..meta.size,
         };
         let body = bytes.slice(r.start as usize..r.end as usize);
-        Ok(GetResult { meta, range: r, body: futures_util::stream::once(async move { Ok(body) }).boxed() })
+        Ok(GetResult {
+            meta,
+            range: r,
+            body: futures_util::stream::once(async move { Ok(body) }).boxed(),
+        })
     }
 
     async fn head(&self, key: &StorageKey) -> Result<ObjectMeta> {
-        lock(&self.objects)?.get(key.as_str()).map(|(_, m)| m.clone()).ok_or_else(|| Error::not_found("no such key"))
+        lock(&self.objects)?
+            .get(key.as_str())
+            .map(|(_, m)| m.clone())
+            .ok_or_else(|| Error::not_found("no such key"))
     }
 
     async fn delete(&self, key: &StorageKey) -> Result<()> {
@@ -82,11 +111,17 @@ impl BlobStore for MemoryBlobStore {
     }
 
     fn presign_put(&self, req: &PresignPut) -> Result<PresignedRequest> {
-        self.signing.as_ref().ok_or_else(|| Error::invalid("this store cannot presign"))?.presign_put(req)
+        self.signing
+            .as_ref()
+            .ok_or_else(|| Error::invalid("this store cannot presign"))?
+            .presign_put(req)
     }
 
     fn presign_get(&self, req: &PresignGet) -> Result<PresignedRequest> {
-        self.signing.as_ref().ok_or_else(|| Error::invalid("this store cannot presign"))?.presign_get(req)
+        self.signing
+            .as_ref()
+            .ok_or_else(|| Error::invalid("this store cannot presign"))?
+            .presign_get(req)
     }
 
     fn self_served(&self) -> bool {
@@ -120,16 +155,26 @@ impl Catalog for MemoryCatalog {
     }
 
     async fn credential(&self, id: &str) -> Result<Option<Credential>> {
-        Ok(lock(&self.credentials)?.iter().find(|c| c.id == id).cloned())
+        Ok(lock(&self.credentials)?
+            .iter()
+            .find(|c| c.id == id)
+            .cloned())
     }
 
     async fn list_credentials(&self, project: Option<&ProjectId>) -> Result<Vec<Credential>> {
-        Ok(lock(&self.credentials)?.iter().filter(|c| project.is_none_or(|p| &c.project == p)).cloned().collect())
+        Ok(lock(&self.credentials)?
+            .iter()
+            .filter(|c| project.is_none_or(|p| &c.project == p))
+            .cloned()
+            .collect())
     }
 
     async fn revoke_credential(&self, id: &str, at: Timestamp) -> Result<bool> {
         let mut all = lock(&self.credentials)?;
-        match all.iter_mut().find(|c| c.id == id && c.revoked_at.is_none()) {
+        match all
+            .iter_mut()
+            .find(|c| c.id == id && c.revoked_at.is_none())
+        {
             Some(c) => {
                 c.revoked_at = Some(at);
                 Ok(true)
@@ -140,10 +185,13 @@ impl Catalog for MemoryCatalog {
 
     async fn insert_file(&self, f: &FileRecord) -> Result<()> {
         let mut files = lock(&self.files)?;
-        let key_taken =
-            files.values().any(|x| x.status != FileStatus::Deleted && x.backend == f.backend && x.key == f.key);
+        let key_taken = files
+            .values()
+            .any(|x| x.status != FileStatus::Deleted && x.backend == f.backend && x.key == f.key);
         if files.contains_key(&f.id) || key_taken {
-            return Err(Error::Conflict("a file with this id or storage key exists".into()));
+            return Err(Error::Conflict(
+                "a file with this id or storage key exists".into(),
+            ));
         }
         files.insert(f.id.clone(), f.clone());
         Ok(())
@@ -173,7 +221,10 @@ impl Catalog for MemoryCatalog {
 
     async fn complete_file(&self, id: &FileId, c: &Completion) -> Result<bool> {
         let mut files = lock(&self.files)?;
-        match files.get_mut(id).filter(|f| f.status == FileStatus::Pending) {
+        match files
+            .get_mut(id)
+            .filter(|f| f.status == FileStatus::Pending)
+        {
             Some(f) => {
                 f.status = FileStatus::Ready;
                 f.size = Some(c.size);
@@ -188,7 +239,10 @@ impl Catalog for MemoryCatalog {
 
     async fn delete_file(&self, id: &FileId, at: Timestamp) -> Result<bool> {
         let mut files = lock(&self.files)?;
-        match files.get_mut(id).filter(|f| f.status != FileStatus::Deleted) {
+        match files
+            .get_mut(id)
+            .filter(|f| f.status != FileStatus::Deleted)
+        {
             Some(f) => {
                 f.status = FileStatus::Deleted;
                 f.deleted_at = Some(at);

@@ -51,7 +51,12 @@ struct Meter {
 }
 
 /// Wraps a body with the policy's checks. `expected` is a length the body must have exactly.
-pub fn meter(inner: ByteStream, policy: UploadPolicy, ext: Option<String>, expected: Option<u64>) -> (ByteStream, MeterHandle) {
+pub fn meter(
+    inner: ByteStream,
+    policy: UploadPolicy,
+    ext: Option<String>,
+    expected: Option<u64>,
+) -> (ByteStream, MeterHandle) {
     let out = Arc::new(Mutex::new(None));
     let text = sniff::is_text_extension(ext.as_deref());
     let m = Meter {
@@ -95,7 +100,11 @@ fn utf8_feed(carry: &mut Vec<u8>, mut chunk: &[u8]) -> bool {
 impl Meter {
     fn check_head(&mut self, complete: bool) -> Result<()> {
         if self.detected.is_none() {
-            self.detected = Some(self.policy.check_content(self.ext.as_deref(), &self.head, complete)?);
+            self.detected = Some(self.policy.check_content(
+                self.ext.as_deref(),
+                &self.head,
+                complete,
+            )?);
         }
         Ok(())
     }
@@ -103,12 +112,17 @@ impl Meter {
     fn on_chunk(&mut self, chunk: &Bytes) -> Result<()> {
         self.count += chunk.len() as u64;
         if self.count > self.policy.max_size {
-            return Err(Error::TooLarge(format!("file is larger than the limit of {} bytes", self.policy.max_size)));
+            return Err(Error::TooLarge(format!(
+                "file is larger than the limit of {} bytes",
+                self.policy.max_size
+            )));
         }
         if let Some(expected) = self.expected
             && self.count > expected
         {
-            return Err(Error::invalid(format!("body is longer than the declared {expected} bytes")));
+            return Err(Error::invalid(format!(
+                "body is longer than the declared {expected} bytes"
+            )));
         }
         self.hasher.update(chunk);
         if self.detected.is_none() {
@@ -119,7 +133,9 @@ impl Meter {
             }
         }
         if self.text && !utf8_feed(&mut self.utf8_carry, chunk) {
-            return Err(Error::UnsupportedType("text files must be valid UTF-8".into()));
+            return Err(Error::UnsupportedType(
+                "text files must be valid UTF-8".into(),
+            ));
         }
         Ok(())
     }
@@ -131,15 +147,27 @@ impl Meter {
         if let Some(expected) = self.expected
             && self.count != expected
         {
-            return Err(Error::invalid(format!("body has {} bytes, not the declared {expected}", self.count)));
+            return Err(Error::invalid(format!(
+                "body has {} bytes, not the declared {expected}",
+                self.count
+            )));
         }
         self.check_head(true)?;
         if self.text && !self.utf8_carry.is_empty() {
-            return Err(Error::UnsupportedType("text files must be valid UTF-8".into()));
+            return Err(Error::UnsupportedType(
+                "text files must be valid UTF-8".into(),
+            ));
         }
         let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
-        let detected_type = self.detected.clone().unwrap_or_else(|| "application/octet-stream".into());
-        Ok(Metered { size: self.count, sha256, detected_type })
+        let detected_type = self
+            .detected
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into());
+        Ok(Metered {
+            size: self.count,
+            sha256,
+            detected_type,
+        })
     }
 }
 
@@ -182,7 +210,12 @@ impl Stream for Meter {
 
 /// A body that must be exactly `len` bytes long: more or fewer is an error item.
 pub fn exact_length(inner: ByteStream, len: u64) -> ByteStream {
-    Box::pin(ExactLength { inner, len, seen: 0, done: false })
+    Box::pin(ExactLength {
+        inner,
+        len,
+        seen: 0,
+        done: false,
+    })
 }
 
 struct ExactLength {
@@ -205,15 +238,19 @@ impl Stream for ExactLength {
             Poll::Ready(Some(Ok(chunk))) => {
                 this.seen += chunk.len() as u64;
                 if this.seen > this.len {
-                    Some(Err(Error::invalid(format!("body is longer than its Content-Length of {}", this.len))))
+                    Some(Err(Error::invalid(format!(
+                        "body is longer than its Content-Length of {}",
+                        this.len
+                    ))))
                 } else {
                     return Poll::Ready(Some(Ok(chunk)));
                 }
             }
             Poll::Ready(Some(Err(e))) => Some(Err(e)),
-            Poll::Ready(None) if this.seen != this.len => {
-                Some(Err(Error::invalid(format!("body has {} bytes, not its Content-Length of {}", this.seen, this.len))))
-            }
+            Poll::Ready(None) if this.seen != this.len => Some(Err(Error::invalid(format!(
+                "body has {} bytes, not its Content-Length of {}",
+                this.seen, this.len
+            )))),
             Poll::Ready(None) => None,
         };
         this.done = true;
@@ -240,10 +277,18 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_and_types() {
-        let (s, h) = meter(body(vec![b"hello ", b"world"]), UploadPolicy::max(100), Some("txt".into()), Some(11));
+        let (s, h) = meter(
+            body(vec![b"hello ", b"world"]),
+            UploadPolicy::max(100),
+            Some("txt".into()),
+            Some(11),
+        );
         assert_eq!(drain(s).await.unwrap(), 11);
         let m = h.outcome().unwrap();
-        assert_eq!(m.sha256, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+        assert_eq!(
+            m.sha256,
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
         assert_eq!(m.detected_type, "text/plain; charset=utf-8");
     }
 
@@ -263,11 +308,26 @@ mod tests {
         let e = "é".as_bytes();
         let (a, b): (&'static [u8], &'static [u8]) = (&[b'a', 0xC3], &[0xA9]);
         assert_eq!(e, &[0xC3, 0xA9]);
-        let (s, _) = meter(body(vec![a, b]), UploadPolicy::max(50), Some("md".into()), None);
+        let (s, _) = meter(
+            body(vec![a, b]),
+            UploadPolicy::max(50),
+            Some("md".into()),
+            None,
+        );
         assert!(drain(s).await.is_ok());
-        let (s, _) = meter(body(vec![b"ok", &[0xC3]]), UploadPolicy::max(50), Some("md".into()), None);
+        let (s, _) = meter(
+            body(vec![b"ok", &[0xC3]]),
+            UploadPolicy::max(50),
+            Some("md".into()),
+            None,
+        );
         assert!(matches!(drain(s).await, Err(Error::UnsupportedType(_))));
-        let (s, _) = meter(body(vec![b"ok", &[0xFF, b'a']]), UploadPolicy::max(50), Some("md".into()), None);
+        let (s, _) = meter(
+            body(vec![b"ok", &[0xFF, b'a']]),
+            UploadPolicy::max(50),
+            Some("md".into()),
+            None,
+        );
         assert!(matches!(drain(s).await, Err(Error::UnsupportedType(_))));
     }
 

@@ -9,14 +9,20 @@ use crate::error::{Error, Result};
 
 /// First path segments of the native API under `/v1/`; a project may not be named like one, so
 /// Huawei's `/v1/{project_id}/agent-runtime/...` never collides with them.
-pub const RESERVED_PROJECT_IDS: &[&str] = &["files", "uploads", "links", "keys", "workflows", "tasks"];
+pub const RESERVED_PROJECT_IDS: &[&str] =
+    &["files", "uploads", "links", "keys", "workflows", "tasks"];
 
 fn check_id_chars(kind: &str, s: &str) -> Result<()> {
     if s.is_empty() || s.len() > 64 {
         return Err(Error::invalid(format!("{kind} must be 1 to 64 characters")));
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(Error::invalid(format!("{kind} may only contain letters, digits, '-' and '_'")));
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Error::invalid(format!(
+            "{kind} may only contain letters, digits, '-' and '_'"
+        )));
     }
     Ok(())
 }
@@ -166,7 +172,9 @@ impl FileName {
             return Err(Error::invalid("file name must be at most 255 bytes"));
         }
         if s.chars().any(char::is_control) {
-            return Err(Error::invalid("file name must not contain control characters"));
+            return Err(Error::invalid(
+                "file name must not contain control characters",
+            ));
         }
         if s.contains('/') || s.contains('\\') || s == "." || s == ".." {
             return Err(Error::invalid("file name must not contain a path"));
@@ -184,7 +192,11 @@ impl FileName {
     /// The lowercased extension without the dot, if the name has one.
     pub fn extension(&self) -> Option<String> {
         let (stem, ext) = self.0.rsplit_once('.')?;
-        if stem.is_empty() || ext.is_empty() || ext.len() > 16 || !ext.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        if stem.is_empty()
+            || ext.is_empty()
+            || ext.len() > 16
+            || !ext.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
             return None;
         }
         Some(ext.to_ascii_lowercase())
@@ -219,7 +231,9 @@ impl Class {
             "input" => Ok(Class::Input),
             "output" => Ok(Class::Output),
             "asset" => Ok(Class::Asset),
-            other => Err(Error::invalid(format!("unknown class '{other}' (input, output, asset)"))),
+            other => Err(Error::invalid(format!(
+                "unknown class '{other}' (input, output, asset)"
+            ))),
         }
     }
 }
@@ -251,7 +265,9 @@ impl FileStatus {
             "pending" => Ok(FileStatus::Pending),
             "ready" => Ok(FileStatus::Ready),
             "deleted" => Ok(FileStatus::Deleted),
-            other => Err(Error::internal_msg(format!("unknown file status '{other}'"))),
+            other => Err(Error::internal_msg(format!(
+                "unknown file status '{other}'"
+            ))),
         }
     }
 }
@@ -294,7 +310,10 @@ pub struct FileRecord {
 impl FileRecord {
     /// The content type to serve: detected, else declared, else octet-stream.
     pub fn content_type(&self) -> &str {
-        self.detected_type.as_deref().or(self.declared_type.as_deref()).unwrap_or("application/octet-stream")
+        self.detected_type
+            .as_deref()
+            .or(self.declared_type.as_deref())
+            .unwrap_or("application/octet-stream")
     }
 }
 
@@ -314,8 +333,12 @@ pub enum CredentialKind {
 
 impl CredentialKind {
     /// All kinds.
-    pub const ALL: [CredentialKind; 4] =
-        [CredentialKind::Session, CredentialKind::Integration, CredentialKind::Device, CredentialKind::Admin];
+    pub const ALL: [CredentialKind; 4] = [
+        CredentialKind::Session,
+        CredentialKind::Integration,
+        CredentialKind::Device,
+        CredentialKind::Admin,
+    ];
 
     /// The stored name.
     pub fn as_str(self) -> &'static str {
@@ -340,7 +363,11 @@ impl CredentialKind {
         CredentialKind::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| Error::invalid(format!("unknown key kind '{s}' (session, integration, device, admin)")))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown key kind '{s}' (session, integration, device, admin)"
+                ))
+            })
     }
 }
 
@@ -378,7 +405,9 @@ mod tests {
         for ok in ["a", "my_files/test.mp4", "a/b/c.d", "ünï/cödé.txt"] {
             assert!(validate_relative_path(ok, 255).is_ok(), "{ok}");
         }
-        for bad in ["", "/abs", "a/../b", "..", "./a", "a//b", "a/", "a\\b", "a\u{0}b", "a\nb"] {
+        for bad in [
+            "", "/abs", "a/../b", "..", "./a", "a//b", "a/", "a\\b", "a\u{0}b", "a\nb",
+        ] {
             assert!(validate_relative_path(bad, 255).is_err(), "{bad:?}");
         }
         assert!(validate_relative_path(&"a".repeat(256), 255).is_err());
@@ -386,13 +415,39 @@ mod tests {
 
     #[test]
     fn file_names() {
-        assert_eq!(FileName::from_client("C:\\Users\\me\\a.PNG").map(|n| n.extension()).ok().flatten().as_deref(), Some("png"));
-        assert_eq!(FileName::from_client("../../etc/passwd").map(|n| n.to_string()).ok().as_deref(), Some("passwd"));
+        assert_eq!(
+            FileName::from_client("C:\\Users\\me\\a.PNG")
+                .map(|n| n.extension())
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some("png")
+        );
+        assert_eq!(
+            FileName::from_client("../../etc/passwd")
+                .map(|n| n.to_string())
+                .ok()
+                .as_deref(),
+            Some("passwd")
+        );
         assert!(FileName::new("a\r\nb").is_err());
         assert!(FileName::new("a/b").is_err());
         assert!(FileName::new("x".repeat(256)).is_err());
-        assert_eq!(FileName::new(".bashrc").map(|n| n.extension()).ok().flatten(), None);
-        assert_eq!(FileName::new("archive.tar.gz").map(|n| n.extension()).ok().flatten().as_deref(), Some("gz"));
+        assert_eq!(
+            FileName::new(".bashrc")
+                .map(|n| n.extension())
+                .ok()
+                .flatten(),
+            None
+        );
+        assert_eq!(
+            FileName::new("archive.tar.gz")
+                .map(|n| n.extension())
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some("gz")
+        );
     }
 
     #[test]

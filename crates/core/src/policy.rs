@@ -28,24 +28,39 @@ fn yes() -> bool {
 impl UploadPolicy {
     /// A policy with a size limit and no type restriction.
     pub fn max(max_size: u64) -> Self {
-        UploadPolicy { max_size, allow: None, allow_empty: true }
+        UploadPolicy {
+            max_size,
+            allow: None,
+            allow_empty: true,
+        }
     }
 
     /// Checks a declared size before any byte is stored.
     pub fn check_size(&self, size: u64) -> Result<()> {
         if size > self.max_size {
-            return Err(Error::TooLarge(format!("file is {size} bytes; the limit is {} bytes", self.max_size)));
+            return Err(Error::TooLarge(format!(
+                "file is {size} bytes; the limit is {} bytes",
+                self.max_size
+            )));
         }
         Ok(())
     }
 
     /// Checks an extension against the allowlist (by name only; the content is checked later).
     pub fn check_extension(&self, ext: Option<&str>) -> Result<()> {
-        let Some(allow) = &self.allow else { return Ok(()) };
+        let Some(allow) = &self.allow else {
+            return Ok(());
+        };
         match ext {
             Some(e) if allow.iter().any(|a| a == e) => Ok(()),
-            Some(e) => Err(Error::UnsupportedType(format!(".{e} files are not accepted here (allowed: {})", allow.join(", ")))),
-            None => Err(Error::UnsupportedType(format!("files without an extension are not accepted here (allowed: {})", allow.join(", ")))),
+            Some(e) => Err(Error::UnsupportedType(format!(
+                ".{e} files are not accepted here (allowed: {})",
+                allow.join(", ")
+            ))),
+            None => Err(Error::UnsupportedType(format!(
+                "files without an extension are not accepted here (allowed: {})",
+                allow.join(", ")
+            ))),
         }
     }
 
@@ -62,10 +77,20 @@ mod tests {
 
     #[test]
     fn allowlist() {
-        let p = UploadPolicy { max_size: 10, allow: Some(vec!["pdf".into()]), allow_empty: true };
+        let p = UploadPolicy {
+            max_size: 10,
+            allow: Some(vec!["pdf".into()]),
+            allow_empty: true,
+        };
         assert!(p.check_extension(Some("pdf")).is_ok());
-        assert!(matches!(p.check_extension(Some("png")), Err(Error::UnsupportedType(_))));
-        assert!(matches!(p.check_extension(None), Err(Error::UnsupportedType(_))));
+        assert!(matches!(
+            p.check_extension(Some("png")),
+            Err(Error::UnsupportedType(_))
+        ));
+        assert!(matches!(
+            p.check_extension(None),
+            Err(Error::UnsupportedType(_))
+        ));
         assert!(matches!(p.check_size(11), Err(Error::TooLarge(_))));
         assert!(p.check_size(10).is_ok());
     }

@@ -26,7 +26,11 @@ impl ByteRange {
         }
         let (a, b) = spec.split_once('-')?;
         let num = |s: &str| -> Option<u64> {
-            if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) { None } else { s.parse().ok() }
+            if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+                None
+            } else {
+                s.parse().ok()
+            }
         };
         match (a.trim(), b.trim()) {
             ("", n) => Some(ByteRange::Suffix(num(n)?)),
@@ -56,14 +60,54 @@ mod tests {
 
     #[test]
     fn parse_and_resolve() {
-        assert_eq!(ByteRange::parse("bytes=0-499").unwrap().resolve(1000).unwrap(), 0..500);
-        assert_eq!(ByteRange::parse("bytes=500-").unwrap().resolve(1000).unwrap(), 500..1000);
-        assert_eq!(ByteRange::parse("bytes=-100").unwrap().resolve(1000).unwrap(), 900..1000);
-        assert_eq!(ByteRange::parse("bytes=-5000").unwrap().resolve(1000).unwrap(), 0..1000);
-        assert_eq!(ByteRange::parse("bytes=990-5000").unwrap().resolve(1000).unwrap(), 990..1000);
-        assert!(matches!(ByteRange::parse("bytes=1000-").unwrap().resolve(1000), Err(Error::RangeNotSatisfiable(1000))));
+        assert_eq!(
+            ByteRange::parse("bytes=0-499")
+                .unwrap()
+                .resolve(1000)
+                .unwrap(),
+            0..500
+        );
+        assert_eq!(
+            ByteRange::parse("bytes=500-")
+                .unwrap()
+                .resolve(1000)
+                .unwrap(),
+            500..1000
+        );
+        assert_eq!(
+            ByteRange::parse("bytes=-100")
+                .unwrap()
+                .resolve(1000)
+                .unwrap(),
+            900..1000
+        );
+        assert_eq!(
+            ByteRange::parse("bytes=-5000")
+                .unwrap()
+                .resolve(1000)
+                .unwrap(),
+            0..1000
+        );
+        assert_eq!(
+            ByteRange::parse("bytes=990-5000")
+                .unwrap()
+                .resolve(1000)
+                .unwrap(),
+            990..1000
+        );
+        assert!(matches!(
+            ByteRange::parse("bytes=1000-").unwrap().resolve(1000),
+            Err(Error::RangeNotSatisfiable(1000))
+        ));
         assert!(ByteRange::parse("bytes=0-1").unwrap().resolve(0).is_err());
-        for ignored in ["bytes=0-1,5-6", "bytes=5-1", "items=0-1", "bytes=a-b", "bytes=-", "bytes=+1-2"] {
+        for ignored in [
+            "bytes=0-1,5-6",
+            "bytes=5-1",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=+1-2",
+        ] {
             assert_eq!(ByteRange::parse(ignored), None, "{ignored}");
         }
     }

@@ -38,7 +38,10 @@ fn s3_code(e: &Error) -> &'static str {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// An S3-shaped XML error.
@@ -53,7 +56,12 @@ impl IntoResponse for S3Error {
             s3_code(&e),
             xml_escape(&e.to_string())
         );
-        let resp = (status_of(&e), [(header::CONTENT_TYPE, "application/xml")], xml).into_response();
+        let resp = (
+            status_of(&e),
+            [(header::CONTENT_TYPE, "application/xml")],
+            xml,
+        )
+            .into_response();
         with_error_headers(&e, resp)
     }
 }
@@ -63,20 +71,41 @@ fn target(uri: &Uri) -> Result<(String, String), S3Error> {
     let not_found = || S3Error(Error::not_found("no such key"));
     let rest = uri.path().strip_prefix("/blob/").ok_or_else(not_found)?;
     let (backend, key) = rest.split_once('/').ok_or_else(not_found)?;
-    let dec = |s: &str| percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| not_found());
+    let dec = |s: &str| {
+        percent_decode_str(s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| not_found())
+    };
     Ok((dec(backend)?, dec(key)?))
 }
 
 fn header_lookup(headers: &HeaderMap) -> impl Fn(&str) -> Option<String> + '_ {
-    move |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    move |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
 }
 
-async fn put_object(State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, S3Error> {
+async fn put_object(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, S3Error> {
     let (backend, key) = target(&uri)?;
     let lookup = header_lookup(&headers);
     let meta = state
         .files
-        .direct_put(&backend, &key, uri.query().unwrap_or(""), &lookup, body::raw(body))
+        .direct_put(
+            &backend,
+            &key,
+            uri.query().unwrap_or(""),
+            &lookup,
+            body::raw(body),
+        )
         .await
         .map_err(S3Error)?;
     let mut resp = StatusCode::OK.into_response();
@@ -86,10 +115,26 @@ async fn put_object(State(state): State<AppState>, uri: Uri, headers: HeaderMap,
     Ok(resp)
 }
 
-async fn get_object(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Result<Response, S3Error> {
+async fn get_object(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, S3Error> {
     let (backend, key) = target(&uri)?;
     let range = respond::requested_range(&headers);
-    let (v, got) = state.files.direct_get(&backend, &key, uri.query().unwrap_or(""), range).await.map_err(S3Error)?;
-    let ct = v.response_content_type.as_deref().unwrap_or("application/octet-stream");
-    Ok(respond::object(got, ct, v.response_content_disposition.as_deref(), range.is_some()))
+    let (v, got) = state
+        .files
+        .direct_get(&backend, &key, uri.query().unwrap_or(""), range)
+        .await
+        .map_err(S3Error)?;
+    let ct = v
+        .response_content_type
+        .as_deref()
+        .unwrap_or("application/octet-stream");
+    Ok(respond::object(
+        got,
+        ct,
+        v.response_content_disposition.as_deref(),
+        range.is_some(),
+    ))
 }

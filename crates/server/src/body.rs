@@ -31,16 +31,32 @@ pub fn raw(body: Body) -> ByteStream {
 
 /// `Content-Length`, if present and well-formed.
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The boundary, if the request is multipart/form-data.
 pub fn multipart_boundary(headers: &HeaderMap) -> Option<Result<String, Error>> {
-    let ct = headers.get(axum::http::header::CONTENT_TYPE)?.to_str().ok()?;
-    if !ct.trim_start().to_ascii_lowercase().starts_with("multipart/form-data") {
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?;
+    if !ct
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
         return None;
     }
-    Some(multer::parse_boundary(ct).map_err(|_| Error::invalid("multipart/form-data without a boundary")))
+    Some(
+        multer::parse_boundary(ct)
+            .map_err(|_| Error::invalid("multipart/form-data without a boundary")),
+    )
 }
 
 fn multer_error(e: multer::Error) -> Error {
@@ -78,14 +94,20 @@ pub struct Form {
 
 /// Reads a multipart form up to `file_field`, keeping the text fields before it; the file is
 /// left streaming. At most 64 text fields of at most [`MAX_TEXT_FIELD`] bytes each.
-pub async fn multipart_form(body: Body, boundary: String, file_field: &str, max_file: u64) -> Result<Form, Error> {
+pub async fn multipart_form(
+    body: Body,
+    boundary: String,
+    file_field: &str,
+    max_file: u64,
+) -> Result<Form, Error> {
     let constraints = multer::Constraints::new().size_limit(
         multer::SizeLimit::new()
             .whole_stream(max_file.saturating_add(MULTIPART_SLACK))
             .per_field(MAX_TEXT_FIELD)
             .for_field(file_field.to_owned(), max_file.saturating_add(1)),
     );
-    let mut form = multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let mut form =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
     let mut fields = HashMap::new();
     while let Some(mut field) = form.next_field().await.map_err(multer_error)? {
         let name = field.name().unwrap_or("").to_owned();
@@ -93,7 +115,14 @@ pub async fn multipart_form(body: Body, boundary: String, file_field: &str, max_
             let file_name = field.file_name().map(str::to_owned);
             let content_type = field.content_type().map(|m| m.to_string());
             let body = field.map_err(multer_error).boxed();
-            return Ok(Form { fields, file: Some(FilePart { file_name, content_type, body }) });
+            return Ok(Form {
+                fields,
+                file: Some(FilePart {
+                    file_name,
+                    content_type,
+                    body,
+                }),
+            });
         }
         if fields.len() >= 64 {
             return Err(Error::invalid("too many form fields"));
@@ -102,7 +131,8 @@ pub async fn multipart_form(body: Body, boundary: String, file_field: &str, max_
         while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
             value.extend_from_slice(&chunk);
         }
-        let value = String::from_utf8(value).map_err(|_| Error::invalid(format!("form field '{name}' is not UTF-8")))?;
+        let value = String::from_utf8(value)
+            .map_err(|_| Error::invalid(format!("form field '{name}' is not UTF-8")))?;
         fields.insert(name, value);
     }
     Ok(Form { fields, file: None })

@@ -49,7 +49,8 @@ pub fn with_error_headers(e: &Error, mut resp: Response) -> Response {
             }
         }
         Error::Unauthenticated(_) => {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         _ => {}
     }
@@ -85,7 +86,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let e = self.0;
         log_if_server_error(&e);
-        let body = ErrorBody { error: ErrorDetail { code: e.code().to_owned(), message: e.to_string() } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: e.code().to_owned(),
+                message: e.to_string(),
+            },
+        };
         with_error_headers(&e, (status_of(&e), Json(body)).into_response())
     }
 }

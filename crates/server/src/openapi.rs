@@ -14,7 +14,10 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -38,5 +41,8 @@ pub struct ApiDoc;
 /// `GET /openapi.json`.
 pub async fn serve() -> Json<serde_json::Value> {
     static SPEC: OnceLock<serde_json::Value> = OnceLock::new();
-    Json(SPEC.get_or_init(|| serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()).clone())
+    Json(
+        SPEC.get_or_init(|| serde_json::to_value(ApiDoc::openapi()).unwrap_or_default())
+            .clone(),
+    )
 }

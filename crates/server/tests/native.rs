@@ -15,7 +15,10 @@ use serde_json::json;
 async fn every_route_needs_a_valid_key() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
-    let id = app.upload_raw(&key, "a.txt", b"hi").await.json()["id"].as_str().unwrap().to_owned();
+    let id = app.upload_raw(&key, "a.txt", b"hi").await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let routes = [
         ("GET", "/v1/files".to_owned()),
         ("POST", "/v1/files?name=a.txt".to_owned()),
@@ -26,7 +29,12 @@ async fn every_route_needs_a_valid_key() {
         ("POST", "/v1/uploads".to_owned()),
         ("POST", format!("/v1/uploads/{id}/complete")),
     ];
-    let bad_keys = [None, Some("Bearer nope".to_owned()), Some(format!("Bearer {}x", &key[..key.len() - 1])), Some(format!("Basic {key}"))];
+    let bad_keys = [
+        None,
+        Some("Bearer nope".to_owned()),
+        Some(format!("Bearer {}x", &key[..key.len() - 1])),
+        Some(format!("Basic {key}")),
+    ];
     for (method, path) in &routes {
         for auth in &bad_keys {
             let mut req = Request::builder().method(*method).uri(path);
@@ -34,7 +42,11 @@ async fn every_route_needs_a_valid_key() {
                 req = req.header("authorization", a);
             }
             let ans = app.send(req.body(Body::from("x")).unwrap()).await;
-            assert_eq!(ans.status, StatusCode::UNAUTHORIZED, "{method} {path} with {auth:?}");
+            assert_eq!(
+                ans.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {auth:?}"
+            );
             assert_eq!(ans.json()["error"]["code"], "unauthenticated");
             assert_eq!(ans.header("www-authenticate").as_deref(), Some("Bearer"));
         }
@@ -47,7 +59,10 @@ async fn a_revoked_key_stops_at_once() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
     assert_eq!(app.get(&key, "/v1/files").await.status, StatusCode::OK);
-    let id = filedock_core::auth::parse_token(&key).unwrap().id.to_owned();
+    let id = filedock_core::auth::parse_token(&key)
+        .unwrap()
+        .id
+        .to_owned();
     app.files.credentials().revoke(&id).await.unwrap();
     let ans = app.get(&key, "/v1/files").await;
     assert_eq!(ans.status, StatusCode::UNAUTHORIZED);
@@ -60,7 +75,12 @@ async fn raw_upload_then_read_back_exactly() {
     let key = app.key("demo", CredentialKind::Integration).await;
     let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let ans = app.upload_raw(&key, "data.bin", &bytes).await;
-    assert_eq!(ans.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&ans.body));
+    assert_eq!(
+        ans.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&ans.body)
+    );
     let f = ans.json();
     assert_eq!(f["name"], "data.bin");
     assert_eq!(f["size"], 200_000);
@@ -68,16 +88,26 @@ async fn raw_upload_then_read_back_exactly() {
     assert_eq!(f["status"], "ready");
     assert_eq!(f["class"], "input");
     assert_eq!(f["extension"], "bin");
-    assert_eq!(f["expires_at"], (START / 1000) + 86_400, "inputs are kept a day by default");
+    assert_eq!(
+        f["expires_at"],
+        (START / 1000) + 86_400,
+        "inputs are kept a day by default"
+    );
     let key_path = f["key"].as_str().unwrap();
-    assert!(key_path.starts_with("demo/2026/01/01/") && key_path.ends_with(".bin"), "{key_path}");
+    assert!(
+        key_path.starts_with("demo/2026/01/01/") && key_path.ends_with(".bin"),
+        "{key_path}"
+    );
 
     let id = f["id"].as_str().unwrap();
     let got = app.get(&key, &format!("/v1/files/{id}/content")).await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.body, bytes);
     assert_eq!(got.header("content-length").as_deref(), Some("200000"));
-    assert_eq!(got.header("content-disposition").as_deref(), Some("attachment; filename=\"data.bin\"; filename*=UTF-8''data.bin"));
+    assert_eq!(
+        got.header("content-disposition").as_deref(),
+        Some("attachment; filename=\"data.bin\"; filename*=UTF-8''data.bin")
+    );
     assert_eq!(got.header("accept-ranges").as_deref(), Some("bytes"));
 
     let rec = app.get(&key, &format!("/v1/files/{id}")).await;
@@ -88,12 +118,22 @@ async fn raw_upload_then_read_back_exactly() {
 async fn ranges() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
-    let id = app.upload_raw(&key, "r.txt", b"0123456789").await.json()["id"].as_str().unwrap().to_owned();
+    let id = app.upload_raw(&key, "r.txt", b"0123456789").await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let ranged = |r: &'static str| {
-        Request::get(format!("/v1/files/{id}/content")).header("authorization", format!("Bearer {key}")).header("range", r).body(Body::empty()).unwrap()
+        Request::get(format!("/v1/files/{id}/content"))
+            .header("authorization", format!("Bearer {key}"))
+            .header("range", r)
+            .body(Body::empty())
+            .unwrap()
     };
     let a = app.send(ranged("bytes=2-5")).await;
-    assert_eq!((a.status, a.body.as_slice()), (StatusCode::PARTIAL_CONTENT, &b"2345"[..]));
+    assert_eq!(
+        (a.status, a.body.as_slice()),
+        (StatusCode::PARTIAL_CONTENT, &b"2345"[..])
+    );
     assert_eq!(a.header("content-range").as_deref(), Some("bytes 2-5/10"));
     let a = app.send(ranged("bytes=-3")).await;
     assert_eq!(a.body, b"789");
@@ -101,17 +141,35 @@ async fn ranges() {
     assert_eq!(a.status, StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(a.header("content-range").as_deref(), Some("bytes */10"));
     let a = app.send(ranged("bytes=0-1,4-5")).await;
-    assert_eq!((a.status, a.body.as_slice()), (StatusCode::OK, &b"0123456789"[..]), "multiple ranges: the whole file");
+    assert_eq!(
+        (a.status, a.body.as_slice()),
+        (StatusCode::OK, &b"0123456789"[..]),
+        "multiple ranges: the whole file"
+    );
 }
 
 #[tokio::test]
 async fn multipart_upload_takes_fields_and_sanitises_names() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
-    let (ct, body) = multipart(&[("class", "asset")], "../../etc/evil name.png", "image/png", PNG);
-    let req = Request::post("/v1/files").header("authorization", format!("Bearer {key}")).header("content-type", ct).body(Body::from(body)).unwrap();
+    let (ct, body) = multipart(
+        &[("class", "asset")],
+        "../../etc/evil name.png",
+        "image/png",
+        PNG,
+    );
+    let req = Request::post("/v1/files")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", ct)
+        .body(Body::from(body))
+        .unwrap();
     let ans = app.send(req).await;
-    assert_eq!(ans.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&ans.body));
+    assert_eq!(
+        ans.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&ans.body)
+    );
     let f = ans.json();
     assert_eq!(f["name"], "evil name.png");
     assert_eq!(f["class"], "asset");
@@ -119,24 +177,59 @@ async fn multipart_upload_takes_fields_and_sanitises_names() {
     assert_eq!(f["declared_type"], "image/png");
     assert_eq!(f["detected_type"], "image/png");
     assert!(!f["key"].as_str().unwrap().contains(".."));
-    let got = app.get(&key, &format!("/v1/files/{}/content", f["id"].as_str().unwrap())).await;
+    let got = app
+        .get(
+            &key,
+            &format!("/v1/files/{}/content", f["id"].as_str().unwrap()),
+        )
+        .await;
     assert_eq!(got.body, PNG);
-    assert_eq!(got.header("content-disposition").unwrap(), "attachment; filename=\"evil name.png\"; filename*=UTF-8''evil%20name.png");
+    assert_eq!(
+        got.header("content-disposition").unwrap(),
+        "attachment; filename=\"evil name.png\"; filename*=UTF-8''evil%20name.png"
+    );
     // Quotes in a name are encoded safely in the header.
     let quoted = app.upload_raw(&key, "say \"hi\".png", PNG).await.json();
-    let got = app.get(&key, &format!("/v1/files/{}/content", quoted["id"].as_str().unwrap())).await;
-    assert_eq!(got.header("content-disposition").unwrap(), "attachment; filename=\"say _hi_.png\"; filename*=UTF-8''say%20%22hi%22.png");
+    let got = app
+        .get(
+            &key,
+            &format!("/v1/files/{}/content", quoted["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(
+        got.header("content-disposition").unwrap(),
+        "attachment; filename=\"say _hi_.png\"; filename*=UTF-8''say%20%22hi%22.png"
+    );
 
     // A form without a file field, and a malformed form.
     let (ct, _) = multipart(&[], "x", "text/plain", b"");
     let only_fields = "------filedock-test-boundary\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nx\r\n------filedock-test-boundary--\r\n";
-    let req = Request::post("/v1/files").header("authorization", format!("Bearer {key}")).header("content-type", ct.clone()).body(Body::from(only_fields)).unwrap();
+    let req = Request::post("/v1/files")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", ct.clone())
+        .body(Body::from(only_fields))
+        .unwrap();
     let ans = app.send(req).await;
-    assert_eq!((ans.status, ans.json()["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
-    let req = Request::post("/v1/files").header("authorization", format!("Bearer {key}")).header("content-type", "multipart/form-data").body(Body::from("x")).unwrap();
-    assert_eq!(app.send(req).await.status, StatusCode::BAD_REQUEST, "no boundary");
+    assert_eq!(
+        (ans.status, ans.json()["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let req = Request::post("/v1/files")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "multipart/form-data")
+        .body(Body::from("x"))
+        .unwrap();
+    assert_eq!(
+        app.send(req).await.status,
+        StatusCode::BAD_REQUEST,
+        "no boundary"
+    );
     let req = Request::post("/v1/files").header("authorization", format!("Bearer {key}")).header("content-type", ct).body(Body::from("------filedock-test-boundary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\ntrunc")).unwrap();
-    assert_eq!(app.send(req).await.status, StatusCode::BAD_REQUEST, "truncated");
+    assert_eq!(
+        app.send(req).await.status,
+        StatusCode::BAD_REQUEST,
+        "truncated"
+    );
     assert_eq!(app.stored_objects().await, 2);
     assert_eq!(app.temp_files().await, 0);
 }
@@ -145,7 +238,14 @@ async fn multipart_upload_takes_fields_and_sanitises_names() {
 async fn bad_names_are_refused() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
-    for name in ["", "a/b.txt", "a\\b.txt", "a\u{1}b.txt", "..", &"n".repeat(256)] {
+    for name in [
+        "",
+        "a/b.txt",
+        "a\\b.txt",
+        "a\u{1}b.txt",
+        "..",
+        &"n".repeat(256),
+    ] {
         let ans = app.upload_raw(&key, name, b"x").await;
         assert_eq!(ans.status, StatusCode::BAD_REQUEST, "{name:?}");
     }
@@ -159,17 +259,46 @@ async fn another_project_sees_nothing() {
     let app = TestApp::new().await;
     let mine = app.key("alpha", CredentialKind::Integration).await;
     let theirs = app.key("beta", CredentialKind::Session).await;
-    let id = app.upload_raw(&mine, "secret.txt", b"mine").await.json()["id"].as_str().unwrap().to_owned();
+    let id = app.upload_raw(&mine, "secret.txt", b"mine").await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for path in [format!("/v1/files/{id}"), format!("/v1/files/{id}/content")] {
         let ans = app.get(&theirs, &path).await;
-        assert_eq!((ans.status, ans.json()["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{path}");
+        assert_eq!(
+            (ans.status, ans.json()["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found")),
+            "{path}"
+        );
     }
-    assert_eq!(app.post_json(&theirs, &format!("/v1/files/{id}/links"), json!({})).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(app.post_json(&theirs, &format!("/v1/uploads/{id}/complete"), json!({})).await.status, StatusCode::NOT_FOUND);
-    let del = Request::delete(format!("/v1/files/{id}")).header("authorization", format!("Bearer {theirs}")).body(Body::empty()).unwrap();
+    assert_eq!(
+        app.post_json(&theirs, &format!("/v1/files/{id}/links"), json!({}))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.post_json(&theirs, &format!("/v1/uploads/{id}/complete"), json!({}))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let del = Request::delete(format!("/v1/files/{id}"))
+        .header("authorization", format!("Bearer {theirs}"))
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(app.send(del).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(app.get(&theirs, "/v1/files").await.json()["files"], json!([]));
-    assert_eq!(app.get(&mine, &format!("/v1/files/{id}/content")).await.body, b"mine", "untouched");
+    assert_eq!(
+        app.get(&theirs, "/v1/files").await.json()["files"],
+        json!([])
+    );
+    assert_eq!(
+        app.get(&mine, &format!("/v1/files/{id}/content"))
+            .await
+            .body,
+        b"mine",
+        "untouched"
+    );
 }
 
 #[tokio::test]
@@ -181,10 +310,23 @@ async fn workspace_keys_see_their_workspace_only() {
     let a = app.upload_raw(&ws1, "a.txt", b"a").await.json();
     assert_eq!(a["workspace"], "ws1");
     let id = a["id"].as_str().unwrap();
-    assert_eq!(app.get(&ws2, &format!("/v1/files/{id}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get(&ws2, &format!("/v1/files/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(app.get(&ws2, "/v1/files").await.json()["files"], json!([]));
-    assert_eq!(app.get(&ws1, "/v1/files").await.json()["files"].as_array().unwrap().len(), 1);
-    assert_eq!(app.get(&project, &format!("/v1/files/{id}")).await.status, StatusCode::OK, "a project-wide key sees every workspace");
+    assert_eq!(
+        app.get(&ws1, "/v1/files").await.json()["files"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        app.get(&project, &format!("/v1/files/{id}")).await.status,
+        StatusCode::OK,
+        "a project-wide key sees every workspace"
+    );
 }
 
 #[tokio::test]
@@ -193,25 +335,51 @@ async fn listing_pages_with_a_cursor() {
     let key = app.key("demo", CredentialKind::Integration).await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(app.upload_raw(&key, &format!("f{i}.txt"), b"x").await.json()["id"].as_str().unwrap().to_owned());
+        ids.push(
+            app.upload_raw(&key, &format!("f{i}.txt"), b"x")
+                .await
+                .json()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     ids.reverse();
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
-        let page = app.get(&key, &format!("/v1/files?limit=2&cursor={cursor}")).await.json();
-        seen.extend(page["files"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_owned()));
+        let page = app
+            .get(&key, &format!("/v1/files?limit=2&cursor={cursor}"))
+            .await
+            .json();
+        seen.extend(
+            page["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["id"].as_str().unwrap().to_owned()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = c.to_owned(),
             None => break,
         }
     }
     assert_eq!(seen, ids, "every file once, newest first");
-    assert_eq!(app.get(&key, "/v1/files?cursor=zzz").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.get(&key, "/v1/files?cursor=zzz").await.status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 fn only_pdf() -> BTreeMap<String, UploadPolicy> {
-    BTreeMap::from([("native".to_owned(), UploadPolicy { max_size: 1024, allow: Some(vec!["pdf".into()]), allow_empty: false })])
+    BTreeMap::from([(
+        "native".to_owned(),
+        UploadPolicy {
+            max_size: 1024,
+            allow: Some(vec!["pdf".into()]),
+            allow_empty: false,
+        },
+    )])
 }
 
 #[tokio::test]
@@ -222,13 +390,31 @@ async fn a_png_named_pdf_is_415_and_nothing_is_stored() {
     assert_eq!(ans.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(ans.json()["error"]["code"], "unsupported_type");
     let (ct, body) = multipart(&[], "report.pdf", "application/pdf", PNG);
-    let req = Request::post("/v1/files").header("authorization", format!("Bearer {key}")).header("content-type", ct).body(Body::from(body)).unwrap();
-    assert_eq!(app.send(req).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(app.upload_raw(&key, "photo.png", PNG).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "not on the allowlist");
-    assert_eq!(app.upload_raw(&key, "empty.pdf", b"").await.status, StatusCode::BAD_REQUEST, "empty files refused by this policy");
+    let req = Request::post("/v1/files")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", ct)
+        .body(Body::from(body))
+        .unwrap();
+    assert_eq!(
+        app.send(req).await.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        app.upload_raw(&key, "photo.png", PNG).await.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "not on the allowlist"
+    );
+    assert_eq!(
+        app.upload_raw(&key, "empty.pdf", b"").await.status,
+        StatusCode::BAD_REQUEST,
+        "empty files refused by this policy"
+    );
     assert_eq!((app.stored_objects().await, app.temp_files().await), (0, 0));
     assert_eq!(app.get(&key, "/v1/files").await.json()["files"], json!([]));
-    assert_eq!(app.upload_raw(&key, "real.pdf", PDF).await.status, StatusCode::CREATED);
+    assert_eq!(
+        app.upload_raw(&key, "real.pdf", PDF).await.status,
+        StatusCode::CREATED
+    );
 }
 
 #[tokio::test]
@@ -239,9 +425,13 @@ async fn over_the_limit_is_413_and_nothing_is_stored() {
     big.resize(1025, b' ');
     // Declared length over the limit: refused before the body is read.
     let ans = app.upload_raw(&key, "big.pdf", &big).await;
-    assert_eq!((ans.status, ans.json()["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large")));
+    assert_eq!(
+        (ans.status, ans.json()["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large"))
+    );
     // No length declared (chunked): refused while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(100).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(100).map(|c| Ok(c.to_vec())).collect();
     let req = Request::post("/v1/files?name=big.pdf")
         .header("authorization", format!("Bearer {key}"))
         .body(Body::from_stream(futures_util::stream::iter(chunks)))
@@ -249,7 +439,11 @@ async fn over_the_limit_is_413_and_nothing_is_stored() {
     assert_eq!(app.send(req).await.status, StatusCode::PAYLOAD_TOO_LARGE);
     // In a form.
     let (ct, body) = multipart(&[], "big.pdf", "application/pdf", &big);
-    let req = Request::post("/v1/files").header("authorization", format!("Bearer {key}")).header("content-type", ct).body(Body::from(body)).unwrap();
+    let req = Request::post("/v1/files")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", ct)
+        .body(Body::from(body))
+        .unwrap();
     assert_eq!(app.send(req).await.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!((app.stored_objects().await, app.temp_files().await), (0, 0));
     // A lying Content-Length (shorter body) is refused too.
@@ -264,7 +458,12 @@ async fn over_the_limit_is_413_and_nothing_is_stored() {
 
 async fn presign(app: &TestApp, key: &str, body: serde_json::Value) -> serde_json::Value {
     let ans = app.post_json(key, "/v1/uploads", body).await;
-    assert_eq!(ans.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&ans.body));
+    assert_eq!(
+        ans.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&ans.body)
+    );
     ans.json()
 }
 
@@ -280,17 +479,34 @@ fn put(url: &str, headers: &[(&str, String)], body: &[u8]) -> Request<Body> {
 async fn presigned_put_follows_s3_rules() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
-    let p = presign(&app, &key, json!({"name": "photo.png", "size": PNG.len(), "content_type": "image/png"})).await;
+    let p = presign(
+        &app,
+        &key,
+        json!({"name": "photo.png", "size": PNG.len(), "content_type": "image/png"}),
+    )
+    .await;
     assert_eq!(p["file"]["status"], "pending");
     let url = p["upload"]["url"].as_str().unwrap();
     assert_eq!(p["upload"]["method"], "PUT");
-    assert_eq!(p["upload"]["headers"], json!({"Content-Length": PNG.len().to_string(), "Content-Type": "image/png", "If-None-Match": "*"}));
+    assert_eq!(
+        p["upload"]["headers"],
+        json!({"Content-Length": PNG.len().to_string(), "Content-Type": "image/png", "If-None-Match": "*"})
+    );
     let len = PNG.len().to_string();
-    let all = [("content-length", len.clone()), ("content-type", "image/png".to_owned()), ("if-none-match", "*".to_owned())];
+    let all = [
+        ("content-length", len.clone()),
+        ("content-type", "image/png".to_owned()),
+        ("if-none-match", "*".to_owned()),
+    ];
 
     // Each signed header missing or different: 403, S3's XML error.
     for skip in 0..3 {
-        let hs: Vec<_> = all.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, h)| h.clone()).collect();
+        let hs: Vec<_> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != skip)
+            .map(|(_, h)| h.clone())
+            .collect();
         let ans = app.send(put(url, &hs, PNG)).await;
         assert_eq!(ans.status, StatusCode::FORBIDDEN, "without {}", all[skip].0);
     }
@@ -301,13 +517,24 @@ async fn presigned_put_follows_s3_rules() {
     assert!(String::from_utf8_lossy(&ans.body).contains("<Code>AccessDenied</Code>"));
     let mut other_len = all.to_vec();
     other_len[0].1 = (PNG.len() - 1).to_string();
-    assert_eq!(app.send(put(url, &other_len, &PNG[1..])).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.send(put(url, &other_len, &PNG[1..])).await.status,
+        StatusCode::FORBIDDEN
+    );
     let tampered = url.replace("X-Fd-Signature=", "X-Fd-Signature=A");
-    assert_eq!(app.send(put(&tampered, &all, PNG)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.send(put(&tampered, &all, PNG)).await.status,
+        StatusCode::FORBIDDEN
+    );
 
     // Before the upload, completing is a conflict.
     let id = p["file"]["id"].as_str().unwrap();
-    assert_eq!(app.post_json(&key, &format!("/v1/uploads/{id}/complete"), json!({})).await.status, StatusCode::CONFLICT);
+    assert_eq!(
+        app.post_json(&key, &format!("/v1/uploads/{id}/complete"), json!({}))
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
 
     let ok = app.send(put(url, &all, PNG)).await;
     assert_eq!(ok.status, StatusCode::OK);
@@ -316,17 +543,41 @@ async fn presigned_put_follows_s3_rules() {
     assert_eq!(again.status, StatusCode::PRECONDITION_FAILED);
     assert!(String::from_utf8_lossy(&again.body).contains("<Code>PreconditionFailed</Code>"));
 
-    let done = app.post_json(&key, &format!("/v1/uploads/{id}/complete"), json!({})).await;
+    let done = app
+        .post_json(&key, &format!("/v1/uploads/{id}/complete"), json!({}))
+        .await;
     assert_eq!(done.status, StatusCode::OK);
     let f = done.json();
-    assert_eq!((f["status"].as_str(), f["sha256"].as_str(), f["detected_type"].as_str()), (Some("ready"), Some(sha256_hex(PNG).as_str()), Some("image/png")));
-    assert_eq!(app.post_json(&key, &format!("/v1/uploads/{id}/complete"), json!({})).await.json(), f, "completing again is harmless");
+    assert_eq!(
+        (
+            f["status"].as_str(),
+            f["sha256"].as_str(),
+            f["detected_type"].as_str()
+        ),
+        (
+            Some("ready"),
+            Some(sha256_hex(PNG).as_str()),
+            Some("image/png")
+        )
+    );
+    assert_eq!(
+        app.post_json(&key, &format!("/v1/uploads/{id}/complete"), json!({}))
+            .await
+            .json(),
+        f,
+        "completing again is harmless"
+    );
 
     // After expiry: 403.
     let late = presign(&app, &key, json!({"name": "late.png", "size": PNG.len()})).await;
     app.clock.advance(901_000);
-    let hs = [("content-length", len.clone()), ("if-none-match", "*".to_owned())];
-    let ans = app.send(put(late["upload"]["url"].as_str().unwrap(), &hs, PNG)).await;
+    let hs = [
+        ("content-length", len.clone()),
+        ("if-none-match", "*".to_owned()),
+    ];
+    let ans = app
+        .send(put(late["upload"]["url"].as_str().unwrap(), &hs, PNG))
+        .await;
     assert_eq!(ans.status, StatusCode::FORBIDDEN);
     assert!(String::from_utf8_lossy(&ans.body).contains("expired"));
 }
@@ -337,8 +588,17 @@ async fn a_url_that_signs_no_type_takes_a_plain_put() {
     let key = app.key("demo", CredentialKind::Integration).await;
     let p = presign(&app, &key, json!({"name": "notes.txt", "size": 5})).await;
     // As `curl -X PUT --upload-file` sends it: a length, no type, plus the create-only header.
-    let hs = [("content-length", "5".to_owned()), ("if-none-match", "*".to_owned()), ("content-type", "application/x-anything".to_owned())];
-    assert_eq!(app.send(put(p["upload"]["url"].as_str().unwrap(), &hs, b"hello")).await.status, StatusCode::OK);
+    let hs = [
+        ("content-length", "5".to_owned()),
+        ("if-none-match", "*".to_owned()),
+        ("content-type", "application/x-anything".to_owned()),
+    ];
+    assert_eq!(
+        app.send(put(p["upload"]["url"].as_str().unwrap(), &hs, b"hello"))
+            .await
+            .status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -347,57 +607,168 @@ async fn completing_checks_what_arrived() {
     let key = app.key("demo", CredentialKind::Integration).await;
     // The type is not signed, so a PNG can arrive for a .pdf: completion refuses it and deletes it.
     let p = presign(&app, &key, json!({"name": "doc.pdf", "size": PNG.len()})).await;
-    let hs = [("content-length", PNG.len().to_string()), ("if-none-match", "*".to_owned())];
-    assert_eq!(app.send(put(p["upload"]["url"].as_str().unwrap(), &hs, PNG)).await.status, StatusCode::OK);
+    let hs = [
+        ("content-length", PNG.len().to_string()),
+        ("if-none-match", "*".to_owned()),
+    ];
+    assert_eq!(
+        app.send(put(p["upload"]["url"].as_str().unwrap(), &hs, PNG))
+            .await
+            .status,
+        StatusCode::OK
+    );
     assert_eq!(app.stored_objects().await, 1);
     let id = p["file"]["id"].as_str().unwrap();
-    let ans = app.post_json(&key, &format!("/v1/uploads/{id}/complete"), json!({})).await;
+    let ans = app
+        .post_json(&key, &format!("/v1/uploads/{id}/complete"), json!({}))
+        .await;
     assert_eq!(ans.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(app.stored_objects().await, 0, "the refused object is deleted");
+    assert_eq!(
+        app.stored_objects().await,
+        0,
+        "the refused object is deleted"
+    );
     assert_eq!(app.get(&key, "/v1/files").await.json()["files"], json!([]));
     // Too large for the policy at presign time.
-    let ans = app.post_json(&key, "/v1/uploads", json!({"name": "big.bin", "size": 2 * 1024 * 1024})).await;
+    let ans = app
+        .post_json(
+            &key,
+            "/v1/uploads",
+            json!({"name": "big.bin", "size": 2 * 1024 * 1024}),
+        )
+        .await;
     assert_eq!(ans.status, StatusCode::PAYLOAD_TOO_LARGE);
     // Unknown fields are refused.
-    assert_eq!(app.post_json(&key, "/v1/uploads", json!({"name": "a", "sise": 1})).await.status.as_u16() / 100, 4);
+    assert_eq!(
+        app.post_json(&key, "/v1/uploads", json!({"name": "a", "sise": 1}))
+            .await
+            .status
+            .as_u16()
+            / 100,
+        4
+    );
 }
 
 #[tokio::test]
 async fn download_links_expire_and_die_with_the_file() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
-    let id = app.upload_raw(&key, "résumé 1.txt", b"linked bytes").await.json()["id"].as_str().unwrap().to_owned();
-    let link = app.post_json(&key, &format!("/v1/files/{id}/links"), json!({"ttl_seconds": 60})).await;
+    let id = app
+        .upload_raw(&key, "résumé 1.txt", b"linked bytes")
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let link = app
+        .post_json(
+            &key,
+            &format!("/v1/files/{id}/links"),
+            json!({"ttl_seconds": 60}),
+        )
+        .await;
     assert_eq!(link.status, StatusCode::CREATED);
     let link = link.json();
     assert_eq!(link["expires_at"], START / 1000 + 60);
     let url = link["url"].as_str().unwrap().to_owned();
     assert!(url.starts_with(BASE));
 
-    let got = app.send(TestApp::to_url("GET", &url).body(Body::empty()).unwrap()).await;
+    let got = app
+        .send(TestApp::to_url("GET", &url).body(Body::empty()).unwrap())
+        .await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.body, b"linked bytes");
-    assert_eq!(got.header("content-disposition").as_deref(), Some("attachment; filename=\"r_sum_ 1.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9%201.txt"));
-    assert_eq!(got.header("content-type").as_deref(), Some("text/plain; charset=utf-8"));
-    let ranged = app.send(TestApp::to_url("GET", &url).header("range", "bytes=7-").body(Body::empty()).unwrap()).await;
-    assert_eq!((ranged.status, ranged.body.as_slice()), (StatusCode::PARTIAL_CONTENT, &b"bytes"[..]));
+    assert_eq!(
+        got.header("content-disposition").as_deref(),
+        Some("attachment; filename=\"r_sum_ 1.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9%201.txt")
+    );
+    assert_eq!(
+        got.header("content-type").as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    let ranged = app
+        .send(
+            TestApp::to_url("GET", &url)
+                .header("range", "bytes=7-")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (ranged.status, ranged.body.as_slice()),
+        (StatusCode::PARTIAL_CONTENT, &b"bytes"[..])
+    );
     // The signature covers the method and the response overrides.
-    assert_eq!(app.send(TestApp::to_url("PUT", &url).header("content-length", "1").body(Body::from("x")).unwrap()).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.send(
+            TestApp::to_url("PUT", &url)
+                .header("content-length", "1")
+                .body(Body::from("x"))
+                .unwrap()
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
     let swapped = url.replace("text%2Fplain", "text%2Fhtml");
-    assert_eq!(app.send(TestApp::to_url("GET", &swapped).body(Body::empty()).unwrap()).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.send(
+            TestApp::to_url("GET", &swapped)
+                .body(Body::empty())
+                .unwrap()
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
 
     app.clock.advance(61_000);
-    assert_eq!(app.send(TestApp::to_url("GET", &url).body(Body::empty()).unwrap()).await.status, StatusCode::FORBIDDEN, "expired");
+    assert_eq!(
+        app.send(TestApp::to_url("GET", &url).body(Body::empty()).unwrap())
+            .await
+            .status,
+        StatusCode::FORBIDDEN,
+        "expired"
+    );
 
-    let fresh = app.post_json(&key, &format!("/v1/files/{id}/links"), json!({})).await.json()["url"].as_str().unwrap().to_owned();
-    let del = Request::delete(format!("/v1/files/{id}")).header("authorization", format!("Bearer {key}")).body(Body::empty()).unwrap();
+    let fresh = app
+        .post_json(&key, &format!("/v1/files/{id}/links"), json!({}))
+        .await
+        .json()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let del = Request::delete(format!("/v1/files/{id}"))
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::empty())
+        .unwrap();
     assert_eq!(app.send(del).await.status, StatusCode::NO_CONTENT);
-    assert_eq!(app.send(TestApp::to_url("GET", &fresh).body(Body::empty()).unwrap()).await.status, StatusCode::NOT_FOUND, "a deleted file's link is dead");
-    assert_eq!(app.get(&key, &format!("/v1/files/{id}")).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(app.get(&key, &format!("/v1/files/{id}/content")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.send(TestApp::to_url("GET", &fresh).body(Body::empty()).unwrap())
+            .await
+            .status,
+        StatusCode::NOT_FOUND,
+        "a deleted file's link is dead"
+    );
+    assert_eq!(
+        app.get(&key, &format!("/v1/files/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get(&key, &format!("/v1/files/{id}/content"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(app.stored_objects().await, 0);
 
-    let bad_ttl = app.post_json(&key, "/v1/files/00000000000000000000000000000000/links", json!({"ttl_seconds": 0})).await;
+    let bad_ttl = app
+        .post_json(
+            &key,
+            "/v1/files/00000000000000000000000000000000/links",
+            json!({"ttl_seconds": 0}),
+        )
+        .await;
     assert_eq!(bad_ttl.status, StatusCode::NOT_FOUND);
 }
 
@@ -405,16 +776,24 @@ async fn download_links_expire_and_die_with_the_file() {
 async fn files_expire_with_their_class() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
-    let id = app.upload_raw(&key, "short.txt", b"x").await.json()["id"].as_str().unwrap().to_owned();
+    let id = app.upload_raw(&key, "short.txt", b"x").await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.clock.advance(86_400_000);
-    assert_eq!(app.get(&key, &format!("/v1/files/{id}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get(&key, &format!("/v1/files/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(app.get(&key, "/v1/files").await.json()["files"], json!([]));
 }
 
 #[tokio::test]
 async fn openapi_lists_the_native_routes() {
     let app = TestApp::new().await;
-    let ans = app.send(Request::get("/openapi.json").body(Body::empty()).unwrap()).await;
+    let ans = app
+        .send(Request::get("/openapi.json").body(Body::empty()).unwrap())
+        .await;
     assert_eq!(ans.status, StatusCode::OK);
     let spec = ans.json();
     let paths = spec["paths"].as_object().unwrap();
@@ -428,7 +807,10 @@ async fn openapi_lists_the_native_routes() {
         ("/v1/uploads", "post"),
         ("/v1/uploads/{id}/complete", "post"),
     ] {
-        assert!(paths.get(p).and_then(|x| x.get(m)).is_some(), "{m} {p} missing from the spec");
+        assert!(
+            paths.get(p).and_then(|x| x.get(m)).is_some(),
+            "{m} {p} missing from the spec"
+        );
     }
     assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
 }

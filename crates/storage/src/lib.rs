@@ -50,7 +50,13 @@ pub struct BackendConfig {
 impl BackendConfig {
     /// The embedded default: local disk under the data dir.
     pub fn local() -> Self {
-        BackendConfig { store: StoreConfig::Local { path: None }, scheme: None, host: None, regions: vec![], max_presign_ttl_secs: None }
+        BackendConfig {
+            store: StoreConfig::Local { path: None },
+            scheme: None,
+            host: None,
+            regions: vec![],
+            max_presign_ttl_secs: None,
+        }
     }
 }
 
@@ -70,13 +76,25 @@ fn host_of(url: &str) -> String {
 
 /// Opens a configured backend (for the local store this also removes temp files a crash left).
 pub async fn open(name: &str, cfg: &BackendConfig, ctx: &OpenContext) -> Result<Backend> {
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(Error::invalid(format!("backend name '{name}' must be letters, digits, '-' or '_'")));
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Error::invalid(format!(
+            "backend name '{name}' must be letters, digits, '-' or '_'"
+        )));
     }
-    let signing = SelfServed { base_url: ctx.public_url.clone(), backend: name.to_owned(), signer: ctx.signer.clone() };
+    let signing = SelfServed {
+        base_url: ctx.public_url.clone(),
+        backend: name.to_owned(),
+        signer: ctx.signer.clone(),
+    };
     let store: Arc<dyn filedock_core::BlobStore> = match &cfg.store {
         StoreConfig::Local { path } => {
-            let dir = path.clone().unwrap_or_else(|| default_local_dir(&ctx.data_dir, name));
+            let dir = path
+                .clone()
+                .unwrap_or_else(|| default_local_dir(&ctx.data_dir, name));
             Arc::new(LocalStore::open(&dir, Some(signing)).await?)
         }
         StoreConfig::Memory => Arc::new(MemoryBlobStore::new(Some(signing))),
@@ -84,7 +102,10 @@ pub async fn open(name: &str, cfg: &BackendConfig, ctx: &OpenContext) -> Result<
     Ok(Backend {
         name: name.to_owned(),
         store,
-        scheme: cfg.scheme.clone().unwrap_or_else(|| name.to_ascii_lowercase()),
+        scheme: cfg
+            .scheme
+            .clone()
+            .unwrap_or_else(|| name.to_ascii_lowercase()),
         host: cfg.host.clone().unwrap_or_else(|| host_of(&ctx.public_url)),
         regions: cfg.regions.clone(),
         max_presign_ttl_secs: cfg.max_presign_ttl_secs.unwrap_or(7 * 86_400),

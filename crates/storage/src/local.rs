@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use filedock_core::link::SelfServed;
 use filedock_core::{
-    BlobStore, ByteRange, ByteStream, Error, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest, PutOptions,
-    Result, StorageKey,
+    BlobStore, ByteRange, ByteStream, Error, GetResult, ObjectMeta, PresignGet, PresignPut,
+    PresignedRequest, PutOptions, Result, StorageKey,
 };
 use futures_util::StreamExt;
 use tokio::fs;
@@ -31,7 +31,11 @@ pub struct LocalStore {
 }
 
 fn not_found(e: std::io::Error) -> Error {
-    if e.kind() == ErrorKind::NotFound { Error::not_found("no such key") } else { Error::internal(e) }
+    if e.kind() == ErrorKind::NotFound {
+        Error::not_found("no such key")
+    } else {
+        Error::internal(e)
+    }
 }
 
 fn meta_of(m: &std::fs::Metadata) -> ObjectMeta {
@@ -45,7 +49,9 @@ fn meta_of(m: &std::fs::Metadata) -> ObjectMeta {
 
 async fn fsync_dir(dir: &Path) -> Result<()> {
     let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all()).await.map_err(Error::internal)??;
+    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+        .await
+        .map_err(Error::internal)??;
     Ok(())
 }
 
@@ -65,7 +71,11 @@ impl LocalStore {
         if removed > 0 {
             tracing::info!(root = %root.display(), removed, "removed temp files of unfinished uploads");
         }
-        Ok(LocalStore { objects, tmp, signing })
+        Ok(LocalStore {
+            objects,
+            tmp,
+            signing,
+        })
     }
 
     fn path(&self, key: &StorageKey) -> PathBuf {
@@ -84,7 +94,11 @@ impl LocalStore {
     }
 
     async fn write_temp(&self, tmp: &Path, mut body: ByteStream) -> Result<()> {
-        let file = fs::OpenOptions::new().write(true).create_new(true).open(tmp).await?;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+            .await?;
         let mut w = BufWriter::with_capacity(WRITE_BUF, file);
         while let Some(chunk) = body.next().await {
             w.write_all(&chunk?).await?;
@@ -95,15 +109,23 @@ impl LocalStore {
     }
 
     async fn publish(&self, tmp: &Path, target: &Path, create_only: bool) -> Result<()> {
-        let parent = target.parent().ok_or_else(|| Error::internal_msg("object path has no parent"))?;
+        let parent = target
+            .parent()
+            .ok_or_else(|| Error::internal_msg("object path has no parent"))?;
         // A concurrent delete may prune the directory between these two steps: retry once.
         for attempt in 0..2 {
             fs::create_dir_all(parent).await?;
-            let r = if create_only { fs::hard_link(tmp, target).await } else { fs::rename(tmp, target).await };
+            let r = if create_only {
+                fs::hard_link(tmp, target).await
+            } else {
+                fs::rename(tmp, target).await
+            };
             match r {
                 Ok(()) => break,
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    return Err(Error::PreconditionFailed("an object already exists at this key".into()));
+                    return Err(Error::PreconditionFailed(
+                        "an object already exists at this key".into(),
+                    ));
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound && attempt == 0 => continue,
                 Err(e) => return Err(e.into()),
@@ -114,7 +136,10 @@ impl LocalStore {
 
     async fn prune_dirs(&self, mut dir: Option<&Path>) {
         while let Some(d) = dir {
-            if d == self.objects || !d.starts_with(&self.objects) || fs::remove_dir(d).await.is_err() {
+            if d == self.objects
+                || !d.starts_with(&self.objects)
+                || fs::remove_dir(d).await.is_err()
+            {
                 break;
             }
             dir = d.parent();
@@ -124,7 +149,12 @@ impl LocalStore {
 
 #[async_trait]
 impl BlobStore for LocalStore {
-    async fn put(&self, key: &StorageKey, body: ByteStream, opts: PutOptions) -> Result<ObjectMeta> {
+    async fn put(
+        &self,
+        key: &StorageKey,
+        body: ByteStream,
+        opts: PutOptions,
+    ) -> Result<ObjectMeta> {
         let tmp = self.tmp.join(uuid::Uuid::now_v7().simple().to_string());
         let target = self.path(key);
         let r = async {
@@ -135,7 +165,9 @@ impl BlobStore for LocalStore {
         .await;
         // After a hard link the temp name is a second link; after a rename it is gone.
         match fs::remove_file(&tmp).await {
-            Err(e) if e.kind() != ErrorKind::NotFound => tracing::warn!(path = %tmp.display(), error = %e, "could not remove a temp file"),
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                tracing::warn!(path = %tmp.display(), error = %e, "could not remove a temp file")
+            }
             _ => {}
         }
         r
@@ -152,8 +184,14 @@ impl BlobStore for LocalStore {
             file.seek(SeekFrom::Start(r.start)).await?;
         }
         let reader = file.take(r.end - r.start);
-        let body = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK).map(|c| c.map_err(Error::from)).boxed();
-        Ok(GetResult { meta, range: r, body })
+        let body = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK)
+            .map(|c| c.map_err(Error::from))
+            .boxed();
+        Ok(GetResult {
+            meta,
+            range: r,
+            body,
+        })
     }
 
     async fn head(&self, key: &StorageKey) -> Result<ObjectMeta> {
@@ -189,7 +227,12 @@ impl BlobStore for LocalStore {
                     if m.is_dir() {
                         stack.push(entry.path());
                     } else if m.is_file() {
-                        let rel = entry.path().strip_prefix(&root).map_err(Error::internal)?.to_string_lossy().into_owned();
+                        let rel = entry
+                            .path()
+                            .strip_prefix(&root)
+                            .map_err(Error::internal)?
+                            .to_string_lossy()
+                            .into_owned();
                         if rel.starts_with(&prefix) {
                             out.push((StorageKey::new(rel)?, meta_of(&m)));
                         }
@@ -204,11 +247,17 @@ impl BlobStore for LocalStore {
     }
 
     fn presign_put(&self, req: &PresignPut) -> Result<PresignedRequest> {
-        self.signing.as_ref().ok_or_else(|| Error::invalid("this store has no public URL to sign"))?.presign_put(req)
+        self.signing
+            .as_ref()
+            .ok_or_else(|| Error::invalid("this store has no public URL to sign"))?
+            .presign_put(req)
     }
 
     fn presign_get(&self, req: &PresignGet) -> Result<PresignedRequest> {
-        self.signing.as_ref().ok_or_else(|| Error::invalid("this store has no public URL to sign"))?.presign_get(req)
+        self.signing
+            .as_ref()
+            .ok_or_else(|| Error::invalid("this store has no public URL to sign"))?
+            .presign_get(req)
     }
 
     fn self_served(&self) -> bool {
@@ -225,7 +274,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path(), None).await.unwrap();
         filedock_core::conformance::blob_store_suite(&store).await;
-        assert_eq!(store.temp_files().await.unwrap(), 0, "no temp file is left behind");
+        assert_eq!(
+            store.temp_files().await.unwrap(),
+            0,
+            "no temp file is left behind"
+        );
     }
 
     #[tokio::test]

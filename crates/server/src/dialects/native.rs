@@ -11,7 +11,9 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use filedock_core::files::{KeyLayout, PresignUpload};
-use filedock_core::{Class, Error, FileId, FileName, FileRecord, NewFile, PresignedRequest, disposition};
+use filedock_core::{
+    Class, Error, FileId, FileName, FileRecord, NewFile, PresignedRequest, disposition,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -109,7 +111,12 @@ pub struct SignedRequest {
 
 impl From<PresignedRequest> for SignedRequest {
     fn from(p: PresignedRequest) -> Self {
-        SignedRequest { method: p.method.to_owned(), url: p.url, headers: p.headers.into_iter().collect(), expires_at: p.expires_at / 1000 }
+        SignedRequest {
+            method: p.method.to_owned(),
+            url: p.url,
+            headers: p.headers.into_iter().collect(),
+            expires_at: p.expires_at / 1000,
+        }
     }
 }
 
@@ -135,7 +142,10 @@ pub struct UploadQuery {
 
 /// A multipart upload form.
 #[derive(Debug, ToSchema)]
-#[expect(dead_code, reason = "describes the form in the OpenAPI spec; the handler streams it with multer")]
+#[expect(
+    dead_code,
+    reason = "describes the form in the OpenAPI spec; the handler streams it with multer"
+)]
 pub struct UploadForm {
     /// `name`, `class`, `ttl_seconds` fields must come before the file.
     #[schema(value_type = String, format = Binary)]
@@ -184,11 +194,18 @@ pub struct LinkResponse {
 }
 
 fn class_of(s: Option<&str>) -> Result<Class, Error> {
-    s.map(Class::parse).transpose().map(Option::unwrap_or_default)
+    s.map(Class::parse)
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 fn ttl_of(s: Option<&str>) -> Result<Option<u64>, Error> {
-    s.map(|v| v.trim().parse::<u64>().map_err(|_| Error::invalid("ttl_seconds must be a whole number"))).transpose()
+    s.map(|v| {
+        v.trim()
+            .parse::<u64>()
+            .map_err(|_| Error::invalid("ttl_seconds must be a whole number"))
+    })
+    .transpose()
 }
 
 /// Upload a file through filedock (raw body or multipart/form-data).
@@ -215,10 +232,15 @@ pub async fn upload(
     let (mut new, stream) = match body::multipart_boundary(&headers) {
         Some(boundary) => {
             if let Some(n) = declared_len {
-                state.files.policy(POLICY)?.check_size(n.saturating_sub(body::MAX_TEXT_FIELD))?;
+                state
+                    .files
+                    .policy(POLICY)?
+                    .check_size(n.saturating_sub(body::MAX_TEXT_FIELD))?;
             }
             let form = body::multipart_form(body, boundary?, "file", max).await?;
-            let part = form.file.ok_or_else(|| Error::invalid("the form has no 'file' field"))?;
+            let part = form
+                .file
+                .ok_or_else(|| Error::invalid("the form has no 'file' field"))?;
             let f = |k: &str| form.fields.get(k).cloned();
             let name = match f("name").or(q.name) {
                 Some(n) => FileName::new(n)?,
@@ -234,12 +256,17 @@ pub async fn upload(
             (new, part.body)
         }
         None => {
-            let name = q.name.ok_or_else(|| Error::invalid("the 'name' query parameter is required for a raw upload"))?;
+            let name = q.name.ok_or_else(|| {
+                Error::invalid("the 'name' query parameter is required for a raw upload")
+            })?;
             let mut new = NewFile::named(FileName::new(name)?);
             new.class = class_of(q.class.as_deref())?;
             new.ttl_secs = q.ttl_seconds;
             new.size_hint = declared_len;
-            new.declared_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            new.declared_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             (new, body::raw(body))
         }
     };
@@ -252,20 +279,34 @@ pub async fn upload(
 /// List the project's ready files, newest first.
 #[utoipa::path(get, path = "/v1/files", tag = "files", params(ListQuery),
     responses((status = 200, body = FileList), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, Auth(who): Auth, Query(q): Query<ListQuery>) -> ApiResult<Json<FileList>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<FileList>> {
     let before = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
         Some(c) => Some(FileId::parse(c).map_err(|_| Error::invalid("malformed cursor"))?),
         None => None,
     };
-    let (files, next) = state.files.list(&who, before, q.limit.unwrap_or(100)).await?;
-    Ok(Json(FileList { files: files.iter().map(FileView::from).collect(), next_cursor: next.map(|n| n.to_string()) }))
+    let (files, next) = state
+        .files
+        .list(&who, before, q.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(FileList {
+        files: files.iter().map(FileView::from).collect(),
+        next_cursor: next.map(|n| n.to_string()),
+    }))
 }
 
 /// Get a file's record.
 #[utoipa::path(get, path = "/v1/files/{id}", tag = "files", params(("id" = String, Path)),
     responses((status = 200, body = FileView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn get_file(State(state): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> ApiResult<Json<FileView>> {
+pub async fn get_file(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<FileView>> {
     let rec = state.files.visible_file(&who, &FileId::parse(&id)?).await?;
     Ok(Json(FileView::from(&rec)))
 }
@@ -278,17 +319,34 @@ pub async fn get_file(State(state): State<AppState>, Auth(who): Auth, Path(id): 
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Upload not received yet", body = ErrorBody),
         (status = 416, body = ErrorBody)
     ), security(("bearer" = [])))]
-pub async fn download(State(state): State<AppState>, Auth(who): Auth, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn download(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let range = respond::requested_range(&headers);
-    let (rec, got) = state.files.download(&who, &FileId::parse(&id)?, range).await?;
-    Ok(respond::object(got, rec.content_type(), Some(&disposition::attachment(rec.name.as_str())), range.is_some()))
+    let (rec, got) = state
+        .files
+        .download(&who, &FileId::parse(&id)?, range)
+        .await?;
+    Ok(respond::object(
+        got,
+        rec.content_type(),
+        Some(&disposition::attachment(rec.name.as_str())),
+        range.is_some(),
+    ))
 }
 
 /// Delete a file (its links stop working).
 #[utoipa::path(delete, path = "/v1/files/{id}", tag = "files", params(("id" = String, Path)),
     responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn delete_file(State(state): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_file(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     state.files.delete(&who, &FileId::parse(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -306,7 +364,13 @@ pub async fn create_link(
 ) -> ApiResult<(StatusCode, Json<LinkResponse>)> {
     let ttl = req.and_then(|Json(r)| r.ttl_seconds);
     let link = state.files.link(&who, &FileId::parse(&id)?, ttl).await?;
-    Ok((StatusCode::CREATED, Json(LinkResponse { url: link.url, expires_at: link.expires_at / 1000 })))
+    Ok((
+        StatusCode::CREATED,
+        Json(LinkResponse {
+            url: link.url,
+            expires_at: link.expires_at / 1000,
+        }),
+    ))
 }
 
 /// Presign a direct upload: answers a pending file and the PUT that uploads its bytes.
@@ -315,15 +379,35 @@ pub async fn create_link(
     responses((status = 201, body = PresignResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn presign(State(state): State<AppState>, Auth(who): Auth, Json(req): Json<PresignRequest>) -> ApiResult<(StatusCode, Json<PresignResponse>)> {
+pub async fn presign(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Json(req): Json<PresignRequest>,
+) -> ApiResult<(StatusCode, Json<PresignResponse>)> {
     let mut new = NewFile::named(FileName::new(req.name)?);
     new.class = class_of(req.class.as_deref())?;
     new.ttl_secs = req.ttl_seconds;
     new.size_hint = req.size;
     new.declared_type = req.content_type;
     let sign_content_type = new.declared_type.is_some();
-    let (rec, signed) = state.files.presign_upload(&who, PresignUpload { file: new, sign_content_type, create_only: true }).await?;
-    Ok((StatusCode::CREATED, Json(PresignResponse { file: FileView::from(&rec), upload: signed.into() })))
+    let (rec, signed) = state
+        .files
+        .presign_upload(
+            &who,
+            PresignUpload {
+                file: new,
+                sign_content_type,
+                create_only: true,
+            },
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(PresignResponse {
+            file: FileView::from(&rec),
+            upload: signed.into(),
+        }),
+    ))
 }
 
 /// Complete a direct upload: checks size, type and SHA-256 of what arrived.
@@ -332,7 +416,14 @@ pub async fn presign(State(state): State<AppState>, Auth(who): Auth, Json(req): 
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "Nothing uploaded yet", body = ErrorBody),
         (status = 415, description = "Content does not match; the object was deleted", body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn complete(State(state): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> ApiResult<Json<FileView>> {
-    let rec = state.files.complete_upload(&who, &FileId::parse(&id)?).await?;
+pub async fn complete(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<FileView>> {
+    let rec = state
+        .files
+        .complete_upload(&who, &FileId::parse(&id)?)
+        .await?;
     Ok(Json(FileView::from(&rec)))
 }

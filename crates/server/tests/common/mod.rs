@@ -1,7 +1,10 @@
 //! The test harness: a filedock router on a temp dir (local store + SQLite) with a manual clock,
 //! driven in-process, plus helpers to make requests and read answers.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +15,10 @@ use axum::http::{Request, StatusCode};
 use filedock_catalog::SqliteCatalog;
 use filedock_core::files::{FileServiceConfig, Retention};
 use filedock_core::link::SelfServed;
-use filedock_core::{Catalog, Clock, CredentialKind, FileService, ManualClock, ProjectId, UploadPolicy, UrlSigner, WorkspaceId};
+use filedock_core::{
+    Catalog, Clock, CredentialKind, FileService, ManualClock, ProjectId, UploadPolicy, UrlSigner,
+    WorkspaceId,
+};
 use filedock_server::{AppState, router};
 use filedock_storage::LocalStore;
 use http_body_util::BodyExt;
@@ -38,10 +44,13 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
     }
 }
 
@@ -52,13 +61,20 @@ impl TestApp {
 
     /// An app whose `native` policy and any others are as given (default: 1 MiB, any type).
     pub async fn with_policies(mut policies: BTreeMap<String, UploadPolicy>) -> TestApp {
-        policies.entry("native".into()).or_insert(UploadPolicy::max(1024 * 1024));
+        policies
+            .entry("native".into())
+            .or_insert(UploadPolicy::max(1024 * 1024));
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(START));
         let signer = Arc::new(UrlSigner::new(vec![42u8; 32]).unwrap());
-        let signing = SelfServed { base_url: BASE.into(), backend: "local".into(), signer: signer.clone() };
+        let signing = SelfServed {
+            base_url: BASE.into(),
+            backend: "local".into(),
+            signer: signer.clone(),
+        };
         let store = Arc::new(LocalStore::open(dir.path(), Some(signing)).await.unwrap());
-        let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap());
+        let catalog: Arc<dyn Catalog> =
+            Arc::new(SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap());
         let backend = filedock_core::Backend {
             name: "local".into(),
             store: store.clone(),
@@ -75,30 +91,75 @@ impl TestApp {
             max_link_ttl_secs: 7 * 86_400,
             retention: Retention::default(),
         };
-        let files = Arc::new(FileService::new(catalog.clone(), vec![backend], signer, clock.clone() as Arc<dyn Clock>, config).unwrap());
-        TestApp { router: router(AppState { files: files.clone() }), clock, catalog, files, store, dir }
+        let files = Arc::new(
+            FileService::new(
+                catalog.clone(),
+                vec![backend],
+                signer,
+                clock.clone() as Arc<dyn Clock>,
+                config,
+            )
+            .unwrap(),
+        );
+        TestApp {
+            router: router(AppState {
+                files: files.clone(),
+            }),
+            clock,
+            catalog,
+            files,
+            store,
+            dir,
+        }
     }
 
     pub async fn key(&self, project: &str, kind: CredentialKind) -> String {
-        self.files.credentials().create(ProjectId::new(project).unwrap(), None, kind, None).await.unwrap().1
+        self.files
+            .credentials()
+            .create(ProjectId::new(project).unwrap(), None, kind, None)
+            .await
+            .unwrap()
+            .1
     }
 
     pub async fn workspace_key(&self, project: &str, ws: &str) -> String {
         let ws = Some(WorkspaceId::new(ws).unwrap());
-        self.files.credentials().create(ProjectId::new(project).unwrap(), ws, CredentialKind::Integration, None).await.unwrap().1
+        self.files
+            .credentials()
+            .create(
+                ProjectId::new(project).unwrap(),
+                ws,
+                CredentialKind::Integration,
+                None,
+            )
+            .await
+            .unwrap()
+            .1
     }
 
     pub async fn send(&self, req: Request<Body>) -> Answer {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
-        Answer { status, headers, body }
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// A request to a URL filedock handed out (absolute, under BASE).
     pub fn to_url(method: &str, url: &str) -> axum::http::request::Builder {
-        let path = url.strip_prefix(BASE).unwrap_or_else(|| panic!("{url} is not under {BASE}"));
+        let path = url
+            .strip_prefix(BASE)
+            .unwrap_or_else(|| panic!("{url} is not under {BASE}"));
         Request::builder().method(method).uri(path)
     }
 
@@ -112,7 +173,13 @@ impl TestApp {
     }
 
     pub async fn get(&self, key: &str, path: &str) -> Answer {
-        self.send(Request::get(path).header("authorization", format!("Bearer {key}")).body(Body::empty()).unwrap()).await
+        self.send(
+            Request::get(path)
+                .header("authorization", format!("Bearer {key}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn post_json(&self, key: &str, path: &str, body: serde_json::Value) -> Answer {
@@ -137,16 +204,30 @@ impl TestApp {
 
 pub fn urlencode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
 /// A multipart/form-data body with text fields then one file.
-pub fn multipart(fields: &[(&str, &str)], file_name: &str, content_type: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+pub fn multipart(
+    fields: &[(&str, &str)],
+    file_name: &str,
+    content_type: &str,
+    bytes: &[u8],
+) -> (String, Vec<u8>) {
     let boundary = "----filedock-test-boundary";
     let mut body = Vec::new();
     for (k, v) in fields {
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
     }
     body.extend_from_slice(
         format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: {content_type}\r\n\r\n").as_bytes(),
@@ -157,7 +238,8 @@ pub fn multipart(fields: &[(&str, &str)], file_name: &str, content_type: &str, b
 }
 
 pub const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\x0f\0\0\x01\x01\x01\0\x18\xdd\x8d\xb4\0\0\0\0IEND\xaeB`\x82";
-pub const PDF: &[u8] = b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n";
+pub const PDF: &[u8] =
+    b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n";
 
 pub fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;

@@ -1,0 +1,361 @@
+//! The `filedock` binary, run as a user would: keys offline beside a live server, uploads over a
+//! real socket, SIGKILL in the middle of an upload and restart, graceful SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sha2::Digest;
+
+const BIN: &str = env!("CARGO_BIN_EXE_filedock");
+
+fn filedock(data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("FILEDOCK_CONFIG")
+        .output()
+        .expect("run filedock")
+}
+
+fn create_key(data: &Path, project: &str, kind: &str) -> String {
+    let out = filedock(
+        data,
+        &["keys", "create", "--project", project, "--kind", kind],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--listen", &listen])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start filedock");
+        // Wait for the "listening" line.
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            if line.contains("filedock listening") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            base: format!("http://{listen}"),
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_files(data: &Path) -> usize {
+    std::fs::read_dir(data.join("blobs/local/tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn object_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .map(|p| if p.is_dir() { object_files(&p) } else { 1 })
+        .sum()
+}
+
+#[test]
+fn keys_create_list_revoke_beside_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let sk = create_key(data, "demo", "integration");
+    assert!(sk.starts_with("sk-") && sk.len() == 83, "{sk}");
+    for (kind, prefix) in [("session", "st-"), ("device", "dk-"), ("admin", "ad-")] {
+        assert!(create_key(data, "demo", kind).starts_with(prefix));
+    }
+    let bad = filedock(
+        data,
+        &[
+            "keys",
+            "create",
+            "--project",
+            "files",
+            "--kind",
+            "integration",
+        ],
+    );
+    assert!(!bad.status.success(), "a reserved project id is refused");
+    let bad = filedock(
+        data,
+        &["keys", "create", "--project", "demo", "--kind", "root"],
+    );
+    assert!(!bad.status.success(), "an unknown kind is refused");
+
+    let server = Server::start(data);
+    let client = reqwest::blocking::Client::new();
+    let files = format!("{}/v1/files", server.base);
+    assert_eq!(client.get(&files).send().unwrap().status(), 401);
+    assert_eq!(
+        client.get(&files).bearer_auth(&sk).send().unwrap().status(),
+        200
+    );
+
+    // A key made while the server runs works at once; a key revoked stops at once.
+    let late = create_key(data, "demo", "integration");
+    assert_eq!(
+        client
+            .get(&files)
+            .bearer_auth(&late)
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    let list =
+        String::from_utf8(filedock(data, &["keys", "list", "--project", "demo", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(list.lines().count(), 5);
+    assert!(!list.contains(&sk[3..]), "secrets are never listed");
+    let id = &late[3..19];
+    let out = filedock(data, &["keys", "revoke", id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        client
+            .get(&files)
+            .bearer_auth(&late)
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+    assert!(
+        !filedock(data, &["keys", "revoke", id]).status.success(),
+        "revoking twice says so"
+    );
+    let db = std::fs::read(data.join("filedock.db")).unwrap();
+    assert!(
+        !db.windows(20).any(|w| w == &sk.as_bytes()[19..39]),
+        "the secret is not in the database"
+    );
+}
+
+#[test]
+fn uploads_over_a_real_socket_come_back_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let key = create_key(data, "demo", "integration");
+    let server = Server::start(data);
+    let client = reqwest::blocking::Client::new();
+    let bytes: Vec<u8> = (0..(24u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let resp = client
+        .post(format!("{}/v1/files?name=big.bin", server.base))
+        .bearer_auth(&key)
+        .body(bytes.clone())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let f: serde_json::Value = resp.json().unwrap();
+    assert_eq!(f["sha256"], hex::encode(sha2::Sha256::digest(&bytes)));
+    let got = client
+        .get(format!(
+            "{}/v1/files/{}/content",
+            server.base,
+            f["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&key)
+        .send()
+        .unwrap();
+    assert_eq!(got.bytes().unwrap().as_ref(), bytes.as_slice());
+}
+
+/// A body that sends `first` bytes, then stalls until `done` is set (or 10 s pass).
+fn stalled_body(
+    first: usize,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> reqwest::blocking::Body {
+    struct Stall {
+        left: usize,
+        done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+    impl std::io::Read for Stall {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                for _ in 0..400 {
+                    if self.done.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                return Err(std::io::Error::other("stalled on purpose"));
+            }
+            let n = buf.len().min(self.left);
+            buf[..n].fill(b'a');
+            self.left -= n;
+            Ok(n)
+        }
+    }
+    reqwest::blocking::Body::sized(Stall { left: first, done }, 64 << 20)
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn sigkill_mid_upload_leaves_nothing_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_owned();
+    let key = create_key(&data, "demo", "integration");
+    let mut server = Server::start(&data);
+    let url = format!("{}/v1/files?name=partial.txt", server.base);
+    let k = key.clone();
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body = stalled_body(1 << 20, killed.clone());
+    let upload = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .post(url)
+            .bearer_auth(k)
+            .body(body)
+            .send()
+    });
+    wait_for(|| temp_files(&data) == 1, "the upload's temp file");
+    server.signal("KILL");
+    let _ = server.child.wait();
+    killed.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        upload.join().unwrap().is_err(),
+        "the client sees the connection die"
+    );
+    assert_eq!(temp_files(&data), 1, "the crash left a temp file");
+
+    let server = Server::start(&data);
+    assert_eq!(temp_files(&data), 0, "start-up removed it");
+    assert_eq!(
+        object_files(&data.join("blobs/local/objects")),
+        0,
+        "no blob"
+    );
+    let list: serde_json::Value = reqwest::blocking::Client::new()
+        .get(format!("{}/v1/files", server.base))
+        .bearer_auth(&key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(list["files"], serde_json::json!([]), "no record");
+}
+
+#[test]
+fn sigterm_lets_an_inflight_upload_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_owned();
+    let key = create_key(&data, "demo", "integration");
+    let mut server = Server::start(&data);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    struct Gated {
+        sent: usize,
+        rx: std::sync::mpsc::Receiver<()>,
+    }
+    impl std::io::Read for Gated {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.sent == 1 << 20 {
+                let _ = self.rx.recv_timeout(Duration::from_secs(10));
+            }
+            if self.sent == 2 << 20 {
+                return Ok(0);
+            }
+            let n = buf.len().min(
+                (if self.sent < 1 << 20 {
+                    1 << 20
+                } else {
+                    2 << 20
+                }) - self.sent,
+            );
+            buf[..n].fill(b'b');
+            self.sent += n;
+            Ok(n)
+        }
+    }
+    let url = format!("{}/v1/files?name=slow.txt", server.base);
+    let k = key.clone();
+    let upload = std::thread::spawn(move || {
+        let body = reqwest::blocking::Body::sized(Gated { sent: 0, rx }, 2 << 20);
+        reqwest::blocking::Client::new()
+            .post(url)
+            .bearer_auth(k)
+            .body(body)
+            .send()
+            .map(|r| r.status())
+    });
+    wait_for(|| temp_files(&data) == 1, "the upload to start");
+    server.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    tx.send(()).unwrap();
+    assert_eq!(
+        upload.join().unwrap().unwrap(),
+        201,
+        "the in-flight upload completes"
+    );
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "clean exit after the drain: {status:?}");
+    assert_eq!(object_files(&data.join("blobs/local/objects")), 1);
+}
