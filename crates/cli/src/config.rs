@@ -137,6 +137,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[expect(clippy::result_large_err, reason = "figment::Jail's closure signature")]
     fn layers_in_order() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("f.toml", "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\n[policies.native]\nmax_size = 10\n")?;

@@ -1,6 +1,8 @@
 //! The `filedock` binary, run as a user would: keys offline beside a live server, uploads over a
 //! real socket, SIGKILL in the middle of an upload and restart, graceful SIGTERM.
 
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

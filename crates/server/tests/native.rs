@@ -1,6 +1,8 @@
 //! The native API through the real router: shapes, scoping, limits, types, presigned uploads,
 //! links, and the S3 rules of the local store's signed URLs.
 
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
+
 mod common;
 
 use std::collections::BTreeMap;
