@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::clock::Timestamp;
 use crate::error::Result;
-use crate::model::{Credential, FileId, FileRecord, FileStatus, ProjectId, WorkspaceId};
+use crate::model::{Credential, FileId, FileRecord, FileStatus, ProjectId, StorageKey, WorkspaceId};
 
 /// A page of a project's files, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,8 @@ pub trait Catalog: Send + Sync + Debug {
     async fn insert_file(&self, f: &FileRecord) -> Result<()>;
     /// Finds a file by id, whatever its project or status.
     async fn file(&self, id: &FileId) -> Result<Option<FileRecord>>;
+    /// Finds the live (pending or ready) file at a backend's key.
+    async fn file_by_key(&self, backend: &str, key: &StorageKey) -> Result<Option<FileRecord>>;
     /// Lists files.
     async fn list_files(&self, q: &FileQuery) -> Result<Vec<FileRecord>>;
     /// Marks a pending file ready.

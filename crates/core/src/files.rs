@@ -26,6 +26,8 @@ use crate::policy::UploadPolicy;
 use crate::range::ByteRange;
 
 const DAY_SECS: u64 = 86_400;
+/// TTL of the presigned URL a stable link redirects to.
+const STABLE_LINK_REDIRECT_SECS: u64 = 300;
 
 /// A configured storage target.
 #[derive(Debug, Clone)]
@@ -89,6 +91,28 @@ pub struct FileServiceConfig {
     /// Longest TTL a client may ask for a link, in seconds.
     pub max_link_ttl_secs: u64,
     pub retention: Retention,
+    /// filedock's public base URL, without a trailing slash (stable links point here).
+    pub public_url: String,
+}
+
+/// A file whose bytes are stored and checked but whose record is not yet written: the caller
+/// [`FileService::commit`]s it (or [`FileService::discard`]s it) once it knows the rest.
+#[derive(Debug)]
+#[must_use = "a staged file must be committed or discarded"]
+pub struct Staged {
+    rec: FileRecord,
+}
+
+impl Staged {
+    /// The record that commit will write.
+    pub fn record(&self) -> &FileRecord {
+        &self.rec
+    }
+
+    /// Sets who the client says made the file (known only after the bytes, in some forms).
+    pub fn set_created_by(&mut self, created_by: Option<String>) {
+        self.rec.created_by = created_by;
+    }
 }
 
 /// How a new file's storage key is made. Every layout puts a filedock-minted id or a validated
@@ -323,15 +347,17 @@ impl FileService {
         }
     }
 
-    /// Takes a file whose bytes pass through filedock. The body is metered (limit, SHA-256,
-    /// type) on its way to the store, which commits it only if every check passed; the record
-    /// is written after the blob is durable, so a crash leaves no record of a partial file.
-    pub async fn upload(
-        &self,
-        who: &Principal,
-        new: NewFile,
-        body: ByteStream,
-    ) -> Result<FileRecord> {
+    /// Takes a file whose bytes pass through filedock: [`FileService::stage`] then
+    /// [`FileService::commit`].
+    pub async fn upload(&self, who: &Principal, new: NewFile, body: ByteStream) -> Result<FileRecord> {
+        let staged = self.stage(who, new, body).await?;
+        self.commit(staged).await
+    }
+
+    /// Meters a body (limit, SHA-256, type) into its store, which commits it only if every check
+    /// passed. The record is not written yet: a crash now leaves at most an unrecorded blob, never
+    /// a record of a partial file.
+    pub async fn stage(&self, who: &Principal, new: NewFile, body: ByteStream) -> Result<Staged> {
         let policy = self.policy(&new.policy)?.clone();
         let ext = new.name.extension();
         policy.check_extension(ext.as_deref())?;
@@ -343,24 +369,32 @@ impl FileService {
         let id = FileId::generate();
         let key = self.mint_key(who, &id, &new, now)?;
         let (metered, handle) = meter(body, policy, ext, new.size_hint);
-        backend
-            .store
-            .put(&key, metered, PutOptions { create_only: true })
-            .await?;
-        let m = handle.outcome().ok_or_else(|| {
-            Error::internal_msg("store committed a body that did not end cleanly")
-        })?;
+        backend.store.put(&key, metered, PutOptions { create_only: true }).await?;
+        let m = handle.outcome().ok_or_else(|| Error::internal_msg("store committed a body that did not end cleanly"))?;
         let mut rec = self.record(who, id, key, &new, backend, now);
         rec.size = Some(m.size);
         rec.sha256 = Some(m.sha256);
         rec.detected_type = Some(m.detected_type);
         rec.status = FileStatus::Ready;
         rec.completed_at = Some(self.clock.now());
+        Ok(Staged { rec })
+    }
+
+    /// Writes a staged file's record: from now on it is visible.
+    pub async fn commit(&self, staged: Staged) -> Result<FileRecord> {
+        let rec = staged.rec;
         if let Err(e) = self.catalog.insert_file(&rec).await {
-            self.discard_blob(backend, &rec.key).await;
+            self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key).await;
             return Err(e);
         }
         Ok(rec)
+    }
+
+    /// Drops a staged file's blob.
+    pub async fn discard(&self, staged: Staged) {
+        if let Ok(b) = self.backend(Some(&staged.rec.backend)) {
+            self.discard_blob(b, &staged.rec.key).await;
+        }
     }
 
     /// Announces a direct upload: records a pending file and presigns a PUT straight to its
@@ -398,8 +432,18 @@ impl FileService {
             expires_at: now + secs_to_ms(ttl),
         };
         let signed = backend.store.presign_put(&presign)?;
-        self.catalog.insert_file(&rec).await?;
-        Ok((rec, signed))
+        match self.catalog.insert_file(&rec).await {
+            Ok(()) => Ok((rec, signed)),
+            // A client path (TokenOps) asked again: a pending upload there gets a fresh URL; a
+            // ready file is not overwritten.
+            Err(Error::Conflict(_)) if matches!(new.key, KeyLayout::ProjectPath(_)) => {
+                match self.catalog.file_by_key(&backend.name, &rec.key).await? {
+                    Some(existing) if existing.status == FileStatus::Pending && is_visible_to(&existing, who) => Ok((existing, signed)),
+                    _ => Err(Error::Conflict("a file exists at this path; delete it first".into())),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Checks what arrived for a pending file — size against the announced size and the policy,
@@ -577,6 +621,83 @@ impl FileService {
             response_content_type: Some(rec.content_type().to_owned()),
             response_content_disposition: Some(disposition::attachment(rec.name.as_str())),
         })
+    }
+
+    /// A URL that downloads a file without a key: a presigned URL straight to storage when
+    /// `ttl_secs` fits the backend's presign limit, otherwise (or with no TTL: until the file is
+    /// deleted or expires) a stable filedock link. Never valid past the file's own expiry.
+    /// Returns the URL and when it stops working (`None`: when the file is deleted).
+    pub fn download_url(&self, rec: &FileRecord, ttl_secs: Option<u64>) -> Result<(String, Option<Timestamp>)> {
+        let backend = self.backend(Some(&rec.backend))?;
+        let now = self.clock.now();
+        let wanted = ttl_secs.map(|t| now.saturating_add(secs_to_ms(t)));
+        let until = match (wanted, rec.expires_at) {
+            (Some(w), Some(e)) => Some(w.min(e)),
+            (w, e) => w.or(e),
+        };
+        match until {
+            Some(u) if u - now <= secs_to_ms(backend.max_presign_ttl_secs) => {
+                let signed = backend.store.presign_get(&PresignGet {
+                    key: rec.key.clone(),
+                    expires_at: u,
+                    response_content_type: Some(rec.content_type().to_owned()),
+                    response_content_disposition: Some(disposition::attachment(rec.name.as_str())),
+                })?;
+                Ok((signed.url, Some(u)))
+            }
+            _ => Ok((self.stable_link(rec, until)?, until)),
+        }
+    }
+
+    /// `{public_url}/l/{token}`: answered with a fresh presigned download while the file exists.
+    pub fn stable_link(&self, rec: &FileRecord, until: Option<Timestamp>) -> Result<String> {
+        let token = self.signer.link_token(rec.id.as_str(), until.map(|u| u.div_euclid(1000).max(1)).unwrap_or(0))?;
+        Ok(format!("{}/l/{token}", self.config.public_url))
+    }
+
+    /// Resolves a stable link to a short-lived presigned download (completing a direct upload
+    /// whose bytes have arrived). A deleted or expired file is `Gone`.
+    pub async fn open_link(&self, token: &str) -> Result<PresignedRequest> {
+        let now = self.clock.now();
+        let id = self.signer.verify_link_token(token, now / 1000)?;
+        let id = FileId::parse(&id)?;
+        let rec = self.catalog.file(&id).await?.ok_or_else(|| Error::not_found("no such file"))?;
+        if rec.status == FileStatus::Deleted || rec.expires_at.is_some_and(|e| e <= now) {
+            return Err(Error::Gone("the file has been deleted or has expired".into()));
+        }
+        let rec = self.complete(rec).await?;
+        let backend = self.backend(Some(&rec.backend))?;
+        let mut expires_at = now + secs_to_ms(STABLE_LINK_REDIRECT_SECS.min(backend.max_presign_ttl_secs));
+        if let Some(e) = rec.expires_at {
+            expires_at = expires_at.min(e);
+        }
+        backend.store.presign_get(&PresignGet {
+            key: rec.key.clone(),
+            expires_at,
+            response_content_type: Some(rec.content_type().to_owned()),
+            response_content_disposition: Some(disposition::attachment(rec.name.as_str())),
+        })
+    }
+
+    /// A file's `path` reference: `{scheme}://{host}/{key}` (TokenOps' `path`).
+    pub fn reference(&self, rec: &FileRecord) -> Result<String> {
+        let b = self.backend(Some(&rec.backend))?;
+        Ok(format!("{}://{}/{}", b.scheme, b.host, rec.key))
+    }
+
+    /// The file a `path` reference names, if the principal may see it (completing it if its
+    /// bytes have arrived).
+    pub async fn file_by_reference(&self, who: &Principal, reference: &str) -> Result<FileRecord> {
+        let missing = || Error::not_found("no file at that path");
+        let (scheme, rest) = reference.split_once("://").ok_or_else(missing)?;
+        let (host, key) = rest.split_once('/').ok_or_else(missing)?;
+        let backend = self.backends.values().find(|b| b.scheme.eq_ignore_ascii_case(scheme) && b.host == host).ok_or_else(missing)?;
+        let key = StorageKey::new(key).map_err(|_| missing())?;
+        let rec = self.catalog.file_by_key(&backend.name, &key).await?.filter(|r| is_visible_to(r, who)).ok_or_else(missing)?;
+        if rec.expires_at.is_some_and(|e| e <= self.clock.now()) {
+            return Err(missing());
+        }
+        self.complete(rec).await
     }
 
     /// Deletes a file: the record first (so it disappears at once), then the blob.

@@ -201,6 +201,10 @@ impl Catalog for MemoryCatalog {
         Ok(lock(&self.files)?.get(id).cloned())
     }
 
+    async fn file_by_key(&self, backend: &str, key: &StorageKey) -> Result<Option<FileRecord>> {
+        Ok(lock(&self.files)?.values().find(|f| f.status != FileStatus::Deleted && f.backend == backend && &f.key == key).cloned())
+    }
+
     async fn list_files(&self, q: &FileQuery) -> Result<Vec<FileRecord>> {
         let files = lock(&self.files)?;
         let mut out: Vec<FileRecord> = files

@@ -85,55 +85,71 @@ pub struct FilePart {
     pub body: ByteStream,
 }
 
-/// A multipart form read up to its file field.
-pub struct Form {
-    /// Text fields sent before the file (fields after it are not read).
-    pub fields: HashMap<String, String>,
-    pub file: Option<FilePart>,
+/// A multipart form, read in order: text fields up to the file, the file (streaming), then any
+/// text fields after it. At most 64 text fields of at most [`MAX_TEXT_FIELD`] bytes each.
+pub struct FormReader {
+    inner: multer::Multipart<'static>,
+    file_field: String,
+    fields: HashMap<String, String>,
 }
 
-/// Reads a multipart form up to `file_field`, keeping the text fields before it; the file is
-/// left streaming. At most 64 text fields of at most [`MAX_TEXT_FIELD`] bytes each.
-pub async fn multipart_form(
-    body: Body,
-    boundary: String,
-    file_field: &str,
-    max_file: u64,
-) -> Result<Form, Error> {
-    let constraints = multer::Constraints::new().size_limit(
-        multer::SizeLimit::new()
-            .whole_stream(max_file.saturating_add(MULTIPART_SLACK))
-            .per_field(MAX_TEXT_FIELD)
-            .for_field(file_field.to_owned(), max_file.saturating_add(1)),
-    );
-    let mut form =
-        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-    let mut fields = HashMap::new();
-    while let Some(mut field) = form.next_field().await.map_err(multer_error)? {
-        let name = field.name().unwrap_or("").to_owned();
-        if name == file_field {
-            let file_name = field.file_name().map(str::to_owned);
-            let content_type = field.content_type().map(|m| m.to_string());
-            let body = field.map_err(multer_error).boxed();
-            return Ok(Form {
-                fields,
-                file: Some(FilePart {
-                    file_name,
-                    content_type,
-                    body,
-                }),
-            });
+impl FormReader {
+    /// A reader whose file field may hold up to `max_file` bytes.
+    pub fn new(body: Body, boundary: String, file_field: &str, max_file: u64) -> Self {
+        let constraints = multer::Constraints::new().size_limit(
+            multer::SizeLimit::new()
+                .whole_stream(max_file.saturating_add(MULTIPART_SLACK))
+                .per_field(MAX_TEXT_FIELD)
+                .for_field(file_field.to_owned(), max_file.saturating_add(1)),
+        );
+        FormReader {
+            inner: multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints),
+            file_field: file_field.to_owned(),
+            fields: HashMap::new(),
         }
-        if fields.len() >= 64 {
+    }
+
+    /// Reads text fields up to the file field and returns the file, still streaming (`None` if
+    /// the form has no file field; then every field has been read).
+    pub async fn file(&mut self) -> Result<Option<FilePart>, Error> {
+        while let Some(field) = self.inner.next_field().await.map_err(multer_error)? {
+            if field.name() == Some(self.file_field.as_str()) {
+                let file_name = field.file_name().map(str::to_owned);
+                let content_type = field.content_type().map(|m| m.to_string());
+                return Ok(Some(FilePart { file_name, content_type, body: field.map_err(multer_error).boxed() }));
+            }
+            self.read_text(field).await?;
+        }
+        Ok(None)
+    }
+
+    /// Reads the text fields after the file (call once the file's stream has been consumed).
+    pub async fn rest(&mut self) -> Result<(), Error> {
+        while let Some(field) = self.inner.next_field().await.map_err(multer_error)? {
+            if field.name() == Some(self.file_field.as_str()) {
+                return Err(Error::invalid(format!("the form has more than one '{}' field", self.file_field)));
+            }
+            self.read_text(field).await?;
+        }
+        Ok(())
+    }
+
+    /// A text field read so far.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+
+    async fn read_text(&mut self, mut field: multer::Field<'static>) -> Result<(), Error> {
+        let name = field.name().unwrap_or("").to_owned();
+        if self.fields.len() >= 64 {
             return Err(Error::invalid("too many form fields"));
         }
         let mut value = Vec::new();
         while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
             value.extend_from_slice(&chunk);
         }
-        let value = String::from_utf8(value)
-            .map_err(|_| Error::invalid(format!("form field '{name}' is not UTF-8")))?;
-        fields.insert(name, value);
+        let value = String::from_utf8(value).map_err(|_| Error::invalid(format!("form field '{name}' is not UTF-8")))?;
+        self.fields.insert(name, value);
+        Ok(())
     }
-    Ok(Form { fields, file: None })
 }

@@ -8,6 +8,7 @@ pub mod blob;
 pub mod body;
 pub mod dialects;
 pub mod error;
+pub mod links;
 pub mod openapi;
 pub mod respond;
 
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::serve))
         .merge(dialects::native::routes())
         .merge(blob::routes())
+        .merge(links::routes())
         .with_state(state)
         .layer(CatchPanicLayer::new())
         .layer(trace)

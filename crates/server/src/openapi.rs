@@ -26,7 +26,8 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "filedock", description = "File intake for AI agents and workflow platforms: the native API."),
     paths(
-        native::upload, native::list, native::get_file, native::download, native::delete_file, native::create_link,
+        crate::links::open,
+        native::upload, native::list, native::lookup, native::get_file, native::download, native::delete_file, native::create_link,
         native::presign, native::complete
     ),
     components(schemas(

@@ -29,6 +29,7 @@ pub const POLICY: &str = "native";
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/files", post(upload).get(list))
+        .route("/v1/files/lookup", get(lookup))
         .route("/v1/files/{id}", get(get_file).delete(delete_file))
         .route("/v1/files/{id}/content", get(download))
         .route("/v1/files/{id}/links", post(create_link))
@@ -237,11 +238,9 @@ pub async fn upload(
                     .policy(POLICY)?
                     .check_size(n.saturating_sub(body::MAX_TEXT_FIELD))?;
             }
-            let form = body::multipart_form(body, boundary?, "file", max).await?;
-            let part = form
-                .file
-                .ok_or_else(|| Error::invalid("the form has no 'file' field"))?;
-            let f = |k: &str| form.fields.get(k).cloned();
+            let mut form = body::FormReader::new(body, boundary?, "file", max);
+            let part = form.file().await?.ok_or_else(|| Error::invalid("the form has no 'file' field"))?;
+            let f = |k: &str| form.field(k).map(str::to_owned);
             let name = match f("name").or(q.name) {
                 Some(n) => FileName::new(n)?,
                 None => FileName::from_client(part.file_name.as_deref().unwrap_or(""))?,
@@ -308,6 +307,22 @@ pub async fn get_file(
     Path(id): Path<String>,
 ) -> ApiResult<Json<FileView>> {
     let rec = state.files.visible_file(&who, &FileId::parse(&id)?).await?;
+    Ok(Json(FileView::from(&rec)))
+}
+
+/// Query of `GET /v1/files/lookup`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LookupQuery {
+    /// A `path` reference as TokenOps answers it: `<scheme>://<host>/<key>`.
+    pub path: String,
+}
+
+/// Find a file by its `path` reference (completing a direct upload whose bytes have arrived).
+#[utoipa::path(get, path = "/v1/files/lookup", tag = "files", params(LookupQuery),
+    responses((status = 200, body = FileView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn lookup(State(state): State<AppState>, Auth(who): Auth, Query(q): Query<LookupQuery>) -> ApiResult<Json<FileView>> {
+    let rec = state.files.file_by_reference(&who, &q.path).await?;
     Ok(Json(FileView::from(&rec)))
 }
 

@@ -90,6 +90,7 @@ impl TestApp {
             link_ttl_secs: 3600,
             max_link_ttl_secs: 7 * 86_400,
             retention: Retention::default(),
+            public_url: BASE.into(),
         };
         let files = Arc::new(
             FileService::new(
