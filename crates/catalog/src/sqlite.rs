@@ -232,12 +232,14 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn file_by_key(&self, backend: &str, key: &StorageKey) -> Result<Option<FileRecord>> {
-        let row = sqlx::query("SELECT * FROM files WHERE backend = $1 AND storage_key = $2 AND status <> 'deleted'")
-            .bind(backend)
-            .bind(key.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let row = sqlx::query(
+            "SELECT * FROM files WHERE backend = $1 AND storage_key = $2 AND status <> 'deleted'",
+        )
+        .bind(backend)
+        .bind(key.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
         row.as_ref().map(file_of).transpose()
     }
 

@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use filedock_catalog::CatalogConfig;
 use filedock_core::UploadPolicy;
 use filedock_core::files::Retention;
+use filedock_server::dialects::DialectsConfig;
 use filedock_storage::BackendConfig;
 use serde::{Deserialize, Serialize};
 
@@ -30,8 +31,11 @@ pub struct Config {
     pub backends: BTreeMap<String, BackendConfig>,
     /// The record store.
     pub catalog: CatalogConfig,
-    /// Upload policies by name (`native`, and one per dialect); merged over the defaults.
+    /// Upload policies by name (`native`, `tokenops`, `huawei`, `juniortree`, `cyberun`);
+    /// merged over the defaults.
     pub policies: BTreeMap<String, UploadPolicy>,
+    /// Settings of the vendor dialects.
+    pub dialects: DialectsConfig,
     /// TTL of presigned upload URLs, in seconds.
     pub upload_ttl_secs: u64,
     /// Default TTL of download links, in seconds.
@@ -70,6 +74,7 @@ impl Default for Config {
             backends: BTreeMap::from([("local".to_owned(), BackendConfig::local())]),
             catalog: CatalogConfig::default(),
             policies: default_policies(),
+            dialects: DialectsConfig::default(),
             upload_ttl_secs: 15 * 60,
             link_ttl_secs: 60 * 60,
             max_link_ttl_secs: 7 * 86_400,

@@ -108,6 +108,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, public_url = %cfg.public_url(), data_dir = %cfg.data_dir.display(), "filedock listening");
     let router = filedock_server::router(filedock_server::AppState {
         files: Arc::new(files),
+        dialects: Arc::new(cfg.dialects.clone()),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(filedock_server::serve(listener, router, async {

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 
 use crate::clock::Timestamp;
 use crate::error::Result;
-use crate::model::{Credential, FileId, FileRecord, FileStatus, ProjectId, StorageKey, WorkspaceId};
+use crate::model::{
+    Credential, FileId, FileRecord, FileStatus, ProjectId, StorageKey, WorkspaceId,
+};
 
 /// A page of a project's files, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,7 @@ use crate::disposition;
 use crate::error::{Error, Result};
 use crate::link::{UrlSigner, Verified};
 use crate::meter::{exact_length, meter};
+use crate::model::MAX_KEY_LEN;
 use crate::model::{
     Class, FileId, FileName, FileRecord, FileStatus, StorageKey, validate_relative_path,
 };
@@ -107,6 +108,11 @@ impl Staged {
     /// The record that commit will write.
     pub fn record(&self) -> &FileRecord {
         &self.rec
+    }
+
+    /// Keeps the file `secs` from its creation instead of its class's retention.
+    pub fn set_ttl_secs(&mut self, secs: u64) {
+        self.rec.expires_at = Some(self.rec.created_at.saturating_add(secs_to_ms(secs)));
     }
 
     /// Sets who the client says made the file (known only after the bytes, in some forms).
@@ -300,7 +306,10 @@ impl FileService {
             KeyLayout::Dated(prefix) => format!("{prefix}/{y:04}/{m:02}/{d:02}/{id}{ext}"),
             KeyLayout::Named(prefix) => format!("{prefix}/{}/{id}/{}", who.project, new.name),
             KeyLayout::ProjectPath(path) => {
-                validate_relative_path(path, 255)?;
+                if path.chars().count() > 255 {
+                    return Err(Error::invalid("path must be at most 255 characters"));
+                }
+                validate_relative_path(path, MAX_KEY_LEN - 65)?;
                 format!("{}/{path}", who.project)
             }
         };
@@ -349,7 +358,12 @@ impl FileService {
 
     /// Takes a file whose bytes pass through filedock: [`FileService::stage`] then
     /// [`FileService::commit`].
-    pub async fn upload(&self, who: &Principal, new: NewFile, body: ByteStream) -> Result<FileRecord> {
+    pub async fn upload(
+        &self,
+        who: &Principal,
+        new: NewFile,
+        body: ByteStream,
+    ) -> Result<FileRecord> {
         let staged = self.stage(who, new, body).await?;
         self.commit(staged).await
     }
@@ -369,8 +383,13 @@ impl FileService {
         let id = FileId::generate();
         let key = self.mint_key(who, &id, &new, now)?;
         let (metered, handle) = meter(body, policy, ext, new.size_hint);
-        backend.store.put(&key, metered, PutOptions { create_only: true }).await?;
-        let m = handle.outcome().ok_or_else(|| Error::internal_msg("store committed a body that did not end cleanly"))?;
+        backend
+            .store
+            .put(&key, metered, PutOptions { create_only: true })
+            .await?;
+        let m = handle.outcome().ok_or_else(|| {
+            Error::internal_msg("store committed a body that did not end cleanly")
+        })?;
         let mut rec = self.record(who, id, key, &new, backend, now);
         rec.size = Some(m.size);
         rec.sha256 = Some(m.sha256);
@@ -384,7 +403,8 @@ impl FileService {
     pub async fn commit(&self, staged: Staged) -> Result<FileRecord> {
         let rec = staged.rec;
         if let Err(e) = self.catalog.insert_file(&rec).await {
-            self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key).await;
+            self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key)
+                .await;
             return Err(e);
         }
         Ok(rec)
@@ -438,8 +458,15 @@ impl FileService {
             // ready file is not overwritten.
             Err(Error::Conflict(_)) if matches!(new.key, KeyLayout::ProjectPath(_)) => {
                 match self.catalog.file_by_key(&backend.name, &rec.key).await? {
-                    Some(existing) if existing.status == FileStatus::Pending && is_visible_to(&existing, who) => Ok((existing, signed)),
-                    _ => Err(Error::Conflict("a file exists at this path; delete it first".into())),
+                    Some(existing)
+                        if existing.status == FileStatus::Pending
+                            && is_visible_to(&existing, who) =>
+                    {
+                        Ok((existing, signed))
+                    }
+                    _ => Err(Error::Conflict(
+                        "a file exists at this path; delete it first".into(),
+                    )),
                 }
             }
             Err(e) => Err(e),
@@ -627,7 +654,11 @@ impl FileService {
     /// `ttl_secs` fits the backend's presign limit, otherwise (or with no TTL: until the file is
     /// deleted or expires) a stable filedock link. Never valid past the file's own expiry.
     /// Returns the URL and when it stops working (`None`: when the file is deleted).
-    pub fn download_url(&self, rec: &FileRecord, ttl_secs: Option<u64>) -> Result<(String, Option<Timestamp>)> {
+    pub fn download_url(
+        &self,
+        rec: &FileRecord,
+        ttl_secs: Option<u64>,
+    ) -> Result<(String, Option<Timestamp>)> {
         let backend = self.backend(Some(&rec.backend))?;
         let now = self.clock.now();
         let wanted = ttl_secs.map(|t| now.saturating_add(secs_to_ms(t)));
@@ -651,7 +682,10 @@ impl FileService {
 
     /// `{public_url}/l/{token}`: answered with a fresh presigned download while the file exists.
     pub fn stable_link(&self, rec: &FileRecord, until: Option<Timestamp>) -> Result<String> {
-        let token = self.signer.link_token(rec.id.as_str(), until.map(|u| u.div_euclid(1000).max(1)).unwrap_or(0))?;
+        let token = self.signer.link_token(
+            rec.id.as_str(),
+            until.map(|u| u.div_euclid(1000).max(1)).unwrap_or(0),
+        )?;
         Ok(format!("{}/l/{token}", self.config.public_url))
     }
 
@@ -661,13 +695,20 @@ impl FileService {
         let now = self.clock.now();
         let id = self.signer.verify_link_token(token, now / 1000)?;
         let id = FileId::parse(&id)?;
-        let rec = self.catalog.file(&id).await?.ok_or_else(|| Error::not_found("no such file"))?;
+        let rec = self
+            .catalog
+            .file(&id)
+            .await?
+            .ok_or_else(|| Error::not_found("no such file"))?;
         if rec.status == FileStatus::Deleted || rec.expires_at.is_some_and(|e| e <= now) {
-            return Err(Error::Gone("the file has been deleted or has expired".into()));
+            return Err(Error::Gone(
+                "the file has been deleted or has expired".into(),
+            ));
         }
         let rec = self.complete(rec).await?;
         let backend = self.backend(Some(&rec.backend))?;
-        let mut expires_at = now + secs_to_ms(STABLE_LINK_REDIRECT_SECS.min(backend.max_presign_ttl_secs));
+        let mut expires_at =
+            now + secs_to_ms(STABLE_LINK_REDIRECT_SECS.min(backend.max_presign_ttl_secs));
         if let Some(e) = rec.expires_at {
             expires_at = expires_at.min(e);
         }
@@ -691,9 +732,18 @@ impl FileService {
         let missing = || Error::not_found("no file at that path");
         let (scheme, rest) = reference.split_once("://").ok_or_else(missing)?;
         let (host, key) = rest.split_once('/').ok_or_else(missing)?;
-        let backend = self.backends.values().find(|b| b.scheme.eq_ignore_ascii_case(scheme) && b.host == host).ok_or_else(missing)?;
+        let backend = self
+            .backends
+            .values()
+            .find(|b| b.scheme.eq_ignore_ascii_case(scheme) && b.host == host)
+            .ok_or_else(missing)?;
         let key = StorageKey::new(key).map_err(|_| missing())?;
-        let rec = self.catalog.file_by_key(&backend.name, &key).await?.filter(|r| is_visible_to(r, who)).ok_or_else(missing)?;
+        let rec = self
+            .catalog
+            .file_by_key(&backend.name, &key)
+            .await?
+            .filter(|r| is_visible_to(r, who))
+            .ok_or_else(missing)?;
         if rec.expires_at.is_some_and(|e| e <= self.clock.now()) {
             return Err(missing());
         }

@@ -31,7 +31,9 @@ pub use blob::{
 pub use catalog::Catalog;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, Result};
-pub use files::{Backend, FileService, FileServiceConfig, KeyLayout, NewFile, PresignUpload, Staged};
+pub use files::{
+    Backend, FileService, FileServiceConfig, KeyLayout, NewFile, PresignUpload, Staged,
+};
 pub use link::UrlSigner;
 pub use model::{
     Class, Credential, CredentialKind, FileId, FileName, FileRecord, FileStatus, ProjectId,

@@ -270,21 +270,28 @@ impl UrlSigner {
     pub fn link_token(&self, file_id: &str, expires: i64) -> Result<String> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).map_err(Error::internal)?;
         mac.update(format!("FD1-LINK\n{file_id}\n{expires}\n").as_bytes());
-        Ok(format!("{file_id}.{expires}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())))
+        Ok(format!(
+            "{file_id}.{expires}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        ))
     }
 
     /// Checks a stable link token; returns the file id. `now` is Unix seconds.
     pub fn verify_link_token(&self, token: &str, now: i64) -> Result<String> {
         let denied = || Error::Forbidden("invalid link".into());
         let mut parts = token.split('.');
-        let (Some(id), Some(exp), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(id), Some(exp), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(denied());
         };
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(denied());
         }
         let expires: i64 = exp.parse().map_err(|_| denied())?;
-        let sig = URL_SAFE_NO_PAD.decode(sig.as_bytes()).map_err(|_| denied())?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig.as_bytes())
+            .map_err(|_| denied())?;
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).map_err(Error::internal)?;
         mac.update(format!("FD1-LINK\n{id}\n{expires}\n").as_bytes());
         mac.verify_slice(&sig).map_err(|_| denied())?;
@@ -499,9 +506,17 @@ mod tests {
         assert!(s.verify_link_token(&t, 101).is_err(), "expired");
         let forever = s.link_token("abc123", 0).unwrap();
         assert!(s.verify_link_token(&forever, i64::MAX).is_ok());
-        assert!(s.verify_link_token(&t.replace("abc123", "abc124"), 1).is_err());
+        assert!(
+            s.verify_link_token(&t.replace("abc123", "abc124"), 1)
+                .is_err()
+        );
         assert!(s.verify_link_token(&t.replace(".100.", ".0."), 1).is_err());
-        assert!(UrlSigner::new(vec![9u8; 32]).unwrap().verify_link_token(&t, 1).is_err());
+        assert!(
+            UrlSigner::new(vec![9u8; 32])
+                .unwrap()
+                .verify_link_token(&t, 1)
+                .is_err()
+        );
         for junk in ["", "a.b", "a.1.c.d", "../x.1.sig"] {
             assert!(s.verify_link_token(junk, 1).is_err(), "{junk}");
         }

@@ -202,7 +202,10 @@ impl Catalog for MemoryCatalog {
     }
 
     async fn file_by_key(&self, backend: &str, key: &StorageKey) -> Result<Option<FileRecord>> {
-        Ok(lock(&self.files)?.values().find(|f| f.status != FileStatus::Deleted && f.backend == backend && &f.key == key).cloned())
+        Ok(lock(&self.files)?
+            .values()
+            .find(|f| f.status != FileStatus::Deleted && f.backend == backend && &f.key == key)
+            .cloned())
     }
 
     async fn list_files(&self, q: &FileQuery) -> Result<Vec<FileRecord>> {

@@ -103,7 +103,11 @@ impl FormReader {
                 .for_field(file_field.to_owned(), max_file.saturating_add(1)),
         );
         FormReader {
-            inner: multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints),
+            inner: multer::Multipart::with_constraints(
+                body.into_data_stream(),
+                boundary,
+                constraints,
+            ),
             file_field: file_field.to_owned(),
             fields: HashMap::new(),
         }
@@ -116,7 +120,11 @@ impl FormReader {
             if field.name() == Some(self.file_field.as_str()) {
                 let file_name = field.file_name().map(str::to_owned);
                 let content_type = field.content_type().map(|m| m.to_string());
-                return Ok(Some(FilePart { file_name, content_type, body: field.map_err(multer_error).boxed() }));
+                return Ok(Some(FilePart {
+                    file_name,
+                    content_type,
+                    body: field.map_err(multer_error).boxed(),
+                }));
             }
             self.read_text(field).await?;
         }
@@ -127,7 +135,10 @@ impl FormReader {
     pub async fn rest(&mut self) -> Result<(), Error> {
         while let Some(field) = self.inner.next_field().await.map_err(multer_error)? {
             if field.name() == Some(self.file_field.as_str()) {
-                return Err(Error::invalid(format!("the form has more than one '{}' field", self.file_field)));
+                return Err(Error::invalid(format!(
+                    "the form has more than one '{}' field",
+                    self.file_field
+                )));
             }
             self.read_text(field).await?;
         }
@@ -148,7 +159,8 @@ impl FormReader {
         while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
             value.extend_from_slice(&chunk);
         }
-        let value = String::from_utf8(value).map_err(|_| Error::invalid(format!("form field '{name}' is not UTF-8")))?;
+        let value = String::from_utf8(value)
+            .map_err(|_| Error::invalid(format!("form field '{name}' is not UTF-8")))?;
         self.fields.insert(name, value);
         Ok(())
     }

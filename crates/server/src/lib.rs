@@ -29,6 +29,7 @@ use tower_http::trace::TraceLayer;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub files: Arc<FileService>,
+    pub dialects: Arc<dialects::DialectsConfig>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -44,6 +45,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/openapi.json", get(openapi::serve))
         .merge(dialects::native::routes())
+        .merge(dialects::tokenops::routes())
+        .merge(dialects::huawei::routes())
+        .merge(dialects::juniortree::routes())
+        .merge(dialects::cyberun::routes())
         .merge(blob::routes())
         .merge(links::routes())
         .with_state(state)

@@ -27,6 +27,7 @@ pub async fn open(State(state): State<AppState>, Path(token): Path<String>) -> A
     let mut resp = StatusCode::FOUND.into_response();
     let location = HeaderValue::from_str(&signed.url).map_err(filedock_core::Error::internal)?;
     resp.headers_mut().insert(header::LOCATION, location);
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }

@@ -239,7 +239,10 @@ pub async fn upload(
                     .check_size(n.saturating_sub(body::MAX_TEXT_FIELD))?;
             }
             let mut form = body::FormReader::new(body, boundary?, "file", max);
-            let part = form.file().await?.ok_or_else(|| Error::invalid("the form has no 'file' field"))?;
+            let part = form
+                .file()
+                .await?
+                .ok_or_else(|| Error::invalid("the form has no 'file' field"))?;
             let f = |k: &str| form.field(k).map(str::to_owned);
             let name = match f("name").or(q.name) {
                 Some(n) => FileName::new(n)?,
@@ -321,7 +324,11 @@ pub struct LookupQuery {
 #[utoipa::path(get, path = "/v1/files/lookup", tag = "files", params(LookupQuery),
     responses((status = 200, body = FileView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn lookup(State(state): State<AppState>, Auth(who): Auth, Query(q): Query<LookupQuery>) -> ApiResult<Json<FileView>> {
+pub async fn lookup(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<LookupQuery>,
+) -> ApiResult<Json<FileView>> {
     let rec = state.files.file_by_reference(&who, &q.path).await?;
     Ok(Json(FileView::from(&rec)))
 }

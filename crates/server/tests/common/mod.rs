@@ -105,6 +105,7 @@ impl TestApp {
         TestApp {
             router: router(AppState {
                 files: files.clone(),
+                dialects: Default::default(),
             }),
             clock,
             catalog,

@@ -1,0 +1,94 @@
+//! TokenOps (`shared/seeds/000_…`): `POST /v1/files/upload_url` presigns a PUT of a client-chosen
+//! relative `path` (under the key's project) to a named storage provider. The PUT signs nothing
+//! but the expiry (the seed's `curl -X PUT --upload-file` must work) and may replace a pending
+//! upload at that path, never a ready file. `visit_url` is a stable link that serves the file
+//! once the PUT is done; `path` names the file in other filedock APIs.
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use filedock_core::{Class, Error, FileName, KeyLayout, NewFile, PresignUpload};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::auth::Auth;
+use crate::dialects::json_body;
+use crate::error::ApiResult;
+
+/// The upload policy TokenOps files are checked against.
+pub const POLICY: &str = "tokenops";
+
+/// The routes.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/files/upload_url", post(upload_url))
+}
+
+/// Request body.
+#[derive(Debug, Deserialize)]
+pub struct UploadUrlRequest {
+    pub path: Option<String>,
+    pub storage_provider: Option<String>,
+    pub region: Option<String>,
+}
+
+/// Answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UploadUrlResponse {
+    pub upload_url: String,
+    pub method: String,
+    pub path: String,
+    pub visit_url: String,
+}
+
+async fn upload_url(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    body: Bytes,
+) -> ApiResult<Json<UploadUrlResponse>> {
+    let req: UploadUrlRequest = json_body(&body)?;
+    let path = req
+        .path
+        .ok_or_else(|| Error::invalid("'path' is required"))?;
+    let backend = state.files.backend(req.storage_provider.as_deref())?;
+    if let Some(region) = &req.region
+        && !backend.regions.iter().any(|r| r == region)
+    {
+        return Err(Error::invalid(format!(
+            "unknown region '{region}' for storage provider '{}' (known: {})",
+            backend.name,
+            if backend.regions.is_empty() {
+                "none".to_owned()
+            } else {
+                backend.regions.join(", ")
+            }
+        ))
+        .into());
+    }
+    // Validate the whole path first, so its last segment is a fair file name.
+    filedock_core::model::validate_relative_path(&path, filedock_core::model::MAX_KEY_LEN)?;
+    let name = FileName::new(path.rsplit('/').next().unwrap_or(&path))?;
+    let mut new = NewFile::named(name);
+    new.policy = POLICY.into();
+    new.class = Class::Asset;
+    new.backend = Some(backend.name.clone());
+    new.key = KeyLayout::ProjectPath(path);
+    let (rec, signed) = state
+        .files
+        .presign_upload(
+            &who,
+            PresignUpload {
+                file: new,
+                sign_content_type: false,
+                create_only: false,
+            },
+        )
+        .await?;
+    let (visit_url, _) = state.files.download_url(&rec, None)?;
+    Ok(Json(UploadUrlResponse {
+        upload_url: signed.url,
+        method: signed.method.to_owned(),
+        path: state.files.reference(&rec)?,
+        visit_url,
+    }))
+}
