@@ -53,17 +53,6 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
 }
 
-/// The default upload policies.
-pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
-    let mut p = BTreeMap::new();
-    // S3's largest single PUT.
-    p.insert(
-        "native".to_owned(),
-        UploadPolicy::max(5 * 1024 * 1024 * 1024),
-    );
-    p
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -73,7 +62,7 @@ impl Default for Config {
             default_backend: "local".into(),
             backends: BTreeMap::from([("local".to_owned(), BackendConfig::local())]),
             catalog: CatalogConfig::default(),
-            policies: default_policies(),
+            policies: filedock_server::dialects::default_policies(),
             dialects: DialectsConfig::default(),
             upload_ttl_secs: 15 * 60,
             link_ttl_secs: 60 * 60,
@@ -158,6 +147,17 @@ mod tests {
             assert_eq!(cfg.public_url(), "https://files.example");
             assert_eq!(cfg.policies["native"].max_size, 10);
             assert_eq!(cfg.default_backend, "local");
+            for dialect in ["native", "tokenops", "huawei", "juniortree", "cyberun"] {
+                assert!(
+                    cfg.policies.contains_key(dialect),
+                    "the {dialect} policy is configured by default"
+                );
+            }
+            assert_eq!(
+                cfg.policies["huawei"].max_size,
+                60 * 1024 * 1024,
+                "a partial override keeps the other policies"
+            );
             let over = FlagOverrides {
                 data_dir: Some("/from/flag".into()),
                 ..Default::default()

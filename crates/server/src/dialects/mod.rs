@@ -10,7 +10,7 @@ pub mod tokenops;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use filedock_core::Error;
+use filedock_core::{Error, UploadPolicy};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,48 @@ pub struct JuniortreeConfig {
     /// into its project: only for a trusted network.
     #[serde(default)]
     pub trusted_agents: BTreeMap<String, String>,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn allow(exts: &str) -> Option<Vec<String>> {
+    Some(exts.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The default upload policies: filedock's own (`native`) and each seed's limits and types.
+pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
+    BTreeMap::from([
+        // S3's largest single PUT.
+        (native::POLICY.to_owned(), UploadPolicy::max(5 * 1024 * MIB)),
+        (
+            tokenops::POLICY.to_owned(),
+            UploadPolicy::max(5 * 1024 * MIB),
+        ),
+        (
+            huawei::POLICY.to_owned(),
+            UploadPolicy {
+                max_size: 60 * MIB,
+                allow: allow(
+                    "doc docx xls xlsx ppt pptx pdf numbers csv \
+                     jpg jpeg png gif webp heic heif bmp pcd tif tiff \
+                     wav mp3 flac m4a aac ogg wma mid midi \
+                     js cpp py java c txt css javascript html json md",
+                ),
+                allow_empty: true,
+            },
+        ),
+        (
+            juniortree::POLICY.to_owned(),
+            UploadPolicy {
+                max_size: 100 * MIB,
+                allow: allow(
+                    "jpg jpeg png gif webp svg pdf doc docx txt md mp3 wav ogg flac mp4 avi mov wmv zip rar 7z",
+                ),
+                allow_empty: false,
+            },
+        ),
+        (cyberun::POLICY.to_owned(), UploadPolicy::max(500 * MIB)),
+    ])
 }
 
 /// A JSON request body, with a 400 for anything malformed.

@@ -59,11 +59,13 @@ impl TestApp {
         Self::with_policies(BTreeMap::new()).await
     }
 
-    /// An app whose `native` policy and any others are as given (default: 1 MiB, any type).
-    pub async fn with_policies(mut policies: BTreeMap<String, UploadPolicy>) -> TestApp {
-        policies
-            .entry("native".into())
-            .or_insert(UploadPolicy::max(1024 * 1024));
+    /// An app with every dialect's default policy, `native` limited to 1 MiB, and the given
+    /// policies over them.
+    pub async fn with_policies(overrides: BTreeMap<String, UploadPolicy>) -> TestApp {
+        let mut policies = filedock_server::dialects::default_policies();
+        policies.insert("native".into(), UploadPolicy::max(1024 * 1024));
+        policies.extend(overrides);
+
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(START));
         let signer = Arc::new(UrlSigner::new(vec![42u8; 32]).unwrap());
