@@ -67,7 +67,13 @@ async fn upload_url(
     }
     // Validate the whole path first, so its last segment is a fair file name.
     filedock_core::model::validate_relative_path(&path, filedock_core::model::MAX_KEY_LEN)?;
-    let name = FileName::new(path.rsplit('/').next().unwrap_or(&path))?;
+    // The display name is the last segment, cut to 255 bytes (the key keeps the whole path).
+    let last = path.rsplit('/').next().unwrap_or(&path);
+    let cut = (0..=last.len().min(255))
+        .rev()
+        .find(|&i| last.is_char_boundary(i))
+        .unwrap_or(0);
+    let name = FileName::new(&last[..cut])?;
     let mut new = NewFile::named(name);
     new.policy = POLICY.into();
     new.class = Class::Asset;

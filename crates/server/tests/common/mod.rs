@@ -19,6 +19,7 @@ use filedock_core::{
     Catalog, Clock, CredentialKind, FileService, ManualClock, ProjectId, UploadPolicy, UrlSigner,
     WorkspaceId,
 };
+use filedock_server::dialects::DialectsConfig;
 use filedock_server::{AppState, router};
 use filedock_storage::LocalStore;
 use http_body_util::BodyExt;
@@ -62,6 +63,14 @@ impl TestApp {
     /// An app with every dialect's default policy, `native` limited to 1 MiB, and the given
     /// policies over them.
     pub async fn with_policies(overrides: BTreeMap<String, UploadPolicy>) -> TestApp {
+        Self::with_config(overrides, DialectsConfig::default()).await
+    }
+
+    /// [`TestApp::with_policies`] with dialect settings.
+    pub async fn with_config(
+        overrides: BTreeMap<String, UploadPolicy>,
+        dialects: DialectsConfig,
+    ) -> TestApp {
         let mut policies = filedock_server::dialects::default_policies();
         policies.insert("native".into(), UploadPolicy::max(1024 * 1024));
         policies.extend(overrides);
@@ -107,7 +116,7 @@ impl TestApp {
         TestApp {
             router: router(AppState {
                 files: files.clone(),
-                dialects: Default::default(),
+                dialects: Arc::new(dialects),
             }),
             clock,
             catalog,
@@ -244,6 +253,26 @@ pub fn multipart(
 pub const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\x0f\0\0\x01\x01\x01\0\x18\xdd\x8d\xb4\0\0\0\0IEND\xaeB`\x82";
 pub const PDF: &[u8] =
     b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n";
+
+/// The start of an MP4 (ftyp box), enough for the sniffer.
+pub const MP4: &[u8] = b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom\0\0\0\x08free";
+
+/// Follows a stable link (`/l/…`) to its presigned URL and reads it.
+pub async fn follow(app: &TestApp, url: &str) -> Answer {
+    let first = app
+        .send(TestApp::to_url("GET", url).body(Body::empty()).unwrap())
+        .await;
+    if first.status != StatusCode::FOUND {
+        return first;
+    }
+    let location = first.header("location").unwrap();
+    app.send(
+        TestApp::to_url("GET", &location)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+}
 
 pub fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;
