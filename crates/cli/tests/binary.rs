@@ -3,99 +3,14 @@
 
 #![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sha2::Digest;
 
-const BIN: &str = env!("CARGO_BIN_EXE_filedock");
+mod common;
 
-fn filedock(data: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("FILEDOCK_CONFIG")
-        .output()
-        .expect("run filedock")
-}
-
-fn create_key(data: &Path, project: &str, kind: &str) -> String {
-    let out = filedock(
-        data,
-        &["keys", "create", "--project", project, "--kind", kind],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned()
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(data: &Path) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut child = Command::new(BIN)
-            .arg("--data-dir")
-            .arg(data)
-            .args(["serve", "--listen", &listen])
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start filedock");
-        // Wait for the "listening" line.
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
-            if line.contains("filedock listening") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            base: format!("http://{listen}"),
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::*;
 
 fn temp_files(data: &Path) -> usize {
     std::fs::read_dir(data.join("blobs/local/tmp"))
@@ -360,4 +275,33 @@ fn sigterm_lets_an_inflight_upload_finish() {
     let status = server.child.wait().unwrap();
     assert!(status.success(), "clean exit after the drain: {status:?}");
     assert_eq!(object_files(&data.join("blobs/local/objects")), 1);
+}
+
+#[test]
+fn permanent_links_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_owned();
+    let key = create_key(&data, "demo", "integration");
+    let server = Server::start(&data);
+    let client = reqwest::blocking::Client::new();
+    let form = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nstill here\r\n\
+                --b\r\nContent-Disposition: form-data; name=\"created_by\"\r\n\r\nme\r\n--b--\r\n";
+    let resp: serde_json::Value = client
+        .post(format!("{}/api/v1/upload", server.base))
+        .bearer_auth(&key)
+        .header("agent", "dify")
+        .header("content-type", "multipart/form-data; boundary=b")
+        .body(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = resp["data"]["id"].as_str().unwrap().to_owned();
+    drop(server);
+    let server = Server::start(&data);
+    // The link names the old address; the restarted server listens on a new port.
+    let path = &id[id.find("/l/").unwrap()..];
+    let got = client.get(format!("{}{path}", server.base)).send().unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.text().unwrap(), "still here");
 }

@@ -726,17 +726,23 @@ impl FileService {
         Ok(format!("{}://{}/{}", b.scheme, b.host, rec.key))
     }
 
-    /// The file a `path` reference names, if the principal may see it (completing it if its
-    /// bytes have arrived).
+    /// The file a reference names, if the principal may see it (completing it if its bytes
+    /// have arrived). A reference is a `path` (`{scheme}://{host}/{key}`, TokenOps) or a bare
+    /// storage key on the default backend (Cyberun's `file_key`).
     pub async fn file_by_reference(&self, who: &Principal, reference: &str) -> Result<FileRecord> {
         let missing = || Error::not_found("no file at that path");
-        let (scheme, rest) = reference.split_once("://").ok_or_else(missing)?;
-        let (host, key) = rest.split_once('/').ok_or_else(missing)?;
-        let backend = self
-            .backends
-            .values()
-            .find(|b| b.scheme.eq_ignore_ascii_case(scheme) && b.host == host)
-            .ok_or_else(missing)?;
+        let (backend, key) = match reference.split_once("://") {
+            Some((scheme, rest)) => {
+                let (host, key) = rest.split_once('/').ok_or_else(missing)?;
+                let b = self
+                    .backends
+                    .values()
+                    .find(|b| b.scheme.eq_ignore_ascii_case(scheme) && b.host == host)
+                    .ok_or_else(missing)?;
+                (b, key)
+            }
+            None => (self.backend(None)?, reference),
+        };
         let key = StorageKey::new(key).map_err(|_| missing())?;
         let rec = self
             .catalog

@@ -316,7 +316,8 @@ pub async fn get_file(
 /// Query of `GET /v1/files/lookup`.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct LookupQuery {
-    /// A `path` reference as TokenOps answers it: `<scheme>://<host>/<key>`.
+    /// A `path` reference as TokenOps answers it (`<scheme>://<host>/<key>`), or a storage key
+    /// on the default backend (Cyberun's `file_key`).
     pub path: String,
 }
 
