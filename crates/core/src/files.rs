@@ -638,16 +638,8 @@ impl FileService {
         }
         let backend = self.backend(Some(&rec.backend))?;
         let ttl = ttl.min(backend.max_presign_ttl_secs);
-        let mut expires_at = self.clock.now().saturating_add(secs_to_ms(ttl));
-        if let Some(e) = rec.expires_at {
-            expires_at = expires_at.min(e);
-        }
-        backend.store.presign_get(&PresignGet {
-            key: rec.key.clone(),
-            expires_at,
-            response_content_type: Some(rec.content_type().to_owned()),
-            response_content_disposition: Some(disposition::attachment(rec.name.as_str())),
-        })
+        let expires_at = self.clock.now().saturating_add(secs_to_ms(ttl));
+        self.presign_download(backend, rec, expires_at)
     }
 
     /// A URL that downloads a file without a key: a presigned URL straight to storage when
@@ -668,16 +660,27 @@ impl FileService {
         };
         match until {
             Some(u) if u - now <= secs_to_ms(backend.max_presign_ttl_secs) => {
-                let signed = backend.store.presign_get(&PresignGet {
-                    key: rec.key.clone(),
-                    expires_at: u,
-                    response_content_type: Some(rec.content_type().to_owned()),
-                    response_content_disposition: Some(disposition::attachment(rec.name.as_str())),
-                })?;
+                let signed = self.presign_download(backend, rec, u)?;
                 Ok((signed.url, Some(u)))
             }
             _ => Ok((self.stable_link(rec, until)?, until)),
         }
+    }
+
+    /// A presigned GET of a file's object that serves it under its name and type, valid until
+    /// `expires_at` but never past the file's own expiry.
+    fn presign_download(
+        &self,
+        backend: &Backend,
+        rec: &FileRecord,
+        expires_at: Timestamp,
+    ) -> Result<PresignedRequest> {
+        backend.store.presign_get(&PresignGet {
+            key: rec.key.clone(),
+            expires_at: rec.expires_at.map_or(expires_at, |e| expires_at.min(e)),
+            response_content_type: Some(rec.content_type().to_owned()),
+            response_content_disposition: Some(disposition::attachment(rec.name.as_str())),
+        })
     }
 
     /// `{public_url}/l/{token}`: answered with a fresh presigned download while the file exists.
@@ -707,17 +710,9 @@ impl FileService {
         }
         let rec = self.complete(rec).await?;
         let backend = self.backend(Some(&rec.backend))?;
-        let mut expires_at =
+        let expires_at =
             now + secs_to_ms(STABLE_LINK_REDIRECT_SECS.min(backend.max_presign_ttl_secs));
-        if let Some(e) = rec.expires_at {
-            expires_at = expires_at.min(e);
-        }
-        backend.store.presign_get(&PresignGet {
-            key: rec.key.clone(),
-            expires_at,
-            response_content_type: Some(rec.content_type().to_owned()),
-            response_content_disposition: Some(disposition::attachment(rec.name.as_str())),
-        })
+        self.presign_download(backend, &rec, expires_at)
     }
 
     /// A file's `path` reference: `{scheme}://{host}/{key}` (TokenOps' `path`).

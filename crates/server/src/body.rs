@@ -85,6 +85,26 @@ pub struct FilePart {
     pub body: ByteStream,
 }
 
+/// Opens a multipart form whose file field may hold `max_file` bytes. A declared body length
+/// over the limit (even allowing for text fields) is refused (413) before anything is read; a
+/// body that is not multipart/form-data gets `not_multipart` (400).
+pub fn form(
+    headers: &HeaderMap,
+    body: Body,
+    max_file: u64,
+    not_multipart: &str,
+) -> Result<FormReader, Error> {
+    let boundary = multipart_boundary(headers).ok_or_else(|| Error::invalid(not_multipart))??;
+    if let Some(n) = content_length(headers)
+        && n.saturating_sub(MAX_TEXT_FIELD) > max_file
+    {
+        return Err(Error::TooLarge(format!(
+            "the body is {n} bytes; files here may have at most {max_file}"
+        )));
+    }
+    Ok(FormReader::new(body, boundary, "file", max_file))
+}
+
 /// A multipart form, read in order: text fields up to the file, the file (streaming), then any
 /// text fields after it. At most 64 text fields of at most [`MAX_TEXT_FIELD`] bytes each.
 pub struct FormReader {

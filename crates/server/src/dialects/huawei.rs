@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::principal_from;
-use crate::body::{self, FormReader};
+use crate::body;
 use crate::error::{log_if_server_error, status_of, with_error_headers};
 
 /// The upload policy (60 MB and the seed's formats by default).
@@ -137,14 +137,13 @@ async fn upload_file(
         .map(WorkspaceId::new)
         .transpose()?;
     let who = scoped(who, &project, workspace)?;
-    let boundary = body::multipart_boundary(&headers).ok_or_else(|| {
-        Error::invalid("the file must be sent as multipart/form-data, in the field 'file' (a JSON body cannot carry the file)")
-    })??;
-    let policy = state.files.policy(POLICY)?.clone();
-    if let Some(n) = body::content_length(&headers) {
-        policy.check_size(n.saturating_sub(body::MAX_TEXT_FIELD))?;
-    }
-    let mut form = FormReader::new(body, boundary, "file", policy.max_size);
+    let max = state.files.policy(POLICY)?.max_size;
+    let mut form = body::form(
+        &headers,
+        body,
+        max,
+        "the file must be sent as multipart/form-data, in the field 'file' (a JSON body cannot carry the file)",
+    )?;
     let part = form
         .file()
         .await?

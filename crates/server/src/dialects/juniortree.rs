@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::{bearer, principal_from};
-use crate::body::{self, FormReader};
+use crate::body;
 use crate::error::{log_if_server_error, status_of, with_error_headers};
 
 /// The upload policy (100 MB and the seed's types by default).
@@ -133,13 +133,8 @@ async fn upload(
         );
     }
     let who = principal(&state, &headers, &agent).await?;
-    let boundary = body::multipart_boundary(&headers)
-        .ok_or_else(|| Error::invalid("the body must be multipart/form-data"))??;
-    let policy = state.files.policy(POLICY)?.clone();
-    if let Some(n) = body::content_length(&headers) {
-        policy.check_size(n.saturating_sub(body::MAX_TEXT_FIELD))?;
-    }
-    let mut form = FormReader::new(body, boundary, "file", policy.max_size);
+    let max = state.files.policy(POLICY)?.max_size;
+    let mut form = body::form(&headers, body, max, "the body must be multipart/form-data")?;
     let part = form
         .file()
         .await?

@@ -231,14 +231,8 @@ pub async fn upload(
     let max = state.files.policy(POLICY)?.max_size;
     let declared_len = body::content_length(&headers);
     let (mut new, stream) = match body::multipart_boundary(&headers) {
-        Some(boundary) => {
-            if let Some(n) = declared_len {
-                state
-                    .files
-                    .policy(POLICY)?
-                    .check_size(n.saturating_sub(body::MAX_TEXT_FIELD))?;
-            }
-            let mut form = body::FormReader::new(body, boundary?, "file", max);
+        Some(_) => {
+            let mut form = body::form(&headers, body, max, "")?;
             let part = form
                 .file()
                 .await?
