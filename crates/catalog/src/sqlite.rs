@@ -8,12 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use filedock_core::catalog::{Completion, FileQuery};
 use filedock_core::{
-    Catalog, Class, Credential, CredentialKind, Error, FileId, FileName, FileRecord, FileStatus,
-    ProjectId, Result, StorageKey, Timestamp, WorkspaceId,
+    Catalog, Class, Credential, CredentialKind, Error, FileId, FileName, FileRecord, FileStatus, ProjectId, Result,
+    StorageKey, Timestamp, WorkspaceId,
 };
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -26,9 +24,7 @@ pub struct SqliteCatalog {
 
 fn db_err(e: sqlx::Error) -> Error {
     match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            Error::Conflict("that record exists already".into())
-        }
+        sqlx::Error::Database(d) if d.is_unique_violation() => Error::Conflict("that record exists already".into()),
         sqlx::Error::PoolTimedOut => Error::Unavailable("the catalog is busy".into()),
         _ => Error::internal(e),
     }
@@ -104,14 +100,10 @@ fn credential_of(r: &SqliteRow) -> Result<Credential> {
 
 fn file_of(r: &SqliteRow) -> Result<FileRecord> {
     let s = |name: &str| -> Result<String> { r.try_get::<String, _>(name).map_err(db_err) };
-    let o = |name: &str| -> Result<Option<String>> {
-        r.try_get::<Option<String>, _>(name).map_err(db_err)
-    };
-    let t =
-        |name: &str| -> Result<Option<i64>> { r.try_get::<Option<i64>, _>(name).map_err(db_err) };
+    let o = |name: &str| -> Result<Option<String>> { r.try_get::<Option<String>, _>(name).map_err(db_err) };
+    let t = |name: &str| -> Result<Option<i64>> { r.try_get::<Option<i64>, _>(name).map_err(db_err) };
     Ok(FileRecord {
-        id: FileId::parse(&s("id")?)
-            .map_err(|_| Error::internal_msg("malformed file id in catalog"))?,
+        id: FileId::parse(&s("id")?).map_err(|_| Error::internal_msg("malformed file id in catalog"))?,
         project: ProjectId::new(s("project")?)?,
         workspace: o("workspace")?.map(WorkspaceId::new).transpose()?,
         backend: s("backend")?,
@@ -166,25 +158,21 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn list_credentials(&self, project: Option<&ProjectId>) -> Result<Vec<Credential>> {
-        let rows = sqlx::query(
-            "SELECT * FROM credentials WHERE ($1 IS NULL OR project = $1) ORDER BY created_at, id",
-        )
-        .bind(project.map(|p| p.as_str()))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let rows = sqlx::query("SELECT * FROM credentials WHERE ($1 IS NULL OR project = $1) ORDER BY created_at, id")
+            .bind(project.map(|p| p.as_str()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
         rows.iter().map(credential_of).collect()
     }
 
     async fn revoke_credential(&self, id: &str, at: Timestamp) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE credentials SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .bind(at)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let r = sqlx::query("UPDATE credentials SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -232,14 +220,12 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn file_by_key(&self, backend: &str, key: &StorageKey) -> Result<Option<FileRecord>> {
-        let row = sqlx::query(
-            "SELECT * FROM files WHERE backend = $1 AND storage_key = $2 AND status <> 'deleted'",
-        )
-        .bind(backend)
-        .bind(key.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let row = sqlx::query("SELECT * FROM files WHERE backend = $1 AND storage_key = $2 AND status <> 'deleted'")
+            .bind(backend)
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
         row.as_ref().map(file_of).transpose()
     }
 
@@ -281,12 +267,13 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn delete_file(&self, id: &FileId, at: Timestamp) -> Result<bool> {
-        let r = sqlx::query("UPDATE files SET status = 'deleted', deleted_at = $2 WHERE id = $1 AND status <> 'deleted'")
-            .bind(id.as_str())
-            .bind(at)
-            .execute(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let r =
+            sqlx::query("UPDATE files SET status = 'deleted', deleted_at = $2 WHERE id = $1 AND status <> 'deleted'")
+                .bind(id.as_str())
+                .bind(at)
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
         Ok(r.rows_affected() == 1)
     }
 

@@ -43,15 +43,9 @@ pub fn signing_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let secret =
-        hex::decode(text.trim()).with_context(|| format!("{} must hold hex", path.display()))?;
-    anyhow::ensure!(
-        secret.len() >= 32,
-        "{} must hold at least 32 bytes",
-        path.display()
-    );
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let secret = hex::decode(text.trim()).with_context(|| format!("{} must hold hex", path.display()))?;
+    anyhow::ensure!(secret.len() >= 32, "{} must hold at least 32 bytes", path.display());
     Ok(secret)
 }
 

@@ -100,11 +100,11 @@ impl Config {
             fig = fig.merge(Toml::file(f));
         }
         fig = fig
-            .merge(Env::prefixed("FILEDOCK_").split("__").filter(|k| {
-                !CLIENT_ENV
-                    .iter()
-                    .any(|c| k.as_str().eq_ignore_ascii_case(c))
-            }))
+            .merge(
+                Env::prefixed("FILEDOCK_")
+                    .split("__")
+                    .filter(|k| !CLIENT_ENV.iter().any(|c| k.as_str().eq_ignore_ascii_case(c))),
+            )
             .merge(Serialized::defaults(flags));
         let cfg: Config = fig.extract()?;
         if !cfg.backends.contains_key(&cfg.default_backend) {
@@ -134,7 +134,10 @@ mod tests {
     #[expect(clippy::result_large_err, reason = "figment::Jail's closure signature")]
     fn layers_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("f.toml", "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\n[policies.native]\nmax_size = 10\n")?;
+            jail.create_file(
+                "f.toml",
+                "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\n[policies.native]\nmax_size = 10\n",
+            )?;
             jail.set_env("FILEDOCK_DATA_DIR", "/from/env");
             jail.set_env("FILEDOCK_KEY", "sk-not-a-config-value");
             let flags = FlagOverrides {

@@ -136,12 +136,7 @@ async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
             let workspace = workspace.map(WorkspaceId::new).transpose()?;
             let kind = CredentialKind::parse(&kind)?;
             let (c, token) = creds.create(project, workspace, kind, name).await?;
-            println!(
-                "created {} key {} for project {}",
-                c.kind.as_str(),
-                c.id,
-                c.project
-            );
+            println!("created {} key {} for project {}", c.kind.as_str(), c.id, c.project);
             println!("{token}");
         }
         KeysCommand::List { project, json } => {
@@ -150,11 +145,7 @@ async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
                 if json {
                     println!("{}", serde_json::to_string(&c)?);
                 } else {
-                    let state = if c.revoked_at.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    };
+                    let state = if c.revoked_at.is_some() { "revoked" } else { "active" };
                     let ws = c.workspace.as_ref().map(|w| w.as_str()).unwrap_or("-");
                     let name = c.name.as_deref().unwrap_or("-");
                     println!(

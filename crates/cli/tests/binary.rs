@@ -37,65 +37,27 @@ fn keys_create_list_revoke_beside_a_running_server() {
     for (kind, prefix) in [("session", "st-"), ("device", "dk-"), ("admin", "ad-")] {
         assert!(create_key(data, "demo", kind).starts_with(prefix));
     }
-    let bad = filedock(
-        data,
-        &[
-            "keys",
-            "create",
-            "--project",
-            "files",
-            "--kind",
-            "integration",
-        ],
-    );
+    let bad = filedock(data, &["keys", "create", "--project", "files", "--kind", "integration"]);
     assert!(!bad.status.success(), "a reserved project id is refused");
-    let bad = filedock(
-        data,
-        &["keys", "create", "--project", "demo", "--kind", "root"],
-    );
+    let bad = filedock(data, &["keys", "create", "--project", "demo", "--kind", "root"]);
     assert!(!bad.status.success(), "an unknown kind is refused");
 
     let server = Server::start(data);
     let client = reqwest::blocking::Client::new();
     let files = format!("{}/v1/files", server.base);
     assert_eq!(client.get(&files).send().unwrap().status(), 401);
-    assert_eq!(
-        client.get(&files).bearer_auth(&sk).send().unwrap().status(),
-        200
-    );
+    assert_eq!(client.get(&files).bearer_auth(&sk).send().unwrap().status(), 200);
 
     // A key made while the server runs works at once; a key revoked stops at once.
     let late = create_key(data, "demo", "integration");
-    assert_eq!(
-        client
-            .get(&files)
-            .bearer_auth(&late)
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
-    let list =
-        String::from_utf8(filedock(data, &["keys", "list", "--project", "demo", "--json"]).stdout)
-            .unwrap();
+    assert_eq!(client.get(&files).bearer_auth(&late).send().unwrap().status(), 200);
+    let list = String::from_utf8(filedock(data, &["keys", "list", "--project", "demo", "--json"]).stdout).unwrap();
     assert_eq!(list.lines().count(), 5);
     assert!(!list.contains(&sk[3..]), "secrets are never listed");
     let id = &late[3..19];
     let out = filedock(data, &["keys", "revoke", id]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        client
-            .get(&files)
-            .bearer_auth(&late)
-            .send()
-            .unwrap()
-            .status(),
-        401
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(client.get(&files).bearer_auth(&late).send().unwrap().status(), 401);
     assert!(
         !filedock(data, &["keys", "revoke", id]).status.success(),
         "revoking twice says so"
@@ -139,10 +101,7 @@ fn uploads_over_a_real_socket_come_back_identical() {
 }
 
 /// A body that sends `first` bytes, then stalls until `done` is set (or 10 s pass).
-fn stalled_body(
-    first: usize,
-    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> reqwest::blocking::Body {
+fn stalled_body(first: usize, done: std::sync::Arc<std::sync::atomic::AtomicBool>) -> reqwest::blocking::Body {
     struct Stall {
         left: usize,
         done: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -198,19 +157,12 @@ fn sigkill_mid_upload_leaves_nothing_after_restart() {
     server.signal("KILL");
     let _ = server.child.wait();
     killed.store(true, std::sync::atomic::Ordering::SeqCst);
-    assert!(
-        upload.join().unwrap().is_err(),
-        "the client sees the connection die"
-    );
+    assert!(upload.join().unwrap().is_err(), "the client sees the connection die");
     assert_eq!(temp_files(&data), 1, "the crash left a temp file");
 
     let server = Server::start(&data);
     assert_eq!(temp_files(&data), 0, "start-up removed it");
-    assert_eq!(
-        object_files(&data.join("blobs/local/objects")),
-        0,
-        "no blob"
-    );
+    assert_eq!(object_files(&data.join("blobs/local/objects")), 0, "no blob");
     let list: serde_json::Value = reqwest::blocking::Client::new()
         .get(format!("{}/v1/files", server.base))
         .bearer_auth(&key)
@@ -240,13 +192,9 @@ fn sigterm_lets_an_inflight_upload_finish() {
             if self.sent == 2 << 20 {
                 return Ok(0);
             }
-            let n = buf.len().min(
-                (if self.sent < 1 << 20 {
-                    1 << 20
-                } else {
-                    2 << 20
-                }) - self.sent,
-            );
+            let n = buf
+                .len()
+                .min((if self.sent < 1 << 20 { 1 << 20 } else { 2 << 20 }) - self.sent);
             buf[..n].fill(b'b');
             self.sent += n;
             Ok(n)
@@ -267,11 +215,7 @@ fn sigterm_lets_an_inflight_upload_finish() {
     server.signal("TERM");
     std::thread::sleep(Duration::from_millis(200));
     tx.send(()).unwrap();
-    assert_eq!(
-        upload.join().unwrap().unwrap(),
-        201,
-        "the in-flight upload completes"
-    );
+    assert_eq!(upload.join().unwrap().unwrap(), 201, "the in-flight upload completes");
     let status = server.child.wait().unwrap();
     assert!(status.success(), "clean exit after the drain: {status:?}");
     assert_eq!(object_files(&data.join("blobs/local/objects")), 1);

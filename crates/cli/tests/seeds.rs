@@ -63,14 +63,7 @@ fn the_seed_examples_work_unchanged_but_for_host_and_key() {
             "--data-dir",
             data.to_str().unwrap(),
         ])
-        .args([
-            "keys",
-            "create",
-            "--project",
-            "demo",
-            "--kind",
-            "integration",
-        ])
+        .args(["keys", "create", "--project", "demo", "--kind", "integration"])
         .output()
         .unwrap();
     assert!(out.status.success());

@@ -42,8 +42,7 @@ pub fn hash_secret(secret: &str) -> String {
 /// Fills a buffer from the OS random source.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut buf = [0u8; N];
-    getrandom::fill(&mut buf)
-        .map_err(|e| Error::internal_msg(format!("random source failed: {e}")))?;
+    getrandom::fill(&mut buf).map_err(|e| Error::internal_msg(format!("random source failed: {e}")))?;
     Ok(buf)
 }
 
@@ -93,10 +92,7 @@ pub fn parse_token(token: &str) -> Result<PresentedToken<'_>> {
 pub fn verify(presented: &PresentedToken<'_>, stored: &Credential) -> Result<Principal> {
     let bad = || Error::Unauthenticated("invalid credential".into());
     let computed = hash_secret(presented.secret);
-    let equal: bool = computed
-        .as_bytes()
-        .ct_eq(stored.secret_hash.as_bytes())
-        .into();
+    let equal: bool = computed.as_bytes().ct_eq(stored.secret_hash.as_bytes()).into();
     if !equal || stored.kind != presented.kind || stored.id != presented.id {
         return Err(bad());
     }
@@ -197,10 +193,7 @@ mod tests {
 
         let mut revoked = stored.clone();
         revoked.revoked_at = Some(1);
-        assert!(matches!(
-            verify(&p, &revoked),
-            Err(Error::Unauthenticated(_))
-        ));
+        assert!(matches!(verify(&p, &revoked), Err(Error::Unauthenticated(_))));
 
         let mut tampered = m.token.clone();
         tampered.pop();

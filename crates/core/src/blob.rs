@@ -99,8 +99,7 @@ pub struct PresignedRequest {
 #[async_trait]
 pub trait BlobStore: Send + Sync + Debug {
     /// Stores a body under a key.
-    async fn put(&self, key: &StorageKey, body: ByteStream, opts: PutOptions)
-    -> Result<ObjectMeta>;
+    async fn put(&self, key: &StorageKey, body: ByteStream, opts: PutOptions) -> Result<ObjectMeta>;
     /// Reads an object, or a range of it.
     async fn get(&self, key: &StorageKey, range: Option<ByteRange>) -> Result<GetResult>;
     /// Describes an object.

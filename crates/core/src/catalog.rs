@@ -7,9 +7,7 @@ use async_trait::async_trait;
 
 use crate::clock::Timestamp;
 use crate::error::Result;
-use crate::model::{
-    Credential, FileId, FileRecord, FileStatus, ProjectId, StorageKey, WorkspaceId,
-};
+use crate::model::{Credential, FileId, FileRecord, FileStatus, ProjectId, StorageKey, WorkspaceId};
 
 /// A page of a project's files, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +27,8 @@ pub struct FileQuery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
     pub size: u64,
-    pub sha256: String,
+    /// Unknown when the backend does not read direct uploads whole.
+    pub sha256: Option<String>,
     pub detected_type: String,
     pub completed_at: Timestamp,
 }

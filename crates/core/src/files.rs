@@ -9,10 +9,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Credentials, Principal};
-use crate::blob::{
-    BlobStore, ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest,
-    PutOptions,
-};
+use crate::blob::{BlobStore, ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest, PutOptions};
 use crate::catalog::{Catalog, Completion, FileQuery};
 use crate::clock::{Clock, Timestamp};
 use crate::disposition;
@@ -20,9 +17,7 @@ use crate::error::{Error, Result};
 use crate::link::{UrlSigner, Verified};
 use crate::meter::{exact_length, meter};
 use crate::model::MAX_KEY_LEN;
-use crate::model::{
-    Class, FileId, FileName, FileRecord, FileStatus, StorageKey, validate_relative_path,
-};
+use crate::model::{Class, FileId, FileName, FileRecord, FileStatus, StorageKey, validate_relative_path};
 use crate::policy::UploadPolicy;
 use crate::range::ByteRange;
 
@@ -44,6 +39,9 @@ pub struct Backend {
     pub regions: Vec<String>,
     /// Longest TTL of a URL this backend presigns, in seconds.
     pub max_presign_ttl_secs: u64,
+    /// Read a direct upload whole when completing it, to record its SHA-256. Off, completion
+    /// checks the size and the first bytes only, and the SHA-256 stays unknown.
+    pub hash_direct_uploads: bool,
 }
 
 /// How long each class is kept, in seconds (`None`: until deleted).
@@ -194,8 +192,7 @@ pub struct FileService {
 }
 
 fn date_parts(at: Timestamp) -> (i32, u8, u8) {
-    let d = time::OffsetDateTime::from_unix_timestamp(at / 1000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let d = time::OffsetDateTime::from_unix_timestamp(at / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     (d.year(), d.month() as u8, d.day())
 }
 
@@ -204,9 +201,7 @@ fn is_visible_to(rec: &FileRecord, who: &Principal) -> bool {
 }
 
 fn secs_to_ms(s: u64) -> i64 {
-    i64::try_from(s)
-        .unwrap_or(i64::MAX / 1000)
-        .saturating_mul(1000)
+    i64::try_from(s).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
 }
 
 impl FileService {
@@ -219,8 +214,7 @@ impl FileService {
         clock: Arc<dyn Clock>,
         config: FileServiceConfig,
     ) -> Result<Self> {
-        let backends: BTreeMap<String, Backend> =
-            backends.into_iter().map(|b| (b.name.clone(), b)).collect();
+        let backends: BTreeMap<String, Backend> = backends.into_iter().map(|b| (b.name.clone(), b)).collect();
         if !backends.contains_key(&config.default_backend) {
             return Err(Error::invalid(format!(
                 "default backend '{}' is not configured",
@@ -228,9 +222,7 @@ impl FileService {
             )));
         }
         if !config.policies.contains_key("native") {
-            return Err(Error::invalid(
-                "the 'native' upload policy is not configured",
-            ));
+            return Err(Error::invalid("the 'native' upload policy is not configured"));
         }
         let credentials = Credentials::new(catalog.clone(), clock.clone());
         Ok(FileService {
@@ -258,11 +250,7 @@ impl FileService {
         let name = name.unwrap_or(&self.config.default_backend);
         self.backends
             .get(name)
-            .or_else(|| {
-                self.backends
-                    .values()
-                    .find(|b| b.name.eq_ignore_ascii_case(name))
-            })
+            .or_else(|| self.backends.values().find(|b| b.name.eq_ignore_ascii_case(name)))
             .ok_or_else(|| Error::invalid(format!("unknown storage backend '{name}'")))
     }
 
@@ -288,18 +276,8 @@ impl FileService {
 
     // ---- uploads ----
 
-    fn mint_key(
-        &self,
-        who: &Principal,
-        id: &FileId,
-        new: &NewFile,
-        now: Timestamp,
-    ) -> Result<StorageKey> {
-        let ext = new
-            .name
-            .extension()
-            .map(|e| format!(".{e}"))
-            .unwrap_or_default();
+    fn mint_key(&self, who: &Principal, id: &FileId, new: &NewFile, now: Timestamp) -> Result<StorageKey> {
+        let ext = new.name.extension().map(|e| format!(".{e}")).unwrap_or_default();
         let (y, m, d) = date_parts(now);
         let key = match &new.key {
             KeyLayout::Native => format!("{}/{y:04}/{m:02}/{d:02}/{id}{ext}", who.project),
@@ -358,12 +336,7 @@ impl FileService {
 
     /// Takes a file whose bytes pass through filedock: [`FileService::stage`] then
     /// [`FileService::commit`].
-    pub async fn upload(
-        &self,
-        who: &Principal,
-        new: NewFile,
-        body: ByteStream,
-    ) -> Result<FileRecord> {
+    pub async fn upload(&self, who: &Principal, new: NewFile, body: ByteStream) -> Result<FileRecord> {
         let staged = self.stage(who, new, body).await?;
         self.commit(staged).await
     }
@@ -387,9 +360,9 @@ impl FileService {
             .store
             .put(&key, metered, PutOptions { create_only: true })
             .await?;
-        let m = handle.outcome().ok_or_else(|| {
-            Error::internal_msg("store committed a body that did not end cleanly")
-        })?;
+        let m = handle
+            .outcome()
+            .ok_or_else(|| Error::internal_msg("store committed a body that did not end cleanly"))?;
         let mut rec = self.record(who, id, key, &new, backend, now);
         rec.size = Some(m.size);
         rec.sha256 = Some(m.sha256);
@@ -403,8 +376,7 @@ impl FileService {
     pub async fn commit(&self, staged: Staged) -> Result<FileRecord> {
         let rec = staged.rec;
         if let Err(e) = self.catalog.insert_file(&rec).await {
-            self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key)
-                .await;
+            self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key).await;
             return Err(e);
         }
         Ok(rec)
@@ -419,11 +391,7 @@ impl FileService {
 
     /// Announces a direct upload: records a pending file and presigns a PUT straight to its
     /// backend. The file becomes ready on [`FileService::complete_upload`] (or first use).
-    pub async fn presign_upload(
-        &self,
-        who: &Principal,
-        req: PresignUpload,
-    ) -> Result<(FileRecord, PresignedRequest)> {
+    pub async fn presign_upload(&self, who: &Principal, req: PresignUpload) -> Result<(FileRecord, PresignedRequest)> {
         let new = &req.file;
         let policy = self.policy(&new.policy)?;
         policy.check_extension(new.name.extension().as_deref())?;
@@ -435,10 +403,7 @@ impl FileService {
         let id = FileId::generate();
         let key = self.mint_key(who, &id, new, now)?;
         let rec = self.record(who, id, key, new, backend, now);
-        let ttl = self
-            .config
-            .upload_ttl_secs
-            .min(backend.max_presign_ttl_secs);
+        let ttl = self.config.upload_ttl_secs.min(backend.max_presign_ttl_secs);
         let presign = PresignPut {
             key: rec.key.clone(),
             content_length: new.size_hint,
@@ -458,15 +423,10 @@ impl FileService {
             // ready file is not overwritten.
             Err(Error::Conflict(_)) if matches!(new.key, KeyLayout::ProjectPath(_)) => {
                 match self.catalog.file_by_key(&backend.name, &rec.key).await? {
-                    Some(existing)
-                        if existing.status == FileStatus::Pending
-                            && is_visible_to(&existing, who) =>
-                    {
+                    Some(existing) if existing.status == FileStatus::Pending && is_visible_to(&existing, who) => {
                         Ok((existing, signed))
                     }
-                    _ => Err(Error::Conflict(
-                        "a file exists at this path; delete it first".into(),
-                    )),
+                    _ => Err(Error::Conflict("a file exists at this path; delete it first".into())),
                 }
             }
             Err(e) => Err(e),
@@ -490,9 +450,7 @@ impl FileService {
         let meta = match store.head(&rec.key).await {
             Ok(m) => m,
             Err(Error::NotFound(_)) => {
-                return Err(Error::Conflict(
-                    "the upload has not been received yet".into(),
-                ));
+                return Err(Error::Conflict("the upload has not been received yet".into()));
             }
             Err(e) => return Err(e),
         };
@@ -507,18 +465,34 @@ impl FileService {
             }
             let policy = self.policy(&rec.policy)?.clone();
             policy.check_size(meta.size)?;
-            let got = store.get(&rec.key, None).await?;
-            let (mut body, handle) =
-                meter(got.body, policy, rec.extension.clone(), Some(meta.size));
-            while let Some(chunk) = body.next().await {
-                chunk?;
+            if backend.hash_direct_uploads {
+                let got = store.get(&rec.key, None).await?;
+                let (mut body, handle) = meter(got.body, policy, rec.extension.clone(), Some(meta.size));
+                while let Some(chunk) = body.next().await {
+                    chunk?;
+                }
+                let m = handle
+                    .outcome()
+                    .ok_or_else(|| Error::internal_msg("metered read ended without an outcome"))?;
+                return Ok((m.size, Some(m.sha256), m.detected_type));
             }
-            handle
-                .outcome()
-                .ok_or_else(|| Error::internal_msg("metered read ended without an outcome"))
+            // Only the size and the first bytes: the bytes never pass through filedock.
+            if meta.size == 0 && !policy.allow_empty {
+                return Err(Error::invalid("the file is empty"));
+            }
+            let n = meta.size.min(crate::sniff::HEAD_LEN as u64);
+            let mut head = Vec::with_capacity(n as usize);
+            if n > 0 {
+                let mut body = store.get(&rec.key, Some(ByteRange::Bounded(0, n - 1))).await?.body;
+                while let Some(chunk) = body.next().await {
+                    head.extend_from_slice(&chunk?);
+                }
+            }
+            let detected = policy.check_content(rec.extension.as_deref(), &head, n == meta.size)?;
+            Ok((meta.size, None, detected))
         }
         .await;
-        let m = match checked {
+        let (size, sha256, detected_type) = match checked {
             Ok(m) => m,
             Err(e) => {
                 if !e.is_server_error() {
@@ -528,9 +502,9 @@ impl FileService {
             }
         };
         let c = Completion {
-            size: m.size,
-            sha256: m.sha256,
-            detected_type: m.detected_type,
+            size,
+            sha256,
+            detected_type,
             completed_at: self.clock.now(),
         };
         self.catalog.complete_file(&rec.id, &c).await?;
@@ -560,9 +534,7 @@ impl FileService {
             .ok_or_else(|| Error::not_found("no such file"))?;
         match rec.status {
             FileStatus::Deleted => Err(Error::not_found("no such file")),
-            _ if rec.expires_at.is_some_and(|e| e <= self.clock.now()) => {
-                Err(Error::not_found("no such file"))
-            }
+            _ if rec.expires_at.is_some_and(|e| e <= self.clock.now()) => Err(Error::not_found("no such file")),
             _ => Ok(rec),
         }
     }
@@ -607,22 +579,13 @@ impl FileService {
         range: Option<ByteRange>,
     ) -> Result<(FileRecord, GetResult)> {
         let rec = self.ready_file(who, id).await?;
-        let got = self
-            .backend(Some(&rec.backend))?
-            .store
-            .get(&rec.key, range)
-            .await?;
+        let got = self.backend(Some(&rec.backend))?.store.get(&rec.key, range).await?;
         Ok((rec, got))
     }
 
     /// A signed download URL for a file, valid `ttl_secs` (default from config), never past the
     /// file's own expiry.
-    pub async fn link(
-        &self,
-        who: &Principal,
-        id: &FileId,
-        ttl_secs: Option<u64>,
-    ) -> Result<PresignedRequest> {
+    pub async fn link(&self, who: &Principal, id: &FileId, ttl_secs: Option<u64>) -> Result<PresignedRequest> {
         let rec = self.ready_file(who, id).await?;
         self.link_for(&rec, ttl_secs)
     }
@@ -646,11 +609,7 @@ impl FileService {
     /// `ttl_secs` fits the backend's presign limit, otherwise (or with no TTL: until the file is
     /// deleted or expires) a stable filedock link. Never valid past the file's own expiry.
     /// Returns the URL and when it stops working (`None`: when the file is deleted).
-    pub fn download_url(
-        &self,
-        rec: &FileRecord,
-        ttl_secs: Option<u64>,
-    ) -> Result<(String, Option<Timestamp>)> {
+    pub fn download_url(&self, rec: &FileRecord, ttl_secs: Option<u64>) -> Result<(String, Option<Timestamp>)> {
         let backend = self.backend(Some(&rec.backend))?;
         let now = self.clock.now();
         let wanted = ttl_secs.map(|t| now.saturating_add(secs_to_ms(t)));
@@ -669,12 +628,7 @@ impl FileService {
 
     /// A presigned GET of a file's object that serves it under its name and type, valid until
     /// `expires_at` but never past the file's own expiry.
-    fn presign_download(
-        &self,
-        backend: &Backend,
-        rec: &FileRecord,
-        expires_at: Timestamp,
-    ) -> Result<PresignedRequest> {
+    fn presign_download(&self, backend: &Backend, rec: &FileRecord, expires_at: Timestamp) -> Result<PresignedRequest> {
         backend.store.presign_get(&PresignGet {
             key: rec.key.clone(),
             expires_at: rec.expires_at.map_or(expires_at, |e| expires_at.min(e)),
@@ -685,10 +639,9 @@ impl FileService {
 
     /// `{public_url}/l/{token}`: answered with a fresh presigned download while the file exists.
     pub fn stable_link(&self, rec: &FileRecord, until: Option<Timestamp>) -> Result<String> {
-        let token = self.signer.link_token(
-            rec.id.as_str(),
-            until.map(|u| u.div_euclid(1000).max(1)).unwrap_or(0),
-        )?;
+        let token = self
+            .signer
+            .link_token(rec.id.as_str(), until.map(|u| u.div_euclid(1000).max(1)).unwrap_or(0))?;
         Ok(format!("{}/l/{token}", self.config.public_url))
     }
 
@@ -704,14 +657,11 @@ impl FileService {
             .await?
             .ok_or_else(|| Error::not_found("no such file"))?;
         if rec.status == FileStatus::Deleted || rec.expires_at.is_some_and(|e| e <= now) {
-            return Err(Error::Gone(
-                "the file has been deleted or has expired".into(),
-            ));
+            return Err(Error::Gone("the file has been deleted or has expired".into()));
         }
         let rec = self.complete(rec).await?;
         let backend = self.backend(Some(&rec.backend))?;
-        let expires_at =
-            now + secs_to_ms(STABLE_LINK_REDIRECT_SECS.min(backend.max_presign_ttl_secs));
+        let expires_at = now + secs_to_ms(STABLE_LINK_REDIRECT_SECS.min(backend.max_presign_ttl_secs));
         self.presign_download(backend, &rec, expires_at)
     }
 
@@ -755,8 +705,7 @@ impl FileService {
     pub async fn delete(&self, who: &Principal, id: &FileId) -> Result<()> {
         let rec = self.visible_file(who, id).await?;
         if self.catalog.delete_file(&rec.id, self.clock.now()).await? {
-            self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key)
-                .await;
+            self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key).await;
         }
         Ok(())
     }
@@ -811,9 +760,7 @@ impl FileService {
             )));
         }
         if v.create_only && b.store.head(&key_).await.is_ok() {
-            return Err(Error::PreconditionFailed(
-                "an object already exists at this key".into(),
-            ));
+            return Err(Error::PreconditionFailed("an object already exists at this key".into()));
         }
         b.store
             .put(

@@ -117,9 +117,7 @@ impl UrlSigner {
     /// A signer with a secret of at least 32 bytes.
     pub fn new(key: Vec<u8>) -> Result<Self> {
         if key.len() < 32 {
-            return Err(Error::invalid(
-                "the signing secret must be at least 32 bytes",
-            ));
+            return Err(Error::invalid("the signing secret must be at least 32 bytes"));
         }
         Ok(UrlSigner { key })
     }
@@ -218,8 +216,7 @@ impl UrlSigner {
             if !SIGNABLE_HEADERS.contains(&name) {
                 return Err(denied("unknown signed header"));
             }
-            let value = header(name)
-                .ok_or_else(|| denied(&format!("the signed header {name} is missing")))?;
+            let value = header(name).ok_or_else(|| denied(&format!("the signed header {name} is missing")))?;
             headers.push((name.to_owned(), value.trim().to_owned()));
         }
         let params = SignedParams {
@@ -242,13 +239,7 @@ impl UrlSigner {
         if now > expires {
             return Err(denied("request has expired"));
         }
-        let find = |n: &str| {
-            params
-                .headers
-                .iter()
-                .find(|(h, _)| h == n)
-                .map(|(_, v)| v.clone())
-        };
+        let find = |n: &str| params.headers.iter().find(|(h, _)| h == n).map(|(_, v)| v.clone());
         let content_length = find("content-length")
             .map(|v| v.parse::<u64>())
             .transpose()
@@ -280,18 +271,14 @@ impl UrlSigner {
     pub fn verify_link_token(&self, token: &str, now: i64) -> Result<String> {
         let denied = || Error::Forbidden("invalid link".into());
         let mut parts = token.split('.');
-        let (Some(id), Some(exp), Some(sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(id), Some(exp), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(denied());
         };
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(denied());
         }
         let expires: i64 = exp.parse().map_err(|_| denied())?;
-        let sig = URL_SAFE_NO_PAD
-            .decode(sig.as_bytes())
-            .map_err(|_| denied())?;
+        let sig = URL_SAFE_NO_PAD.decode(sig.as_bytes()).map_err(|_| denied())?;
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).map_err(Error::internal)?;
         mac.update(format!("FD1-LINK\n{id}\n{expires}\n").as_bytes());
         mac.verify_slice(&sig).map_err(|_| denied())?;
@@ -305,16 +292,9 @@ impl UrlSigner {
 /// Splits a signed URL made by [`UrlSigner::url`] into (backend, key, query); for tests and tools.
 pub fn split_blob_url(url: &str) -> Option<(String, String, String)> {
     let path_and_query = &url[url.find("/blob/")? + "/blob/".len()..];
-    let (path, query) = path_and_query
-        .split_once('?')
-        .unwrap_or((path_and_query, ""));
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
     let (backend, key) = path.split_once('/')?;
-    let dec = |s: &str| {
-        percent_decode_str(s)
-            .decode_utf8()
-            .ok()
-            .map(|c| c.into_owned())
-    };
+    let dec = |s: &str| percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned());
     Some((dec(backend)?, dec(key)?, query.to_owned()))
 }
 
@@ -328,10 +308,7 @@ pub struct SelfServed {
 
 impl SelfServed {
     /// A presigned PUT; the headers it signs are returned for the client to send.
-    pub fn presign_put(
-        &self,
-        req: &crate::blob::PresignPut,
-    ) -> Result<crate::blob::PresignedRequest> {
+    pub fn presign_put(&self, req: &crate::blob::PresignPut) -> Result<crate::blob::PresignedRequest> {
         let mut signed = Vec::new();
         let mut shown = Vec::new();
         if let Some(n) = req.content_length {
@@ -368,10 +345,7 @@ impl SelfServed {
     }
 
     /// A presigned GET.
-    pub fn presign_get(
-        &self,
-        req: &crate::blob::PresignGet,
-    ) -> Result<crate::blob::PresignedRequest> {
+    pub fn presign_get(&self, req: &crate::blob::PresignGet) -> Result<crate::blob::PresignedRequest> {
         let p = SignedParams {
             method: "GET".into(),
             backend: self.backend.clone(),
@@ -412,10 +386,7 @@ mod tests {
         }
     }
 
-    fn hdrs(
-        cl: Option<&'static str>,
-        inm: Option<&'static str>,
-    ) -> impl Fn(&str) -> Option<String> {
+    fn hdrs(cl: Option<&'static str>, inm: Option<&'static str>) -> impl Fn(&str) -> Option<String> {
         move |n: &str| match n {
             "content-length" => cl.map(String::from),
             "if-none-match" => inm.map(String::from),
@@ -430,71 +401,22 @@ mod tests {
         let (backend, key, query) = split_blob_url(&url).unwrap();
         assert_eq!(key, "demo/my files/ü.mp4");
         let ok = s
-            .verify(
-                "PUT",
-                &backend,
-                &key,
-                &query,
-                hdrs(Some("5"), Some("*")),
-                999,
-            )
+            .verify("PUT", &backend, &key, &query, hdrs(Some("5"), Some("*")), 999)
             .unwrap();
         assert!(ok.create_only);
         assert_eq!(ok.content_length, Some(5));
 
         let refused = |r: Result<Verified>| assert!(matches!(r, Err(Error::Forbidden(_))));
-        refused(s.verify(
-            "PUT",
-            &backend,
-            &key,
-            &query,
-            hdrs(Some("6"), Some("*")),
-            999,
-        ));
+        refused(s.verify("PUT", &backend, &key, &query, hdrs(Some("6"), Some("*")), 999));
         refused(s.verify("PUT", &backend, &key, &query, hdrs(Some("5"), None), 999));
-        refused(s.verify(
-            "PUT",
-            &backend,
-            &key,
-            &query,
-            hdrs(Some("5"), Some("*")),
-            1001,
-        ));
-        refused(s.verify(
-            "GET",
-            &backend,
-            &key,
-            &query,
-            hdrs(Some("5"), Some("*")),
-            999,
-        ));
-        refused(s.verify(
-            "PUT",
-            &backend,
-            "demo/other",
-            &query,
-            hdrs(Some("5"), Some("*")),
-            999,
-        ));
+        refused(s.verify("PUT", &backend, &key, &query, hdrs(Some("5"), Some("*")), 1001));
+        refused(s.verify("GET", &backend, &key, &query, hdrs(Some("5"), Some("*")), 999));
+        refused(s.verify("PUT", &backend, "demo/other", &query, hdrs(Some("5"), Some("*")), 999));
         refused(s.verify("PUT", "s3", &key, &query, hdrs(Some("5"), Some("*")), 999));
         let tampered = query.replace("X-Fd-Expires=1000", "X-Fd-Expires=9000");
-        refused(s.verify(
-            "PUT",
-            &backend,
-            &key,
-            &tampered,
-            hdrs(Some("5"), Some("*")),
-            999,
-        ));
+        refused(s.verify("PUT", &backend, &key, &tampered, hdrs(Some("5"), Some("*")), 999));
         let other = UrlSigner::new(vec![8u8; 32]).unwrap();
-        refused(other.verify(
-            "PUT",
-            &backend,
-            &key,
-            &query,
-            hdrs(Some("5"), Some("*")),
-            999,
-        ));
+        refused(other.verify("PUT", &backend, &key, &query, hdrs(Some("5"), Some("*")), 999));
         refused(s.verify("PUT", &backend, &key, "", hdrs(Some("5"), Some("*")), 999));
     }
 
@@ -506,17 +428,9 @@ mod tests {
         assert!(s.verify_link_token(&t, 101).is_err(), "expired");
         let forever = s.link_token("abc123", 0).unwrap();
         assert!(s.verify_link_token(&forever, i64::MAX).is_ok());
-        assert!(
-            s.verify_link_token(&t.replace("abc123", "abc124"), 1)
-                .is_err()
-        );
+        assert!(s.verify_link_token(&t.replace("abc123", "abc124"), 1).is_err());
         assert!(s.verify_link_token(&t.replace(".100.", ".0."), 1).is_err());
-        assert!(
-            UrlSigner::new(vec![9u8; 32])
-                .unwrap()
-                .verify_link_token(&t, 1)
-                .is_err()
-        );
+        assert!(UrlSigner::new(vec![9u8; 32]).unwrap().verify_link_token(&t, 1).is_err());
         for junk in ["", "a.b", "a.1.c.d", "../x.1.sig"] {
             assert!(s.verify_link_token(junk, 1).is_err(), "{junk}");
         }
@@ -537,10 +451,7 @@ mod tests {
         let url = s.url("http://h", &p).unwrap();
         let (b, k, q) = split_blob_url(&url).unwrap();
         let v = s.verify("GET", &b, &k, &q, |_| None, 5).unwrap();
-        assert_eq!(
-            v.response_content_disposition,
-            p.response_content_disposition
-        );
+        assert_eq!(v.response_content_disposition, p.response_content_disposition);
         assert_eq!(v.response_content_type, p.response_content_type);
         let swapped = q.replace("text%2Fplain", "text%2Fhtml");
         assert!(s.verify("GET", &b, &k, &swapped, |_| None, 5).is_err());

@@ -8,10 +8,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use crate::blob::{
-    BlobStore, ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest,
-    PutOptions,
-};
+use crate::blob::{BlobStore, ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest, PutOptions};
 use crate::catalog::{Catalog, Completion, FileQuery};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::{Error, Result};
@@ -45,21 +42,14 @@ impl MemoryBlobStore {
 
 #[async_trait]
 impl BlobStore for MemoryBlobStore {
-    async fn put(
-        &self,
-        key: &StorageKey,
-        mut body: ByteStream,
-        opts: PutOptions,
-    ) -> Result<ObjectMeta> {
+    async fn put(&self, key: &StorageKey, mut body: ByteStream, opts: PutOptions) -> Result<ObjectMeta> {
         let mut buf = BytesMut::new();
         while let Some(chunk) = body.next().await {
             buf.extend_from_slice(&chunk?);
         }
         let mut objects = lock(&self.objects)?;
         if opts.create_only && objects.contains_key(key.as_str()) {
-            return Err(Error::PreconditionFailed(
-                "an object already exists at this key".into(),
-            ));
+            return Err(Error::PreconditionFailed("an object already exists at this key".into()));
         }
         let mut n = lock(&self.counter)?;
         *n += 1;
@@ -155,10 +145,7 @@ impl Catalog for MemoryCatalog {
     }
 
     async fn credential(&self, id: &str) -> Result<Option<Credential>> {
-        Ok(lock(&self.credentials)?
-            .iter()
-            .find(|c| c.id == id)
-            .cloned())
+        Ok(lock(&self.credentials)?.iter().find(|c| c.id == id).cloned())
     }
 
     async fn list_credentials(&self, project: Option<&ProjectId>) -> Result<Vec<Credential>> {
@@ -171,10 +158,7 @@ impl Catalog for MemoryCatalog {
 
     async fn revoke_credential(&self, id: &str, at: Timestamp) -> Result<bool> {
         let mut all = lock(&self.credentials)?;
-        match all
-            .iter_mut()
-            .find(|c| c.id == id && c.revoked_at.is_none())
-        {
+        match all.iter_mut().find(|c| c.id == id && c.revoked_at.is_none()) {
             Some(c) => {
                 c.revoked_at = Some(at);
                 Ok(true)
@@ -189,9 +173,7 @@ impl Catalog for MemoryCatalog {
             .values()
             .any(|x| x.status != FileStatus::Deleted && x.backend == f.backend && x.key == f.key);
         if files.contains_key(&f.id) || key_taken {
-            return Err(Error::Conflict(
-                "a file with this id or storage key exists".into(),
-            ));
+            return Err(Error::Conflict("a file with this id or storage key exists".into()));
         }
         files.insert(f.id.clone(), f.clone());
         Ok(())
@@ -228,14 +210,11 @@ impl Catalog for MemoryCatalog {
 
     async fn complete_file(&self, id: &FileId, c: &Completion) -> Result<bool> {
         let mut files = lock(&self.files)?;
-        match files
-            .get_mut(id)
-            .filter(|f| f.status == FileStatus::Pending)
-        {
+        match files.get_mut(id).filter(|f| f.status == FileStatus::Pending) {
             Some(f) => {
                 f.status = FileStatus::Ready;
                 f.size = Some(c.size);
-                f.sha256 = Some(c.sha256.clone());
+                f.sha256 = c.sha256.clone();
                 f.detected_type = Some(c.detected_type.clone());
                 f.completed_at = Some(c.completed_at);
                 Ok(true)
@@ -246,10 +225,7 @@ impl Catalog for MemoryCatalog {
 
     async fn delete_file(&self, id: &FileId, at: Timestamp) -> Result<bool> {
         let mut files = lock(&self.files)?;
-        match files
-            .get_mut(id)
-            .filter(|f| f.status != FileStatus::Deleted)
-        {
+        match files.get_mut(id).filter(|f| f.status != FileStatus::Deleted) {
             Some(f) => {
                 f.status = FileStatus::Deleted;
                 f.deleted_at = Some(at);
@@ -269,7 +245,7 @@ impl Catalog for MemoryCatalog {
 mod tests {
     #[tokio::test]
     async fn memory_backends_pass_the_conformance_suites() {
-        crate::conformance::blob_store_suite(&super::MemoryBlobStore::new(None)).await;
+        crate::conformance::blob_store_suite(&super::MemoryBlobStore::new(None), true).await;
         crate::conformance::catalog_suite(&super::MemoryCatalog::new()).await;
     }
 }

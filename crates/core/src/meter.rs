@@ -100,11 +100,7 @@ fn utf8_feed(carry: &mut Vec<u8>, mut chunk: &[u8]) -> bool {
 impl Meter {
     fn check_head(&mut self, complete: bool) -> Result<()> {
         if self.detected.is_none() {
-            self.detected = Some(self.policy.check_content(
-                self.ext.as_deref(),
-                &self.head,
-                complete,
-            )?);
+            self.detected = Some(self.policy.check_content(self.ext.as_deref(), &self.head, complete)?);
         }
         Ok(())
     }
@@ -133,9 +129,7 @@ impl Meter {
             }
         }
         if self.text && !utf8_feed(&mut self.utf8_carry, chunk) {
-            return Err(Error::UnsupportedType(
-                "text files must be valid UTF-8".into(),
-            ));
+            return Err(Error::UnsupportedType("text files must be valid UTF-8".into()));
         }
         Ok(())
     }
@@ -154,9 +148,7 @@ impl Meter {
         }
         self.check_head(true)?;
         if self.text && !self.utf8_carry.is_empty() {
-            return Err(Error::UnsupportedType(
-                "text files must be valid UTF-8".into(),
-            ));
+            return Err(Error::UnsupportedType("text files must be valid UTF-8".into()));
         }
         let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         let detected_type = self
@@ -308,12 +300,7 @@ mod tests {
         let e = "é".as_bytes();
         let (a, b): (&'static [u8], &'static [u8]) = (&[b'a', 0xC3], &[0xA9]);
         assert_eq!(e, &[0xC3, 0xA9]);
-        let (s, _) = meter(
-            body(vec![a, b]),
-            UploadPolicy::max(50),
-            Some("md".into()),
-            None,
-        );
+        let (s, _) = meter(body(vec![a, b]), UploadPolicy::max(50), Some("md".into()), None);
         assert!(drain(s).await.is_ok());
         let (s, _) = meter(
             body(vec![b"ok", &[0xC3]]),

@@ -9,17 +9,13 @@ use crate::error::{Error, Result};
 
 /// First path segments of the native API under `/v1/`; a project may not be named like one, so
 /// Huawei's `/v1/{project_id}/agent-runtime/...` never collides with them.
-pub const RESERVED_PROJECT_IDS: &[&str] =
-    &["files", "uploads", "links", "keys", "workflows", "tasks"];
+pub const RESERVED_PROJECT_IDS: &[&str] = &["files", "uploads", "links", "keys", "workflows", "tasks"];
 
 fn check_id_chars(kind: &str, s: &str) -> Result<()> {
     if s.is_empty() || s.len() > 64 {
         return Err(Error::invalid(format!("{kind} must be 1 to 64 characters")));
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(Error::invalid(format!(
             "{kind} may only contain letters, digits, '-' and '_'"
         )));
@@ -172,9 +168,7 @@ impl FileName {
             return Err(Error::invalid("file name must be at most 255 bytes"));
         }
         if s.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "file name must not contain control characters",
-            ));
+            return Err(Error::invalid("file name must not contain control characters"));
         }
         if s.contains('/') || s.contains('\\') || s == "." || s == ".." {
             return Err(Error::invalid("file name must not contain a path"));
@@ -192,11 +186,7 @@ impl FileName {
     /// The lowercased extension without the dot, if the name has one.
     pub fn extension(&self) -> Option<String> {
         let (stem, ext) = self.0.rsplit_once('.')?;
-        if stem.is_empty()
-            || ext.is_empty()
-            || ext.len() > 16
-            || !ext.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
+        if stem.is_empty() || ext.is_empty() || ext.len() > 16 || !ext.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return None;
         }
         Some(ext.to_ascii_lowercase())
@@ -265,9 +255,7 @@ impl FileStatus {
             "pending" => Ok(FileStatus::Pending),
             "ready" => Ok(FileStatus::Ready),
             "deleted" => Ok(FileStatus::Deleted),
-            other => Err(Error::internal_msg(format!(
-                "unknown file status '{other}'"
-            ))),
+            other => Err(Error::internal_msg(format!("unknown file status '{other}'"))),
         }
     }
 }
@@ -363,11 +351,7 @@ impl CredentialKind {
         CredentialKind::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "unknown key kind '{s}' (session, integration, device, admin)"
-                ))
-            })
+            .ok_or_else(|| Error::invalid(format!("unknown key kind '{s}' (session, integration, device, admin)")))
     }
 }
 
@@ -433,13 +417,7 @@ mod tests {
         assert!(FileName::new("a\r\nb").is_err());
         assert!(FileName::new("a/b").is_err());
         assert!(FileName::new("x".repeat(256)).is_err());
-        assert_eq!(
-            FileName::new(".bashrc")
-                .map(|n| n.extension())
-                .ok()
-                .flatten(),
-            None
-        );
+        assert_eq!(FileName::new(".bashrc").map(|n| n.extension()).ok().flatten(), None);
         assert_eq!(
             FileName::new("archive.tar.gz")
                 .map(|n| n.extension())

@@ -83,14 +83,8 @@ mod tests {
             allow_empty: true,
         };
         assert!(p.check_extension(Some("pdf")).is_ok());
-        assert!(matches!(
-            p.check_extension(Some("png")),
-            Err(Error::UnsupportedType(_))
-        ));
-        assert!(matches!(
-            p.check_extension(None),
-            Err(Error::UnsupportedType(_))
-        ));
+        assert!(matches!(p.check_extension(Some("png")), Err(Error::UnsupportedType(_))));
+        assert!(matches!(p.check_extension(None), Err(Error::UnsupportedType(_))));
         assert!(matches!(p.check_size(11), Err(Error::TooLarge(_))));
         assert!(p.check_size(10).is_ok());
     }

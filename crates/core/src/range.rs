@@ -60,39 +60,18 @@ mod tests {
 
     #[test]
     fn parse_and_resolve() {
+        assert_eq!(ByteRange::parse("bytes=0-499").unwrap().resolve(1000).unwrap(), 0..500);
         assert_eq!(
-            ByteRange::parse("bytes=0-499")
-                .unwrap()
-                .resolve(1000)
-                .unwrap(),
-            0..500
-        );
-        assert_eq!(
-            ByteRange::parse("bytes=500-")
-                .unwrap()
-                .resolve(1000)
-                .unwrap(),
+            ByteRange::parse("bytes=500-").unwrap().resolve(1000).unwrap(),
             500..1000
         );
         assert_eq!(
-            ByteRange::parse("bytes=-100")
-                .unwrap()
-                .resolve(1000)
-                .unwrap(),
+            ByteRange::parse("bytes=-100").unwrap().resolve(1000).unwrap(),
             900..1000
         );
+        assert_eq!(ByteRange::parse("bytes=-5000").unwrap().resolve(1000).unwrap(), 0..1000);
         assert_eq!(
-            ByteRange::parse("bytes=-5000")
-                .unwrap()
-                .resolve(1000)
-                .unwrap(),
-            0..1000
-        );
-        assert_eq!(
-            ByteRange::parse("bytes=990-5000")
-                .unwrap()
-                .resolve(1000)
-                .unwrap(),
+            ByteRange::parse("bytes=990-5000").unwrap().resolve(1000).unwrap(),
             990..1000
         );
         assert!(matches!(

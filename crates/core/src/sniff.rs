@@ -6,8 +6,7 @@ pub const HEAD_LEN: usize = 8192;
 
 const OOXML_DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
 const OOXML_XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
-const OOXML_PPTX: &str =
-    "application/vnd.openxmlformats-officedocument.presentationml.presentation";
+const OOXML_PPTX: &str = "application/vnd.openxmlformats-officedocument.presentationml.presentation";
 const OLE: &[&str] = &[
     "application/x-ole-storage",
     "application/msword",
@@ -142,9 +141,7 @@ pub fn check_head(ext: Option<&str>, head: &[u8], complete: bool) -> Result<Stri
             Some(m) => Err(Mismatch(format!(
                 "content is {m}, which does not match the extension .{ext}"
             ))),
-            None => Err(Mismatch(format!(
-                "content does not look like a .{ext} file"
-            ))),
+            None => Err(Mismatch(format!("content does not look like a .{ext} file"))),
         },
         Some(Rule::Text(t)) => {
             if text_sniff(sniffed) && utf8_prefix_ok(head, complete) {
@@ -155,16 +152,14 @@ pub fn check_head(ext: Option<&str>, head: &[u8], complete: bool) -> Result<Stri
         }
         Some(Rule::Pcd) => {
             let photo_cd = head.len() >= 2055 && &head[2048..2055] == b"PCD_IPI";
-            let point_cloud = (head.starts_with(b"# .PCD") || head.starts_with(b"VERSION"))
-                && utf8_prefix_ok(head, complete);
+            let point_cloud =
+                (head.starts_with(b"# .PCD") || head.starts_with(b"VERSION")) && utf8_prefix_ok(head, complete);
             if photo_cd {
                 Ok("image/x-photo-cd".to_owned())
             } else if point_cloud {
                 Ok("text/plain; charset=utf-8".to_owned())
             } else {
-                Err(Mismatch(
-                    "content does not look like a .pcd file".to_owned(),
-                ))
+                Err(Mismatch("content does not look like a .pcd file".to_owned()))
             }
         }
     }
@@ -187,17 +182,13 @@ fn generic(sniffed: Option<&'static str>, head: &[u8], complete: bool) -> String
 mod tests {
     use super::*;
 
-    const PNG: &[u8] =
-        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
     const PDF: &[u8] = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n";
 
     #[test]
     fn magic_must_match_extension() {
         assert_eq!(check_head(Some("png"), PNG, true).unwrap(), "image/png");
-        assert_eq!(
-            check_head(Some("pdf"), PDF, true).unwrap(),
-            "application/pdf"
-        );
+        assert_eq!(check_head(Some("pdf"), PDF, true).unwrap(), "application/pdf");
         assert!(check_head(Some("pdf"), PNG, true).is_err());
         assert!(check_head(Some("png"), b"hello", true).is_err());
     }
@@ -219,10 +210,7 @@ mod tests {
     #[test]
     fn unknown_extensions_take_the_sniffed_type() {
         assert_eq!(check_head(Some("bin"), PNG, true).unwrap(), "image/png");
-        assert_eq!(
-            check_head(None, b"plain", true).unwrap(),
-            "text/plain; charset=utf-8"
-        );
+        assert_eq!(check_head(None, b"plain", true).unwrap(), "text/plain; charset=utf-8");
         assert_eq!(
             check_head(None, b"\x00\xff\x00", true).unwrap(),
             "application/octet-stream"
@@ -234,14 +222,7 @@ mod tests {
         let mut photo_cd = vec![0u8; 4096];
         photo_cd[2048..2055].copy_from_slice(b"PCD_IPI");
         assert!(check_head(Some("pcd"), &photo_cd, true).is_ok());
-        assert!(
-            check_head(
-                Some("pcd"),
-                b"# .PCD v0.7 - Point Cloud Data\nVERSION 0.7\n",
-                true
-            )
-            .is_ok()
-        );
+        assert!(check_head(Some("pcd"), b"# .PCD v0.7 - Point Cloud Data\nVERSION 0.7\n", true).is_ok());
         assert!(check_head(Some("pcd"), PNG, true).is_err());
     }
 }

@@ -10,18 +10,14 @@ use crate::error::ApiError;
 
 /// The token of `Authorization: Bearer <token>`.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Authenticates a bearer token (missing → unauthenticated).
 pub async fn principal_from(state: &AppState, token: Option<&str>) -> Result<Principal, Error> {
-    let token =
-        token.ok_or_else(|| Error::Unauthenticated("a bearer credential is required".into()))?;
+    let token = token.ok_or_else(|| Error::Unauthenticated("a bearer credential is required".into()))?;
     state.files.authenticate(token).await
 }
 
@@ -32,10 +28,7 @@ pub struct Auth(pub Principal);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         Ok(Auth(principal_from(state, bearer(&parts.headers)).await?))
     }
 }

@@ -56,12 +56,7 @@ impl IntoResponse for S3Error {
             s3_code(&e),
             xml_escape(&e.to_string())
         );
-        let resp = (
-            status_of(&e),
-            [(header::CONTENT_TYPE, "application/xml")],
-            xml,
-        )
-            .into_response();
+        let resp = (status_of(&e), [(header::CONTENT_TYPE, "application/xml")], xml).into_response();
         with_error_headers(&e, resp)
     }
 }
@@ -81,12 +76,7 @@ fn target(uri: &Uri) -> Result<(String, String), S3Error> {
 }
 
 fn header_lookup(headers: &HeaderMap) -> impl Fn(&str) -> Option<String> + '_ {
-    move |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    }
+    move |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 async fn put_object(
@@ -99,13 +89,7 @@ async fn put_object(
     let lookup = header_lookup(&headers);
     let meta = state
         .files
-        .direct_put(
-            &backend,
-            &key,
-            uri.query().unwrap_or(""),
-            &lookup,
-            body::raw(body),
-        )
+        .direct_put(&backend, &key, uri.query().unwrap_or(""), &lookup, body::raw(body))
         .await
         .map_err(S3Error)?;
     let mut resp = StatusCode::OK.into_response();
@@ -115,11 +99,7 @@ async fn put_object(
     Ok(resp)
 }
 
-async fn get_object(
-    State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, S3Error> {
+async fn get_object(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Result<Response, S3Error> {
     let (backend, key) = target(&uri)?;
     let range = respond::requested_range(&headers);
     let (v, got) = state
@@ -127,10 +107,7 @@ async fn get_object(
         .direct_get(&backend, &key, uri.query().unwrap_or(""), range)
         .await
         .map_err(S3Error)?;
-    let ct = v
-        .response_content_type
-        .as_deref()
-        .unwrap_or("application/octet-stream");
+    let ct = v.response_content_type.as_deref().unwrap_or("application/octet-stream");
     Ok(respond::object(
         got,
         ct,

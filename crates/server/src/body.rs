@@ -42,21 +42,11 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// The boundary, if the request is multipart/form-data.
 pub fn multipart_boundary(headers: &HeaderMap) -> Option<Result<String, Error>> {
-    let ct = headers
-        .get(axum::http::header::CONTENT_TYPE)?
-        .to_str()
-        .ok()?;
-    if !ct
-        .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("multipart/form-data")
-    {
+    let ct = headers.get(axum::http::header::CONTENT_TYPE)?.to_str().ok()?;
+    if !ct.trim_start().to_ascii_lowercase().starts_with("multipart/form-data") {
         return None;
     }
-    Some(
-        multer::parse_boundary(ct)
-            .map_err(|_| Error::invalid("multipart/form-data without a boundary")),
-    )
+    Some(multer::parse_boundary(ct).map_err(|_| Error::invalid("multipart/form-data without a boundary")))
 }
 
 fn multer_error(e: multer::Error) -> Error {
@@ -88,12 +78,7 @@ pub struct FilePart {
 /// Opens a multipart form whose file field may hold `max_file` bytes. A declared body length
 /// over the limit (even allowing for text fields) is refused (413) before anything is read; a
 /// body that is not multipart/form-data gets `not_multipart` (400).
-pub fn form(
-    headers: &HeaderMap,
-    body: Body,
-    max_file: u64,
-    not_multipart: &str,
-) -> Result<FormReader, Error> {
+pub fn form(headers: &HeaderMap, body: Body, max_file: u64, not_multipart: &str) -> Result<FormReader, Error> {
     let boundary = multipart_boundary(headers).ok_or_else(|| Error::invalid(not_multipart))??;
     if let Some(n) = content_length(headers)
         && n.saturating_sub(MAX_TEXT_FIELD) > max_file
@@ -123,11 +108,7 @@ impl FormReader {
                 .for_field(file_field.to_owned(), max_file.saturating_add(1)),
         );
         FormReader {
-            inner: multer::Multipart::with_constraints(
-                body.into_data_stream(),
-                boundary,
-                constraints,
-            ),
+            inner: multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints),
             file_field: file_field.to_owned(),
             fields: HashMap::new(),
         }
@@ -179,8 +160,8 @@ impl FormReader {
         while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
             value.extend_from_slice(&chunk);
         }
-        let value = String::from_utf8(value)
-            .map_err(|_| Error::invalid(format!("form field '{name}' is not UTF-8")))?;
+        let value =
+            String::from_utf8(value).map_err(|_| Error::invalid(format!("form field '{name}' is not UTF-8")))?;
         self.fields.insert(name, value);
         Ok(())
     }

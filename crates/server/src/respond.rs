@@ -15,12 +15,7 @@ pub fn requested_range(headers: &HeaderMap) -> Option<ByteRange> {
 }
 
 /// Streams an object (or the range of it that was read).
-pub fn object(
-    got: GetResult,
-    content_type: &str,
-    disposition: Option<&str>,
-    partial: bool,
-) -> Response {
+pub fn object(got: GetResult, content_type: &str, disposition: Option<&str>, partial: bool) -> Response {
     let len = got.range.end - got.range.start;
     let mut resp = Response::new(Body::from_stream(got.body));
     *resp.status_mut() = if partial {
@@ -39,8 +34,7 @@ pub fn object(
     set(header::ACCEPT_RANGES, "bytes");
     set(header::ETAG, &got.meta.etag);
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    let modified =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(got.meta.modified.max(0) as u64);
+    let modified = std::time::UNIX_EPOCH + std::time::Duration::from_millis(got.meta.modified.max(0) as u64);
     set(header::LAST_MODIFIED, &httpdate::fmt_http_date(modified));
     if let Some(d) = disposition {
         set(header::CONTENT_DISPOSITION, d);

@@ -31,12 +31,7 @@ async fn tokenops_two_steps_then_visit() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
     let ans = upload_url(&app, &key, json!({"path": "my_files/test.mp4"})).await;
-    assert_eq!(
-        ans.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&ans.body)
-    );
+    assert_eq!(ans.status, StatusCode::OK, "{}", String::from_utf8_lossy(&ans.body));
     let r = ans.json();
     assert_eq!(keys_of(&r), ["method", "path", "upload_url", "visit_url"]);
     assert_eq!(r["method"], "PUT");
@@ -63,18 +58,12 @@ async fn tokenops_two_steps_then_visit() {
     let found = app
         .get(
             &key,
-            &format!(
-                "/v1/files/lookup?path={}",
-                urlencode(r["path"].as_str().unwrap())
-            ),
+            &format!("/v1/files/lookup?path={}", urlencode(r["path"].as_str().unwrap())),
         )
         .await;
     assert_eq!(found.status, StatusCode::OK);
     assert_eq!(
-        (
-            found.json()["name"].as_str(),
-            found.json()["status"].as_str()
-        ),
+        (found.json()["name"].as_str(), found.json()["status"].as_str()),
         (Some("test.mp4"), Some("ready"))
     );
 
@@ -91,16 +80,10 @@ async fn tokenops_two_steps_then_visit() {
 async fn tokenops_a_pending_path_can_be_asked_again() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
-    let a = upload_url(&app, &key, json!({"path": "x/y.mp4"}))
-        .await
-        .json();
+    let a = upload_url(&app, &key, json!({"path": "x/y.mp4"})).await.json();
     let b = upload_url(&app, &key, json!({"path": "x/y.mp4"})).await;
     assert_eq!(b.status, StatusCode::OK);
-    assert_eq!(
-        b.json()["visit_url"],
-        a["visit_url"],
-        "the same pending file"
-    );
+    assert_eq!(b.json()["visit_url"], a["visit_url"], "the same pending file");
 }
 
 #[tokio::test]
@@ -130,20 +113,14 @@ async fn tokenops_errors() {
         .unwrap();
     assert_eq!(app.send(bad_json).await.status, StatusCode::BAD_REQUEST);
     assert_eq!(
-        upload_url(&app, &key, json!({"path": "é".repeat(255)}))
-            .await
-            .status,
+        upload_url(&app, &key, json!({"path": "é".repeat(255)})).await.status,
         StatusCode::OK,
         "255 characters"
     );
     assert_eq!(
-        upload_url(
-            &app,
-            &key,
-            json!({"path": "p.txt", "storage_provider": "LOCAL"})
-        )
-        .await
-        .status,
+        upload_url(&app, &key, json!({"path": "p.txt", "storage_provider": "LOCAL"}))
+            .await
+            .status,
         StatusCode::OK
     );
     let anon = Request::post("/v1/files/upload_url")
@@ -157,25 +134,15 @@ async fn tokenops_another_project_is_refused() {
     let app = TestApp::new().await;
     let a = app.key("alpha", CredentialKind::Integration).await;
     let b = app.key("beta", CredentialKind::Integration).await;
-    let ra = upload_url(&app, &a, json!({"path": "shared/name.txt"}))
-        .await
-        .json();
-    let rb = upload_url(&app, &b, json!({"path": "shared/name.txt"}))
-        .await
-        .json();
-    assert_ne!(
-        ra["path"], rb["path"],
-        "each project writes under its own prefix"
-    );
+    let ra = upload_url(&app, &a, json!({"path": "shared/name.txt"})).await.json();
+    let rb = upload_url(&app, &b, json!({"path": "shared/name.txt"})).await.json();
+    assert_ne!(ra["path"], rb["path"], "each project writes under its own prefix");
     let put = TestApp::to_url("PUT", ra["upload_url"].as_str().unwrap())
         .header("content-length", 4)
         .body(Body::from("mine"))
         .unwrap();
     assert_eq!(app.send(put).await.status, StatusCode::OK);
-    let lookup = format!(
-        "/v1/files/lookup?path={}",
-        urlencode(ra["path"].as_str().unwrap())
-    );
+    let lookup = format!("/v1/files/lookup?path={}", urlencode(ra["path"].as_str().unwrap()));
     assert_eq!(app.get(&a, &lookup).await.status, StatusCode::OK);
     assert_eq!(app.get(&b, &lookup).await.status, StatusCode::NOT_FOUND);
     assert_eq!(app.get(&b, "/v1/files").await.json()["files"], json!([]));
@@ -192,8 +159,7 @@ fn huawei_req(
     bytes: &[u8],
 ) -> Request<Body> {
     let (ct, body) = multipart(fields, name, "application/octet-stream", bytes);
-    let mut req = Request::post(format!("/v1/{project}/agent-runtime/upload-file{query}"))
-        .header("content-type", ct);
+    let mut req = Request::post(format!("/v1/{project}/agent-runtime/upload-file{query}")).header("content-type", ct);
     if let Some(t) = token {
         req = req.header("x-auth-token", t);
     }
@@ -214,12 +180,7 @@ async fn huawei_upload_and_download_for_expires_days() {
             PNG,
         ))
         .await;
-    assert_eq!(
-        ans.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&ans.body)
-    );
+    assert_eq!(ans.status, StatusCode::OK, "{}", String::from_utf8_lossy(&ans.body));
     let r = ans.json();
     assert_eq!(keys_of(&r), ["file_name", "headers", "url"]);
     assert_eq!(r["file_name"], "market.png");
@@ -245,19 +206,16 @@ async fn huawei_long_expiry_uses_a_stable_link_and_form_fields_work_after_the_fi
     let (ct, mut body) = multipart(&[], "notes.md", "text/markdown", "# héllo".as_bytes());
     // Fields after the file, as `curl -F file=@… -F expires=30` sends them.
     body.truncate(body.len() - "--\r\n".len());
-    body.extend_from_slice(b"\r\nContent-Disposition: form-data; name=\"expires\"\r\n\r\n30\r\n------filedock-test-boundary--\r\n");
+    body.extend_from_slice(
+        b"\r\nContent-Disposition: form-data; name=\"expires\"\r\n\r\n30\r\n------filedock-test-boundary--\r\n",
+    );
     let req = Request::post("/v1/p/agent-runtime/upload-file")
         .header("content-type", ct)
         .header("x-auth-token", &key)
         .body(Body::from(body))
         .unwrap();
     let ans = app.send(req).await;
-    assert_eq!(
-        ans.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&ans.body)
-    );
+    assert_eq!(ans.status, StatusCode::OK, "{}", String::from_utf8_lossy(&ans.body));
     let url = ans.json()["url"].as_str().unwrap().to_owned();
     assert!(
         url.starts_with(&format!("{BASE}/l/")),
@@ -266,10 +224,7 @@ async fn huawei_long_expiry_uses_a_stable_link_and_form_fields_work_after_the_fi
     app.clock.advance(29 * 86_400_000);
     assert_eq!(follow(&app, &url).await.body, "# héllo".as_bytes());
     app.clock.advance(86_400_000 + 1_000);
-    assert!(
-        follow(&app, &url).await.status.is_client_error(),
-        "dead after 30 days"
-    );
+    assert!(follow(&app, &url).await.status.is_client_error(), "dead after 30 days");
 }
 
 #[tokio::test]
@@ -278,9 +233,7 @@ async fn huawei_errors() {
         "huawei".to_owned(),
         UploadPolicy {
             max_size: 4096,
-            allow: filedock_server::dialects::default_policies()["huawei"]
-                .allow
-                .clone(),
+            allow: filedock_server::dialects::default_policies()["huawei"].allow.clone(),
             allow_empty: true,
         },
     )]))
@@ -289,12 +242,7 @@ async fn huawei_errors() {
     let other = app.key("q", CredentialKind::Integration).await;
     let ws = app.workspace_key("p", "ws1").await;
     let check = |ans: Answer, status: StatusCode, what: &str| {
-        assert_eq!(
-            ans.status,
-            status,
-            "{what}: {}",
-            String::from_utf8_lossy(&ans.body)
-        );
+        assert_eq!(ans.status, status, "{what}: {}", String::from_utf8_lossy(&ans.body));
         let e = ans.json();
         assert_eq!(keys_of(&e), ["error_code", "error_msg"], "{what}");
         assert_eq!(e["error_code"], format!("FD.{:04}", status.as_u16()));
@@ -306,46 +254,29 @@ async fn huawei_errors() {
         "no token",
     );
     check(
-        app.send(huawei_req("p", "", Some("garbage"), &[], "a.png", PNG))
-            .await,
+        app.send(huawei_req("p", "", Some("garbage"), &[], "a.png", PNG)).await,
         StatusCode::UNAUTHORIZED,
         "bad token",
     );
     check(
-        app.send(huawei_req("p", "", Some(&other), &[], "a.png", PNG))
-            .await,
+        app.send(huawei_req("p", "", Some(&other), &[], "a.png", PNG)).await,
         StatusCode::FORBIDDEN,
         "another project's token",
     );
     check(
-        app.send(huawei_req(
-            "p",
-            "?workspace_id=ws2",
-            Some(&ws),
-            &[],
-            "a.png",
-            PNG,
-        ))
-        .await,
+        app.send(huawei_req("p", "?workspace_id=ws2", Some(&ws), &[], "a.png", PNG))
+            .await,
         StatusCode::FORBIDDEN,
         "another workspace",
     );
     check(
-        app.send(huawei_req("bad.id", "", Some(&key), &[], "a.png", PNG))
-            .await,
+        app.send(huawei_req("bad.id", "", Some(&key), &[], "a.png", PNG)).await,
         StatusCode::BAD_REQUEST,
         "project id",
     );
     check(
-        app.send(huawei_req(
-            "p",
-            "?workspace_id=a/b",
-            Some(&key),
-            &[],
-            "a.png",
-            PNG,
-        ))
-        .await,
+        app.send(huawei_req("p", "?workspace_id=a/b", Some(&key), &[], "a.png", PNG))
+            .await,
         StatusCode::BAD_REQUEST,
         "workspace id",
     );
@@ -353,76 +284,36 @@ async fn huawei_errors() {
     let json_req = Request::post("/v1/p/agent-runtime/upload-file")
         .header("content-type", "application/json")
         .header("x-auth-token", &key)
-        .body(Body::from(
-            r#"{"file": "C:\\Users\\Desktop\\market-CFrwA1xu.png"}"#,
-        ))
+        .body(Body::from(r#"{"file": "C:\\Users\\Desktop\\market-CFrwA1xu.png"}"#))
         .unwrap();
-    let e = check(
-        app.send(json_req).await,
-        StatusCode::BAD_REQUEST,
-        "JSON body",
-    );
-    assert!(
-        e["error_msg"]
-            .as_str()
-            .unwrap()
-            .contains("multipart/form-data")
-    );
+    let e = check(app.send(json_req).await, StatusCode::BAD_REQUEST, "JSON body");
+    assert!(e["error_msg"].as_str().unwrap().contains("multipart/form-data"));
     check(
-        app.send(huawei_req(
-            "p",
-            "?is_image=true",
-            Some(&key),
-            &[],
-            "a.pdf",
-            PDF,
-        ))
-        .await,
+        app.send(huawei_req("p", "?is_image=true", Some(&key), &[], "a.pdf", PDF))
+            .await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "is_image but a pdf",
     );
     check(
-        app.send(huawei_req("p", "", Some(&key), &[], "a.pdf", PNG))
-            .await,
+        app.send(huawei_req("p", "", Some(&key), &[], "a.pdf", PNG)).await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "png named pdf",
     );
     check(
-        app.send(huawei_req(
-            "p",
-            "",
-            Some(&key),
-            &[],
-            "a.zip",
-            b"PK\x03\x04rest",
-        ))
-        .await,
+        app.send(huawei_req("p", "", Some(&key), &[], "a.zip", b"PK\x03\x04rest"))
+            .await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "zip not allowed",
     );
     check(
-        app.send(huawei_req(
-            "p",
-            "",
-            Some(&key),
-            &[],
-            "a.py",
-            b"print(1)\n\xff\xfe",
-        ))
-        .await,
+        app.send(huawei_req("p", "", Some(&key), &[], "a.py", b"print(1)\n\xff\xfe"))
+            .await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "text must be UTF-8",
     );
     check(
-        app.send(huawei_req(
-            "p",
-            "",
-            Some(&key),
-            &[],
-            "big.txt",
-            &[b'a'; 5000],
-        ))
-        .await,
+        app.send(huawei_req("p", "", Some(&key), &[], "big.txt", &[b'a'; 5000]))
+            .await,
         StatusCode::PAYLOAD_TOO_LARGE,
         "over the limit",
     );
@@ -433,15 +324,8 @@ async fn huawei_errors() {
         "expires 0",
     );
     check(
-        app.send(huawei_req(
-            "p",
-            "",
-            Some(&key),
-            &[("is_image", "maybe")],
-            "a.png",
-            PNG,
-        ))
-        .await,
+        app.send(huawei_req("p", "", Some(&key), &[("is_image", "maybe")], "a.png", PNG))
+            .await,
         StatusCode::BAD_REQUEST,
         "is_image",
     );
@@ -458,9 +342,7 @@ async fn huawei_errors() {
         ("e.pdf", PDF),
     ] {
         assert_eq!(
-            app.send(huawei_req("p", "", Some(&key), &[], name, bytes))
-                .await
-                .status,
+            app.send(huawei_req("p", "", Some(&key), &[], name, bytes)).await.status,
             StatusCode::OK,
             "{name}"
         );
@@ -470,26 +352,18 @@ async fn huawei_errors() {
 // ---------------------------------------------------------------- Juniortree
 
 /// The seed's curl: `-H 'Agent: …' -F 'file=@…' -F 'created_by=…'` (file first).
-fn jt_req(
-    agent: Option<&str>,
-    key: Option<&str>,
-    name: &str,
-    bytes: &[u8],
-    created_by: Option<&str>,
-) -> Request<Body> {
+fn jt_req(agent: Option<&str>, key: Option<&str>, name: &str, bytes: &[u8], created_by: Option<&str>) -> Request<Body> {
     let b = "----jt";
     let mut body = format!("--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").into_bytes();
     body.extend_from_slice(bytes);
     body.extend_from_slice(b"\r\n");
     if let Some(c) = created_by {
         body.extend_from_slice(
-            format!("--{b}\r\nContent-Disposition: form-data; name=\"created_by\"\r\n\r\n{c}\r\n")
-                .as_bytes(),
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"created_by\"\r\n\r\n{c}\r\n").as_bytes(),
         );
     }
     body.extend_from_slice(format!("--{b}--\r\n").as_bytes());
-    let mut req = Request::post("/api/v1/upload")
-        .header("content-type", format!("multipart/form-data; boundary={b}"));
+    let mut req = Request::post("/api/v1/upload").header("content-type", format!("multipart/form-data; boundary={b}"));
     if let Some(a) = agent {
         req = req.header("agent", a);
     }
@@ -512,12 +386,7 @@ async fn juniortree_upload_shape_and_permanent_id() {
             Some("xiaoming"),
         ))
         .await;
-    assert_eq!(
-        ans.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&ans.body)
-    );
+    assert_eq!(ans.status, StatusCode::OK, "{}", String::from_utf8_lossy(&ans.body));
     let r = ans.json();
     assert_eq!(keys_of(&r), ["code", "data", "msg"]);
     assert_eq!(
@@ -549,11 +418,7 @@ async fn juniortree_upload_shape_and_permanent_id() {
     let listed = app.get(&key, "/v1/files").await.json();
     let f = &listed["files"][0];
     assert_eq!(
-        (
-            f["agent"].as_str(),
-            f["created_by"].as_str(),
-            f["class"].as_str()
-        ),
+        (f["agent"].as_str(), f["created_by"].as_str(), f["class"].as_str()),
         (Some("fastgpt"), Some("xiaoming"), Some("asset"))
     );
     let k = f["key"].as_str().unwrap();
@@ -570,16 +435,11 @@ async fn juniortree_upload_shape_and_permanent_id() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(app.send(del).await.status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        follow(&app, id).await.status,
-        StatusCode::GONE,
-        "until deleted"
-    );
+    assert_eq!(follow(&app, id).await.status, StatusCode::GONE, "until deleted");
 }
 
 /// A JPEG signature (SOI + JFIF APP0) with some bytes.
-const PNG_AS_JPEG: &[u8] =
-    b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9";
+const PNG_AS_JPEG: &[u8] = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9";
 
 #[tokio::test]
 async fn juniortree_errors() {
@@ -596,24 +456,14 @@ async fn juniortree_errors() {
     .await;
     let key = app.key("demo", CredentialKind::Integration).await;
     let check = |ans: Answer, status: StatusCode, what: &str| {
-        assert_eq!(
-            ans.status,
-            status,
-            "{what}: {}",
-            String::from_utf8_lossy(&ans.body)
-        );
+        assert_eq!(ans.status, status, "{what}: {}", String::from_utf8_lossy(&ans.body));
         let e = ans.json();
         assert_eq!(keys_of(&e), ["code", "detail", "msg"], "{what}");
-        assert_eq!(
-            e["code"],
-            status.as_u16(),
-            "{what}: code equals the HTTP status"
-        );
+        assert_eq!(e["code"], status.as_u16(), "{what}: code equals the HTTP status");
         e
     };
     let e = check(
-        app.send(jt_req(None, Some(&key), "a.png", PNG, Some("u")))
-            .await,
+        app.send(jt_req(None, Some(&key), "a.png", PNG, Some("u"))).await,
         StatusCode::BAD_REQUEST,
         "no Agent",
     );
@@ -629,8 +479,7 @@ async fn juniortree_errors() {
     let e = check(app.send(no_file).await, StatusCode::BAD_REQUEST, "no file");
     assert_eq!(e["msg"], "Missing required parameter: file");
     let e = check(
-        app.send(jt_req(Some("dify"), Some(&key), "a.png", PNG, None))
-            .await,
+        app.send(jt_req(Some("dify"), Some(&key), "a.png", PNG, None)).await,
         StatusCode::BAD_REQUEST,
         "no created_by",
     );
@@ -642,38 +491,20 @@ async fn juniortree_errors() {
         "blank created_by",
     );
     check(
-        app.send(jt_req(
-            Some("dify"),
-            Some(&key),
-            "empty.txt",
-            b"",
-            Some("u"),
-        ))
-        .await,
+        app.send(jt_req(Some("dify"), Some(&key), "empty.txt", b"", Some("u")))
+            .await,
         StatusCode::BAD_REQUEST,
         "empty file",
     );
     check(
-        app.send(jt_req(
-            Some("dify"),
-            Some(&key),
-            "big.txt",
-            &[b'a'; 5000],
-            Some("u"),
-        ))
-        .await,
+        app.send(jt_req(Some("dify"), Some(&key), "big.txt", &[b'a'; 5000], Some("u")))
+            .await,
         StatusCode::PAYLOAD_TOO_LARGE,
         "too large",
     );
     check(
-        app.send(jt_req(
-            Some("dify"),
-            Some(&key),
-            "a.exe",
-            b"MZ\x90\x00",
-            Some("u"),
-        ))
-        .await,
+        app.send(jt_req(Some("dify"), Some(&key), "a.exe", b"MZ\x90\x00", Some("u")))
+            .await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "type list",
     );
@@ -684,8 +515,7 @@ async fn juniortree_errors() {
         "content checked",
     );
     check(
-        app.send(jt_req(Some("dify"), None, "a.png", PNG, Some("u")))
-            .await,
+        app.send(jt_req(Some("dify"), None, "a.png", PNG, Some("u"))).await,
         StatusCode::UNAUTHORIZED,
         "no key",
     );
@@ -705,9 +535,7 @@ async fn juniortree_trusted_agents_and_other_projects() {
         },
     };
     let app = TestApp::with_config(BTreeMap::new(), dialects).await;
-    let ans = app
-        .send(jt_req(Some("fastgpt"), None, "a.png", PNG, Some("u")))
-        .await;
+    let ans = app.send(jt_req(Some("fastgpt"), None, "a.png", PNG, Some("u"))).await;
     assert_eq!(ans.status, StatusCode::OK, "a trusted agent needs no key");
     assert_eq!(
         app.send(jt_req(Some("dify"), None, "a.png", PNG, Some("u")))
@@ -755,7 +583,13 @@ async fn cyberun_presign_and_put() {
         CredentialKind::Device,
     ] {
         let key = app.key("demo", kind).await;
-        let ans = app.post_json(&key, "/api/v1/r/files/presign", json!({"file_name": "photo.png", "file_size": PNG.len(), "content_type": "image/png"})).await;
+        let ans = app
+            .post_json(
+                &key,
+                "/api/v1/r/files/presign",
+                json!({"file_name": "photo.png", "file_size": PNG.len(), "content_type": "image/png"}),
+            )
+            .await;
         assert_eq!(
             ans.status,
             StatusCode::OK,
@@ -765,10 +599,7 @@ async fn cyberun_presign_and_put() {
         let r = ans.json();
         assert_eq!(keys_of(&r), ["file_key", "upload_headers", "upload_url"]);
         let fk = r["file_key"].as_str().unwrap();
-        assert!(
-            fk.starts_with("inputs/") && fk.ends_with("/photo.png"),
-            "{fk}"
-        );
+        assert!(fk.starts_with("inputs/") && fk.ends_with("/photo.png"), "{fk}");
         assert_eq!(
             r["upload_headers"],
             json!({"Content-Length": PNG.len().to_string(), "If-None-Match": "*"})
@@ -783,18 +614,13 @@ async fn cyberun_presign_and_put() {
         };
         let len = PNG.len().to_string();
         assert_eq!(
-            app.send(put(&[("content-length", len.clone())], PNG))
-                .await
-                .status,
+            app.send(put(&[("content-length", len.clone())], PNG)).await.status,
             StatusCode::FORBIDDEN,
             "no If-None-Match"
         );
         assert_eq!(
             app.send(put(
-                &[
-                    ("content-length", "10".into()),
-                    ("if-none-match", "*".into())
-                ],
+                &[("content-length", "10".into()), ("if-none-match", "*".into())],
                 &PNG[..10]
             ))
             .await
@@ -802,10 +628,7 @@ async fn cyberun_presign_and_put() {
             StatusCode::FORBIDDEN,
             "other length"
         );
-        let all = [
-            ("content-length", len.clone()),
-            ("if-none-match", "*".to_owned()),
-        ];
+        let all = [("content-length", len.clone()), ("if-none-match", "*".to_owned())];
         assert_eq!(app.send(put(&all, PNG)).await.status, StatusCode::OK);
         assert_eq!(
             app.send(put(&all, PNG)).await.status,
@@ -846,9 +669,7 @@ async fn cyberun_errors() {
         json!({"file_name": "a.png", "file_size": -1}),
     ] {
         assert_eq!(
-            app.post_json(&key, "/api/v1/r/files/presign", bad.clone())
-                .await
-                .status,
+            app.post_json(&key, "/api/v1/r/files/presign", bad.clone()).await.status,
             StatusCode::BAD_REQUEST,
             "{bad}"
         );

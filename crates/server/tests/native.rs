@@ -44,11 +44,7 @@ async fn every_route_needs_a_valid_key() {
                 req = req.header("authorization", a);
             }
             let ans = app.send(req.body(Body::from("x")).unwrap()).await;
-            assert_eq!(
-                ans.status,
-                StatusCode::UNAUTHORIZED,
-                "{method} {path} with {auth:?}"
-            );
+            assert_eq!(ans.status, StatusCode::UNAUTHORIZED, "{method} {path} with {auth:?}");
             assert_eq!(ans.json()["error"]["code"], "unauthenticated");
             assert_eq!(ans.header("www-authenticate").as_deref(), Some("Bearer"));
         }
@@ -61,10 +57,7 @@ async fn a_revoked_key_stops_at_once() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
     assert_eq!(app.get(&key, "/v1/files").await.status, StatusCode::OK);
-    let id = filedock_core::auth::parse_token(&key)
-        .unwrap()
-        .id
-        .to_owned();
+    let id = filedock_core::auth::parse_token(&key).unwrap().id.to_owned();
     app.files.credentials().revoke(&id).await.unwrap();
     let ans = app.get(&key, "/v1/files").await;
     assert_eq!(ans.status, StatusCode::UNAUTHORIZED);
@@ -154,12 +147,7 @@ async fn ranges() {
 async fn multipart_upload_takes_fields_and_sanitises_names() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
-    let (ct, body) = multipart(
-        &[("class", "asset")],
-        "../../etc/evil name.png",
-        "image/png",
-        PNG,
-    );
+    let (ct, body) = multipart(&[("class", "asset")], "../../etc/evil name.png", "image/png", PNG);
     let req = Request::post("/v1/files")
         .header("authorization", format!("Bearer {key}"))
         .header("content-type", ct)
@@ -180,10 +168,7 @@ async fn multipart_upload_takes_fields_and_sanitises_names() {
     assert_eq!(f["detected_type"], "image/png");
     assert!(!f["key"].as_str().unwrap().contains(".."));
     let got = app
-        .get(
-            &key,
-            &format!("/v1/files/{}/content", f["id"].as_str().unwrap()),
-        )
+        .get(&key, &format!("/v1/files/{}/content", f["id"].as_str().unwrap()))
         .await;
     assert_eq!(got.body, PNG);
     assert_eq!(
@@ -193,10 +178,7 @@ async fn multipart_upload_takes_fields_and_sanitises_names() {
     // Quotes in a name are encoded safely in the header.
     let quoted = app.upload_raw(&key, "say \"hi\".png", PNG).await.json();
     let got = app
-        .get(
-            &key,
-            &format!("/v1/files/{}/content", quoted["id"].as_str().unwrap()),
-        )
+        .get(&key, &format!("/v1/files/{}/content", quoted["id"].as_str().unwrap()))
         .await;
     assert_eq!(
         got.header("content-disposition").unwrap(),
@@ -221,17 +203,9 @@ async fn multipart_upload_takes_fields_and_sanitises_names() {
         .header("content-type", "multipart/form-data")
         .body(Body::from("x"))
         .unwrap();
-    assert_eq!(
-        app.send(req).await.status,
-        StatusCode::BAD_REQUEST,
-        "no boundary"
-    );
+    assert_eq!(app.send(req).await.status, StatusCode::BAD_REQUEST, "no boundary");
     let req = Request::post("/v1/files").header("authorization", format!("Bearer {key}")).header("content-type", ct).body(Body::from("------filedock-test-boundary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\ntrunc")).unwrap();
-    assert_eq!(
-        app.send(req).await.status,
-        StatusCode::BAD_REQUEST,
-        "truncated"
-    );
+    assert_eq!(app.send(req).await.status, StatusCode::BAD_REQUEST, "truncated");
     assert_eq!(app.stored_objects().await, 2);
     assert_eq!(app.temp_files().await, 0);
 }
@@ -240,14 +214,7 @@ async fn multipart_upload_takes_fields_and_sanitises_names() {
 async fn bad_names_are_refused() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
-    for name in [
-        "",
-        "a/b.txt",
-        "a\\b.txt",
-        "a\u{1}b.txt",
-        "..",
-        &"n".repeat(256),
-    ] {
+    for name in ["", "a/b.txt", "a\\b.txt", "a\u{1}b.txt", "..", &"n".repeat(256)] {
         let ans = app.upload_raw(&key, name, b"x").await;
         assert_eq!(ans.status, StatusCode::BAD_REQUEST, "{name:?}");
     }
@@ -290,14 +257,9 @@ async fn another_project_sees_nothing() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(app.send(del).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.get(&theirs, "/v1/files").await.json()["files"], json!([]));
     assert_eq!(
-        app.get(&theirs, "/v1/files").await.json()["files"],
-        json!([])
-    );
-    assert_eq!(
-        app.get(&mine, &format!("/v1/files/{id}/content"))
-            .await
-            .body,
+        app.get(&mine, &format!("/v1/files/{id}/content")).await.body,
         b"mine",
         "untouched"
     );
@@ -338,9 +300,7 @@ async fn listing_pages_with_a_cursor() {
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(
-            app.upload_raw(&key, &format!("f{i}.txt"), b"x")
-                .await
-                .json()["id"]
+            app.upload_raw(&key, &format!("f{i}.txt"), b"x").await.json()["id"]
                 .as_str()
                 .unwrap()
                 .to_owned(),
@@ -397,10 +357,7 @@ async fn a_png_named_pdf_is_415_and_nothing_is_stored() {
         .header("content-type", ct)
         .body(Body::from(body))
         .unwrap();
-    assert_eq!(
-        app.send(req).await.status,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE
-    );
+    assert_eq!(app.send(req).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(
         app.upload_raw(&key, "photo.png", PNG).await.status,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -413,10 +370,7 @@ async fn a_png_named_pdf_is_415_and_nothing_is_stored() {
     );
     assert_eq!((app.stored_objects().await, app.temp_files().await), (0, 0));
     assert_eq!(app.get(&key, "/v1/files").await.json()["files"], json!([]));
-    assert_eq!(
-        app.upload_raw(&key, "real.pdf", PDF).await.status,
-        StatusCode::CREATED
-    );
+    assert_eq!(app.upload_raw(&key, "real.pdf", PDF).await.status, StatusCode::CREATED);
 }
 
 #[tokio::test]
@@ -432,8 +386,7 @@ async fn over_the_limit_is_413_and_nothing_is_stored() {
         (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large"))
     );
     // No length declared (chunked): refused while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        big.chunks(100).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(100).map(|c| Ok(c.to_vec())).collect();
     let req = Request::post("/v1/files?name=big.pdf")
         .header("authorization", format!("Bearer {key}"))
         .body(Body::from_stream(futures_util::stream::iter(chunks)))
@@ -524,10 +477,7 @@ async fn presigned_put_follows_s3_rules() {
         StatusCode::FORBIDDEN
     );
     let tampered = url.replace("X-Fd-Signature=", "X-Fd-Signature=A");
-    assert_eq!(
-        app.send(put(&tampered, &all, PNG)).await.status,
-        StatusCode::FORBIDDEN
-    );
+    assert_eq!(app.send(put(&tampered, &all, PNG)).await.status, StatusCode::FORBIDDEN);
 
     // Before the upload, completing is a conflict.
     let id = p["file"]["id"].as_str().unwrap();
@@ -551,16 +501,8 @@ async fn presigned_put_follows_s3_rules() {
     assert_eq!(done.status, StatusCode::OK);
     let f = done.json();
     assert_eq!(
-        (
-            f["status"].as_str(),
-            f["sha256"].as_str(),
-            f["detected_type"].as_str()
-        ),
-        (
-            Some("ready"),
-            Some(sha256_hex(PNG).as_str()),
-            Some("image/png")
-        )
+        (f["status"].as_str(), f["sha256"].as_str(), f["detected_type"].as_str()),
+        (Some("ready"), Some(sha256_hex(PNG).as_str()), Some("image/png"))
     );
     assert_eq!(
         app.post_json(&key, &format!("/v1/uploads/{id}/complete"), json!({}))
@@ -573,13 +515,8 @@ async fn presigned_put_follows_s3_rules() {
     // After expiry: 403.
     let late = presign(&app, &key, json!({"name": "late.png", "size": PNG.len()})).await;
     app.clock.advance(901_000);
-    let hs = [
-        ("content-length", len.clone()),
-        ("if-none-match", "*".to_owned()),
-    ];
-    let ans = app
-        .send(put(late["upload"]["url"].as_str().unwrap(), &hs, PNG))
-        .await;
+    let hs = [("content-length", len.clone()), ("if-none-match", "*".to_owned())];
+    let ans = app.send(put(late["upload"]["url"].as_str().unwrap(), &hs, PNG)).await;
     assert_eq!(ans.status, StatusCode::FORBIDDEN);
     assert!(String::from_utf8_lossy(&ans.body).contains("expired"));
 }
@@ -625,19 +562,11 @@ async fn completing_checks_what_arrived() {
         .post_json(&key, &format!("/v1/uploads/{id}/complete"), json!({}))
         .await;
     assert_eq!(ans.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(
-        app.stored_objects().await,
-        0,
-        "the refused object is deleted"
-    );
+    assert_eq!(app.stored_objects().await, 0, "the refused object is deleted");
     assert_eq!(app.get(&key, "/v1/files").await.json()["files"], json!([]));
     // Too large for the policy at presign time.
     let ans = app
-        .post_json(
-            &key,
-            "/v1/uploads",
-            json!({"name": "big.bin", "size": 2 * 1024 * 1024}),
-        )
+        .post_json(&key, "/v1/uploads", json!({"name": "big.bin", "size": 2 * 1024 * 1024}))
         .await;
     assert_eq!(ans.status, StatusCode::PAYLOAD_TOO_LARGE);
     // Unknown fields are refused.
@@ -655,19 +584,12 @@ async fn completing_checks_what_arrived() {
 async fn download_links_expire_and_die_with_the_file() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
-    let id = app
-        .upload_raw(&key, "résumé 1.txt", b"linked bytes")
-        .await
-        .json()["id"]
+    let id = app.upload_raw(&key, "résumé 1.txt", b"linked bytes").await.json()["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let link = app
-        .post_json(
-            &key,
-            &format!("/v1/files/{id}/links"),
-            json!({"ttl_seconds": 60}),
-        )
+        .post_json(&key, &format!("/v1/files/{id}/links"), json!({"ttl_seconds": 60}))
         .await;
     assert_eq!(link.status, StatusCode::CREATED);
     let link = link.json();
@@ -684,10 +606,7 @@ async fn download_links_expire_and_die_with_the_file() {
         got.header("content-disposition").as_deref(),
         Some("attachment; filename=\"r_sum_ 1.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9%201.txt")
     );
-    assert_eq!(
-        got.header("content-type").as_deref(),
-        Some("text/plain; charset=utf-8")
-    );
+    assert_eq!(got.header("content-type").as_deref(), Some("text/plain; charset=utf-8"));
     let ranged = app
         .send(
             TestApp::to_url("GET", &url)
@@ -714,13 +633,9 @@ async fn download_links_expire_and_die_with_the_file() {
     );
     let swapped = url.replace("text%2Fplain", "text%2Fhtml");
     assert_eq!(
-        app.send(
-            TestApp::to_url("GET", &swapped)
-                .body(Body::empty())
-                .unwrap()
-        )
-        .await
-        .status,
+        app.send(TestApp::to_url("GET", &swapped).body(Body::empty()).unwrap())
+            .await
+            .status,
         StatusCode::FORBIDDEN
     );
 
@@ -757,9 +672,7 @@ async fn download_links_expire_and_die_with_the_file() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        app.get(&key, &format!("/v1/files/{id}/content"))
-            .await
-            .status,
+        app.get(&key, &format!("/v1/files/{id}/content")).await.status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(app.stored_objects().await, 0);

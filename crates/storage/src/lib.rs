@@ -3,6 +3,7 @@
 //! core's business.
 
 pub mod local;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use filedock_core::{Backend, Error, Result, UrlSigner};
 use serde::{Deserialize, Serialize};
 
 pub use local::LocalStore;
+pub use s3::{CreateOnly, S3Config, S3Store, Secret};
 
 /// Which store, and its own settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +26,8 @@ pub enum StoreConfig {
         #[serde(default)]
         path: Option<PathBuf>,
     },
+    /// An S3-compatible bucket; presigned URLs point straight at it.
+    S3(S3Config),
     /// In memory (tests only: nothing survives a restart).
     Memory,
 }
@@ -42,9 +46,14 @@ pub struct BackendConfig {
     /// Regions a client may name (TokenOps' `region`); empty: none may be named.
     #[serde(default)]
     pub regions: Vec<String>,
-    /// Longest TTL of a presigned URL, in seconds (default 7 days).
+    /// Longest TTL of a presigned URL, in seconds (default 7 days, SigV4's limit).
     #[serde(default)]
     pub max_presign_ttl_secs: Option<u64>,
+    /// Read a direct upload whole when completing it, to record its SHA-256 (default: yes on
+    /// local disk; no on S3, where it would pull every byte through filedock — then only its
+    /// size and first bytes are checked).
+    #[serde(default)]
+    pub hash_direct_uploads: Option<bool>,
 }
 
 impl BackendConfig {
@@ -56,6 +65,7 @@ impl BackendConfig {
             host: None,
             regions: vec![],
             max_presign_ttl_secs: None,
+            hash_direct_uploads: None,
         }
     }
 }
@@ -90,25 +100,31 @@ pub async fn open(name: &str, cfg: &BackendConfig, ctx: &OpenContext) -> Result<
         backend: name.to_owned(),
         signer: ctx.signer.clone(),
     };
-    let store: Arc<dyn filedock_core::BlobStore> = match &cfg.store {
+    let (store, default_host, hashes): (Arc<dyn filedock_core::BlobStore>, String, bool) = match &cfg.store {
         StoreConfig::Local { path } => {
-            let dir = path
-                .clone()
-                .unwrap_or_else(|| default_local_dir(&ctx.data_dir, name));
-            Arc::new(LocalStore::open(&dir, Some(signing)).await?)
+            let dir = path.clone().unwrap_or_else(|| default_local_dir(&ctx.data_dir, name));
+            (
+                Arc::new(LocalStore::open(&dir, Some(signing)).await?),
+                host_of(&ctx.public_url),
+                true,
+            )
         }
-        StoreConfig::Memory => Arc::new(MemoryBlobStore::new(Some(signing))),
+        // `s3://<bucket>/<key>`, as the AWS tools write it.
+        StoreConfig::S3(s3) => (Arc::new(S3Store::open(s3)?), s3.bucket.clone(), false),
+        StoreConfig::Memory => (
+            Arc::new(MemoryBlobStore::new(Some(signing))),
+            host_of(&ctx.public_url),
+            true,
+        ),
     };
     Ok(Backend {
         name: name.to_owned(),
         store,
-        scheme: cfg
-            .scheme
-            .clone()
-            .unwrap_or_else(|| name.to_ascii_lowercase()),
-        host: cfg.host.clone().unwrap_or_else(|| host_of(&ctx.public_url)),
+        scheme: cfg.scheme.clone().unwrap_or_else(|| name.to_ascii_lowercase()),
+        host: cfg.host.clone().unwrap_or(default_host),
         regions: cfg.regions.clone(),
         max_presign_ttl_secs: cfg.max_presign_ttl_secs.unwrap_or(7 * 86_400),
+        hash_direct_uploads: cfg.hash_direct_uploads.unwrap_or(hashes),
     })
 }
 

@@ -1,9 +1,6 @@
 //! Running the built `filedock` binary: a CLI call, and a server on a free loopback port.
 
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the harness"
-)]
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 #![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
 
 use std::io::{BufRead, BufReader};
@@ -23,15 +20,8 @@ pub fn filedock(data: &Path, args: &[&str]) -> std::process::Output {
 }
 
 pub fn create_key(data: &Path, project: &str, kind: &str) -> String {
-    let out = filedock(
-        data,
-        &["keys", "create", "--project", project, "--kind", kind],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = filedock(data, &["keys", "create", "--project", project, "--kind", kind]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -74,10 +64,7 @@ impl Server {
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
         loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
+            let line = lines.next().expect("server exited before listening").unwrap();
             if line.contains("filedock listening") {
                 break;
             }

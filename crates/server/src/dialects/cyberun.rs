@@ -43,16 +43,9 @@ pub struct PresignResponse {
     pub upload_headers: BTreeMap<String, String>,
 }
 
-async fn presign(
-    State(state): State<AppState>,
-    Auth(who): Auth,
-    body: Bytes,
-) -> ApiResult<Json<PresignResponse>> {
+async fn presign(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<Json<PresignResponse>> {
     let req: PresignRequest = json_body(&body)?;
-    let name = FileName::new(
-        req.file_name
-            .ok_or_else(|| Error::invalid("'file_name' is required"))?,
-    )?;
+    let name = FileName::new(req.file_name.ok_or_else(|| Error::invalid("'file_name' is required"))?)?;
     let size = req
         .file_size
         .ok_or_else(|| Error::invalid("'file_size' is required (bytes)"))?;

@@ -10,9 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use filedock_core::{
-    Class, Error, FileName, KeyLayout, NewFile, Principal, ProjectId, WorkspaceId,
-};
+use filedock_core::{Class, Error, FileName, KeyLayout, NewFile, Principal, ProjectId, WorkspaceId};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -27,10 +25,7 @@ const MAX_EXPIRES_DAYS: u64 = 3650;
 
 /// The routes.
 pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/v1/{project_id}/agent-runtime/upload-file",
-        post(upload_file),
-    )
+    Router::new().route("/v1/{project_id}/agent-runtime/upload-file", post(upload_file))
 }
 
 /// Huawei Cloud's error body.
@@ -99,20 +94,14 @@ fn parse_days(v: &str) -> Result<u64, Error> {
 
 /// The principal for this project and workspace: the token must belong to `project_id` (403
 /// otherwise); a workspace-bound token may only name its own workspace.
-fn scoped(
-    mut who: Principal,
-    project: &ProjectId,
-    workspace: Option<WorkspaceId>,
-) -> Result<Principal, Error> {
+fn scoped(mut who: Principal, project: &ProjectId, workspace: Option<WorkspaceId>) -> Result<Principal, Error> {
     if &who.project != project {
-        return Err(Error::Forbidden(
-            "the token does not belong to this project".into(),
-        ));
+        return Err(Error::Forbidden("the token does not belong to this project".into()));
     }
     match (&who.workspace, workspace) {
-        (Some(mine), Some(asked)) if mine != &asked => Err(Error::Forbidden(
-            "the token does not belong to this workspace".into(),
-        )),
+        (Some(mine), Some(asked)) if mine != &asked => {
+            Err(Error::Forbidden("the token does not belong to this workspace".into()))
+        }
         (None, Some(asked)) => {
             who.workspace = Some(asked);
             Ok(who)
@@ -131,11 +120,7 @@ async fn upload_file(
     let project = ProjectId::new(project_id)?;
     let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok());
     let who = principal_from(&state, token).await?;
-    let workspace = q
-        .workspace_id
-        .as_deref()
-        .map(WorkspaceId::new)
-        .transpose()?;
+    let workspace = q.workspace_id.as_deref().map(WorkspaceId::new).transpose()?;
     let who = scoped(who, &project, workspace)?;
     let max = state.files.policy(POLICY)?.max_size;
     let mut form = body::form(
@@ -148,9 +133,7 @@ async fn upload_file(
         .file()
         .await?
         .ok_or_else(|| Error::invalid("the form has no 'file' field"))?;
-    let mut new = NewFile::named(FileName::from_client(
-        part.file_name.as_deref().unwrap_or(""),
-    )?);
+    let mut new = NewFile::named(FileName::from_client(part.file_name.as_deref().unwrap_or(""))?);
     new.policy = POLICY.into();
     new.class = Class::Input;
     new.declared_type = part.content_type;
@@ -174,10 +157,7 @@ async fn upload_file(
             .transpose()?
             .unwrap_or(false);
         let detected = staged.record().detected_type.as_deref().unwrap_or("");
-        if is_image
-            && !detected.starts_with("image/")
-            && staged.record().extension.as_deref() != Some("pcd")
-        {
+        if is_image && !detected.starts_with("image/") && staged.record().extension.as_deref() != Some("pcd") {
             return Err(Error::UnsupportedType(format!(
                 "is_image is true, but the file is {detected}"
             )));
@@ -196,9 +176,7 @@ async fn upload_file(
         staged.set_ttl_secs(days * 86_400);
     }
     let rec = state.files.commit(staged).await?;
-    let (url, _) = state
-        .files
-        .download_url(&rec, expires.map(|d| d * 86_400))?;
+    let (url, _) = state.files.download_url(&rec, expires.map(|d| d * 86_400))?;
     let host = url
         .split_once("://")
         .map(|(_, r)| r)

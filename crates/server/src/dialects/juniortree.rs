@@ -13,9 +13,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use filedock_core::{
-    Class, CredentialKind, Error, FileName, KeyLayout, NewFile, Principal, ProjectId,
-};
+use filedock_core::{Class, CredentialKind, Error, FileName, KeyLayout, NewFile, Principal, ProjectId};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -51,9 +49,7 @@ impl From<Error> for JuniortreeError {
 
 fn detail_for(e: &Error) -> &'static str {
     match e {
-        Error::Invalid(_) => {
-            "Check that every required parameter is present and the file is not empty"
-        }
+        Error::Invalid(_) => "Check that every required parameter is present and the file is not empty",
         Error::TooLarge(_) => "A single file may be at most 100MB",
         Error::UnsupportedType(_) => {
             "Supported: jpg, jpeg, png, gif, webp, svg, pdf, doc, docx, txt, md, mp3, wav, ogg, flac, mp4, avi, mov, wmv, zip, rar, 7z"
@@ -128,9 +124,7 @@ async fn upload(
         .ok_or_else(|| Error::invalid("Missing required header: Agent"))?
         .to_owned();
     if agent.len() > 128 || agent.chars().any(char::is_control) {
-        return Err(
-            Error::invalid("the Agent header must be a name of at most 128 characters").into(),
-        );
+        return Err(Error::invalid("the Agent header must be a name of at most 128 characters").into());
     }
     let who = principal(&state, &headers, &agent).await?;
     let max = state.files.policy(POLICY)?.max_size;
@@ -139,9 +133,7 @@ async fn upload(
         .file()
         .await?
         .ok_or_else(|| Error::invalid("Missing required parameter: file"))?;
-    let mut new = NewFile::named(FileName::from_client(
-        part.file_name.as_deref().unwrap_or(""),
-    )?);
+    let mut new = NewFile::named(FileName::from_client(part.file_name.as_deref().unwrap_or(""))?);
     new.policy = POLICY.into();
     new.class = Class::Asset;
     new.agent = Some(agent);

@@ -44,10 +44,7 @@ pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
     BTreeMap::from([
         // S3's largest single PUT.
         (native::POLICY.to_owned(), UploadPolicy::max(5 * 1024 * MIB)),
-        (
-            tokenops::POLICY.to_owned(),
-            UploadPolicy::max(5 * 1024 * MIB),
-        ),
+        (tokenops::POLICY.to_owned(), UploadPolicy::max(5 * 1024 * MIB)),
         (
             huawei::POLICY.to_owned(),
             UploadPolicy {

@@ -11,9 +11,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use filedock_core::files::{KeyLayout, PresignUpload};
-use filedock_core::{
-    Class, Error, FileId, FileName, FileRecord, NewFile, PresignedRequest, disposition,
-};
+use filedock_core::{Class, Error, FileId, FileName, FileRecord, NewFile, PresignedRequest, disposition};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -195,9 +193,7 @@ pub struct LinkResponse {
 }
 
 fn class_of(s: Option<&str>) -> Result<Class, Error> {
-    s.map(Class::parse)
-        .transpose()
-        .map(Option::unwrap_or_default)
+    s.map(Class::parse).transpose().map(Option::unwrap_or_default)
 }
 
 fn ttl_of(s: Option<&str>) -> Result<Option<u64>, Error> {
@@ -252,9 +248,9 @@ pub async fn upload(
             (new, part.body)
         }
         None => {
-            let name = q.name.ok_or_else(|| {
-                Error::invalid("the 'name' query parameter is required for a raw upload")
-            })?;
+            let name = q
+                .name
+                .ok_or_else(|| Error::invalid("the 'name' query parameter is required for a raw upload"))?;
             let mut new = NewFile::named(FileName::new(name)?);
             new.class = class_of(q.class.as_deref())?;
             new.ttl_secs = q.ttl_seconds;
@@ -284,10 +280,7 @@ pub async fn list(
         Some(c) => Some(FileId::parse(c).map_err(|_| Error::invalid("malformed cursor"))?),
         None => None,
     };
-    let (files, next) = state
-        .files
-        .list(&who, before, q.limit.unwrap_or(100))
-        .await?;
+    let (files, next) = state.files.list(&who, before, q.limit.unwrap_or(100)).await?;
     Ok(Json(FileList {
         files: files.iter().map(FileView::from).collect(),
         next_cursor: next.map(|n| n.to_string()),
@@ -343,10 +336,7 @@ pub async fn download(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let range = respond::requested_range(&headers);
-    let (rec, got) = state
-        .files
-        .download(&who, &FileId::parse(&id)?, range)
-        .await?;
+    let (rec, got) = state.files.download(&who, &FileId::parse(&id)?, range).await?;
     Ok(respond::object(
         got,
         rec.content_type(),
@@ -438,9 +428,6 @@ pub async fn complete(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<FileView>> {
-    let rec = state
-        .files
-        .complete_upload(&who, &FileId::parse(&id)?)
-        .await?;
+    let rec = state.files.complete_upload(&who, &FileId::parse(&id)?).await?;
     Ok(Json(FileView::from(&rec)))
 }

@@ -41,15 +41,9 @@ pub struct UploadUrlResponse {
     pub visit_url: String,
 }
 
-async fn upload_url(
-    State(state): State<AppState>,
-    Auth(who): Auth,
-    body: Bytes,
-) -> ApiResult<Json<UploadUrlResponse>> {
+async fn upload_url(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<Json<UploadUrlResponse>> {
     let req: UploadUrlRequest = json_body(&body)?;
-    let path = req
-        .path
-        .ok_or_else(|| Error::invalid("'path' is required"))?;
+    let path = req.path.ok_or_else(|| Error::invalid("'path' is required"))?;
     let backend = state.files.backend(req.storage_provider.as_deref())?;
     if let Some(region) = &req.region
         && !backend.regions.iter().any(|r| r == region)

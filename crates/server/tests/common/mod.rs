@@ -1,10 +1,7 @@
 //! The test harness: a filedock router on a temp dir (local store + SQLite) with a manual clock,
 //! driven in-process, plus helpers to make requests and read answers.
 
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the harness"
-)]
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,8 +13,7 @@ use filedock_catalog::SqliteCatalog;
 use filedock_core::files::{FileServiceConfig, Retention};
 use filedock_core::link::SelfServed;
 use filedock_core::{
-    Catalog, Clock, CredentialKind, FileService, ManualClock, ProjectId, UploadPolicy, UrlSigner,
-    WorkspaceId,
+    Catalog, Clock, CredentialKind, FileService, ManualClock, ProjectId, UploadPolicy, UrlSigner, WorkspaceId,
 };
 use filedock_server::dialects::DialectsConfig;
 use filedock_server::{AppState, router};
@@ -49,9 +45,7 @@ impl Answer {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
     }
 }
 
@@ -67,10 +61,7 @@ impl TestApp {
     }
 
     /// [`TestApp::with_policies`] with dialect settings.
-    pub async fn with_config(
-        overrides: BTreeMap<String, UploadPolicy>,
-        dialects: DialectsConfig,
-    ) -> TestApp {
+    pub async fn with_config(overrides: BTreeMap<String, UploadPolicy>, dialects: DialectsConfig) -> TestApp {
         let mut policies = filedock_server::dialects::default_policies();
         policies.insert("native".into(), UploadPolicy::max(1024 * 1024));
         policies.extend(overrides);
@@ -84,8 +75,7 @@ impl TestApp {
             signer: signer.clone(),
         };
         let store = Arc::new(LocalStore::open(dir.path(), Some(signing)).await.unwrap());
-        let catalog: Arc<dyn Catalog> =
-            Arc::new(SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap());
+        let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap());
         let backend = filedock_core::Backend {
             name: "local".into(),
             store: store.clone(),
@@ -93,6 +83,7 @@ impl TestApp {
             host: "filedock.test".into(),
             regions: vec![],
             max_presign_ttl_secs: 7 * 86_400,
+            hash_direct_uploads: true,
         };
         let config = FileServiceConfig {
             default_backend: "local".into(),
@@ -139,12 +130,7 @@ impl TestApp {
         let ws = Some(WorkspaceId::new(ws).unwrap());
         self.files
             .credentials()
-            .create(
-                ProjectId::new(project).unwrap(),
-                ws,
-                CredentialKind::Integration,
-                None,
-            )
+            .create(ProjectId::new(project).unwrap(), ws, CredentialKind::Integration, None)
             .await
             .unwrap()
             .1
@@ -154,18 +140,8 @@ impl TestApp {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+        Answer { status, headers, body }
     }
 
     /// A request to a URL filedock handed out (absolute, under BASE).
@@ -228,18 +204,12 @@ pub fn urlencode(s: &str) -> String {
 }
 
 /// A multipart/form-data body with text fields then one file.
-pub fn multipart(
-    fields: &[(&str, &str)],
-    file_name: &str,
-    content_type: &str,
-    bytes: &[u8],
-) -> (String, Vec<u8>) {
+pub fn multipart(fields: &[(&str, &str)], file_name: &str, content_type: &str, bytes: &[u8]) -> (String, Vec<u8>) {
     let boundary = "----filedock-test-boundary";
     let mut body = Vec::new();
     for (k, v) in fields {
         body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
-                .as_bytes(),
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
         );
     }
     body.extend_from_slice(
@@ -251,27 +221,20 @@ pub fn multipart(
 }
 
 pub const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\x0f\0\0\x01\x01\x01\0\x18\xdd\x8d\xb4\0\0\0\0IEND\xaeB`\x82";
-pub const PDF: &[u8] =
-    b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n";
+pub const PDF: &[u8] = b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n";
 
 /// The start of an MP4 (ftyp box), enough for the sniffer.
 pub const MP4: &[u8] = b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom\0\0\0\x08free";
 
 /// Follows a stable link (`/l/…`) to its presigned URL and reads it.
 pub async fn follow(app: &TestApp, url: &str) -> Answer {
-    let first = app
-        .send(TestApp::to_url("GET", url).body(Body::empty()).unwrap())
-        .await;
+    let first = app.send(TestApp::to_url("GET", url).body(Body::empty()).unwrap()).await;
     if first.status != StatusCode::FOUND {
         return first;
     }
     let location = first.header("location").unwrap();
-    app.send(
-        TestApp::to_url("GET", &location)
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await
+    app.send(TestApp::to_url("GET", &location).body(Body::empty()).unwrap())
+        .await
 }
 
 pub fn sha256_hex(b: &[u8]) -> String {

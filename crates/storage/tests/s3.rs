@@ -1,0 +1,178 @@
+//! The S3 store against a real S3 protocol server (s3s-fs, in-process): the blob store
+//! conformance suite, and presigned URLs whose rules the S3 server itself enforces.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use filedock_core::{BlobStore, Clock, PresignGet, PresignPut, StorageKey, SystemClock};
+use filedock_storage::{CreateOnly, S3Config, S3Store, Secret};
+use filedock_testkit::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
+
+fn store(server: &S3Server, create_only: CreateOnly) -> S3Store {
+    S3Store::open(&S3Config {
+        endpoint: server.endpoint.clone(),
+        bucket: S3_BUCKET.into(),
+        region: "us-east-1".into(),
+        path_style: true,
+        access_key_id: S3_ACCESS_KEY.into(),
+        secret_access_key: Some(Secret(S3_SECRET_KEY.into())),
+        secret_access_key_file: None,
+        create_only,
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passes_the_blob_store_conformance_suite() {
+    let server = S3Server::start();
+    filedock_core::conformance::blob_store_suite(&store(&server, CreateOnly::IfNoneMatch), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_bodies_go_up_as_multipart_and_come_back_identical() {
+    let server = S3Server::start();
+    let s = store(&server, CreateOnly::IfNoneMatch);
+    let key = StorageKey::new("big/ü n i.bin").unwrap();
+    let data: Vec<u8> = (0..(20u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let chunks: Vec<_> = data
+        .chunks(64 * 1024)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    let body = futures_util::StreamExt::boxed(futures_util::stream::iter(chunks));
+    let meta = s
+        .put(&key, body, filedock_core::PutOptions { create_only: true })
+        .await
+        .unwrap();
+    assert_eq!(meta.size, data.len() as u64);
+    let mut got = Vec::new();
+    let mut stream = s.get(&key, None).await.unwrap().body;
+    while let Some(c) = futures_util::StreamExt::next(&mut stream).await {
+        got.extend_from_slice(&c.unwrap());
+    }
+    assert!(got == data, "bytes differ");
+    let again = futures_util::StreamExt::boxed(futures_util::stream::iter(vec![Ok(bytes::Bytes::from(vec![
+        0u8;
+        9 << 20
+    ]))]));
+    let r = s
+        .put(&key, again, filedock_core::PutOptions { create_only: true })
+        .await;
+    assert!(matches!(r, Err(filedock_core::Error::PreconditionFailed(_))), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_s3_server_enforces_what_filedock_signs() {
+    let server = S3Server::start();
+    let s = store(&server, CreateOnly::IfNoneMatch);
+    let key = StorageKey::new("demo/inputs/photo.png").unwrap();
+    let body = b"\x89PNG\r\n\x1a\nhello".to_vec();
+    let signed = s
+        .presign_put(&PresignPut {
+            key: key.clone(),
+            content_length: Some(body.len() as u64),
+            content_type: Some("image/png".into()),
+            create_only: true,
+            max_size: None,
+            expires_at: SystemClock.now() + 60_000,
+        })
+        .unwrap();
+    assert!(
+        signed.url.starts_with(&server.endpoint),
+        "straight at the bucket: {}",
+        signed.url
+    );
+    let names: Vec<&str> = signed.headers.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(names, ["Content-Length", "Content-Type", "If-None-Match"]);
+    let client = reqwest::Client::new();
+    let put = |hs: Vec<(&str, String)>, b: Vec<u8>| {
+        let mut r = client.put(&signed.url).body(b);
+        for (h, v) in hs {
+            r = r.header(h, v);
+        }
+        r.send()
+    };
+    let ct = "image/png".to_owned();
+    let inm = "*".to_owned();
+    assert_eq!(
+        put(vec![("content-type", ct.clone())], body.clone())
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "no If-None-Match"
+    );
+    assert_eq!(
+        put(vec![("if-none-match", inm.clone())], body.clone())
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "no Content-Type"
+    );
+    assert_eq!(
+        put(
+            vec![("content-type", "image/gif".into()), ("if-none-match", inm.clone())],
+            body.clone()
+        )
+        .await
+        .unwrap()
+        .status(),
+        403,
+        "another type"
+    );
+    let short = body[..body.len() - 1].to_vec();
+    assert_eq!(
+        put(
+            vec![("content-type", ct.clone()), ("if-none-match", inm.clone())],
+            short
+        )
+        .await
+        .unwrap()
+        .status(),
+        403,
+        "another length"
+    );
+    let ok = put(
+        vec![("content-type", ct.clone()), ("if-none-match", inm.clone())],
+        body.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), 200, "{}", ok.text().await.unwrap());
+    assert_eq!(
+        put(
+            vec![("content-type", ct.clone()), ("if-none-match", inm.clone())],
+            body.clone()
+        )
+        .await
+        .unwrap()
+        .status(),
+        412,
+        "onto an existing key"
+    );
+
+    let get = s
+        .presign_get(&PresignGet {
+            key: key.clone(),
+            expires_at: SystemClock.now() + 60_000,
+            response_content_type: Some("image/png".into()),
+            response_content_disposition: Some(filedock_core::disposition::attachment("my photo.png")),
+        })
+        .unwrap();
+    let got = client.get(&get.url).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(
+        got.headers()["content-disposition"],
+        "attachment; filename=\"my photo.png\"; filename*=UTF-8''my%20photo.png"
+    );
+    assert_eq!(got.bytes().await.unwrap().as_ref(), body.as_slice());
+    // A well-formed but wrong signature: the last hex digit changed.
+    let last = get.url.chars().last().unwrap();
+    let tampered = format!(
+        "{}{}",
+        &get.url[..get.url.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
+    assert_eq!(client.get(&tampered).send().await.unwrap().status(), 403);
+}

@@ -1,0 +1,144 @@
+//! filedock-testkit: the real things filedock's tests run against, started or found by the tests
+//! themselves — an S3 protocol server (s3s + s3s-fs, which verifies SigV4 including presigned
+//! query auth and every signed header) on a loopback port, and PostgreSQL test databases.
+//!
+//! Not for production code: only test targets depend on it.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test infrastructure fails loudly"
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// The access key of the test S3 server.
+pub const S3_ACCESS_KEY: &str = "AKFILEDOCKTEST";
+/// The secret key of the test S3 server.
+pub const S3_SECRET_KEY: &str = "SKfiledock/test+secret";
+/// The bucket every test S3 server has.
+pub const S3_BUCKET: &str = "filedock-test";
+
+/// An S3 server on `127.0.0.1`, storing under a temp dir, running on its own thread until
+/// dropped.
+pub struct S3Server {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    /// Requests served.
+    requests: Arc<AtomicU64>,
+    _dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl S3Server {
+    /// Starts a server with one empty bucket, [`S3_BUCKET`].
+    pub fn start() -> S3Server {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(S3_BUCKET)).unwrap();
+        let root = dir.path().to_owned();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let requests = Arc::new(AtomicU64::new(0));
+        let counter = requests.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let fs = s3s_fs::FileSystem::new(&root).unwrap();
+                let mut b = s3s::service::S3ServiceBuilder::new(fs);
+                b.set_auth(s3s::auth::SimpleAuth::from_single(S3_ACCESS_KEY, S3_SECRET_KEY));
+                let svc = b.build();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    tokio::select! {
+                        _ = &mut stop_rx => break,
+                        accepted = listener.accept() => {
+                            let Ok((sock, _)) = accepted else { continue };
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            let svc = svc.clone();
+                            tokio::spawn(async move {
+                                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                                    .serve_connection(TokioIo::new(sock), svc)
+                                    .await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        S3Server {
+            endpoint: format!("http://{addr}"),
+            requests,
+            _dir: dir,
+            shutdown: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// A TOML table body for a filedock `s3` backend on this server.
+    pub fn backend_toml(&self) -> String {
+        format!(
+            "type = \"s3\"\nendpoint = \"{}\"\nbucket = \"{S3_BUCKET}\"\npath_style = true\naccess_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n",
+            self.endpoint
+        )
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The PostgreSQL server tests use: `FILEDOCK_TEST_PG_URL` (a superuser URL, e.g.
+/// `postgres://filedock:filedock@127.0.0.1:5432/postgres`; `scripts/test` starts the server and
+/// sets it). Without it: under `CI=true` this panics — PostgreSQL tests never skip in CI —
+/// elsewhere it returns `None` and the caller skips, saying so.
+pub fn postgres_admin_url() -> Option<String> {
+    match std::env::var("FILEDOCK_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") => {
+            panic!("FILEDOCK_TEST_PG_URL is not set: the PostgreSQL tests must run in CI (run scripts/test)")
+        }
+        _ => {
+            eprintln!("SKIPPED: FILEDOCK_TEST_PG_URL is not set; run scripts/test to start PostgreSQL");
+            None
+        }
+    }
+}
+
+/// A new, empty database on the test server; returns its URL.
+pub async fn postgres_database() -> Option<String> {
+    let admin = postgres_admin_url()?;
+    let name = format!("filedock_test_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at FILEDOCK_TEST_PG_URL: {e}"));
+    sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap();
+    let (base, _) = admin
+        .rsplit_once('/')
+        .expect("FILEDOCK_TEST_PG_URL ends with /<database>");
+    Some(format!("{base}/{name}"))
+}
