@@ -1,0 +1,100 @@
+//! The PostgreSQL catalog, for several filedock instances sharing one database. Everything that
+//! must happen once (completing, deleting) is a single conditional statement, so the database
+//! decides; nothing relies on one process's memory.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use filedock_core::{Error, Result};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::sql::{migrate_err, sql_catalog};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Records in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgCatalog {
+    pool: PgPool,
+}
+
+impl PgCatalog {
+    /// Connects (failing clearly if the server is unreachable) and migrates. The error names
+    /// the host and database, never the password.
+    pub async fn open(url: &str, pool_size: u32) -> Result<Self> {
+        let opts =
+            PgConnectOptions::from_str(url).map_err(|e| Error::invalid(format!("malformed PostgreSQL URL: {e}")))?;
+        let target = format!(
+            "{}:{}/{}",
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or("(default)")
+        );
+        // One direct connection first: an unreachable server fails now, not after the pool's
+        // acquire timeout.
+        let probe = <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts)
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
+        sqlx::Connection::close(probe).await.ok();
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
+        MIGRATOR.run(&pool).await.map_err(migrate_err)?;
+        Ok(PgCatalog { pool })
+    }
+}
+
+sql_catalog!(PgCatalog);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passes_the_catalog_conformance_suite() {
+        let Some(url) = filedock_testkit::postgres_database().await else {
+            return;
+        };
+        filedock_core::conformance::catalog_suite(&PgCatalog::open(&url, 4).await.unwrap()).await;
+        let again = PgCatalog::open(&url, 2).await.unwrap();
+        assert_eq!(
+            filedock_core::Catalog::list_credentials(&again, None)
+                .await
+                .unwrap()
+                .len(),
+            2,
+            "records survive a reconnect"
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_a_schema_newer_than_the_binary() {
+        let Some(url) = filedock_testkit::postgres_database().await else {
+            return;
+        };
+        let c = PgCatalog::open(&url, 1).await.unwrap();
+        sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'future', true, '\\x00', 0)")
+            .execute(&c.pool)
+            .await
+            .unwrap();
+        let err = PgCatalog::open(&url, 1).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Unavailable(ref m) if m.contains("newer")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_clear_error_without_the_password() {
+        let err = PgCatalog::open("postgres://u:hunter2@127.0.0.1:1/db", 1)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("cannot connect to PostgreSQL at 127.0.0.1:1/db"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+}

@@ -1,0 +1,257 @@
+//! What the SQL catalogs share: one schema, one set of statements (portable between SQLite and
+//! PostgreSQL: `$N` placeholders, `CAST($N AS TEXT) IS NULL`, `RETURNING`-free), row decoding,
+//! and error mapping. [`sql_catalog!`] writes the `Catalog` impl for a struct with a `pool`.
+
+use filedock_core::{
+    Class, Credential, CredentialKind, Error, FileId, FileName, FileRecord, FileStatus, ProjectId, Result, StorageKey,
+    WorkspaceId,
+};
+use sqlx::{ColumnIndex, Row as AnyRow};
+
+pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => Error::Conflict("that record exists already".into()),
+        sqlx::Error::PoolTimedOut => Error::Unavailable("the catalog is busy".into()),
+        _ => Error::internal(e),
+    }
+}
+
+pub(crate) fn migrate_err(e: sqlx::migrate::MigrateError) -> Error {
+    match e {
+        sqlx::migrate::MigrateError::VersionMissing(v) => Error::Unavailable(format!(
+            "the catalog's schema (migration {v}) is newer than this filedock binary; run a newer filedock"
+        )),
+        other => Error::internal(other),
+    }
+}
+
+pub(crate) fn u64_of(v: Option<i64>) -> Option<u64> {
+    v.map(|n| n.max(0) as u64)
+}
+
+pub(crate) fn i64_of(v: Option<u64>) -> Option<i64> {
+    v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+pub(crate) fn credential_of<R: AnyRow>(r: &R) -> Result<Credential>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Credential {
+        id: r.try_get("id").map_err(db_err)?,
+        project: ProjectId::new(r.try_get::<String, _>("project").map_err(db_err)?)?,
+        workspace: r
+            .try_get::<Option<String>, _>("workspace")
+            .map_err(db_err)?
+            .map(WorkspaceId::new)
+            .transpose()?,
+        kind: CredentialKind::parse(&r.try_get::<String, _>("kind").map_err(db_err)?)?,
+        name: r.try_get("name").map_err(db_err)?,
+        secret_hash: r.try_get("secret_hash").map_err(db_err)?,
+        created_at: r.try_get("created_at").map_err(db_err)?,
+        revoked_at: r.try_get("revoked_at").map_err(db_err)?,
+    })
+}
+
+pub(crate) fn file_of<R: AnyRow>(r: &R) -> Result<FileRecord>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let s = |name: &str| -> Result<String> { r.try_get::<String, _>(name).map_err(db_err) };
+    let o = |name: &str| -> Result<Option<String>> { r.try_get::<Option<String>, _>(name).map_err(db_err) };
+    let t = |name: &str| -> Result<Option<i64>> { r.try_get::<Option<i64>, _>(name).map_err(db_err) };
+    Ok(FileRecord {
+        id: FileId::parse(&s("id")?).map_err(|_| Error::internal_msg("malformed file id in catalog"))?,
+        project: ProjectId::new(s("project")?)?,
+        workspace: o("workspace")?.map(WorkspaceId::new).transpose()?,
+        backend: s("backend")?,
+        key: StorageKey::new(s("storage_key")?)?,
+        name: FileName::new(s("name")?)?,
+        size: u64_of(t("size")?),
+        declared_type: o("declared_type")?,
+        detected_type: o("detected_type")?,
+        extension: o("extension")?,
+        sha256: o("sha256")?,
+        created_by: o("created_by")?,
+        agent: o("agent")?,
+        credential_id: o("credential_id")?,
+        class: Class::parse(&s("class")?)?,
+        status: FileStatus::parse(&s("status")?)?,
+        policy: s("policy")?,
+        created_at: r.try_get("created_at").map_err(db_err)?,
+        completed_at: t("completed_at")?,
+        expires_at: t("expires_at")?,
+        deleted_at: t("deleted_at")?,
+    })
+}
+
+/// Implements `Catalog` for a struct whose `pool` is an sqlx pool (SQLite or PostgreSQL).
+macro_rules! sql_catalog {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl filedock_core::Catalog for $ty {
+    async fn insert_credential(&self, c: &filedock_core::Credential) -> filedock_core::Result<()> {
+        sqlx::query(
+            "INSERT INTO credentials (id, project, workspace, kind, name, secret_hash, created_at, revoked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&c.id)
+        .bind(c.project.as_str())
+        .bind(c.workspace.as_ref().map(|w| w.as_str()))
+        .bind(c.kind.as_str())
+        .bind(&c.name)
+        .bind(&c.secret_hash)
+        .bind(c.created_at)
+        .bind(c.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        Ok(())
+    }
+
+    async fn credential(&self, id: &str) -> filedock_core::Result<Option<filedock_core::Credential>> {
+        let row = sqlx::query("SELECT * FROM credentials WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)?;
+        row.as_ref().map($crate::sql::credential_of).transpose()
+    }
+
+    async fn list_credentials(&self, project: Option<&filedock_core::ProjectId>) -> filedock_core::Result<Vec<filedock_core::Credential>> {
+        let rows = sqlx::query("SELECT * FROM credentials WHERE (CAST($1 AS TEXT) IS NULL OR project = $1) ORDER BY created_at, id")
+            .bind(project.map(|p| p.as_str()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)?;
+        rows.iter().map($crate::sql::credential_of).collect()
+    }
+
+    async fn revoke_credential(&self, id: &str, at: filedock_core::Timestamp) -> filedock_core::Result<bool> {
+        let r = sqlx::query("UPDATE credentials SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_file(&self, f: &filedock_core::FileRecord) -> filedock_core::Result<()> {
+        sqlx::query(
+            "INSERT INTO files (id, project, workspace, backend, storage_key, name, size, declared_type, detected_type,
+                extension, sha256, created_by, agent, credential_id, class, status, policy, created_at, completed_at,
+                expires_at, deleted_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+        )
+        .bind(f.id.as_str())
+        .bind(f.project.as_str())
+        .bind(f.workspace.as_ref().map(|w| w.as_str()))
+        .bind(&f.backend)
+        .bind(f.key.as_str())
+        .bind(f.name.as_str())
+        .bind($crate::sql::i64_of(f.size))
+        .bind(&f.declared_type)
+        .bind(&f.detected_type)
+        .bind(&f.extension)
+        .bind(&f.sha256)
+        .bind(&f.created_by)
+        .bind(&f.agent)
+        .bind(&f.credential_id)
+        .bind(f.class.as_str())
+        .bind(f.status.as_str())
+        .bind(&f.policy)
+        .bind(f.created_at)
+        .bind(f.completed_at)
+        .bind(f.expires_at)
+        .bind(f.deleted_at)
+        .execute(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        Ok(())
+    }
+
+    async fn file(&self, id: &filedock_core::FileId) -> filedock_core::Result<Option<filedock_core::FileRecord>> {
+        let row = sqlx::query("SELECT * FROM files WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)?;
+        row.as_ref().map($crate::sql::file_of).transpose()
+    }
+
+    async fn file_by_key(&self, backend: &str, key: &filedock_core::StorageKey) -> filedock_core::Result<Option<filedock_core::FileRecord>> {
+        let row = sqlx::query("SELECT * FROM files WHERE backend = $1 AND storage_key = $2 AND status <> 'deleted'")
+            .bind(backend)
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)?;
+        row.as_ref().map($crate::sql::file_of).transpose()
+    }
+
+    async fn list_files(&self, q: &filedock_core::catalog::FileQuery) -> filedock_core::Result<Vec<filedock_core::FileRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM files
+             WHERE project = $1 AND status = $2
+               AND (CAST($3 AS TEXT) IS NULL OR workspace = $3)
+               AND (CAST($4 AS TEXT) IS NULL OR id < $4)
+               AND (expires_at IS NULL OR expires_at > $5)
+             ORDER BY id DESC LIMIT $6",
+        )
+        .bind(q.project.as_str())
+        .bind(q.status.as_str())
+        .bind(q.workspace.as_ref().map(|w| w.as_str()))
+        .bind(q.before.as_ref().map(|b| b.as_str()))
+        .bind(q.live_at)
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        rows.iter().map($crate::sql::file_of).collect()
+    }
+
+    async fn complete_file(&self, id: &filedock_core::FileId, c: &filedock_core::catalog::Completion) -> filedock_core::Result<bool> {
+        let r = sqlx::query(
+            "UPDATE files SET status = 'ready', size = $2, sha256 = $3, detected_type = $4, completed_at = $5
+             WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id.as_str())
+        .bind($crate::sql::i64_of(Some(c.size)))
+        .bind(&c.sha256)
+        .bind(&c.detected_type)
+        .bind(c.completed_at)
+        .execute(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn delete_file(&self, id: &filedock_core::FileId, at: filedock_core::Timestamp) -> filedock_core::Result<bool> {
+        let r =
+            sqlx::query("UPDATE files SET status = 'deleted', deleted_at = $2 WHERE id = $1 AND status <> 'deleted'")
+                .bind(id.as_str())
+                .bind(at)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::sql::db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn remove_file(&self, id: &filedock_core::FileId) -> filedock_core::Result<()> {
+        sqlx::query("DELETE FROM files WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)?;
+        Ok(())
+    }
+
+        }
+    };
+}
+pub(crate) use sql_catalog;
