@@ -9,24 +9,28 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use filedock_testkit::S3Server;
 
-const CONFIG: &str = r#"
-# Two backends, as a TokenOps deployment has: the default, and one named like the seed's
-# storage provider (COS), here on local disk too.
-default_backend = "local"
+/// What both configurations share: Juniortree's Python example sends no key, so this agent is
+/// trusted for project demo.
+const TRUSTED: &str = "[dialects.juniortree.trusted_agents]\nfastgpt = \"demo\"\n";
 
-[backends.local]
-type = "local"
+/// The embedded default, plus a second local backend named like the seed's storage provider.
+fn embedded() -> String {
+    format!(
+        "default_backend = \"local\"\n[backends.local]\ntype = \"local\"\n\
+         [backends.cos]\ntype = \"local\"\nscheme = \"cos\"\nregions = [\"ap-guangzhou\"]\n{TRUSTED}"
+    )
+}
 
-[backends.cos]
-type = "local"
-scheme = "cos"
-regions = ["ap-guangzhou"]
-
-# Juniortree's Python example sends no key: this agent is trusted for project demo.
-[dialects.juniortree.trusted_agents]
-fastgpt = "demo"
-"#;
+/// S3 (the in-process s3s-fs server) for every backend, PostgreSQL for the catalog.
+fn scaled(s3: &S3Server, pg_url: &str) -> String {
+    format!(
+        "default_backend = \"s3\"\n[backends.s3]\n{b}\n[backends.cos]\n{b}scheme = \"cos\"\nregions = [\"ap-guangzhou\"]\n\
+         [catalog]\ntype = \"postgres\"\nurl = \"{pg_url}\"\n{TRUSTED}",
+        b = s3.backend_toml()
+    )
+}
 
 fn seed_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/seeds")
@@ -50,11 +54,10 @@ fn run(program: &str, script: &str, base: &str, key: &str) {
     println!("{text}");
 }
 
-#[test]
-fn the_seed_examples_work_unchanged_but_for_host_and_key() {
+fn run_all(config_text: &str) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("filedock.toml");
-    std::fs::write(&config, CONFIG).unwrap();
+    std::fs::write(&config, config_text).unwrap();
     let data = dir.path().join("data");
     let out = Command::new(BIN)
         .args([
@@ -66,7 +69,7 @@ fn the_seed_examples_work_unchanged_but_for_host_and_key() {
         .args(["keys", "create", "--project", "demo", "--kind", "integration"])
         .output()
         .unwrap();
-    assert!(out.status.success());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let key = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -88,4 +91,16 @@ fn the_seed_examples_work_unchanged_but_for_host_and_key() {
     run("python3", "juniortree.py", &server.base, &key);
     run("python3", "cyberun.py", &server.base, &key);
     run("bash", "huawei.sh", &server.base, &key);
+}
+
+#[test]
+fn the_seed_examples_work_on_the_embedded_default() {
+    run_all(&embedded());
+}
+
+#[test]
+fn the_seed_examples_work_on_s3_and_postgres() {
+    let s3 = S3Server::start();
+    let Some(pg) = postgres_database() else { return };
+    run_all(&scaled(&s3, &pg));
 }

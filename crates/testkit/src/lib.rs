@@ -110,18 +110,18 @@ impl Drop for S3Server {
     }
 }
 
-/// The PostgreSQL server tests use: `FILEDOCK_TEST_PG_URL` (a superuser URL, e.g.
+/// The PostgreSQL server tests use: `TEST_PG_URL` (a superuser URL, e.g.
 /// `postgres://filedock:filedock@127.0.0.1:5432/postgres`; `scripts/test` starts the server and
 /// sets it). Without it: under `CI=true` this panics — PostgreSQL tests never skip in CI —
 /// elsewhere it returns `None` and the caller skips, saying so.
 pub fn postgres_admin_url() -> Option<String> {
-    match std::env::var("FILEDOCK_TEST_PG_URL") {
+    match std::env::var("TEST_PG_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") => {
-            panic!("FILEDOCK_TEST_PG_URL is not set: the PostgreSQL tests must run in CI (run scripts/test)")
+            panic!("TEST_PG_URL is not set: the PostgreSQL tests must run in CI (run scripts/test)")
         }
         _ => {
-            eprintln!("SKIPPED: FILEDOCK_TEST_PG_URL is not set; run scripts/test to start PostgreSQL");
+            eprintln!("SKIPPED: TEST_PG_URL is not set; run scripts/test to start PostgreSQL");
             None
         }
     }
@@ -133,12 +133,10 @@ pub async fn postgres_database() -> Option<String> {
     let name = format!("filedock_test_{}", uuid::Uuid::now_v7().simple());
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
         .await
-        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at FILEDOCK_TEST_PG_URL: {e}"));
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at TEST_PG_URL: {e}"));
     sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .await
         .unwrap();
-    let (base, _) = admin
-        .rsplit_once('/')
-        .expect("FILEDOCK_TEST_PG_URL ends with /<database>");
+    let (base, _) = admin.rsplit_once('/').expect("TEST_PG_URL ends with /<database>");
     Some(format!("{base}/{name}"))
 }

@@ -92,3 +92,12 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A fresh PostgreSQL database for a test (see `filedock_testkit::postgres_database`).
+pub fn postgres_database() -> Option<String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(filedock_testkit::postgres_database())
+}

@@ -54,7 +54,8 @@ found = requests.get(f"{native}/lookup", params={"path": presign["file_key"]}, h
 assert found.status_code == 200, found.text
 record = found.json()
 assert record["status"] == "ready" and record["detected_type"] == "image/png", record
-assert record["sha256"] == hashlib.sha256(png).hexdigest(), record
+# On S3 the bytes never pass through filedock, so it checks size and type but knows no SHA-256.
+assert record["sha256"] in (None, hashlib.sha256(png).hexdigest()), record
 content = requests.get(f"{native}/{record['id']}/content", headers=auth)
 assert content.content == png, "bytes differ"
 print("cyberun: ok")
