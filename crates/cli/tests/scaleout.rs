@@ -1,0 +1,173 @@
+//! Two filedock processes on one PostgreSQL and one S3 bucket, sharing a signing secret: what one
+//! does, the other sees, and nothing depends on either's memory.
+
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
+
+mod common;
+
+use common::*;
+use filedock_testkit::S3Server;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+#[test]
+fn two_instances_share_one_catalog_and_one_bucket() {
+    let s3 = S3Server::start();
+    let Some(pg) = postgres_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("signing.key");
+    let config = dir.path().join("filedock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default_backend = \"s3\"\nsigning_secret_file = \"{}\"\n[backends.s3]\n{}\n[catalog]\ntype = \"postgres\"\nurl = \"{pg}\"\n",
+            secret.display(),
+            s3.backend_toml()
+        ),
+    )
+    .unwrap();
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data_a.to_str().unwrap(),
+        ])
+        .args(["keys", "create", "--project", "demo", "--kind", "session"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    let a = Server::start_with(&data_a, Some(&config));
+    let b = Server::start_with(&data_b, Some(&config));
+    let http = reqwest::blocking::Client::new();
+
+    // Upload through A (9 MiB: a multipart upload to the bucket), read back through B.
+    let bytes: Vec<u8> = (0..(9u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+        .collect();
+    let up: Value = http
+        .post(format!("{}/v1/files?name=shared.bin", a.base))
+        .bearer_auth(&key)
+        .body(bytes.clone())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = up["id"].as_str().unwrap().to_owned();
+    assert_eq!(up["sha256"], hex::encode(sha2::Sha256::digest(&bytes)));
+    assert_eq!(up["backend"], "s3");
+    let rec: Value = http
+        .get(format!("{}/v1/files/{id}", b.base))
+        .bearer_auth(&key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(rec, up, "B reads A's record");
+    let got = http
+        .get(format!("{}/v1/files/{id}/content", b.base))
+        .bearer_auth(&key)
+        .send()
+        .unwrap();
+    assert!(got.bytes().unwrap().as_ref() == bytes.as_slice(), "B serves A's bytes");
+    let listed: Value = http
+        .get(format!("{}/v1/files", b.base))
+        .bearer_auth(&key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed["files"][0]["id"], id.as_str());
+
+    // A link made by B points at the bucket and serves the bytes.
+    let link: Value = http
+        .post(format!("{}/v1/files/{id}/links", b.base))
+        .bearer_auth(&key)
+        .json(&json!({"ttl_seconds": 60}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let url = link["url"].as_str().unwrap();
+    assert!(url.starts_with(&s3.endpoint), "presigned straight at the bucket: {url}");
+    assert!(http.get(url).send().unwrap().bytes().unwrap().as_ref() == bytes.as_slice());
+
+    // A presign from A, the PUT straight to the bucket, completed through B.
+    let body = b"%PDF-1.4\n%%EOF\n".to_vec();
+    let p: Value = http
+        .post(format!("{}/v1/uploads", a.base))
+        .bearer_auth(&key)
+        .json(&json!({"name": "doc.pdf", "size": body.len(), "content_type": "application/pdf"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let upload_url = p["upload"]["url"].as_str().unwrap();
+    assert!(upload_url.starts_with(&s3.endpoint));
+    let mut put = http.put(upload_url).body(body.clone());
+    for (h, v) in p["upload"]["headers"].as_object().unwrap() {
+        put = put.header(h.as_str(), v.as_str().unwrap());
+    }
+    assert_eq!(put.send().unwrap().status(), 200);
+    let done: Value = http
+        .post(format!(
+            "{}/v1/uploads/{}/complete",
+            b.base,
+            p["file"]["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        (
+            done["status"].as_str(),
+            done["size"].as_u64(),
+            done["detected_type"].as_str()
+        ),
+        (Some("ready"), Some(body.len() as u64), Some("application/pdf"))
+    );
+
+    // A stable link made by A works through B (the same secret signs both).
+    let form = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"n.txt\"\r\n\r\nnote\r\n--b\r\nContent-Disposition: form-data; name=\"created_by\"\r\n\r\nme\r\n--b--\r\n";
+    let jt: Value = http
+        .post(format!("{}/api/v1/upload", a.base))
+        .bearer_auth(&key)
+        .header("agent", "dify")
+        .header("content-type", "multipart/form-data; boundary=b")
+        .body(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let stable = jt["data"]["id"].as_str().unwrap();
+    let via_b = format!("{}{}", b.base, &stable[stable.find("/l/").unwrap()..]);
+    assert_eq!(http.get(&via_b).send().unwrap().text().unwrap(), "note");
+
+    // Delete through B: A no longer has it, and its bytes are gone from the bucket.
+    assert_eq!(
+        http.delete(format!("{}/v1/files/{id}", b.base))
+            .bearer_auth(&key)
+            .send()
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        http.get(format!("{}/v1/files/{id}", a.base))
+            .bearer_auth(&key)
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(http.get(url).send().unwrap().status(), 404, "the object is deleted");
+}
