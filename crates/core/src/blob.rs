@@ -62,14 +62,20 @@ pub struct PresignPut {
     pub create_only: bool,
     /// Largest body accepted when no length is signed (stores that can enforce it).
     pub max_size: Option<u64>,
+    /// When the URL stops working, by filedock's clock (stores that filedock serves check this).
     pub expires_at: Timestamp,
+    /// The same, as a duration from now (stores that sign against their own clock, like S3).
+    pub expires_in_secs: u64,
 }
 
 /// A presigned download to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresignGet {
     pub key: StorageKey,
+    /// When the URL stops working, by filedock's clock (stores that filedock serves check this).
     pub expires_at: Timestamp,
+    /// The same, as a duration from now (stores that sign against their own clock, like S3).
+    pub expires_in_secs: u64,
     pub response_content_type: Option<String>,
     pub response_content_disposition: Option<String>,
 }

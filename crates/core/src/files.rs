@@ -415,6 +415,7 @@ impl FileService {
             create_only: req.create_only,
             max_size: Some(policy.max_size),
             expires_at: now + secs_to_ms(ttl),
+            expires_in_secs: ttl.max(1),
         };
         let signed = backend.store.presign_put(&presign)?;
         match self.catalog.insert_file(&rec).await {
@@ -629,9 +630,14 @@ impl FileService {
     /// A presigned GET of a file's object that serves it under its name and type, valid until
     /// `expires_at` but never past the file's own expiry.
     fn presign_download(&self, backend: &Backend, rec: &FileRecord, expires_at: Timestamp) -> Result<PresignedRequest> {
+        let expires_at = rec.expires_at.map_or(expires_at, |e| expires_at.min(e));
+        let expires_in_secs = u64::try_from((expires_at - self.clock.now()).div_euclid(1000))
+            .unwrap_or(0)
+            .max(1);
         backend.store.presign_get(&PresignGet {
             key: rec.key.clone(),
-            expires_at: rec.expires_at.map_or(expires_at, |e| expires_at.min(e)),
+            expires_at,
+            expires_in_secs,
             response_content_type: Some(rec.content_type().to_owned()),
             response_content_disposition: Some(disposition::attachment(rec.name.as_str())),
         })

@@ -17,8 +17,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use filedock_core::{
-    BlobStore, ByteRange, ByteStream, Clock, Error, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest,
-    PutOptions, Result, StorageKey, SystemClock,
+    BlobStore, ByteRange, ByteStream, Error, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest,
+    PutOptions, Result, StorageKey,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
@@ -156,10 +156,6 @@ fn meta_of(m: &object_store::ObjectMeta) -> ObjectMeta {
         etag: m.e_tag.clone().unwrap_or_default(),
         modified: m.last_modified.timestamp_millis(),
     }
-}
-
-fn ttl_until(expires_at: i64) -> Duration {
-    Duration::from_millis((expires_at - SystemClock.now()).max(1000) as u64)
 }
 
 impl S3Store {
@@ -331,7 +327,7 @@ impl BlobStore for S3Store {
         for (h, v) in &shown {
             action.headers_mut().insert(h.to_ascii_lowercase(), v.clone());
         }
-        let url = action.sign(ttl_until(req.expires_at)).to_string();
+        let url = action.sign(Duration::from_secs(req.expires_in_secs)).to_string();
         Ok(PresignedRequest {
             method: "PUT",
             url,
@@ -348,7 +344,7 @@ impl BlobStore for S3Store {
         if let Some(d) = &req.response_content_disposition {
             action.query_mut().insert("response-content-disposition", d.clone());
         }
-        let url = action.sign(ttl_until(req.expires_at)).to_string();
+        let url = action.sign(Duration::from_secs(req.expires_in_secs)).to_string();
         Ok(PresignedRequest {
             method: "GET",
             url,

@@ -75,6 +75,7 @@ async fn the_s3_server_enforces_what_filedock_signs() {
             create_only: true,
             max_size: None,
             expires_at: SystemClock.now() + 60_000,
+            expires_in_secs: 60,
         })
         .unwrap();
     assert!(
@@ -156,6 +157,7 @@ async fn the_s3_server_enforces_what_filedock_signs() {
         .presign_get(&PresignGet {
             key: key.clone(),
             expires_at: SystemClock.now() + 60_000,
+            expires_in_secs: 60,
             response_content_type: Some("image/png".into()),
             response_content_disposition: Some(filedock_core::disposition::attachment("my photo.png")),
         })
