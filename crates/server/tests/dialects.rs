@@ -195,7 +195,11 @@ async fn huawei_upload_and_download_for_expires_days() {
     let url = r["url"].as_str().unwrap();
     // The Host the URL is signed for: filedock itself on local disk, the bucket's host on S3.
     let authority = url.split('/').nth(2).unwrap();
-    let host = if authority.contains(':') { authority.to_owned() } else { format!("{authority}:80") };
+    let host = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
     assert_eq!(r["headers"], json!([{ "Host": host }]));
     if !scaled() {
         assert_eq!(host, "filedock.test:80");
