@@ -740,9 +740,10 @@ impl FileService {
             .verify(method, backend, key, query, header, self.clock.now() / 1000)
     }
 
-    /// Serves a presigned PUT to a self-served store, with S3's rules: a valid signature with
-    /// every signed header, a `Content-Length` (411 without), the signed size limit (413), and
-    /// create-only (412 over an existing object).
+    /// Serves a presigned PUT to a self-served store, with S3's rules — a valid signature with
+    /// every signed header, a `Content-Length` (411 without), the signed size limit (413),
+    /// create-only (412 over an existing object) — and one S3 cannot have: the key must hold a
+    /// pending upload (412 once it is complete, 403 once it is deleted).
     pub async fn direct_put(
         &self,
         backend: &str,
@@ -764,6 +765,13 @@ impl FileService {
             return Err(Error::TooLarge(format!(
                 "the body is {len} bytes; this URL takes at most {max}"
             )));
+        }
+        // filedock knows what it expects at this key, which S3 cannot: only a pending upload
+        // takes bytes. A completed file is never replaced, and a URL is dead after a delete.
+        match self.catalog.file_by_key(&b.name, &key_).await? {
+            Some(rec) if rec.status == FileStatus::Pending => {}
+            Some(_) => return Err(Error::PreconditionFailed("the file at this key is complete".into())),
+            None => return Err(Error::Forbidden("no upload is expected at this key".into())),
         }
         if v.create_only && b.store.head(&key_).await.is_ok() {
             return Err(Error::PreconditionFailed("an object already exists at this key".into()));

@@ -71,6 +71,19 @@ async fn tokenops_two_steps_then_visit() {
         (Some("test.mp4"), Some("ready"))
     );
 
+    // The upload URL cannot replace the completed file (on local disk filedock enforces it).
+    if !scaled() {
+        let again = app
+            .call(
+                "PUT",
+                r["upload_url"].as_str().unwrap(),
+                &[("content-length", "4".into())],
+                b"evil".to_vec(),
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(follow(&app, &visit).await.body, MP4);
+    }
     // A ready file at a path is not replaced.
     assert_eq!(
         upload_url(&app, &key, json!({"path": "my_files/test.mp4"}))

@@ -729,3 +729,38 @@ async fn openapi_lists_the_native_routes() {
     }
     assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
 }
+
+#[tokio::test]
+async fn a_presigned_put_cannot_replace_a_complete_file_nor_replay_after_delete() {
+    let app = TestApp::new().await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    let p = presign(&app, &key, json!({"name": "a.txt"})).await;
+    let url = p["upload"]["url"].as_str().unwrap().to_owned();
+    let hs = [("content-length", "5".to_owned()), ("if-none-match", "*".to_owned())];
+    assert_eq!(app.send(put(&url, &hs, b"hello")).await.status, StatusCode::OK);
+    let id = p["file"]["id"].as_str().unwrap();
+    assert_eq!(
+        app.post_json(&key, &format!("/v1/uploads/{id}/complete"), json!({}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let ans = app.send(put(&url, &hs, b"world")).await;
+    assert_eq!(
+        ans.status,
+        StatusCode::PRECONDITION_FAILED,
+        "a complete file is never replaced"
+    );
+    let del = Request::delete(format!("/v1/files/{id}"))
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(del).await.status, StatusCode::NO_CONTENT);
+    let ans = app.send(put(&url, &hs, b"again")).await;
+    assert_eq!(
+        ans.status,
+        StatusCode::FORBIDDEN,
+        "a URL is dead after its file is deleted"
+    );
+    assert_eq!(app.stored_objects().await, 0, "nothing was written");
+}
