@@ -764,3 +764,42 @@ async fn a_presigned_put_cannot_replace_a_complete_file_nor_replay_after_delete(
     );
     assert_eq!(app.stored_objects().await, 0, "nothing was written");
 }
+
+#[tokio::test]
+async fn malformed_queries_and_bodies_get_the_json_envelope() {
+    let app = TestApp::new().await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    for ans in [
+        app.get(&key, "/v1/files?limit=-1").await,
+        app.get(&key, "/v1/files?limit=lots").await,
+        app.get(&key, "/v1/files/lookup").await,
+        app.post_json(&key, "/v1/uploads", json!({"name": 5})).await,
+        app.post_json(&key, "/v1/uploads", json!([])).await,
+    ] {
+        assert_eq!(
+            ans.status,
+            StatusCode::BAD_REQUEST,
+            "{}",
+            String::from_utf8_lossy(&ans.body)
+        );
+        assert_eq!(ans.json()["error"]["code"], "invalid_request");
+    }
+    let id = app.upload_raw(&key, "a.txt", b"a").await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bad = Request::post(format!("/v1/files/{id}/links"))
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::from("{nope"))
+        .unwrap();
+    assert_eq!(app.send(bad).await.json()["error"]["code"], "invalid_request");
+    let empty = Request::post(format!("/v1/files/{id}/links"))
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.send(empty).await.status,
+        StatusCode::CREATED,
+        "no body: the default TTL"
+    );
+}

@@ -5,7 +5,7 @@
 //! file for `expires` days and not after. Errors are `{error_code, error_msg}`.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -113,10 +113,11 @@ fn scoped(mut who: Principal, project: &ProjectId, workspace: Option<WorkspaceId
 async fn upload_file(
     State(state): State<AppState>,
     Path(project_id): Path<String>,
-    Query(q): Query<UploadQuery>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<UploadFileResponse>, HwError> {
+    let q: UploadQuery = crate::dialects::query(raw.as_deref())?;
     let project = ProjectId::new(project_id)?;
     let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok());
     let who = principal_from(&state, token).await?;

@@ -72,6 +72,11 @@ pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
     ])
 }
 
+/// A query string, with a 400 for anything malformed.
+pub fn query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, Error> {
+    serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| Error::invalid(format!("malformed query string: {e}")))
+}
+
 /// A JSON request body, with a 400 for anything malformed.
 pub fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
     if body.is_empty() {

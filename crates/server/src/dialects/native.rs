@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use filedock_core::files::{KeyLayout, PresignUpload};
 use filedock_core::{Class, Error, FileId, FileName, FileRecord, NewFile, PresignedRequest, disposition};
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::Auth;
+use crate::dialects::{json_body, query};
 use crate::error::{ApiResult, ErrorBody};
 use crate::{body, respond};
 
@@ -220,10 +222,11 @@ fn ttl_of(s: Option<&str>) -> Result<Option<u64>, Error> {
 pub async fn upload(
     State(state): State<AppState>,
     Auth(who): Auth,
-    Query(q): Query<UploadQuery>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<FileView>)> {
+    let q: UploadQuery = query(raw.as_deref())?;
     let max = state.files.policy(POLICY)?.max_size;
     let declared_len = body::content_length(&headers);
     let (mut new, stream) = match body::multipart_boundary(&headers) {
@@ -274,8 +277,9 @@ pub async fn upload(
 pub async fn list(
     State(state): State<AppState>,
     Auth(who): Auth,
-    Query(q): Query<ListQuery>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<FileList>> {
+    let q: ListQuery = query(raw.as_deref())?;
     let before = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
         Some(c) => Some(FileId::parse(c).map_err(|_| Error::invalid("malformed cursor"))?),
         None => None,
@@ -315,8 +319,9 @@ pub struct LookupQuery {
 pub async fn lookup(
     State(state): State<AppState>,
     Auth(who): Auth,
-    Query(q): Query<LookupQuery>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<FileView>> {
+    let q: LookupQuery = query(raw.as_deref())?;
     let rec = state.files.file_by_reference(&who, &q.path).await?;
     Ok(Json(FileView::from(&rec)))
 }
@@ -367,9 +372,15 @@ pub async fn create_link(
     State(state): State<AppState>,
     Auth(who): Auth,
     Path(id): Path<String>,
-    req: Option<Json<LinkRequest>>,
+    body: Bytes,
 ) -> ApiResult<(StatusCode, Json<LinkResponse>)> {
-    let ttl = req.and_then(|Json(r)| r.ttl_seconds);
+    // The body is optional: none means the default TTL.
+    let req: LinkRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        LinkRequest::default()
+    } else {
+        json_body(&body)?
+    };
+    let ttl = req.ttl_seconds;
     let link = state.files.link(&who, &FileId::parse(&id)?, ttl).await?;
     Ok((
         StatusCode::CREATED,
@@ -389,8 +400,9 @@ pub async fn create_link(
 pub async fn presign(
     State(state): State<AppState>,
     Auth(who): Auth,
-    Json(req): Json<PresignRequest>,
+    body: Bytes,
 ) -> ApiResult<(StatusCode, Json<PresignResponse>)> {
+    let req: PresignRequest = json_body(&body)?;
     let mut new = NewFile::named(FileName::new(req.name)?);
     new.class = class_of(req.class.as_deref())?;
     new.ttl_secs = req.ttl_seconds;
