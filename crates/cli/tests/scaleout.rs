@@ -27,23 +27,7 @@ fn two_instances_share_one_catalog_and_one_bucket() {
     )
     .unwrap();
     let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
-    let out = std::process::Command::new(BIN)
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data_a.to_str().unwrap(),
-        ])
-        .args(["keys", "create", "--project", "demo", "--kind", "session"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
+    let key = create_key_with(&data_a, Some(&config), "demo", "session");
     let a = Server::start_with(&data_a, Some(&config));
     let b = Server::start_with(&data_b, Some(&config));
     let http = reqwest::blocking::Client::new();

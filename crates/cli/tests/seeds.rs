@@ -59,23 +59,7 @@ fn run_all(config_text: &str) {
     let config = dir.path().join("filedock.toml");
     std::fs::write(&config, config_text).unwrap();
     let data = dir.path().join("data");
-    let out = Command::new(BIN)
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .args(["keys", "create", "--project", "demo", "--kind", "integration"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned();
+    let key = create_key_with(&data, Some(&config), "demo", "integration");
     let server = Server::start_with(&data, Some(&config));
     let ok = Command::new("python3")
         .args(["-c", "import requests"])

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,8 +14,8 @@ use filedock_catalog::SqliteCatalog;
 use filedock_core::files::{FileServiceConfig, Retention};
 use filedock_core::{Catalog, Clock, CredentialKind, FileService, ProjectId, SystemClock, UrlSigner};
 use filedock_server::{AppState, router};
-use filedock_storage::{BackendConfig, OpenContext, S3Config, Secret, StoreConfig};
-use filedock_testkit::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
+use filedock_storage::{BackendConfig, OpenContext, StoreConfig};
+use filedock_testkit::S3Server;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -29,16 +31,7 @@ async fn presigned_bytes_never_pass_through_filedock() {
         signer: signer.clone(),
     };
     let cfg = BackendConfig {
-        store: StoreConfig::S3(S3Config {
-            endpoint: s3.endpoint.clone(),
-            bucket: S3_BUCKET.into(),
-            region: "us-east-1".into(),
-            path_style: true,
-            access_key_id: S3_ACCESS_KEY.into(),
-            secret_access_key: Some(Secret(S3_SECRET_KEY.into())),
-            secret_access_key_file: None,
-            create_only: Default::default(),
-        }),
+        store: StoreConfig::S3(common::s3_config(&s3)),
         ..BackendConfig::local()
     };
     let backend = filedock_storage::open("s3", &cfg, &ctx).await.unwrap();

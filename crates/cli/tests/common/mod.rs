@@ -10,8 +10,16 @@ use std::process::{Child, Command, Stdio};
 pub const BIN: &str = env!("CARGO_BIN_EXE_filedock");
 
 pub fn filedock(data: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--data-dir")
+    filedock_with(data, None, args)
+}
+
+/// Runs the binary on a data dir, with a config file if given.
+pub fn filedock_with(data: &Path, config: Option<&Path>, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.arg("--data-dir")
         .arg(data)
         .args(args)
         .env_remove("FILEDOCK_CONFIG")
@@ -20,7 +28,12 @@ pub fn filedock(data: &Path, args: &[&str]) -> std::process::Output {
 }
 
 pub fn create_key(data: &Path, project: &str, kind: &str) -> String {
-    let out = filedock(data, &["keys", "create", "--project", project, "--kind", kind]);
+    create_key_with(data, None, project, kind)
+}
+
+/// `filedock keys create`; returns the secret (the last line of stdout).
+pub fn create_key_with(data: &Path, config: Option<&Path>, project: &str, kind: &str) -> String {
+    let out = filedock_with(data, config, &["keys", "create", "--project", project, "--kind", kind]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout)
         .unwrap()

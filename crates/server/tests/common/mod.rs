@@ -84,19 +84,7 @@ impl TestApp {
         // expectations (names, `local://filedock.test/…` paths) hold for both.
         let (store, local, s3, catalog): (Arc<dyn BlobStore>, _, _, Arc<dyn Catalog>) = if scaled() {
             let s3 = S3Server::start();
-            let store = Arc::new(
-                S3Store::open(&S3Config {
-                    endpoint: s3.endpoint.clone(),
-                    bucket: S3_BUCKET.into(),
-                    region: "us-east-1".into(),
-                    path_style: true,
-                    access_key_id: S3_ACCESS_KEY.into(),
-                    secret_access_key: Some(Secret(S3_SECRET_KEY.into())),
-                    secret_access_key_file: None,
-                    create_only: Default::default(),
-                })
-                .unwrap(),
-            );
+            let store = Arc::new(S3Store::open(&s3_config(&s3)).unwrap());
             let url = filedock_testkit::postgres_database()
                 .await
                 .expect("TEST_FLAVOR=s3-postgres needs TEST_PG_URL");
@@ -317,4 +305,18 @@ pub fn scaled() -> bool {
 pub fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(b))
+}
+
+/// The S3 backend settings for a test S3 server.
+pub fn s3_config(s3: &S3Server) -> S3Config {
+    S3Config {
+        endpoint: s3.endpoint.clone(),
+        bucket: S3_BUCKET.into(),
+        region: "us-east-1".into(),
+        path_style: true,
+        access_key_id: S3_ACCESS_KEY.into(),
+        secret_access_key: Some(Secret(S3_SECRET_KEY.into())),
+        secret_access_key_file: None,
+        create_only: Default::default(),
+    }
 }
