@@ -228,23 +228,10 @@ fn permanent_links_survive_a_restart() {
     let key = create_key(&data, "demo", "integration");
     let server = Server::start(&data);
     let client = reqwest::blocking::Client::new();
-    let form = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nstill here\r\n\
-                --b\r\nContent-Disposition: form-data; name=\"created_by\"\r\n\r\nme\r\n--b--\r\n";
-    let resp: serde_json::Value = client
-        .post(format!("{}/api/v1/upload", server.base))
-        .bearer_auth(&key)
-        .header("agent", "dify")
-        .header("content-type", "multipart/form-data; boundary=b")
-        .body(form)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let id = resp["data"]["id"].as_str().unwrap().to_owned();
+    let path = juniortree_link_path(&server.base, &key, "a.txt", "still here");
     drop(server);
     let server = Server::start(&data);
     // The link names the old address; the restarted server listens on a new port.
-    let path = &id[id.find("/l/").unwrap()..];
     let got = client.get(format!("{}{path}", server.base)).send().unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.text().unwrap(), "still here");

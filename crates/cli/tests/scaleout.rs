@@ -121,19 +121,7 @@ fn two_instances_share_one_catalog_and_one_bucket() {
     );
 
     // A stable link made by A works through B (the same secret signs both).
-    let form = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"n.txt\"\r\n\r\nnote\r\n--b\r\nContent-Disposition: form-data; name=\"created_by\"\r\n\r\nme\r\n--b--\r\n";
-    let jt: Value = http
-        .post(format!("{}/api/v1/upload", a.base))
-        .bearer_auth(&key)
-        .header("agent", "dify")
-        .header("content-type", "multipart/form-data; boundary=b")
-        .body(form)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let stable = jt["data"]["id"].as_str().unwrap();
-    let via_b = format!("{}{}", b.base, &stable[stable.find("/l/").unwrap()..]);
+    let via_b = format!("{}{}", b.base, juniortree_link_path(&a.base, &key, "n.txt", "note"));
     assert_eq!(http.get(&via_b).send().unwrap().text().unwrap(), "note");
 
     // Delete through B: A no longer has it, and its bytes are gone from the bucket.

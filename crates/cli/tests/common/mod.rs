@@ -114,3 +114,24 @@ pub fn postgres_database() -> Option<String> {
         .unwrap()
         .block_on(filedock_testkit::postgres_database())
 }
+
+/// Uploads `content` as `name` through Juniortree's route and returns the path of its permanent
+/// link (`/l/…`), which any instance sharing the signing secret serves.
+pub fn juniortree_link_path(base: &str, key: &str, name: &str, content: &str) -> String {
+    let form = format!(
+        "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\r\n{content}\r\n\
+         --b\r\nContent-Disposition: form-data; name=\"created_by\"\r\n\r\nme\r\n--b--\r\n"
+    );
+    let resp: serde_json::Value = reqwest::blocking::Client::new()
+        .post(format!("{base}/api/v1/upload"))
+        .bearer_auth(key)
+        .header("agent", "dify")
+        .header("content-type", "multipart/form-data; boundary=b")
+        .body(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = resp["data"]["id"].as_str().unwrap();
+    id[id.find("/l/").unwrap()..].to_owned()
+}
