@@ -4,7 +4,7 @@
 
 use filedock_core::{
     Class, Credential, CredentialKind, Error, FileId, FileName, FileRecord, FileStatus, ProjectId, Result, StorageKey,
-    WorkspaceId,
+    UploadId, UploadKind, UploadRecord, UploadStatus, WorkspaceId,
 };
 use sqlx::{ColumnIndex, Row as AnyRow};
 
@@ -86,6 +86,36 @@ where
         completed_at: t("completed_at")?,
         expires_at: t("expires_at")?,
         deleted_at: t("deleted_at")?,
+    })
+}
+
+pub(crate) fn upload_of<R: AnyRow>(r: &R) -> Result<UploadRecord>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let s = |name: &str| -> Result<String> { r.try_get::<String, _>(name).map_err(db_err) };
+    let o = |name: &str| -> Result<Option<String>> { r.try_get::<Option<String>, _>(name).map_err(db_err) };
+    let n = |name: &str| -> Result<i64> { r.try_get::<i64, _>(name).map_err(db_err) };
+    let bad = |_| Error::internal_msg("malformed id in the uploads table");
+    Ok(UploadRecord {
+        id: UploadId::parse(&s("id")?).map_err(bad)?,
+        kind: UploadKind::parse(&s("kind")?)?,
+        project: ProjectId::new(s("project")?)?,
+        workspace: o("workspace")?.map(WorkspaceId::new).transpose()?,
+        file_id: o("file_id")?.map(|f| FileId::parse(&f)).transpose().map_err(bad)?,
+        backend: s("backend")?,
+        key: StorageKey::new(s("storage_key")?)?,
+        handle: s("handle")?,
+        length: u64_of(r.try_get::<Option<i64>, _>("length").map_err(db_err)?),
+        part_size: n("part_size")?.max(0) as u64,
+        offset: n("upload_offset")?.max(0) as u64,
+        metadata: o("metadata")?,
+        concat: o("concat")?,
+        status: UploadStatus::parse(&s("status")?)?,
+        created_at: n("created_at")?,
+        expires_at: n("expires_at")?,
     })
 }
 
@@ -249,6 +279,131 @@ macro_rules! sql_catalog {
             .await
             .map_err($crate::sql::db_err)?;
         Ok(())
+    }
+
+    async fn insert_upload(&self, u: &filedock_core::UploadRecord) -> filedock_core::Result<()> {
+        sqlx::query(
+            "INSERT INTO uploads (id, kind, project, workspace, file_id, backend, storage_key, handle, length, part_size,
+                upload_offset, metadata, concat, status, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(u.id.as_str())
+        .bind(u.kind.as_str())
+        .bind(u.project.as_str())
+        .bind(u.workspace.as_ref().map(|w| w.as_str()))
+        .bind(u.file_id.as_ref().map(|f| f.as_str()))
+        .bind(&u.backend)
+        .bind(u.key.as_str())
+        .bind(&u.handle)
+        .bind($crate::sql::i64_of(u.length))
+        .bind($crate::sql::i64_of(Some(u.part_size)))
+        .bind($crate::sql::i64_of(Some(u.offset)))
+        .bind(&u.metadata)
+        .bind(&u.concat)
+        .bind(u.status.as_str())
+        .bind(u.created_at)
+        .bind(u.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        Ok(())
+    }
+
+    async fn upload(&self, id: &filedock_core::UploadId) -> filedock_core::Result<Option<filedock_core::UploadRecord>> {
+        let row = sqlx::query("SELECT * FROM uploads WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)?;
+        row.as_ref().map($crate::sql::upload_of).transpose()
+    }
+
+    async fn lock_upload(
+        &self,
+        id: &filedock_core::UploadId,
+        token: &str,
+        now: filedock_core::Timestamp,
+        until: filedock_core::Timestamp,
+    ) -> filedock_core::Result<bool> {
+        // One statement, so the database decides between racing instances.
+        let r = sqlx::query(
+            "UPDATE uploads SET lock_token = $2, lock_until = $4
+             WHERE id = $1 AND status = 'active'
+               AND (lock_token IS NULL OR lock_token = $2 OR lock_until < $3)",
+        )
+        .bind(id.as_str())
+        .bind(token)
+        .bind(now)
+        .bind(until)
+        .execute(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn unlock_upload(&self, id: &filedock_core::UploadId, token: &str) -> filedock_core::Result<()> {
+        sqlx::query("UPDATE uploads SET lock_token = NULL, lock_until = NULL WHERE id = $1 AND lock_token = $2")
+            .bind(id.as_str())
+            .bind(token)
+            .execute(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)?;
+        Ok(())
+    }
+
+    async fn advance_upload(
+        &self,
+        id: &filedock_core::UploadId,
+        token: &str,
+        offset: u64,
+        length: Option<u64>,
+        expires_at: filedock_core::Timestamp,
+    ) -> filedock_core::Result<bool> {
+        let r = sqlx::query(
+            "UPDATE uploads SET upload_offset = $3, length = COALESCE($4, length), expires_at = $5
+             WHERE id = $1 AND lock_token = $2 AND status = 'active'",
+        )
+        .bind(id.as_str())
+        .bind(token)
+        .bind($crate::sql::i64_of(Some(offset)))
+        .bind($crate::sql::i64_of(length))
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn finish_upload(
+        &self,
+        id: &filedock_core::UploadId,
+        status: filedock_core::UploadStatus,
+    ) -> filedock_core::Result<bool> {
+        let r = sqlx::query(
+            "UPDATE uploads SET status = $2, lock_token = NULL, lock_until = NULL WHERE id = $1 AND status = 'active'",
+        )
+        .bind(id.as_str())
+        .bind(status.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn expired_uploads(
+        &self,
+        now: filedock_core::Timestamp,
+        limit: u32,
+    ) -> filedock_core::Result<Vec<filedock_core::UploadRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM uploads WHERE status = 'active' AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        rows.iter().map($crate::sql::upload_of).collect()
     }
 
         }

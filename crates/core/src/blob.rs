@@ -90,6 +90,35 @@ pub struct PresignedRequest {
     pub expires_at: Timestamp,
 }
 
+/// One stored part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// 1 to 10,000.
+    pub number: u32,
+    /// As the part's PUT answered it (quoted).
+    pub etag: String,
+    pub size: u64,
+}
+
+/// A presigned part upload to make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignPart {
+    pub key: StorageKey,
+    /// The store's handle on the multipart upload (from [`BlobStore::create_multipart`]).
+    pub handle: String,
+    /// filedock's id of the upload (self-served stores put it in the URL).
+    pub upload_id: String,
+    pub number: u32,
+    /// Signed: the PUT must carry exactly this `Content-Length`.
+    pub content_length: u64,
+    pub expires_at: Timestamp,
+    pub expires_in_secs: u64,
+}
+
+fn unsupported(what: &str) -> crate::error::Error {
+    crate::error::Error::Unavailable(format!("this storage backend does not support {what}"))
+}
+
 /// A place to keep bytes.
 ///
 /// # Contract
@@ -102,6 +131,16 @@ pub struct PresignedRequest {
 /// - `delete` is idempotent: deleting a missing key is `Ok`.
 /// - `presign_*` do no I/O. Stores whose URLs filedock serves itself say so in
 ///   [`BlobStore::self_served`].
+/// - Multipart (S3's model): `create_multipart` returns a handle; parts are put in any order,
+///   a part put twice is replaced; `complete_multipart` joins the listed parts, in the order
+///   given, into the object (create-only: `PreconditionFailed` if the key holds one) and drops
+///   the handle; `abort_multipart` drops the handle and every part, and is idempotent. The
+///   store enforces no minimum part size: core does.
+/// - Resumable appends (tus): `append_create` returns a handle; `append` writes a body at an
+///   offset the caller tracks (the store discards anything it holds past that offset first),
+///   and returns the new offset: on a body error it keeps, durably, what arrived before it and
+///   reports the error with that offset; `append_finish` publishes exactly `length` bytes at
+///   the key (create-only) and drops the handle; `append_abort` drops it, idempotently.
 #[async_trait]
 pub trait BlobStore: Send + Sync + Debug {
     /// Stores a body under a key.
@@ -118,6 +157,65 @@ pub trait BlobStore: Send + Sync + Debug {
     fn presign_put(&self, req: &PresignPut) -> Result<PresignedRequest>;
     /// A URL to download one object directly.
     fn presign_get(&self, req: &PresignGet) -> Result<PresignedRequest>;
+    /// Starts a multipart upload of `key`; returns the store's handle.
+    async fn create_multipart(&self, key: &StorageKey) -> Result<String> {
+        let _ = key;
+        Err(unsupported("multipart uploads"))
+    }
+    /// Stores one part from a body of exactly `len` bytes; returns the part as listed.
+    async fn put_part(&self, key: &StorageKey, handle: &str, number: u32, body: ByteStream, len: u64) -> Result<Part> {
+        let _ = (key, handle, number, body, len);
+        Err(unsupported("multipart uploads"))
+    }
+    /// The parts stored so far, by number.
+    async fn list_parts(&self, key: &StorageKey, handle: &str) -> Result<Vec<Part>> {
+        let _ = (key, handle);
+        Err(unsupported("multipart uploads"))
+    }
+    /// Joins parts (already checked by core) into the object.
+    async fn complete_multipart(&self, key: &StorageKey, handle: &str, parts: &[Part]) -> Result<ObjectMeta> {
+        let _ = (key, handle, parts);
+        Err(unsupported("multipart uploads"))
+    }
+    /// Drops a multipart upload and its parts.
+    async fn abort_multipart(&self, key: &StorageKey, handle: &str) -> Result<()> {
+        let _ = (key, handle);
+        Err(unsupported("multipart uploads"))
+    }
+    /// A URL to upload one part directly.
+    fn presign_part(&self, req: &PresignPart) -> Result<PresignedRequest> {
+        let _ = req;
+        Err(unsupported("multipart uploads"))
+    }
+
+    /// Starts a resumable upload of `key`; returns the store's handle.
+    async fn append_create(&self, key: &StorageKey) -> Result<String> {
+        let _ = key;
+        Err(unsupported("resumable uploads"))
+    }
+    /// Appends a body at `offset`. Returns the new offset, and the body's error if it failed
+    /// part way (what arrived before it is kept).
+    async fn append(
+        &self,
+        key: &StorageKey,
+        handle: &str,
+        offset: u64,
+        body: ByteStream,
+    ) -> Result<(u64, Option<crate::error::Error>)> {
+        let _ = (key, handle, offset, body);
+        Err(unsupported("resumable uploads"))
+    }
+    /// Publishes the first `length` bytes appended as the object at `key`.
+    async fn append_finish(&self, key: &StorageKey, handle: &str, length: u64) -> Result<ObjectMeta> {
+        let _ = (key, handle, length);
+        Err(unsupported("resumable uploads"))
+    }
+    /// Drops a resumable upload.
+    async fn append_abort(&self, key: &StorageKey, handle: &str) -> Result<()> {
+        let _ = (key, handle);
+        Err(unsupported("resumable uploads"))
+    }
+
     /// True when the URLs this store presigns point at filedock's own `/blob/` route.
     fn self_served(&self) -> bool {
         false

@@ -7,7 +7,10 @@ use async_trait::async_trait;
 
 use crate::clock::Timestamp;
 use crate::error::Result;
-use crate::model::{Credential, FileId, FileRecord, FileStatus, ProjectId, StorageKey, WorkspaceId};
+use crate::model::{
+    Credential, FileId, FileRecord, FileStatus, ProjectId, StorageKey, UploadId, UploadRecord, UploadStatus,
+    WorkspaceId,
+};
 
 /// A page of a project's files, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,10 @@ pub struct Completion {
 ///   `delete_file` moves a file that is not deleted to deleted and returns false otherwise. Both
 ///   are atomic, so of two racing callers exactly one gets `true`.
 /// - `revoke_credential` returns false for a missing or already revoked credential.
+/// - An upload's lock is a lease: `lock_upload` takes it when the upload is active and the lock
+///   is free, already held by the same token (which extends it), or its lease ended before
+///   `now`. `advance_upload` writes only under the lock. `finish_upload` moves an active upload
+///   to completed or aborted, atomically (one of two racing callers gets `true`), and frees it.
 #[async_trait]
 pub trait Catalog: Send + Sync + Debug {
     /// Adds a credential.
@@ -68,4 +75,27 @@ pub trait Catalog: Send + Sync + Debug {
     async fn delete_file(&self, id: &FileId, at: Timestamp) -> Result<bool>;
     /// Removes a row for good (a pending upload rolled back).
     async fn remove_file(&self, id: &FileId) -> Result<()>;
+
+    /// Adds an upload.
+    async fn insert_upload(&self, u: &UploadRecord) -> Result<()>;
+    /// Finds an upload by id, whatever its project or status.
+    async fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>>;
+    /// Takes or extends an upload's lock until `until`; false when another holder's lease runs.
+    async fn lock_upload(&self, id: &UploadId, token: &str, now: Timestamp, until: Timestamp) -> Result<bool>;
+    /// Frees an upload's lock if `token` holds it.
+    async fn unlock_upload(&self, id: &UploadId, token: &str) -> Result<()>;
+    /// Records a tus upload's progress (offset, a length given late, the new expiry) while
+    /// `token` holds its lock; false otherwise.
+    async fn advance_upload(
+        &self,
+        id: &UploadId,
+        token: &str,
+        offset: u64,
+        length: Option<u64>,
+        expires_at: Timestamp,
+    ) -> Result<bool>;
+    /// Moves an active upload to `status` (completed or aborted) and frees its lock.
+    async fn finish_upload(&self, id: &UploadId, status: UploadStatus) -> Result<bool>;
+    /// Active uploads abandoned at `now` (`expires_at` passed), oldest first.
+    async fn expired_uploads(&self, now: Timestamp, limit: u32) -> Result<Vec<UploadRecord>>;
 }

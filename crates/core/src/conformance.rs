@@ -9,7 +9,8 @@ use crate::blob::{BlobStore, ByteStream, PutOptions};
 use crate::catalog::{Catalog, Completion, FileQuery};
 use crate::error::Error;
 use crate::model::{
-    Class, Credential, CredentialKind, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey, WorkspaceId,
+    Class, Credential, CredentialKind, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey, UploadId,
+    UploadKind, UploadRecord, UploadStatus, WorkspaceId,
 };
 use crate::range::ByteRange;
 
@@ -319,4 +320,241 @@ pub async fn catalog_suite(catalog: &dyn Catalog) {
     catalog.remove_file(&same_key.id).await.expect("remove");
     assert_eq!(catalog.file(&same_key.id).await.expect("get"), None);
     catalog.remove_file(&same_key.id).await.expect("remove is idempotent");
+
+    upload_rules(catalog).await;
+}
+
+fn upload(expires_at: i64) -> UploadRecord {
+    UploadRecord {
+        id: UploadId::generate(),
+        kind: UploadKind::Tus,
+        project: project("alpha"),
+        workspace: Some(WorkspaceId::new("ws1").expect("ws")),
+        file_id: Some(FileId::generate()),
+        backend: "local".into(),
+        key: key("alpha/big.bin"),
+        handle: "h-1".into(),
+        length: None,
+        part_size: 5 << 20,
+        offset: 0,
+        metadata: Some("filename YS5iaW4=".into()),
+        concat: Some("partial".into()),
+        status: UploadStatus::Active,
+        created_at: 1_000,
+        expires_at,
+    }
+}
+
+async fn upload_rules(catalog: &dyn Catalog) {
+    let u = upload(50_000);
+    catalog.insert_upload(&u).await.expect("insert upload");
+    assert!(matches!(catalog.insert_upload(&u).await, Err(Error::Conflict(_))));
+    assert_eq!(
+        catalog.upload(&u.id).await.expect("get"),
+        Some(u.clone()),
+        "every field"
+    );
+    assert_eq!(catalog.upload(&UploadId::generate()).await.expect("get"), None);
+
+    // The lock is a lease: held, extended by its holder, taken over only once it lapses.
+    assert!(catalog.lock_upload(&u.id, "a", 2_000, 3_000).await.expect("lock"));
+    assert!(!catalog.lock_upload(&u.id, "b", 2_500, 3_500).await.expect("held"));
+    assert!(catalog.lock_upload(&u.id, "a", 2_900, 4_000).await.expect("extend"));
+    assert!(!catalog.lock_upload(&u.id, "b", 3_500, 4_500).await.expect("still held"));
+    assert!(
+        !catalog
+            .advance_upload(&u.id, "b", 9, None, 60_000)
+            .await
+            .expect("not the holder")
+    );
+    assert!(
+        catalog
+            .advance_upload(&u.id, "a", 10, None, 60_000)
+            .await
+            .expect("advance")
+    );
+    assert!(
+        catalog
+            .advance_upload(&u.id, "a", 12, Some(20), 60_000)
+            .await
+            .expect("late length")
+    );
+    assert!(
+        catalog
+            .lock_upload(&u.id, "b", 4_001, 5_000)
+            .await
+            .expect("lapsed lease")
+    );
+    assert!(
+        !catalog
+            .advance_upload(&u.id, "a", 13, None, 60_000)
+            .await
+            .expect("lost the lock")
+    );
+    catalog
+        .unlock_upload(&u.id, "a")
+        .await
+        .expect("unlock by a non-holder is a no-op");
+    assert!(
+        !catalog
+            .lock_upload(&u.id, "c", 4_500, 5_500)
+            .await
+            .expect("b still holds")
+    );
+    catalog.unlock_upload(&u.id, "b").await.expect("unlock");
+    assert!(catalog.lock_upload(&u.id, "c", 4_500, 5_500).await.expect("free again"));
+    let got = catalog.upload(&u.id).await.expect("get").expect("exists");
+    assert_eq!((got.offset, got.length, got.expires_at), (12, Some(20), 60_000));
+
+    // Expiry, then finishing exactly once (which frees the lock and ends locking).
+    let old = upload(10_000);
+    catalog.insert_upload(&old).await.expect("insert old");
+    let ids = |v: Vec<UploadRecord>| v.into_iter().map(|u| u.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(catalog.expired_uploads(10_000, 10).await.expect("expired")),
+        vec![old.id.clone()]
+    );
+    assert_eq!(
+        ids(catalog.expired_uploads(70_000, 10).await.expect("expired")),
+        vec![old.id.clone(), u.id.clone()]
+    );
+    assert_eq!(catalog.expired_uploads(70_000, 1).await.expect("expired").len(), 1);
+    assert!(
+        catalog
+            .finish_upload(&old.id, UploadStatus::Aborted)
+            .await
+            .expect("abort")
+    );
+    assert!(
+        !catalog
+            .finish_upload(&old.id, UploadStatus::Completed)
+            .await
+            .expect("twice")
+    );
+    assert!(
+        catalog
+            .finish_upload(&u.id, UploadStatus::Completed)
+            .await
+            .expect("complete")
+    );
+    assert!(
+        !catalog
+            .lock_upload(&u.id, "d", 1, 2)
+            .await
+            .expect("finished uploads do not lock")
+    );
+    assert!(catalog.expired_uploads(70_000, 10).await.expect("expired").is_empty());
+    assert_eq!(
+        catalog.upload(&u.id).await.expect("get").map(|u| u.status),
+        Some(UploadStatus::Completed)
+    );
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn one(b: &[u8]) -> ByteStream {
+    futures_util::stream::iter(vec![Ok(Bytes::copy_from_slice(b))]).boxed()
+}
+
+/// Checks a store's multipart uploads (S3's model). Parts but the last are 5 MiB, S3's minimum.
+pub async fn multipart_suite(store: &dyn BlobStore) {
+    const MIB5: usize = 5 << 20;
+    let k = key("conformance/multipart.bin");
+    let (p1, p2) = (pattern(MIB5, 1), pattern(1000, 2));
+    let h = store.create_multipart(&k).await.expect("create");
+    // Out of order, and a part put twice is replaced.
+    let second = store
+        .put_part(&k, &h, 2, one(&pattern(1000, 9)), 1000)
+        .await
+        .expect("part 2");
+    let second_again = store.put_part(&k, &h, 2, one(&p2), 1000).await.expect("part 2 again");
+    assert_ne!(second.etag, second_again.etag, "a new part has a new ETag");
+    let first = store.put_part(&k, &h, 1, one(&p1), MIB5 as u64).await.expect("part 1");
+    assert_eq!((first.number, first.size), (1, MIB5 as u64));
+    let listed = store.list_parts(&k, &h).await.expect("list parts");
+    assert_eq!(listed, vec![first.clone(), second_again.clone()]);
+    assert!(
+        matches!(store.head(&k).await, Err(Error::NotFound(_))),
+        "nothing visible before complete"
+    );
+    let meta = store
+        .complete_multipart(&k, &h, &[first, second_again])
+        .await
+        .expect("complete");
+    assert_eq!(meta.size, (MIB5 + 1000) as u64);
+    let mut want = p1;
+    want.extend_from_slice(&p2);
+    assert!(read_all(store, &k, None).await == want, "the parts joined in order");
+    assert!(
+        store.list_parts(&k, &h).await.map_or(true, |p| p.is_empty()),
+        "no part is left after complete"
+    );
+    store.delete(&k).await.expect("delete");
+
+    // Abort drops every part, and is idempotent.
+    let h = store.create_multipart(&k).await.expect("create");
+    store.put_part(&k, &h, 1, one(b"abc"), 3).await.expect("part");
+    store.abort_multipart(&k, &h).await.expect("abort");
+    store.abort_multipart(&k, &h).await.expect("abort again");
+    assert!(matches!(store.head(&k).await, Err(Error::NotFound(_))));
+}
+
+/// Checks a store's resumable appends (tus), across its minimum part size where it has one.
+pub async fn append_suite(store: &dyn BlobStore) {
+    let k = key("conformance/appended.bin");
+    let data = pattern((6 << 20) + 123, 3);
+    let h = store.append_create(&k).await.expect("create");
+    let (off, err) = store.append(&k, &h, 0, one(&data[..100])).await.expect("append");
+    assert_eq!((off, err.is_none()), (100, true));
+    // A body that fails part way keeps what arrived before the error.
+    let failing = futures_util::stream::iter(vec![
+        Ok(Bytes::copy_from_slice(&data[100..1000])),
+        Err(Error::invalid("client went away")),
+    ])
+    .boxed();
+    let (off, err) = store.append(&k, &h, 100, failing).await.expect("append");
+    assert_eq!((off, err.is_some()), (1000, true));
+    // Bytes stored past the offset the caller recorded are dropped (it never acknowledged them,
+    // say it crashed first): the next append at that offset replaces them.
+    let (off, _) = store
+        .append(&k, &h, 1000, one(&pattern(4000, 77)))
+        .await
+        .expect("append");
+    assert_eq!(off, 5000);
+    let (off, _) = store
+        .append(&k, &h, 1000, one(&data[1000..(5 << 20) + 7]))
+        .await
+        .expect("append");
+    assert_eq!(off, (5 << 20) + 7);
+    let (off, _) = store
+        .append(&k, &h, off, one(&data[(5 << 20) + 7..]))
+        .await
+        .expect("append");
+    assert_eq!(off, data.len() as u64);
+    assert!(
+        matches!(store.head(&k).await, Err(Error::NotFound(_))),
+        "nothing visible before finish"
+    );
+    let meta = store.append_finish(&k, &h, off).await.expect("finish");
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(read_all(store, &k, None).await == data, "the bytes as appended");
+    store.delete(&k).await.expect("delete");
+
+    // Empty, and abort.
+    let h = store.append_create(&k).await.expect("create");
+    assert_eq!(store.append_finish(&k, &h, 0).await.expect("finish empty").size, 0);
+    store.delete(&k).await.expect("delete");
+    let h = store.append_create(&k).await.expect("create");
+    store.append(&k, &h, 0, one(b"xyz")).await.expect("append");
+    store.append_abort(&k, &h).await.expect("abort");
+    store.append_abort(&k, &h).await.expect("abort again");
+    assert!(
+        store.append(&k, &h, 3, one(b"more")).await.is_err(),
+        "an aborted upload takes nothing"
+    );
+    assert!(matches!(store.head(&k).await, Err(Error::NotFound(_))));
 }

@@ -24,14 +24,18 @@ pub mod range;
 pub mod sniff;
 
 pub use auth::{Credentials, Principal, hash_secret};
-pub use blob::{BlobStore, ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest, PutOptions};
+pub use blob::{
+    BlobStore, ByteStream, GetResult, ObjectMeta, Part, PresignGet, PresignPart, PresignPut, PresignedRequest,
+    PutOptions,
+};
 pub use catalog::Catalog;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, Result};
 pub use files::{Backend, FileService, FileServiceConfig, KeyLayout, NewFile, PresignUpload, Staged};
 pub use link::UrlSigner;
 pub use model::{
-    Class, Credential, CredentialKind, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey, WorkspaceId,
+    Class, Credential, CredentialKind, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey, UploadId,
+    UploadKind, UploadRecord, UploadStatus, WorkspaceId,
 };
 pub use policy::UploadPolicy;
 pub use range::ByteRange;

@@ -63,6 +63,8 @@ pub struct SignedParams {
     pub max_size: Option<u64>,
     pub response_content_type: Option<String>,
     pub response_content_disposition: Option<String>,
+    /// A part of a multipart upload: filedock's upload id and the part number.
+    pub part: Option<(String, u32)>,
 }
 
 /// What a verified request may do.
@@ -73,6 +75,8 @@ pub struct Verified {
     pub max_size: Option<u64>,
     pub response_content_type: Option<String>,
     pub response_content_disposition: Option<String>,
+    /// The multipart upload and part number the URL puts, if it puts a part.
+    pub part: Option<(String, u32)>,
 }
 
 /// Signs and verifies URLs with one secret.
@@ -102,6 +106,12 @@ fn string_to_sign(p: &SignedParams) -> Result<String> {
     parts.push(&max);
     parts.push(p.response_content_type.as_deref().unwrap_or(""));
     parts.push(p.response_content_disposition.as_deref().unwrap_or(""));
+    // Only part URLs carry these two lines, so every other URL's signature is unchanged.
+    let part_number = p.part.as_ref().map(|(_, n)| n.to_string()).unwrap_or_default();
+    if let Some((upload, _)) = &p.part {
+        parts.push(upload);
+        parts.push(&part_number);
+    }
     for part in parts {
         // Every field is one line; a value with a line break could forge another layout.
         if part.contains(['\n', '\r']) {
@@ -157,6 +167,9 @@ impl UrlSigner {
         if let Some(v) = &p.response_content_disposition {
             url.push_str(&format!("&response-content-disposition={}", q(v)));
         }
+        if let Some((upload, n)) = &p.part {
+            url.push_str(&format!("&X-Fd-Upload={}&X-Fd-Part={n}", q(upload)));
+        }
         url.push_str(&format!("&X-Fd-Signature={sig}"));
         Ok(url)
     }
@@ -179,6 +192,8 @@ impl UrlSigner {
         let mut rct = None;
         let mut rcd = None;
         let mut sig = None;
+        let mut upload = None;
+        let mut part_number = None;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let v = percent_decode_str(&v.replace('+', " "))
@@ -192,6 +207,8 @@ impl UrlSigner {
                 "response-content-type" => &mut rct,
                 "response-content-disposition" => &mut rcd,
                 "X-Fd-Signature" => &mut sig,
+                "X-Fd-Upload" => &mut upload,
+                "X-Fd-Part" => &mut part_number,
                 _ => continue,
             };
             if slot.replace(v).is_some() {
@@ -206,6 +223,11 @@ impl UrlSigner {
             .map(|m| m.parse::<u64>())
             .transpose()
             .map_err(|_| denied("malformed size limit"))?;
+        let part = match (upload, part_number) {
+            (None, None) => None,
+            (Some(u), Some(n)) => Some((u, n.parse::<u32>().map_err(|_| denied("malformed part number"))?)),
+            _ => return Err(denied("signature does not match")),
+        };
         let mut headers = Vec::new();
         for name in signed_names
             .as_deref()
@@ -228,6 +250,7 @@ impl UrlSigner {
             max_size,
             response_content_type: rct,
             response_content_disposition: rcd,
+            part,
         };
         let sig = URL_SAFE_NO_PAD
             .decode(sig.as_bytes())
@@ -250,6 +273,7 @@ impl UrlSigner {
             max_size: params.max_size,
             response_content_type: params.response_content_type,
             response_content_disposition: params.response_content_disposition,
+            part: params.part,
         })
     }
 }
@@ -344,6 +368,26 @@ impl SelfServed {
         })
     }
 
+    /// A presigned PUT of one part of a multipart upload, with its exact length signed.
+    pub fn presign_part(&self, req: &crate::blob::PresignPart) -> Result<crate::blob::PresignedRequest> {
+        let n = req.content_length.to_string();
+        let p = SignedParams {
+            method: "PUT".into(),
+            backend: self.backend.clone(),
+            key: req.key.as_str().to_owned(),
+            expires: req.expires_at.div_euclid(1000),
+            headers: vec![("content-length".to_owned(), n.clone())],
+            part: Some((req.upload_id.clone(), req.number)),
+            ..Default::default()
+        };
+        Ok(crate::blob::PresignedRequest {
+            method: "PUT",
+            url: self.signer.url(&self.base_url, &p)?,
+            headers: vec![("Content-Length".to_owned(), n)],
+            expires_at: req.expires_at,
+        })
+    }
+
     /// A presigned GET.
     pub fn presign_get(&self, req: &crate::blob::PresignGet) -> Result<crate::blob::PresignedRequest> {
         let p = SignedParams {
@@ -418,6 +462,27 @@ mod tests {
         let other = UrlSigner::new(vec![8u8; 32]).unwrap();
         refused(other.verify("PUT", &backend, &key, &query, hdrs(Some("5"), Some("*")), 999));
         refused(s.verify("PUT", &backend, &key, "", hdrs(Some("5"), Some("*")), 999));
+    }
+
+    #[test]
+    fn part_urls_sign_the_upload_and_the_part_number() {
+        let s = signer();
+        let mut p = put_params();
+        p.part = Some(("0123abcd".into(), 7));
+        let url = s.url("http://h", &p).unwrap();
+        let (b, k, q) = split_blob_url(&url).unwrap();
+        let ok = s.verify("PUT", &b, &k, &q, hdrs(Some("5"), Some("*")), 999).unwrap();
+        assert_eq!(ok.part, Some(("0123abcd".to_owned(), 7)));
+        let refused = |q: &str| {
+            assert!(matches!(
+                s.verify("PUT", &b, &k, q, hdrs(Some("5"), Some("*")), 999),
+                Err(Error::Forbidden(_))
+            ))
+        };
+        refused(&q.replace("X-Fd-Part=7", "X-Fd-Part=8"));
+        refused(&q.replace("X-Fd-Upload=0123abcd", "X-Fd-Upload=0123abce"));
+        refused(&q.replace("&X-Fd-Part=7", ""));
+        refused(&q.replace("&X-Fd-Upload=0123abcd&X-Fd-Part=7", ""));
     }
 
     #[test]

@@ -13,7 +13,9 @@ use crate::catalog::{Catalog, Completion, FileQuery};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::{Error, Result};
 use crate::link::SelfServed;
-use crate::model::{Credential, FileId, FileRecord, FileStatus, ProjectId, StorageKey};
+use crate::model::{
+    Credential, FileId, FileRecord, FileStatus, ProjectId, StorageKey, UploadId, UploadRecord, UploadStatus,
+};
 use crate::range::ByteRange;
 
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
@@ -119,11 +121,16 @@ impl BlobStore for MemoryBlobStore {
     }
 }
 
+/// An upload lock: the holder's token and the end of its lease.
+type Lease = (String, Timestamp);
+
 /// Records in maps.
 #[derive(Debug, Default)]
 pub struct MemoryCatalog {
     credentials: Mutex<Vec<Credential>>,
     files: Mutex<HashMap<FileId, FileRecord>>,
+    /// Uploads, each with its lock (token, lease end).
+    uploads: Mutex<HashMap<UploadId, (UploadRecord, Option<Lease>)>>,
 }
 
 impl MemoryCatalog {
@@ -238,6 +245,92 @@ impl Catalog for MemoryCatalog {
     async fn remove_file(&self, id: &FileId) -> Result<()> {
         lock(&self.files)?.remove(id);
         Ok(())
+    }
+
+    async fn insert_upload(&self, u: &UploadRecord) -> Result<()> {
+        let mut all = lock(&self.uploads)?;
+        if all.contains_key(&u.id) {
+            return Err(Error::Conflict("upload id exists".into()));
+        }
+        all.insert(u.id.clone(), (u.clone(), None));
+        Ok(())
+    }
+
+    async fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>> {
+        Ok(lock(&self.uploads)?.get(id).map(|(u, _)| u.clone()))
+    }
+
+    async fn lock_upload(&self, id: &UploadId, token: &str, now: Timestamp, until: Timestamp) -> Result<bool> {
+        let mut all = lock(&self.uploads)?;
+        match all.get_mut(id) {
+            Some((u, held)) if u.status == UploadStatus::Active => {
+                let free = match held {
+                    None => true,
+                    Some((t, lease)) => t == token || *lease < now,
+                };
+                if free {
+                    *held = Some((token.to_owned(), until));
+                }
+                Ok(free)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn unlock_upload(&self, id: &UploadId, token: &str) -> Result<()> {
+        if let Some((_, held)) = lock(&self.uploads)?.get_mut(id)
+            && held.as_ref().is_some_and(|(t, _)| t == token)
+        {
+            *held = None;
+        }
+        Ok(())
+    }
+
+    async fn advance_upload(
+        &self,
+        id: &UploadId,
+        token: &str,
+        offset: u64,
+        length: Option<u64>,
+        expires_at: Timestamp,
+    ) -> Result<bool> {
+        let mut all = lock(&self.uploads)?;
+        match all.get_mut(id) {
+            Some((u, Some((t, _)))) if t == token && u.status == UploadStatus::Active => {
+                u.offset = offset;
+                if length.is_some() {
+                    u.length = length;
+                }
+                u.expires_at = expires_at;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn finish_upload(&self, id: &UploadId, status: UploadStatus) -> Result<bool> {
+        let mut all = lock(&self.uploads)?;
+        match all.get_mut(id) {
+            Some((u, held)) if u.status == UploadStatus::Active => {
+                u.status = status;
+                *held = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn expired_uploads(&self, now: Timestamp, limit: u32) -> Result<Vec<UploadRecord>> {
+        let all = lock(&self.uploads)?;
+        let mut out: Vec<UploadRecord> = all
+            .values()
+            .map(|(u, _)| u)
+            .filter(|u| u.status == UploadStatus::Active && u.expires_at <= now)
+            .cloned()
+            .collect();
+        out.sort_by_key(|u| u.expires_at);
+        out.truncate(limit as usize);
+        Ok(out)
     }
 }
 

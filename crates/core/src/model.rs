@@ -305,6 +305,99 @@ impl FileRecord {
     }
 }
 
+string_newtype!(
+    /// An upload's id (multipart or tus): 32 lowercase hex digits of a UUIDv7.
+    UploadId
+);
+
+impl UploadId {
+    /// A new, time-ordered id.
+    pub fn generate() -> Self {
+        UploadId(uuid::Uuid::now_v7().simple().to_string())
+    }
+
+    /// Parses an id as given by a client (404 for anything malformed).
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(UploadId(s.to_owned()))
+        } else {
+            Err(Error::not_found("no such upload"))
+        }
+    }
+}
+
+/// How an upload's bytes arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadKind {
+    /// S3-style: presigned parts, put in any order, assembled at complete.
+    Multipart,
+    /// tus 1.0: appended in order through filedock, resumable at the stored offset.
+    Tus,
+}
+
+/// Where an upload is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadStatus {
+    /// Taking bytes.
+    Active,
+    /// Assembled into its file.
+    Completed,
+    /// Aborted, terminated or expired; its parts are gone.
+    Aborted,
+}
+
+macro_rules! str_enum {
+    ($ty:ident { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $ty {
+            /// The stored name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$v => $s),* }
+            }
+            /// Parses a stored name.
+            pub fn parse(s: &str) -> Result<Self> {
+                match s {
+                    $($s => Ok($ty::$v),)*
+                    other => Err(Error::internal_msg(format!("unknown {} '{other}'", stringify!($ty)))),
+                }
+            }
+        }
+    };
+}
+str_enum!(UploadKind { Multipart => "multipart", Tus => "tus" });
+str_enum!(UploadStatus { Active => "active", Completed => "completed", Aborted => "aborted" });
+
+/// An upload in progress, as the catalog keeps it: enough to resume it on any instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UploadRecord {
+    pub id: UploadId,
+    pub kind: UploadKind,
+    pub project: ProjectId,
+    pub workspace: Option<WorkspaceId>,
+    /// The file the upload ends in (pending until then); `None` for a tus partial upload.
+    pub file_id: Option<FileId>,
+    pub backend: String,
+    /// Where the assembled bytes go.
+    pub key: StorageKey,
+    /// The store's own handle on the unfinished object (an S3 upload id, a staging file).
+    pub handle: String,
+    /// The total length, once known (tus may defer it).
+    pub length: Option<u64>,
+    /// Multipart: the size of every part but the last.
+    pub part_size: u64,
+    /// tus: bytes received so far.
+    pub offset: u64,
+    /// tus: the `Upload-Metadata` header as sent.
+    pub metadata: Option<String>,
+    /// tus concatenation: `partial`, or `final` with the partial upload ids it joins.
+    pub concat: Option<String>,
+    pub status: UploadStatus,
+    pub created_at: Timestamp,
+    /// After this instant an active upload is abandoned: it is aborted and its parts deleted.
+    pub expires_at: Timestamp,
+}
+
 /// Kinds of credential, each with its secret prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -2,6 +2,12 @@
 //! `<root>/tmp/`, fsynced, then published by a hard link (create-only: fails if the key exists)
 //! or a rename (replace), and the directory is fsynced. A body that fails leaves only its temp
 //! file, which is removed at once — and at the next start if the process died.
+//!
+//! Unfinished uploads live under `<root>/uploads/`, and survive restarts (they are resumable):
+//! a multipart upload is a directory of part files named `{number:05}.{etag}`, joined by
+//! in-kernel copies at complete; a tus upload is one file appended to, truncated back to the
+//! offset the catalog recorded before each append (so bytes written but never acknowledged are
+//! dropped), and published by hard link.
 
 use std::io::{ErrorKind, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -10,8 +16,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use filedock_core::link::SelfServed;
 use filedock_core::{
-    BlobStore, ByteRange, ByteStream, Error, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest,
-    PutOptions, Result, StorageKey,
+    BlobStore, ByteRange, ByteStream, Error, GetResult, ObjectMeta, Part, PresignGet, PresignPart, PresignPut,
+    PresignedRequest, PutOptions, Result, StorageKey,
 };
 use futures_util::StreamExt;
 use tokio::fs;
@@ -27,6 +33,7 @@ const READ_CHUNK: usize = 64 * 1024;
 pub struct LocalStore {
     objects: PathBuf,
     tmp: PathBuf,
+    uploads: PathBuf,
     signing: Option<SelfServed>,
 }
 
@@ -60,8 +67,10 @@ impl LocalStore {
     pub async fn open(root: &Path, signing: Option<SelfServed>) -> Result<Self> {
         let objects = root.join("objects");
         let tmp = root.join("tmp");
+        let uploads = root.join("uploads");
         fs::create_dir_all(&objects).await?;
         fs::create_dir_all(&tmp).await?;
+        fs::create_dir_all(&uploads).await?;
         let mut removed = 0;
         let mut entries = fs::read_dir(&tmp).await?;
         while let Some(e) = entries.next_entry().await? {
@@ -71,7 +80,12 @@ impl LocalStore {
         if removed > 0 {
             tracing::info!(root = %root.display(), removed, "removed temp files of unfinished uploads");
         }
-        Ok(LocalStore { objects, tmp, signing })
+        Ok(LocalStore {
+            objects,
+            tmp,
+            uploads,
+            signing,
+        })
     }
 
     fn path(&self, key: &StorageKey) -> PathBuf {
@@ -122,6 +136,42 @@ impl LocalStore {
             }
         }
         fsync_dir(parent).await
+    }
+
+    /// A store handle names a directory or file under `uploads/`: only what this store minted.
+    fn upload_path(&self, handle: &str, suffix: &str) -> Result<PathBuf> {
+        if handle.len() != 32 || !handle.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::not_found("no such upload"));
+        }
+        Ok(self.uploads.join(format!("{handle}{suffix}")))
+    }
+
+    /// The parts of a multipart upload, by number, with their paths.
+    async fn parts(&self, handle: &str) -> Result<Vec<(Part, PathBuf)>> {
+        let dir = self.upload_path(handle, "")?;
+        let mut entries = fs::read_dir(&dir).await.map_err(|e| match e.kind() {
+            ErrorKind::NotFound => Error::not_found("no such upload"),
+            _ => Error::internal(e),
+        })?;
+        let mut out = Vec::new();
+        while let Some(e) = entries.next_entry().await? {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((n, etag)) = name.split_once('.') else {
+                continue; // a part being written
+            };
+            let Ok(number) = n.parse::<u32>() else { continue };
+            let size = e.metadata().await?.len();
+            out.push((
+                Part {
+                    number,
+                    etag: format!("\"{etag}\""),
+                    size,
+                },
+                e.path(),
+            ));
+        }
+        out.sort_by_key(|(p, _)| p.number);
+        Ok(out)
     }
 
     async fn prune_dirs(&self, mut dir: Option<&Path>) {
@@ -224,6 +274,195 @@ impl BlobStore for LocalStore {
         .map_err(Error::internal)?
     }
 
+    async fn create_multipart(&self, _key: &StorageKey) -> Result<String> {
+        let handle = uuid::Uuid::now_v7().simple().to_string();
+        fs::create_dir(self.upload_path(&handle, "")?).await?;
+        fsync_dir(&self.uploads).await?;
+        Ok(handle)
+    }
+
+    async fn put_part(&self, _key: &StorageKey, handle: &str, number: u32, body: ByteStream, len: u64) -> Result<Part> {
+        let dir = self.upload_path(handle, "")?;
+        if !fs::try_exists(&dir).await? {
+            return Err(Error::not_found("no such upload"));
+        }
+        let tag = uuid::Uuid::now_v7().simple().to_string();
+        let tmp = dir.join(format!("tmp-{tag}"));
+        let written: Result<Part> = async {
+            self.write_temp(&tmp, body).await?;
+            let size = fs::metadata(&tmp).await?.len();
+            if size != len {
+                return Err(Error::invalid(format!("the part is {size} bytes, not {len}")));
+            }
+            // A part put again replaces the old one.
+            for (old, path) in self.parts(handle).await? {
+                if old.number == number {
+                    fs::remove_file(path).await?;
+                }
+            }
+            fs::rename(&tmp, dir.join(format!("{number:05}.{tag}"))).await?;
+            fsync_dir(&dir).await?;
+            Ok(Part {
+                number,
+                etag: format!("\"{tag}\""),
+                size,
+            })
+        }
+        .await;
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp).await;
+        }
+        written
+    }
+
+    async fn list_parts(&self, _key: &StorageKey, handle: &str) -> Result<Vec<Part>> {
+        Ok(self.parts(handle).await?.into_iter().map(|(p, _)| p).collect())
+    }
+
+    async fn complete_multipart(&self, key: &StorageKey, handle: &str, parts: &[Part]) -> Result<ObjectMeta> {
+        let stored = self.parts(handle).await?;
+        let mut sources = Vec::with_capacity(parts.len());
+        for p in parts {
+            let (_, path) = stored
+                .iter()
+                .find(|(s, _)| s.number == p.number && s.etag == p.etag)
+                .ok_or_else(|| Error::invalid(format!("part {} is not stored with that ETag", p.number)))?;
+            sources.push(path.clone());
+        }
+        let tmp = self.tmp.join(uuid::Uuid::now_v7().simple().to_string());
+        let target = self.path(key);
+        let tmp2 = tmp.clone();
+        let joined: Result<ObjectMeta> = async {
+            // std::io::copy between two files is copy_file_range on Linux: the bytes stay in the kernel.
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp2)?;
+                for src in sources {
+                    std::io::copy(&mut std::fs::File::open(src)?, &mut out)?;
+                }
+                out.sync_all()
+            })
+            .await
+            .map_err(Error::internal)??;
+            self.publish(&tmp, &target, true).await?;
+            Ok(meta_of(&fs::metadata(&target).await?))
+        }
+        .await;
+        let _ = fs::remove_file(&tmp).await;
+        let meta = joined?;
+        self.abort_multipart(key, handle).await?;
+        Ok(meta)
+    }
+
+    async fn abort_multipart(&self, _key: &StorageKey, handle: &str) -> Result<()> {
+        match fs::remove_dir_all(self.upload_path(handle, "")?).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn presign_part(&self, req: &PresignPart) -> Result<PresignedRequest> {
+        self.signing
+            .as_ref()
+            .ok_or_else(|| Error::invalid("this store has no public URL to sign"))?
+            .presign_part(req)
+    }
+
+    async fn append_create(&self, _key: &StorageKey) -> Result<String> {
+        let handle = uuid::Uuid::now_v7().simple().to_string();
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.upload_path(&handle, ".append")?)
+            .await?;
+        file.sync_all().await?;
+        fsync_dir(&self.uploads).await?;
+        Ok(handle)
+    }
+
+    async fn append(
+        &self,
+        _key: &StorageKey,
+        handle: &str,
+        offset: u64,
+        mut body: ByteStream,
+    ) -> Result<(u64, Option<Error>)> {
+        let path = self.upload_path(handle, ".append")?;
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => Error::not_found("no such upload"),
+                _ => Error::internal(e),
+            })?;
+        let len = file.metadata().await?.len();
+        if len < offset {
+            return Err(Error::internal_msg(format!(
+                "the staged upload holds {len} bytes, fewer than its recorded offset {offset}"
+            )));
+        }
+        if len > offset {
+            // Written after the last acknowledged offset, then never acknowledged: drop it.
+            file.set_len(offset).await?;
+        }
+        file.seek(SeekFrom::Start(offset)).await?;
+        let mut w = BufWriter::with_capacity(WRITE_BUF, file);
+        let mut end = offset;
+        let mut failed = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(c) => {
+                    w.write_all(&c).await?;
+                    end += c.len() as u64;
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        w.flush().await?;
+        w.into_inner().sync_data().await?;
+        Ok((end, failed))
+    }
+
+    async fn append_finish(&self, key: &StorageKey, handle: &str, length: u64) -> Result<ObjectMeta> {
+        let path = self.upload_path(handle, ".append")?;
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => Error::not_found("no such upload"),
+                _ => Error::internal(e),
+            })?;
+        let len = file.metadata().await?.len();
+        if len < length {
+            return Err(Error::internal_msg(format!(
+                "the staged upload holds {len} bytes, not {length}"
+            )));
+        }
+        if len > length {
+            file.set_len(length).await?;
+            file.sync_all().await?;
+        }
+        drop(file);
+        let target = self.path(key);
+        self.publish(&path, &target, true).await?;
+        let meta = meta_of(&fs::metadata(&target).await?);
+        self.append_abort(key, handle).await?;
+        Ok(meta)
+    }
+
+    async fn append_abort(&self, _key: &StorageKey, handle: &str) -> Result<()> {
+        match fs::remove_file(self.upload_path(handle, ".append")?).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn presign_put(&self, req: &PresignPut) -> Result<PresignedRequest> {
         self.signing
             .as_ref()
@@ -252,6 +491,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path(), None).await.unwrap();
         filedock_core::conformance::blob_store_suite(&store, true).await;
+        filedock_core::conformance::multipart_suite(&store).await;
+        filedock_core::conformance::append_suite(&store).await;
         assert_eq!(store.temp_files().await.unwrap(), 0, "no temp file is left behind");
     }
 

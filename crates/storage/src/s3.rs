@@ -9,6 +9,15 @@
 //! unique keys and the catalog's unique constraint are the guarantee; the header is defence in
 //! depth. A multipart upload has no create-only mode anywhere: it is checked with a HEAD before
 //! completing (not atomic).
+//!
+//! Multipart uploads whose parts clients PUT straight to the bucket (filedock presigns each
+//! UploadPart with its exact length) are driven with S3's own calls, signed by `rusty-s3`.
+//! Resumable (tus) uploads ride on one S3 multipart upload too: bytes are cut into parts of
+//! [`APPEND_PART`]; what is left over after a request is kept as a staging object under
+//! `.filedock/append/{key}/{offset}` until enough arrives for a part, so any chunk size works.
+//! Every step is idempotent on retry: a part or staging object beyond the offset the catalog
+//! recorded is ignored and replaced, and staging objects are deleted only once a part the
+//! catalog counts covers them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,8 +26,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use filedock_core::{
-    BlobStore, ByteRange, ByteStream, Error, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest,
-    PutOptions, Result, StorageKey,
+    BlobStore, ByteRange, ByteStream, Error, GetResult, ObjectMeta, Part, PresignGet, PresignPart, PresignPut,
+    PresignedRequest, PutOptions, Result, StorageKey,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
@@ -31,6 +40,11 @@ use serde::{Deserialize, Serialize};
 const PART: usize = 8 * 1024 * 1024;
 /// Parts in flight per upload: memory per upload is about (this + 1) × PART.
 const PARTS_IN_FLIGHT: usize = 2;
+/// Size of the parts a resumable upload is cut into (S3's minimum, which is also the chunk size
+/// tus clients use most, so a 5 MiB PATCH becomes exactly one part and nothing is staged).
+const APPEND_PART: usize = 5 * 1024 * 1024;
+/// How long the URLs of filedock's own S3 calls are valid.
+const CALL_TTL: Duration = Duration::from_secs(300);
 
 /// A secret that never appears in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +139,7 @@ pub struct S3Store {
     bucket: Bucket,
     credentials: Credentials,
     create_only: CreateOnly,
+    http: reqwest::Client,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -144,6 +159,45 @@ fn os_err(e: object_store::Error) -> Error {
         }
         other => Error::internal(other),
     }
+}
+
+fn staging_prefix(key: &StorageKey) -> String {
+    format!(".filedock/append/{key}/")
+}
+
+fn one_chunk(b: bytes::Bytes) -> ByteStream {
+    futures_util::stream::iter([Ok(b)]).boxed()
+}
+
+/// The text of the first `<tag>…</tag>` in `xml`, entities decoded.
+fn xml_tag(xml: &str, tag: &str) -> Option<String> {
+    let (_, rest) = xml.split_once(&format!("<{tag}>"))?;
+    let (v, _) = rest.split_once(&format!("</{tag}>"))?;
+    Some(
+        v.replace("&quot;", "\"")
+            .replace("&#34;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// A ListParts page: its parts, and whether more follow. A part listed without an ETag (some
+/// S3-compatible servers omit it) gets an empty one, which core does not compare.
+fn parse_list_parts(xml: &str) -> Result<(Vec<Part>, bool)> {
+    let bad = || Error::internal_msg("malformed ListParts answer");
+    let mut parts = Vec::new();
+    for chunk in xml.split("<Part>").skip(1) {
+        let part = chunk.split("</Part>").next().ok_or_else(bad)?;
+        parts.push(Part {
+            number: xml_tag(part, "PartNumber")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(bad)?,
+            etag: xml_tag(part, "ETag").unwrap_or_default(),
+            size: xml_tag(part, "Size").and_then(|n| n.parse().ok()).ok_or_else(bad)?,
+        });
+    }
+    Ok((parts, xml_tag(xml, "IsTruncated").is_some_and(|t| t == "true")))
 }
 
 fn path(key: &StorageKey) -> Result<Path> {
@@ -186,7 +240,95 @@ impl S3Store {
             bucket,
             credentials: Credentials::new(cfg.access_key_id.clone(), secret),
             create_only: cfg.create_only,
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .map_err(Error::internal)?,
         })
+    }
+
+    /// Sends one signed S3 call; an S3 error answer becomes a core error (`NoSuchUpload` →
+    /// `NotFound`, `InvalidPart`/`EntityTooSmall`/`InvalidPartOrder` → `Invalid`).
+    async fn call(&self, req: reqwest::RequestBuilder) -> Result<(reqwest::header::HeaderMap, String)> {
+        let resp = req.send().await.map_err(Error::internal)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.map_err(Error::internal)?;
+        // CompleteMultipartUpload may answer 200 with an error document.
+        if status.is_success() && !text.contains("<Error>") {
+            return Ok((headers, text));
+        }
+        let tag = |t: &str| {
+            text.split_once(&format!("<{t}>"))
+                .and_then(|(_, rest)| rest.split_once(&format!("</{t}>")))
+                .map(|(v, _)| v.to_owned())
+                .unwrap_or_default()
+        };
+        let (code, message) = (tag("Code"), tag("Message"));
+        Err(match code.as_str() {
+            "NoSuchUpload" => Error::not_found("no such upload"),
+            "InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" => Error::invalid(format!("{code}: {message}")),
+            "PreconditionFailed" => Error::PreconditionFailed("an object already exists at this key".into()),
+            _ => Error::internal_msg(format!("S3 answered {status}: {code} {message}")),
+        })
+    }
+
+    /// Staging objects of a resumable upload: `(start offset, size, key)`, by offset.
+    async fn staged(&self, key: &StorageKey) -> Result<Vec<(u64, u64, StorageKey)>> {
+        let prefix = staging_prefix(key);
+        let mut out = Vec::new();
+        for (k, meta) in self.list(&prefix).await? {
+            if let Ok(start) = k.as_str()[prefix.len()..].parse::<u64>() {
+                out.push((start, meta.size, k));
+            }
+        }
+        out.sort_by_key(|(start, _, _)| *start);
+        Ok(out)
+    }
+
+    /// What of a resumable upload the offset `offset` acknowledges: the parts wholly before it
+    /// and the staging objects that continue them up to it. Anything else (written, then never
+    /// acknowledged) is dropped or left to be replaced.
+    async fn acknowledged(&self, key: &StorageKey, handle: &str, offset: u64) -> Result<(Vec<Part>, Vec<StorageKey>)> {
+        let mut parts = Vec::new();
+        let mut end = 0;
+        for p in self.list_parts(key, handle).await? {
+            if p.number as usize != parts.len() + 1 || end + p.size > offset {
+                break;
+            }
+            end += p.size;
+            parts.push(p);
+        }
+        let mut staged = Vec::new();
+        for (start, size, k) in self.staged(key).await? {
+            if start >= end && start + size <= offset {
+                if start != end {
+                    return Err(Error::internal_msg(format!(
+                        "resumable upload {key}: bytes {end}..{start} are missing from staging"
+                    )));
+                }
+                end += size;
+                staged.push(k);
+            } else {
+                self.delete(&k).await?;
+            }
+        }
+        if end != offset {
+            return Err(Error::internal_msg(format!(
+                "resumable upload {key}: {end} bytes are stored, not the {offset} recorded"
+            )));
+        }
+        Ok((parts, staged))
+    }
+
+    async fn read_all(&self, keys: &[StorageKey], into: &mut BytesMut) -> Result<()> {
+        for k in keys {
+            let mut body = self.get(k, None).await?.body;
+            while let Some(chunk) = body.next().await {
+                into.extend_from_slice(&chunk?);
+            }
+        }
+        Ok(())
     }
 
     async fn put_multipart(
@@ -308,6 +450,207 @@ impl BlobStore for S3Store {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    async fn create_multipart(&self, key: &StorageKey) -> Result<String> {
+        let url = self
+            .bucket
+            .create_multipart_upload(Some(&self.credentials), key.as_str())
+            .sign(CALL_TTL);
+        let (_, body) = self.call(self.http.post(url)).await?;
+        let r = rusty_s3::actions::CreateMultipartUpload::parse_response(&body).map_err(Error::internal)?;
+        Ok(r.upload_id().to_owned())
+    }
+
+    async fn put_part(&self, key: &StorageKey, handle: &str, number: u32, body: ByteStream, len: u64) -> Result<Part> {
+        let n = u16::try_from(number).map_err(|_| Error::invalid("part numbers go up to 10000"))?;
+        let url = self
+            .bucket
+            .upload_part(Some(&self.credentials), key.as_str(), n, handle)
+            .sign(CALL_TTL);
+        // Keep the body's own error (too large, client gone) rather than the transport's.
+        let failed = Arc::new(std::sync::Mutex::new(None));
+        let slot = failed.clone();
+        let body = body.map(move |c| {
+            c.map_err(|e| {
+                let msg = e.to_string();
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(e);
+                }
+                std::io::Error::other(msg)
+            })
+        });
+        let sent = self
+            .call(
+                self.http
+                    .put(url)
+                    .header(reqwest::header::CONTENT_LENGTH, len)
+                    .body(reqwest::Body::wrap_stream(body)),
+            )
+            .await;
+        if let Some(e) = failed.lock().ok().and_then(|mut s| s.take()) {
+            return Err(e);
+        }
+        let (headers, _) = sent?;
+        let etag = headers
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::internal_msg("S3 answered an UploadPart without an ETag"))?;
+        Ok(Part {
+            number,
+            etag: etag.to_owned(),
+            size: len,
+        })
+    }
+
+    async fn list_parts(&self, key: &StorageKey, handle: &str) -> Result<Vec<Part>> {
+        let mut out = Vec::new();
+        let mut marker = None;
+        loop {
+            let mut action = self.bucket.list_parts(Some(&self.credentials), key.as_str(), handle);
+            action.set_max_parts(1000);
+            if let Some(m) = marker {
+                action.set_part_number_marker(m);
+            }
+            let (_, body) = self.call(self.http.get(action.sign(CALL_TTL))).await?;
+            let (page, truncated) = parse_list_parts(&body)?;
+            out.extend(page);
+            match (truncated, out.last()) {
+                (true, Some(last)) => marker = Some(u16::try_from(last.number).map_err(Error::internal)?),
+                _ => break,
+            }
+        }
+        out.sort_by_key(|p| p.number);
+        Ok(out)
+    }
+
+    async fn complete_multipart(&self, key: &StorageKey, handle: &str, parts: &[Part]) -> Result<ObjectMeta> {
+        // No create-only mode exists for a multipart complete: check first (not atomic; the
+        // catalog's unique keys are the guarantee).
+        if self.head(key).await.is_ok() {
+            return Err(Error::PreconditionFailed("an object already exists at this key".into()));
+        }
+        let mut xml = String::from("<CompleteMultipartUpload>");
+        for p in parts {
+            let etag = p.etag.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+            xml.push_str(&format!(
+                "<Part><PartNumber>{}</PartNumber><ETag>{etag}</ETag></Part>",
+                p.number
+            ));
+        }
+        xml.push_str("</CompleteMultipartUpload>");
+        let url = self
+            .bucket
+            .complete_multipart_upload(
+                Some(&self.credentials),
+                key.as_str(),
+                handle,
+                std::iter::empty::<&str>(),
+            )
+            .sign(CALL_TTL);
+        self.call(self.http.post(url).body(xml)).await?;
+        self.head(key).await
+    }
+
+    async fn abort_multipart(&self, key: &StorageKey, handle: &str) -> Result<()> {
+        let url = self
+            .bucket
+            .abort_multipart_upload(Some(&self.credentials), key.as_str(), handle)
+            .sign(CALL_TTL);
+        match self.call(self.http.delete(url)).await {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn presign_part(&self, req: &PresignPart) -> Result<PresignedRequest> {
+        let n = u16::try_from(req.number).map_err(|_| Error::invalid("part numbers go up to 10000"))?;
+        let mut action = self
+            .bucket
+            .upload_part(Some(&self.credentials), req.key.as_str(), n, &req.handle);
+        let len = req.content_length.to_string();
+        action.headers_mut().insert("content-length", len.clone());
+        Ok(PresignedRequest {
+            method: "PUT",
+            url: action.sign(Duration::from_secs(req.expires_in_secs)).to_string(),
+            headers: vec![("Content-Length".to_owned(), len)],
+            expires_at: req.expires_at,
+        })
+    }
+
+    async fn append_create(&self, key: &StorageKey) -> Result<String> {
+        self.create_multipart(key).await
+    }
+
+    async fn append(
+        &self,
+        key: &StorageKey,
+        handle: &str,
+        offset: u64,
+        mut body: ByteStream,
+    ) -> Result<(u64, Option<Error>)> {
+        let (parts, staged) = self.acknowledged(key, handle, offset).await?;
+        let mut next = parts.len() as u32 + 1;
+        // The buffer holds bytes from `start`: the staged ones first, then the body's.
+        let mut buf = BytesMut::new();
+        self.read_all(&staged, &mut buf).await?;
+        let mut start = offset - buf.len() as u64;
+        let mut failed = None;
+        loop {
+            match body.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    failed = Some(e);
+                    break;
+                }
+                None => break,
+            }
+            if buf.len() >= APPEND_PART {
+                let part = buf.split().freeze();
+                let len = part.len() as u64;
+                self.put_part(key, handle, next, one_chunk(part), len).await?;
+                next += 1;
+                start += len;
+            }
+        }
+        let end = start + buf.len() as u64;
+        // Only bytes new in this call are staged; the staged ones before them stay as they are.
+        let fresh = buf.split_off((offset.max(start) - start) as usize).freeze();
+        if !fresh.is_empty() {
+            let at = StorageKey::new(format!("{}{:020}", staging_prefix(key), end - fresh.len() as u64))?;
+            self.put(&at, one_chunk(fresh), PutOptions::default()).await?;
+        }
+        Ok((end, failed))
+    }
+
+    async fn append_finish(&self, key: &StorageKey, handle: &str, length: u64) -> Result<ObjectMeta> {
+        let (mut parts, staged) = self.acknowledged(key, handle, length).await?;
+        if length == 0 {
+            self.abort_multipart(key, handle).await?;
+            return self
+                .put(key, one_chunk(bytes::Bytes::new()), PutOptions { create_only: true })
+                .await;
+        }
+        if !staged.is_empty() {
+            let mut buf = BytesMut::new();
+            self.read_all(&staged, &mut buf).await?;
+            let len = buf.len() as u64;
+            let number = parts.len() as u32 + 1;
+            parts.push(self.put_part(key, handle, number, one_chunk(buf.freeze()), len).await?);
+        }
+        let meta = self.complete_multipart(key, handle, &parts).await?;
+        for k in staged {
+            self.delete(&k).await?;
+        }
+        Ok(meta)
+    }
+
+    async fn append_abort(&self, key: &StorageKey, handle: &str) -> Result<()> {
+        self.abort_multipart(key, handle).await?;
+        for (_, _, k) in self.staged(key).await? {
+            self.delete(&k).await?;
+        }
+        Ok(())
     }
 
     fn presign_put(&self, req: &PresignPut) -> Result<PresignedRequest> {

@@ -28,6 +28,18 @@ async fn passes_the_blob_store_conformance_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn passes_the_multipart_and_append_conformance_suites() {
+    let server = S3Server::start();
+    let s = store(&server, CreateOnly::IfNoneMatch);
+    filedock_core::conformance::multipart_suite(&s).await;
+    filedock_core::conformance::append_suite(&s).await;
+    assert!(
+        s.list(".filedock/").await.unwrap().is_empty(),
+        "no staging object is left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn large_bodies_go_up_as_multipart_and_come_back_identical() {
     let server = S3Server::start();
     let s = store(&server, CreateOnly::IfNoneMatch);

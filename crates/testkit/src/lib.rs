@@ -23,6 +23,86 @@ pub const S3_SECRET_KEY: &str = "SKfiledock/test+secret";
 /// The bucket every test S3 server has.
 pub const S3_BUCKET: &str = "filedock-test";
 
+/// s3s-fs as AWS S3 behaves where filedock depends on it: ListParts lists each part's ETag (the
+/// MD5 of its bytes, as UploadPart answered it), which s3s-fs 0.14 leaves out, and aborting an
+/// unknown upload is NoSuchUpload. Every other call
+/// goes to s3s-fs unchanged.
+struct Fs {
+    inner: s3s_fs::FileSystem,
+    root: std::path::PathBuf,
+}
+
+macro_rules! delegate {
+    ($($name:ident($input:ident) -> $output:ident;)* { $($own:item)* }) => {
+        #[async_trait::async_trait]
+        impl s3s::S3 for Fs {
+            $(
+                async fn $name(
+                    &self,
+                    req: s3s::S3Request<s3s::dto::$input>,
+                ) -> s3s::S3Result<s3s::S3Response<s3s::dto::$output>> {
+                    self.inner.$name(req).await
+                }
+            )*
+            $($own)*
+        }
+    };
+}
+
+delegate! {
+        create_bucket(CreateBucketInput) -> CreateBucketOutput;
+        copy_object(CopyObjectInput) -> CopyObjectOutput;
+        delete_bucket(DeleteBucketInput) -> DeleteBucketOutput;
+        delete_object(DeleteObjectInput) -> DeleteObjectOutput;
+        delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput;
+        get_bucket_location(GetBucketLocationInput) -> GetBucketLocationOutput;
+        get_object(GetObjectInput) -> GetObjectOutput;
+        head_bucket(HeadBucketInput) -> HeadBucketOutput;
+        head_object(HeadObjectInput) -> HeadObjectOutput;
+        list_buckets(ListBucketsInput) -> ListBucketsOutput;
+        list_objects(ListObjectsInput) -> ListObjectsOutput;
+        list_objects_v2(ListObjectsV2Input) -> ListObjectsV2Output;
+        put_object(PutObjectInput) -> PutObjectOutput;
+        create_multipart_upload(CreateMultipartUploadInput) -> CreateMultipartUploadOutput;
+        upload_part(UploadPartInput) -> UploadPartOutput;
+        upload_part_copy(UploadPartCopyInput) -> UploadPartCopyOutput;
+        complete_multipart_upload(CompleteMultipartUploadInput) -> CompleteMultipartUploadOutput;
+    {
+    /// s3s-fs answers AccessDenied for an upload id it does not know; S3 answers NoSuchUpload.
+    async fn abort_multipart_upload(
+        &self,
+        req: s3s::S3Request<s3s::dto::AbortMultipartUploadInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::AbortMultipartUploadOutput>> {
+        self.inner.abort_multipart_upload(req).await.map_err(|e| {
+            if *e.code() == s3s::S3ErrorCode::AccessDenied {
+                s3s::S3Error::new(s3s::S3ErrorCode::NoSuchUpload)
+            } else {
+                e
+            }
+        })
+    }
+
+    async fn list_parts(
+        &self,
+        req: s3s::S3Request<s3s::dto::ListPartsInput>,
+    ) -> s3s::S3Result<s3s::S3Response<s3s::dto::ListPartsOutput>> {
+        use md5::Digest;
+        let upload_id = req.input.upload_id.clone();
+        let mut resp = self.inner.list_parts(req).await?;
+        for part in resp.output.parts.iter_mut().flatten() {
+            let Some(n) = part.part_number else { continue };
+            let path = self.root.join(format!(".upload_id-{upload_id}.part-{n}"));
+            if let Ok(bytes) = std::fs::read(&path) {
+                let sum = md5::Md5::digest(&bytes);
+                let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+                part.e_tag = Some(s3s::dto::ETag::Strong(hex));
+            }
+        }
+        Ok(resp)
+    }
+    }
+}
+
 /// An S3 server on `127.0.0.1`, storing under a temp dir, running on its own thread until
 /// dropped.
 pub struct S3Server {
@@ -53,7 +133,10 @@ impl S3Server {
                 .unwrap();
             rt.block_on(async move {
                 let fs = s3s_fs::FileSystem::new(&root).unwrap();
-                let mut b = s3s::service::S3ServiceBuilder::new(fs);
+                let mut b = s3s::service::S3ServiceBuilder::new(Fs {
+                    inner: fs,
+                    root: root.clone(),
+                });
                 b.set_auth(s3s::auth::SimpleAuth::from_single(S3_ACCESS_KEY, S3_SECRET_KEY));
                 let svc = b.build();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
