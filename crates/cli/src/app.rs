@@ -78,6 +78,7 @@ pub async fn file_service(cfg: &Config) -> anyhow::Result<FileService> {
         link_ttl_secs: cfg.link_ttl_secs,
         max_link_ttl_secs: cfg.max_link_ttl_secs,
         retention: cfg.retention,
+        unfinished_upload_ttl_secs: cfg.unfinished_upload_ttl_secs,
         public_url: cfg.public_url(),
     };
     Ok(FileService::new(catalog, backends, signer, clock, fs_cfg)?)

@@ -44,6 +44,11 @@ pub struct Config {
     pub max_link_ttl_secs: u64,
     /// How long each class of file is kept.
     pub retention: Retention,
+    /// How long an unfinished multipart or tus upload is kept after its last activity before it
+    /// is aborted and its parts deleted, in seconds.
+    pub unfinished_upload_ttl_secs: u64,
+    /// How often the sweeper looks for abandoned uploads, in seconds.
+    pub sweep_interval_secs: u64,
     /// File holding the secret that signs URLs (hex, at least 32 bytes). Created on first start.
     /// Default: `<data_dir>/signing.key`. Instances that share storage must share it.
     pub signing_secret_file: Option<PathBuf>,
@@ -68,6 +73,8 @@ impl Default for Config {
             link_ttl_secs: 60 * 60,
             max_link_ttl_secs: 7 * 86_400,
             retention: Retention::default(),
+            unfinished_upload_ttl_secs: 86_400,
+            sweep_interval_secs: 60,
             signing_secret_file: None,
             log_format: "text".into(),
             shutdown_grace_secs: 30,

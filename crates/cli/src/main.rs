@@ -106,8 +106,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, public_url = %cfg.public_url(), data_dir = %cfg.data_dir.display(), "filedock listening");
+    let files = Arc::new(files);
+    let sweeper = tokio::spawn(sweep(
+        files.clone(),
+        Duration::from_secs(cfg.sweep_interval_secs.max(1)),
+    ));
     let router = filedock_server::router(filedock_server::AppState {
-        files: Arc::new(files),
+        files,
         dialects: Arc::new(cfg.dialects.clone()),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -115,12 +120,27 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let _ = rx.await;
     }));
     shutdown_signal().await;
+    sweeper.abort();
     let _ = tx.send(());
     match tokio::time::timeout(Duration::from_secs(cfg.shutdown_grace_secs), server).await {
         Ok(joined) => joined??,
         Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
     }
     Ok(())
+}
+
+/// Aborts abandoned uploads now and then (each under its lock in the catalog, so instances
+/// sharing one never sweep the same upload twice).
+async fn sweep(files: Arc<filedock_core::FileService>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match files.sweep_uploads().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(aborted = n, "swept abandoned uploads"),
+            Err(e) => tracing::warn!(error = %e, "the upload sweep failed; retrying at the next interval"),
+        }
+    }
 }
 
 async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {

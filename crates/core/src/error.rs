@@ -43,6 +43,12 @@ pub enum Error {
     /// The thing existed and is gone for good (deleted or expired).
     #[error("{0}")]
     Gone(String),
+    /// A body did not match the checksum it came with (tus' 460); nothing of it was kept.
+    #[error("{0}")]
+    ChecksumMismatch(String),
+    /// Another request holds the resource (an upload being written); retry shortly.
+    #[error("{0}")]
+    Locked(String),
     /// A dependency is unavailable; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
@@ -69,6 +75,8 @@ impl Error {
             Error::LengthRequired(_) => "length_required",
             Error::RangeNotSatisfiable(_) => "range_not_satisfiable",
             Error::Gone(_) => "gone",
+            Error::ChecksumMismatch(_) => "checksum_mismatch",
+            Error::Locked(_) => "locked",
             Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
         }

@@ -90,6 +90,9 @@ pub struct FileServiceConfig {
     /// Longest TTL a client may ask for a link, in seconds.
     pub max_link_ttl_secs: u64,
     pub retention: Retention,
+    /// How long an unfinished multipart or tus upload is kept after its last activity before it
+    /// is aborted and its parts deleted, in seconds.
+    pub unfinished_upload_ttl_secs: u64,
     /// filedock's public base URL, without a trailing slash (stable links point here).
     pub public_url: String,
 }
@@ -183,12 +186,12 @@ pub struct PresignUpload {
 /// The files, credentials and links of every project.
 #[derive(Debug)]
 pub struct FileService {
-    catalog: Arc<dyn Catalog>,
+    pub(crate) catalog: Arc<dyn Catalog>,
     credentials: Credentials,
     backends: BTreeMap<String, Backend>,
     signer: Arc<UrlSigner>,
-    clock: Arc<dyn Clock>,
-    config: FileServiceConfig,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: FileServiceConfig,
 }
 
 fn date_parts(at: Timestamp) -> (i32, u8, u8) {
@@ -196,11 +199,11 @@ fn date_parts(at: Timestamp) -> (i32, u8, u8) {
     (d.year(), d.month() as u8, d.day())
 }
 
-fn is_visible_to(rec: &FileRecord, who: &Principal) -> bool {
+pub(crate) fn is_visible_to(rec: &FileRecord, who: &Principal) -> bool {
     rec.project == who.project && (who.workspace.is_none() || rec.workspace == who.workspace)
 }
 
-fn secs_to_ms(s: u64) -> i64 {
+pub(crate) fn secs_to_ms(s: u64) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
 }
 
@@ -276,7 +279,7 @@ impl FileService {
 
     // ---- uploads ----
 
-    fn mint_key(&self, who: &Principal, id: &FileId, new: &NewFile, now: Timestamp) -> Result<StorageKey> {
+    pub(crate) fn mint_key(&self, who: &Principal, id: &FileId, new: &NewFile, now: Timestamp) -> Result<StorageKey> {
         let ext = new.name.extension().map(|e| format!(".{e}")).unwrap_or_default();
         let (y, m, d) = date_parts(now);
         let key = match &new.key {
@@ -300,7 +303,7 @@ impl FileService {
             .map(|s| now.saturating_add(secs_to_ms(s)))
     }
 
-    fn record(
+    pub(crate) fn record(
         &self,
         who: &Principal,
         id: FileId,
@@ -442,7 +445,7 @@ impl FileService {
         self.complete(rec).await
     }
 
-    async fn complete(&self, rec: FileRecord) -> Result<FileRecord> {
+    pub(crate) async fn complete(&self, rec: FileRecord) -> Result<FileRecord> {
         if rec.status == FileStatus::Ready {
             return Ok(rec);
         }
@@ -516,7 +519,7 @@ impl FileService {
             .ok_or_else(|| Error::not_found("no such file"))
     }
 
-    async fn discard_blob(&self, backend: &Backend, key: &StorageKey) {
+    pub(crate) async fn discard_blob(&self, backend: &Backend, key: &StorageKey) {
         if let Err(e) = backend.store.delete(key).await {
             tracing::error!(backend = %backend.name, %key, error = %e, "could not delete a refused blob");
         }
@@ -765,6 +768,9 @@ impl FileService {
             return Err(Error::TooLarge(format!(
                 "the body is {len} bytes; this URL takes at most {max}"
             )));
+        }
+        if let Some((upload, number)) = &v.part {
+            return self.direct_put_part(b, &key_, upload, *number, len, body).await;
         }
         // filedock knows what it expects at this key, which S3 cannot: only a pending upload
         // takes bytes. A completed file is never replaced, and a URL is dead after a delete.

@@ -22,6 +22,7 @@ pub mod model;
 pub mod policy;
 pub mod range;
 pub mod sniff;
+pub mod uploads;
 
 pub use auth::{Credentials, Principal, hash_secret};
 pub use blob::{
@@ -39,3 +40,4 @@ pub use model::{
 };
 pub use policy::UploadPolicy;
 pub use range::ByteRange;
+pub use uploads::{Checksum, ChecksumAlgorithm, TusCreate};

@@ -32,6 +32,8 @@ fn s3_code(e: &Error) -> &'static str {
         Error::LengthRequired(_) => "MissingContentLength",
         Error::RangeNotSatisfiable(_) => "InvalidRange",
         Error::Gone(_) => "NoSuchKey",
+        Error::ChecksumMismatch(_) => "BadDigest",
+        Error::Locked(_) => "OperationAborted",
         Error::Unavailable(_) => "ServiceUnavailable",
         Error::Internal(_) => "InternalError",
     }

@@ -21,6 +21,9 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::LengthRequired(_) => StatusCode::LENGTH_REQUIRED,
         Error::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
         Error::Gone(_) => StatusCode::GONE,
+        // tus 1.0's checksum extension: "460 Checksum Mismatch".
+        Error::ChecksumMismatch(_) => StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+        Error::Locked(_) => StatusCode::LOCKED,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dialects::huawei::routes())
         .merge(dialects::juniortree::routes())
         .merge(dialects::cyberun::routes())
+        .merge(dialects::tus::routes())
         .merge(blob::routes())
         .merge(links::routes())
         .with_state(state)

@@ -28,11 +28,14 @@ impl Modify for BearerAuth {
     paths(
         crate::links::open,
         native::upload, native::list, native::lookup, native::get_file, native::download, native::delete_file, native::create_link,
-        native::presign, native::complete
+        native::presign, native::complete,
+        native::initiate_multipart, native::presign_parts, native::complete_multipart, native::abort_multipart
     ),
     components(schemas(
         native::FileView, native::FileList, native::SignedRequest, native::PresignRequest, native::PresignResponse,
-        native::LinkRequest, native::LinkResponse, native::UploadForm, ErrorBody, ErrorDetail
+        native::LinkRequest, native::LinkResponse, native::UploadForm, ErrorBody, ErrorDetail,
+        native::MultipartRequest, native::MultipartResponse, native::PartsRequest, native::PartUpload,
+        native::PartsResponse, native::CompletedPart, native::CompleteMultipartRequest
     )),
     modifiers(&BearerAuth),
     tags((name = "files", description = "Stored files"), (name = "uploads", description = "Direct uploads"))

@@ -44,6 +44,7 @@ async fn presigned_bytes_never_pass_through_filedock() {
         default_backend: "s3".into(),
         policies: filedock_server::dialects::default_policies(),
         upload_ttl_secs: 900,
+        unfinished_upload_ttl_secs: 86_400,
         link_ttl_secs: 3600,
         max_link_ttl_secs: 7 * 86_400,
         retention: Retention::default(),

@@ -1,15 +1,20 @@
 //! Cyberun (`shared/seeds/003_…`): `POST /api/v1/r/files/presign` announces an input file and
 //! answers a PUT straight to storage whose `Content-Length` and `If-None-Match: *` are signed
 //! (missing or different → 403; onto an existing key → 412). Keys of every kind may call it.
-//! (Multipart and workflow runs come with later issues.)
+//!
+//! Multipart (`/api/v1/uploads/multipart/{initiate,presign-parts,complete,abort}`) is for user
+//! session keys only, as the seed says: `sk-` and `dk-` keys (and any other kind) get 401. Each
+//! part URL has its exact length signed; complete answers the same `file_key` as the presign.
+//! (Workflow runs come with a later issue.)
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
-use filedock_core::{Class, Error, FileName, KeyLayout, NewFile, PresignUpload};
+use filedock_core::{Class, CredentialKind, Error, FileName, KeyLayout, NewFile, PresignUpload, Principal, UploadKind};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -19,10 +24,17 @@ use crate::error::ApiResult;
 
 /// The upload policy Cyberun inputs are checked against (500 MB single PUT by default).
 pub const POLICY: &str = "cyberun";
+/// The policy of Cyberun's multipart uploads (up to S3's largest object by default).
+pub const MULTIPART_POLICY: &str = "cyberun-multipart";
 
 /// The routes.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/r/files/presign", post(presign))
+    Router::new()
+        .route("/api/v1/r/files/presign", post(presign))
+        .route("/api/v1/uploads/multipart/initiate", post(initiate))
+        .route("/api/v1/uploads/multipart/presign-parts", post(presign_parts))
+        .route("/api/v1/uploads/multipart/complete", post(complete))
+        .route("/api/v1/uploads/multipart/abort", post(abort))
 }
 
 /// Request body.
@@ -71,4 +83,151 @@ async fn presign(State(state): State<AppState>, Auth(who): Auth, body: Bytes) ->
         upload_url: signed.url,
         upload_headers: signed.headers.into_iter().collect(),
     }))
+}
+
+/// The seed's rule: the multipart routes take user session keys only.
+fn session_only(who: &Principal) -> Result<(), Error> {
+    if who.kind == CredentialKind::Session {
+        Ok(())
+    } else {
+        Err(Error::Unauthenticated(
+            "multipart uploads take a user session key (st-); use /api/v1/r/files/presign with sk- and dk- keys".into(),
+        ))
+    }
+}
+
+/// `initiate` body.
+#[derive(Debug, Deserialize)]
+pub struct InitiateRequest {
+    pub file_name: Option<String>,
+    pub file_size: Option<u64>,
+    pub content_type: Option<String>,
+    pub part_size: Option<u64>,
+}
+
+/// `initiate` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InitiateResponse {
+    pub upload_id: String,
+    pub file_key: String,
+    pub part_size: u64,
+    pub part_count: u64,
+}
+
+async fn initiate(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<Json<InitiateResponse>> {
+    session_only(&who)?;
+    let req: InitiateRequest = json_body(&body)?;
+    let name = FileName::new(req.file_name.ok_or_else(|| Error::invalid("'file_name' is required"))?)?;
+    let size = req
+        .file_size
+        .ok_or_else(|| Error::invalid("'file_size' is required (bytes)"))?;
+    let mut new = NewFile::named(name);
+    new.policy = MULTIPART_POLICY.into();
+    new.class = Class::Input;
+    new.size_hint = Some(size);
+    new.declared_type = req.content_type;
+    new.key = KeyLayout::Named("inputs");
+    let (u, file) = state.files.initiate_multipart(&who, new, req.part_size).await?;
+    Ok(Json(InitiateResponse {
+        upload_id: u.id.to_string(),
+        file_key: file.key.to_string(),
+        part_size: u.part_size,
+        part_count: filedock_core::FileService::part_count(&u),
+    }))
+}
+
+/// `presign-parts` body.
+#[derive(Debug, Deserialize)]
+pub struct PresignPartsRequest {
+    pub upload_id: Option<String>,
+    pub part_numbers: Option<Vec<u32>>,
+}
+
+/// One presigned part.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PartUrl {
+    pub part_number: u32,
+    pub upload_url: String,
+    /// Send every one of these with the PUT, exactly (the part's `Content-Length`).
+    pub upload_headers: BTreeMap<String, String>,
+}
+
+/// `presign-parts` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PresignPartsResponse {
+    pub parts: Vec<PartUrl>,
+}
+
+async fn presign_parts(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    body: Bytes,
+) -> ApiResult<Json<PresignPartsResponse>> {
+    session_only(&who)?;
+    let req: PresignPartsRequest = json_body(&body)?;
+    let id = req.upload_id.ok_or_else(|| Error::invalid("'upload_id' is required"))?;
+    let numbers = req
+        .part_numbers
+        .ok_or_else(|| Error::invalid("'part_numbers' is required"))?;
+    let parts = state.files.presign_parts(&who, &id, &numbers).await?;
+    Ok(Json(PresignPartsResponse {
+        parts: parts
+            .into_iter()
+            .map(|(n, p)| PartUrl {
+                part_number: n,
+                upload_url: p.url,
+                upload_headers: p.headers.into_iter().collect(),
+            })
+            .collect(),
+    }))
+}
+
+/// One part of a `complete` body.
+#[derive(Debug, Deserialize)]
+pub struct CompletedPart {
+    pub part_number: u32,
+    pub etag: String,
+}
+
+/// `complete` body.
+#[derive(Debug, Deserialize)]
+pub struct CompleteRequest {
+    pub upload_id: Option<String>,
+    pub parts: Option<Vec<CompletedPart>>,
+}
+
+/// `complete` answer: the same `file_key` the single presign gives, to pass as a file parameter.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CompleteResponse {
+    pub file_key: String,
+}
+
+async fn complete(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<Json<CompleteResponse>> {
+    session_only(&who)?;
+    let req: CompleteRequest = json_body(&body)?;
+    let id = req.upload_id.ok_or_else(|| Error::invalid("'upload_id' is required"))?;
+    let parts: Vec<(u32, String)> = req
+        .parts
+        .ok_or_else(|| Error::invalid("'parts' is required"))?
+        .into_iter()
+        .map(|p| (p.part_number, p.etag))
+        .collect();
+    let rec = state.files.complete_multipart(&who, &id, &parts).await?;
+    Ok(Json(CompleteResponse {
+        file_key: rec.key.to_string(),
+    }))
+}
+
+/// `abort` body.
+#[derive(Debug, Deserialize)]
+pub struct AbortRequest {
+    pub upload_id: Option<String>,
+}
+
+async fn abort(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<StatusCode> {
+    session_only(&who)?;
+    let req: AbortRequest = json_body(&body)?;
+    let id = req.upload_id.ok_or_else(|| Error::invalid("'upload_id' is required"))?;
+    state.files.abort_upload(&who, &id, UploadKind::Multipart).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

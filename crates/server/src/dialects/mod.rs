@@ -6,6 +6,7 @@ pub mod huawei;
 pub mod juniortree;
 pub mod native;
 pub mod tokenops;
+pub mod tus;
 
 use std::collections::BTreeMap;
 
@@ -69,6 +70,16 @@ pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
             },
         ),
         (cyberun::POLICY.to_owned(), UploadPolicy::max(500 * MIB)),
+        // S3's largest object: multipart and tus are for files of any size.
+        (
+            native::MULTIPART_POLICY.to_owned(),
+            UploadPolicy::max(5 * 1024 * 1024 * MIB),
+        ),
+        (
+            cyberun::MULTIPART_POLICY.to_owned(),
+            UploadPolicy::max(5 * 1024 * 1024 * MIB),
+        ),
+        (tus::POLICY.to_owned(), UploadPolicy::max(5 * 1024 * 1024 * MIB)),
     ])
 }
 

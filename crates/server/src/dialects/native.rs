@@ -24,6 +24,8 @@ use crate::{body, respond};
 
 /// The policy native uploads are checked against.
 pub const POLICY: &str = "native";
+/// The policy of native multipart uploads.
+pub const MULTIPART_POLICY: &str = "multipart";
 
 /// The routes.
 pub fn routes() -> Router<AppState> {
@@ -35,6 +37,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/files/{id}/links", post(create_link))
         .route("/v1/uploads", post(presign))
         .route("/v1/uploads/{id}/complete", post(complete))
+        .route("/v1/uploads/multipart", post(initiate_multipart))
+        .route("/v1/uploads/multipart/{id}", axum::routing::delete(abort_multipart))
+        .route("/v1/uploads/multipart/{id}/parts", post(presign_parts))
+        .route("/v1/uploads/multipart/{id}/complete", post(complete_multipart))
 }
 
 /// A file as the native API shows it. Times are Unix seconds.
@@ -442,4 +448,167 @@ pub async fn complete(
 ) -> ApiResult<Json<FileView>> {
     let rec = state.files.complete_upload(&who, &FileId::parse(&id)?).await?;
     Ok(Json(FileView::from(&rec)))
+}
+
+/// `POST /v1/uploads/multipart` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MultipartRequest {
+    pub name: String,
+    /// The file's exact size in bytes.
+    pub size: u64,
+    pub content_type: Option<String>,
+    pub class: Option<String>,
+    pub ttl_seconds: Option<u64>,
+    /// Bytes per part (at least 5 MiB unless one part holds the file; at most 5 GiB; at most
+    /// 10,000 parts). Default: 8 MiB, or more for very large files.
+    pub part_size: Option<u64>,
+}
+
+/// A multipart upload started.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MultipartResponse {
+    pub upload_id: String,
+    /// The file it ends in (pending until complete).
+    pub file: FileView,
+    /// Every part but the last has exactly this size.
+    pub part_size: u64,
+    pub part_count: u64,
+    /// Unix seconds; an upload not completed by then is aborted and its parts deleted.
+    pub expires_at: i64,
+}
+
+/// Which parts to presign.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartsRequest {
+    /// 1 to 1,000 part numbers.
+    pub part_numbers: Vec<u32>,
+}
+
+/// A presigned part PUT.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PartUpload {
+    pub part_number: u32,
+    pub method: String,
+    pub url: String,
+    /// Send exactly (the part's `Content-Length` is signed).
+    pub headers: BTreeMap<String, String>,
+    pub expires_at: i64,
+}
+
+/// Presigned part PUTs.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PartsResponse {
+    pub parts: Vec<PartUpload>,
+}
+
+/// A part as its PUT answered.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompletedPart {
+    pub part_number: u32,
+    /// The `ETag` header the part's PUT answered.
+    pub etag: String,
+}
+
+/// The parts to join, in ascending order of `part_number`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteMultipartRequest {
+    pub parts: Vec<CompletedPart>,
+}
+
+#[utoipa::path(post, path = "/v1/uploads/multipart", tag = "uploads",
+    request_body(content = MultipartRequest, content_type = "application/json"),
+    responses((status = 201, body = MultipartResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn initiate_multipart(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<MultipartResponse>)> {
+    let req: MultipartRequest = json_body(&body)?;
+    let mut new = NewFile::named(FileName::new(req.name)?);
+    new.class = class_of(req.class.as_deref())?;
+    new.ttl_secs = req.ttl_seconds;
+    new.size_hint = Some(req.size);
+    new.declared_type = req.content_type;
+    new.policy = MULTIPART_POLICY.into();
+    new.key = KeyLayout::Native;
+    let (u, file) = state.files.initiate_multipart(&who, new, req.part_size).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(MultipartResponse {
+            upload_id: u.id.to_string(),
+            file: FileView::from(&file),
+            part_size: u.part_size,
+            part_count: filedock_core::FileService::part_count(&u),
+            expires_at: u.expires_at / 1000,
+        }),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/uploads/multipart/{id}/parts", tag = "uploads", params(("id" = String, Path)),
+    request_body(content = PartsRequest, content_type = "application/json"),
+    responses((status = 200, body = PartsResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Already complete", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn presign_parts(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<PartsResponse>> {
+    let req: PartsRequest = json_body(&body)?;
+    let parts = state.files.presign_parts(&who, &id, &req.part_numbers).await?;
+    Ok(Json(PartsResponse {
+        parts: parts
+            .into_iter()
+            .map(|(n, p)| PartUpload {
+                part_number: n,
+                method: p.method.to_owned(),
+                url: p.url,
+                headers: p.headers.into_iter().collect(),
+                expires_at: p.expires_at / 1000,
+            })
+            .collect(),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/uploads/multipart/{id}/complete", tag = "uploads", params(("id" = String, Path)),
+    request_body(content = CompleteMultipartRequest, content_type = "application/json"),
+    responses((status = 200, description = "Joined, checked and ready", body = FileView),
+        (status = 400, description = "Parts out of order, missing, with a wrong ETag or size, or a wrong total", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Being completed by another request", body = ErrorBody),
+        (status = 415, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn complete_multipart(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<FileView>> {
+    let req: CompleteMultipartRequest = json_body(&body)?;
+    let parts: Vec<(u32, String)> = req.parts.into_iter().map(|p| (p.part_number, p.etag)).collect();
+    let rec = state.files.complete_multipart(&who, &id, &parts).await?;
+    Ok(Json(FileView::from(&rec)))
+}
+
+#[utoipa::path(delete, path = "/v1/uploads/multipart/{id}", tag = "uploads", params(("id" = String, Path)),
+    responses((status = 204, description = "Aborted; its parts are deleted"), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Already complete", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn abort_multipart(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .files
+        .abort_upload(&who, &id, filedock_core::UploadKind::Multipart)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

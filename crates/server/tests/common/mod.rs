@@ -107,6 +107,7 @@ impl TestApp {
             default_backend: "local".into(),
             policies,
             upload_ttl_secs: 900,
+            unfinished_upload_ttl_secs: 86_400,
             link_ttl_secs: 3600,
             max_link_ttl_secs: 7 * 86_400,
             retention: Retention::default(),

@@ -1,0 +1,362 @@
+//! tus 1.0.0 resumable uploads at `/tus/`: the core protocol plus creation,
+//! creation-with-upload, creation-defer-length, termination, expiration, checksum (sha1, sha256)
+//! and concatenation. Every request but `OPTIONS` needs a bearer key, and only the creator's
+//! project (and workspace, for a workspace key) can see, resume, finish or terminate an upload;
+//! anyone else gets 404, as for a file.
+//!
+//! The offset lives in the catalog, so an upload resumes after a restart and through any
+//! instance; one PATCH at a time holds the upload's lease lock. `Upload-Metadata` `filename` and
+//! `filetype` become the file's name and declared type; when the last byte arrives the file is
+//! checked like any other, and its id is in the `Filedock-File-Id` header.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::options;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use filedock_core::uploads::{Checksum, ChecksumAlgorithm, TusCreate};
+use filedock_core::{Class, Error, FileName, KeyLayout, NewFile, UploadRecord, UploadStatus};
+
+use crate::AppState;
+use crate::auth::Auth;
+use crate::body;
+use crate::error::ApiResult;
+
+/// The policy tus uploads are checked against.
+pub const POLICY: &str = "tus";
+/// The protocol version spoken.
+pub const VERSION: &str = "1.0.0";
+/// The extensions supported, as `Tus-Extension` lists them.
+pub const EXTENSIONS: &str =
+    "creation,creation-with-upload,creation-defer-length,termination,expiration,checksum,concatenation";
+const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
+
+/// The routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/tus", options(discover).post(create))
+        .route("/tus/", options(discover).post(create))
+        .route("/tus/{id}", options(discover).head(head).patch(patch).delete(terminate))
+        .layer(axum::middleware::from_fn(protocol))
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Every answer says `Tus-Resumable`; a request (but `OPTIONS`) for another version is 412.
+async fn protocol(req: axum::extract::Request, next: Next) -> Response {
+    let resumable = HeaderName::from_static("tus-resumable");
+    let version_ok = req
+        .headers()
+        .get(&resumable)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == VERSION);
+    let mut resp = if req.method() != Method::OPTIONS && !version_ok {
+        let mut r = (
+            StatusCode::PRECONDITION_FAILED,
+            "this server speaks tus 1.0.0: send Tus-Resumable: 1.0.0",
+        )
+            .into_response();
+        r.headers_mut().insert(
+            HeaderName::from_static("tus-version"),
+            HeaderValue::from_static(VERSION),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    resp.headers_mut().insert(resumable, HeaderValue::from_static(VERSION));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn discover(State(state): State<AppState>) -> Response {
+    let max = state.files.policy(POLICY).map(|p| p.max_size).unwrap_or(0);
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        HeaderName::from_static("tus-version"),
+        HeaderValue::from_static(VERSION),
+    );
+    h.insert(
+        HeaderName::from_static("tus-extension"),
+        HeaderValue::from_static(EXTENSIONS),
+    );
+    h.insert(HeaderName::from_static("tus-max-size"), hv(&max.to_string()));
+    h.insert(
+        HeaderName::from_static("tus-checksum-algorithm"),
+        HeaderValue::from_static(ChecksumAlgorithm::NAMES),
+    );
+    r
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+fn number(h: &HeaderMap, name: &str) -> Result<Option<u64>, Error> {
+    header_str(h, name)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| Error::invalid(format!("{name} must be a non-negative integer")))
+        })
+        .transpose()
+}
+
+/// `Upload-Metadata`: comma-separated `key base64value` pairs (the value may be absent).
+pub fn parse_metadata(raw: &str) -> Result<Vec<(String, Option<String>)>, Error> {
+    let mut out = Vec::new();
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut it = pair.split(' ').filter(|s| !s.is_empty());
+        let key = it.next().unwrap_or_default().to_owned();
+        let value = match it.next() {
+            Some(v) => {
+                let bytes = STANDARD
+                    .decode(v)
+                    .map_err(|_| Error::invalid(format!("Upload-Metadata: the value of '{key}' is not base64")))?;
+                Some(
+                    String::from_utf8(bytes)
+                        .map_err(|_| Error::invalid(format!("Upload-Metadata: the value of '{key}' is not UTF-8")))?,
+                )
+            }
+            None => None,
+        };
+        if it.next().is_some() || key.is_empty() {
+            return Err(Error::invalid("Upload-Metadata is malformed"));
+        }
+        if out.iter().any(|(k, _)| k == &key) {
+            return Err(Error::invalid(format!("Upload-Metadata names '{key}' twice")));
+        }
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+fn checksum_of(h: &HeaderMap) -> Result<Option<Checksum>, Error> {
+    let Some(raw) = header_str(h, "upload-checksum") else {
+        return Ok(None);
+    };
+    let (algo, digest) = raw
+        .split_once(' ')
+        .ok_or_else(|| Error::invalid("Upload-Checksum must be '<algorithm> <base64 digest>'"))?;
+    let algorithm = ChecksumAlgorithm::parse(algo.trim())?;
+    let digest = STANDARD
+        .decode(digest.trim())
+        .map_err(|_| Error::invalid("Upload-Checksum: the digest is not base64"))?;
+    Ok(Some(Checksum { algorithm, digest }))
+}
+
+fn location(state: &AppState, u: &UploadRecord) -> String {
+    format!("{}/tus/{}", state.files.config().public_url, u.id)
+}
+
+/// The headers that describe an upload (HEAD, and after a PATCH or POST).
+async fn describe(state: &AppState, u: &UploadRecord, resp: &mut Response, full: bool) {
+    let h = resp.headers_mut();
+    h.insert(HeaderName::from_static("upload-offset"), hv(&u.offset.to_string()));
+    let expires = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u.expires_at.max(0) as u64);
+    if u.status == UploadStatus::Active {
+        h.insert(
+            HeaderName::from_static("upload-expires"),
+            hv(&httpdate::fmt_http_date(expires)),
+        );
+    }
+    if full {
+        match u.length {
+            Some(l) => h.insert(HeaderName::from_static("upload-length"), hv(&l.to_string())),
+            None => h.insert(
+                HeaderName::from_static("upload-defer-length"),
+                HeaderValue::from_static("1"),
+            ),
+        };
+        if let Some(m) = &u.metadata {
+            h.insert(HeaderName::from_static("upload-metadata"), hv(m));
+        }
+        if let Some(c) = &u.concat {
+            let shown = match c.strip_prefix("final;") {
+                Some(ids) => {
+                    let urls: Vec<String> = ids.split(' ').map(|id| format!("/tus/{id}")).collect();
+                    format!("final;{}", urls.join(" "))
+                }
+                None => c.clone(),
+            };
+            h.insert(HeaderName::from_static("upload-concat"), hv(&shown));
+        }
+    }
+    if let Ok(Some(f)) = state.files.tus_file(u).await {
+        resp.headers_mut()
+            .insert(HeaderName::from_static("filedock-file-id"), hv(f.id.as_str()));
+    }
+}
+
+/// The upload id in an `Upload-Concat: final;` URL (absolute or a path).
+fn id_of_url(url: &str) -> Result<String, Error> {
+    let path = url.split('?').next().unwrap_or(url);
+    let id = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    if path.contains("/tus/") || !path.contains('/') {
+        Ok(id.to_owned())
+    } else {
+        Err(Error::invalid(format!(
+            "'{url}' is not a tus upload URL of this server"
+        )))
+    }
+}
+
+fn new_file(meta: &[(String, Option<String>)]) -> Result<NewFile, Error> {
+    let get = |k: &str| meta.iter().find(|(key, _)| key == k).and_then(|(_, v)| v.clone());
+    let name = match get("filename") {
+        Some(n) => FileName::from_client(&n)?,
+        None => FileName::new("upload")?,
+    };
+    let mut new = NewFile::named(name);
+    new.declared_type = get("filetype").or_else(|| get("filetype".to_uppercase().as_str()));
+    new.policy = POLICY.into();
+    new.class = Class::Input;
+    new.key = KeyLayout::Native;
+    Ok(new)
+}
+
+async fn create(State(state): State<AppState>, Auth(who): Auth, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    let metadata = header_str(&headers, "upload-metadata").map(str::to_owned);
+    let meta = parse_metadata(metadata.as_deref().unwrap_or(""))?;
+    let mut new = new_file(&meta)?;
+    let concat = header_str(&headers, "upload-concat");
+    if let Some(final_) = concat.and_then(|c| c.strip_prefix("final;")) {
+        let ids = final_
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(id_of_url)
+            .collect::<Result<Vec<_>, _>>()?;
+        let u = state.files.tus_concat(&who, &ids, new, metadata).await?;
+        let mut resp = StatusCode::CREATED.into_response();
+        resp.headers_mut().insert(header::LOCATION, hv(&location(&state, &u)));
+        describe(&state, &u, &mut resp, false).await;
+        return Ok(resp);
+    }
+    let partial = match concat {
+        None => false,
+        Some("partial") => true,
+        Some(_) => return Err(Error::invalid("Upload-Concat must be 'partial' or 'final;<urls>'").into()),
+    };
+    let length = number(&headers, "upload-length")?;
+    let defer_length = match header_str(&headers, "upload-defer-length") {
+        None => false,
+        Some("1") => true,
+        Some(_) => return Err(Error::invalid("Upload-Defer-Length must be 1").into()),
+    };
+    if length.is_some() && defer_length {
+        return Err(Error::invalid("send Upload-Length or Upload-Defer-Length, not both").into());
+    }
+    new.size_hint = length;
+    let u = state
+        .files
+        .tus_create(
+            &who,
+            TusCreate {
+                file: new,
+                defer_length,
+                metadata,
+                partial,
+            },
+        )
+        .await?;
+    // creation-with-upload: a body of offset+octet-stream is the first PATCH.
+    let typed = header_str(&headers, "content-type") == Some(OFFSET_OCTET_STREAM);
+    if !typed && body::content_length(&headers).is_some_and(|n| n > 0) {
+        return Err(Error::UnsupportedType(format!("a body must be sent as {OFFSET_OCTET_STREAM}")).into());
+    }
+    let u = if typed {
+        let id = u.id.to_string();
+        match state
+            .files
+            .tus_append(&who, &id, 0, None, checksum_of(&headers)?, body::raw(body))
+            .await
+        {
+            Ok(u) => u,
+            // The upload exists either way: answer its Location with the offset it reached.
+            Err(e) if !matches!(e, Error::UnsupportedType(_) | Error::TooLarge(_)) => {
+                tracing::info!(upload = %id, error = %e, "the body sent with a creation stopped early");
+                state.files.tus_upload(&who, &id).await?
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        u
+    };
+    let mut resp = StatusCode::CREATED.into_response();
+    resp.headers_mut().insert(header::LOCATION, hv(&location(&state, &u)));
+    describe(&state, &u, &mut resp, false).await;
+    Ok(resp)
+}
+
+async fn head(State(state): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> ApiResult<Response> {
+    let u = state.files.tus_upload(&who, &id).await?;
+    let mut resp = StatusCode::OK.into_response();
+    describe(&state, &u, &mut resp, true).await;
+    Ok(resp)
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    if header_str(&headers, "content-type") != Some(OFFSET_OCTET_STREAM) {
+        return Err(Error::UnsupportedType(format!("a PATCH body must be sent as {OFFSET_OCTET_STREAM}")).into());
+    }
+    let offset = number(&headers, "upload-offset")?.ok_or_else(|| Error::invalid("Upload-Offset is required"))?;
+    let length = number(&headers, "upload-length")?;
+    let checksum = checksum_of(&headers)?;
+    let u = state
+        .files
+        .tus_append(&who, &id, offset, length, checksum, body::raw(body))
+        .await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    describe(&state, &u, &mut resp, false).await;
+    Ok(resp)
+}
+
+async fn terminate(State(state): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    state
+        .files
+        .abort_upload(&who, &id, filedock_core::UploadKind::Tus)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata() {
+        let m = parse_metadata("filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential").unwrap();
+        assert_eq!(
+            m,
+            vec![
+                ("filename".to_owned(), Some("world_domination_plan.pdf".to_owned())),
+                ("is_confidential".to_owned(), None)
+            ]
+        );
+        assert!(parse_metadata("filename !!!").is_err());
+        assert!(parse_metadata("a YQ==,a YQ==").is_err());
+        assert!(parse_metadata("a YQ== YQ==").is_err());
+        assert_eq!(parse_metadata("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn concat_urls() {
+        assert_eq!(id_of_url("http://h/tus/abc").unwrap(), "abc");
+        assert_eq!(id_of_url("/tus/abc").unwrap(), "abc");
+        assert_eq!(id_of_url("abc").unwrap(), "abc");
+        assert!(id_of_url("http://h/elsewhere/abc").is_err());
+    }
+}
