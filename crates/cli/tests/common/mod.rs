@@ -60,7 +60,12 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
-        let listen = format!("127.0.0.1:{port}");
+        Self::start_at(data, config, &format!("127.0.0.1:{port}"))
+    }
+
+    /// Starts on a given address (to restart a server where its clients expect it).
+    pub fn start_at(data: &Path, config: Option<&Path>, listen: &str) -> Server {
+        let listen = listen.to_owned();
         let mut cmd = Command::new(BIN);
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
