@@ -43,7 +43,7 @@ fn block(blocks: &[Bytes], i: u64) -> Bytes {
 fn expected_sha256(blocks: &[Bytes], n: u64) -> String {
     let mut h = Sha256::new();
     for i in 0..n {
-        h.update(&block(blocks, i));
+        h.update(block(blocks, i));
     }
     hex::encode(h.finalize())
 }
