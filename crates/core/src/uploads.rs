@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::blob::{ByteStream, ObjectMeta, PresignPart, PresignedRequest};
 use crate::error::{Error, Result};
-use crate::files::{FileService, NewFile, is_visible_to, secs_to_ms};
+use crate::files::{FileService, NewFile, secs_to_ms};
 use crate::meter::exact_length;
 use crate::model::{FileRecord, FileStatus, StorageKey, UploadId, UploadKind, UploadRecord, UploadStatus};
 use crate::policy::UploadPolicy;
@@ -838,11 +838,6 @@ impl FileService {
         };
         self.catalog.insert_upload(&u).await?;
         Ok(u)
-    }
-
-    /// Whether a principal could see a file (for dialects that hand out file ids).
-    pub fn may_see(&self, who: &crate::auth::Principal, rec: &FileRecord) -> bool {
-        is_visible_to(rec, who)
     }
 }
 

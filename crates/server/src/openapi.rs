@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::dialects::native;
+use crate::dialects::{cyberun, native};
 use crate::error::{ErrorBody, ErrorDetail};
 
 struct BearerAuth;
@@ -29,16 +29,21 @@ impl Modify for BearerAuth {
         crate::links::open,
         native::upload, native::list, native::lookup, native::get_file, native::download, native::delete_file, native::create_link,
         native::presign, native::complete,
-        native::initiate_multipart, native::presign_parts, native::complete_multipart, native::abort_multipart
+        native::initiate_multipart, native::presign_parts, native::complete_multipart, native::abort_multipart,
+        cyberun::initiate, cyberun::presign_parts, cyberun::complete, cyberun::abort
     ),
     components(schemas(
         native::FileView, native::FileList, native::SignedRequest, native::PresignRequest, native::PresignResponse,
         native::LinkRequest, native::LinkResponse, native::UploadForm, ErrorBody, ErrorDetail,
         native::MultipartRequest, native::MultipartResponse, native::PartsRequest, native::PartUpload,
-        native::PartsResponse, native::CompletedPart, native::CompleteMultipartRequest
+        native::PartsResponse, native::CompletedPart, native::CompleteMultipartRequest,
+        cyberun::InitiateRequest, cyberun::InitiateResponse, cyberun::PresignPartsRequest, cyberun::PartUrl,
+        cyberun::PresignPartsResponse, cyberun::CompletedPart, cyberun::CompleteRequest, cyberun::CompleteResponse,
+        cyberun::AbortRequest
     )),
     modifiers(&BearerAuth),
-    tags((name = "files", description = "Stored files"), (name = "uploads", description = "Direct uploads"))
+    tags((name = "files", description = "Stored files"), (name = "uploads", description = "Direct and multipart uploads"),
+        (name = "cyberun", description = "Cyberun's multipart upload routes (session keys only)"))
 )]
 pub struct ApiDoc;
 

@@ -11,7 +11,7 @@ use axum::http::{Request, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::*;
-use filedock_core::CredentialKind;
+use filedock_core::{Clock, CredentialKind};
 use serde_json::json;
 
 const MIB: usize = 1 << 20;
@@ -680,4 +680,54 @@ async fn tus_concatenation_joins_partial_uploads() {
     let h = tus_head(&app, &key, &path).await;
     assert_eq!(h.header("upload-length"), Some(whole.len().to_string()));
     assert!(h.header("upload-concat").unwrap().starts_with("final;/tus/"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patch_waits_for_the_lock_and_takes_it_over_once_a_stalled_writers_lease_lapses() {
+    let app = TestApp::new().await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    let path = tus_create(&app, &key, 1000, "locked.bin").await;
+    let id = filedock_core::UploadId::parse(path.trim_start_matches("/tus/")).unwrap();
+    // Another instance's writer holds the lock, then goes silent.
+    let now = app.clock.now();
+    assert!(
+        app.catalog
+            .lock_upload(&id, "stalled-writer", now, now + 10_000)
+            .await
+            .unwrap()
+    );
+    let patch = {
+        let app_router = app.router.clone();
+        let key = key.clone();
+        let path = path.clone();
+        tokio::spawn(async move {
+            let req = tus("PATCH", &path, &key)
+                .header("upload-offset", 0)
+                .header("content-type", "application/offset+octet-stream")
+                .body(Body::from(vec![7u8; 1000]))
+                .unwrap();
+            tower::ServiceExt::oneshot(app_router, req).await.unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert!(!patch.is_finished(), "the PATCH waits while the lease runs");
+    assert_eq!(
+        tus_head(&app, &key, &path).await.header("upload-offset").as_deref(),
+        Some("0")
+    );
+    // The lease lapses (by filedock's clock): the waiting PATCH takes the upload over.
+    app.clock.advance(10_001);
+    let resp = patch.await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        tus_head(&app, &key, &path).await.header("upload-offset").as_deref(),
+        Some("1000")
+    );
+    // And the stalled writer can no longer record anything.
+    assert!(
+        !app.catalog
+            .advance_upload(&id, "stalled-writer", 5, None, now + 99_000)
+            .await
+            .unwrap()
+    );
 }

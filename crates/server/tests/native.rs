@@ -704,7 +704,7 @@ async fn files_expire_with_their_class() {
 }
 
 #[tokio::test]
-async fn openapi_lists_the_native_routes() {
+async fn openapi_lists_the_native_and_multipart_routes() {
     let app = TestApp::new().await;
     let ans = app
         .send(Request::get("/openapi.json").body(Body::empty()).unwrap())
@@ -721,6 +721,14 @@ async fn openapi_lists_the_native_routes() {
         ("/v1/files/{id}/links", "post"),
         ("/v1/uploads", "post"),
         ("/v1/uploads/{id}/complete", "post"),
+        ("/v1/uploads/multipart", "post"),
+        ("/v1/uploads/multipart/{id}/parts", "post"),
+        ("/v1/uploads/multipart/{id}/complete", "post"),
+        ("/v1/uploads/multipart/{id}", "delete"),
+        ("/api/v1/uploads/multipart/initiate", "post"),
+        ("/api/v1/uploads/multipart/presign-parts", "post"),
+        ("/api/v1/uploads/multipart/complete", "post"),
+        ("/api/v1/uploads/multipart/abort", "post"),
     ] {
         assert!(
             paths.get(p).and_then(|x| x.get(m)).is_some(),

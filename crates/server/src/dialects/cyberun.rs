@@ -16,11 +16,12 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use filedock_core::{Class, CredentialKind, Error, FileName, KeyLayout, NewFile, PresignUpload, Principal, UploadKind};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::Auth;
 use crate::dialects::json_body;
-use crate::error::ApiResult;
+use crate::error::{ApiResult, ErrorBody};
 
 /// The upload policy Cyberun inputs are checked against (500 MB single PUT by default).
 pub const POLICY: &str = "cyberun";
@@ -97,7 +98,7 @@ fn session_only(who: &Principal) -> Result<(), Error> {
 }
 
 /// `initiate` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct InitiateRequest {
     pub file_name: Option<String>,
     pub file_size: Option<u64>,
@@ -106,7 +107,7 @@ pub struct InitiateRequest {
 }
 
 /// `initiate` answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct InitiateResponse {
     pub upload_id: String,
     pub file_key: String,
@@ -114,7 +115,17 @@ pub struct InitiateResponse {
     pub part_count: u64,
 }
 
-async fn initiate(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<Json<InitiateResponse>> {
+#[utoipa::path(post, path = "/api/v1/uploads/multipart/initiate", tag = "cyberun",
+    request_body(content = InitiateRequest, content_type = "application/json"),
+    responses((status = 200, body = InitiateResponse), (status = 400, body = ErrorBody),
+        (status = 401, description = "No key, or not a session (st-) key", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn initiate(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    body: Bytes,
+) -> ApiResult<Json<InitiateResponse>> {
     session_only(&who)?;
     let req: InitiateRequest = json_body(&body)?;
     let name = FileName::new(req.file_name.ok_or_else(|| Error::invalid("'file_name' is required"))?)?;
@@ -137,14 +148,14 @@ async fn initiate(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -
 }
 
 /// `presign-parts` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct PresignPartsRequest {
     pub upload_id: Option<String>,
     pub part_numbers: Option<Vec<u32>>,
 }
 
 /// One presigned part.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PartUrl {
     pub part_number: u32,
     pub upload_url: String,
@@ -153,12 +164,18 @@ pub struct PartUrl {
 }
 
 /// `presign-parts` answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PresignPartsResponse {
     pub parts: Vec<PartUrl>,
 }
 
-async fn presign_parts(
+#[utoipa::path(post, path = "/api/v1/uploads/multipart/presign-parts", tag = "cyberun",
+    request_body(content = PresignPartsRequest, content_type = "application/json"),
+    responses((status = 200, body = PresignPartsResponse), (status = 400, body = ErrorBody),
+        (status = 401, description = "No key, or not a session (st-) key", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Already complete", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn presign_parts(
     State(state): State<AppState>,
     Auth(who): Auth,
     body: Bytes,
@@ -183,26 +200,37 @@ async fn presign_parts(
 }
 
 /// One part of a `complete` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CompletedPart {
     pub part_number: u32,
     pub etag: String,
 }
 
 /// `complete` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CompleteRequest {
     pub upload_id: Option<String>,
     pub parts: Option<Vec<CompletedPart>>,
 }
 
 /// `complete` answer: the same `file_key` the single presign gives, to pass as a file parameter.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CompleteResponse {
     pub file_key: String,
 }
 
-async fn complete(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<Json<CompleteResponse>> {
+#[utoipa::path(post, path = "/api/v1/uploads/multipart/complete", tag = "cyberun",
+    request_body(content = CompleteRequest, content_type = "application/json"),
+    responses((status = 200, body = CompleteResponse),
+        (status = 400, description = "Parts out of order, missing, with a wrong ETag or size, or a wrong total", body = ErrorBody),
+        (status = 401, description = "No key, or not a session (st-) key", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn complete(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    body: Bytes,
+) -> ApiResult<Json<CompleteResponse>> {
     session_only(&who)?;
     let req: CompleteRequest = json_body(&body)?;
     let id = req.upload_id.ok_or_else(|| Error::invalid("'upload_id' is required"))?;
@@ -219,12 +247,18 @@ async fn complete(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -
 }
 
 /// `abort` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct AbortRequest {
     pub upload_id: Option<String>,
 }
 
-async fn abort(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<StatusCode> {
+#[utoipa::path(post, path = "/api/v1/uploads/multipart/abort", tag = "cyberun",
+    request_body(content = AbortRequest, content_type = "application/json"),
+    responses((status = 204, description = "Aborted; its parts are deleted"), (status = 400, body = ErrorBody),
+        (status = 401, description = "No key, or not a session (st-) key", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Already complete", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn abort(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<StatusCode> {
     session_only(&who)?;
     let req: AbortRequest = json_body(&body)?;
     let id = req.upload_id.ok_or_else(|| Error::invalid("'upload_id' is required"))?;
