@@ -45,6 +45,22 @@ fn not_found(e: std::io::Error) -> Error {
     }
 }
 
+fn no_upload(e: std::io::Error) -> Error {
+    if e.kind() == ErrorKind::NotFound {
+        Error::not_found("no such upload")
+    } else {
+        Error::internal(e)
+    }
+}
+
+/// A removal that finds nothing to remove succeeded (removals are idempotent).
+fn removed(r: std::io::Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn meta_of(m: &std::fs::Metadata) -> ObjectMeta {
     let modified_ns = m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128;
     ObjectMeta {
@@ -149,10 +165,7 @@ impl LocalStore {
     /// The parts of a multipart upload, by number, with their paths.
     async fn parts(&self, handle: &str) -> Result<Vec<(Part, PathBuf)>> {
         let dir = self.upload_path(handle, "")?;
-        let mut entries = fs::read_dir(&dir).await.map_err(|e| match e.kind() {
-            ErrorKind::NotFound => Error::not_found("no such upload"),
-            _ => Error::internal(e),
-        })?;
+        let mut entries = fs::read_dir(&dir).await.map_err(no_upload)?;
         let mut out = Vec::new();
         while let Some(e) = entries.next_entry().await? {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -354,11 +367,7 @@ impl BlobStore for LocalStore {
     }
 
     async fn abort_multipart(&self, _key: &StorageKey, handle: &str) -> Result<()> {
-        match fs::remove_dir_all(self.upload_path(handle, "")?).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        removed(fs::remove_dir_all(self.upload_path(handle, "")?).await)
     }
 
     fn presign_part(&self, req: &PresignPart) -> Result<PresignedRequest> {
@@ -392,10 +401,7 @@ impl BlobStore for LocalStore {
             .write(true)
             .open(&path)
             .await
-            .map_err(|e| match e.kind() {
-                ErrorKind::NotFound => Error::not_found("no such upload"),
-                _ => Error::internal(e),
-            })?;
+            .map_err(no_upload)?;
         let len = file.metadata().await?.len();
         if len < offset {
             return Err(Error::internal_msg(format!(
@@ -433,10 +439,7 @@ impl BlobStore for LocalStore {
             .write(true)
             .open(&path)
             .await
-            .map_err(|e| match e.kind() {
-                ErrorKind::NotFound => Error::not_found("no such upload"),
-                _ => Error::internal(e),
-            })?;
+            .map_err(no_upload)?;
         let len = file.metadata().await?.len();
         if len < length {
             return Err(Error::internal_msg(format!(
@@ -456,11 +459,7 @@ impl BlobStore for LocalStore {
     }
 
     async fn append_abort(&self, _key: &StorageKey, handle: &str) -> Result<()> {
-        match fs::remove_file(self.upload_path(handle, ".append")?).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        removed(fs::remove_file(self.upload_path(handle, ".append")?).await)
     }
 
     fn presign_put(&self, req: &PresignPut) -> Result<PresignedRequest> {
