@@ -2,6 +2,7 @@
 //! PostgreSQL: `$N` placeholders, `CAST($N AS TEXT) IS NULL`, `RETURNING`-free), row decoding,
 //! and error mapping. [`sql_catalog!`] writes the `Catalog` impl for a struct with a `pool`.
 
+use filedock_core::model::{DeliveryRecord, DeliveryStatus, TaskId, TaskRecord, TaskStatus};
 use filedock_core::{
     Class, Credential, CredentialKind, Error, FileId, FileName, FileRecord, FileStatus, ProjectId, Result, StorageKey,
     UploadId, UploadKind, UploadRecord, UploadStatus, WorkspaceId,
@@ -117,6 +118,67 @@ where
         created_at: n("created_at")?,
         expires_at: n("expires_at")?,
     })
+}
+
+pub(crate) fn task_of<R: AnyRow>(r: &R) -> Result<TaskRecord>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let s = |name: &str| -> Result<String> { r.try_get::<String, _>(name).map_err(db_err) };
+    let o = |name: &str| -> Result<Option<String>> { r.try_get::<Option<String>, _>(name).map_err(db_err) };
+    let t = |name: &str| -> Result<Option<i64>> { r.try_get::<Option<i64>, _>(name).map_err(db_err) };
+    let bad = |what: &str| Error::internal_msg(format!("malformed {what} in the tasks table"));
+    let outputs: Vec<String> = serde_json::from_str(&s("outputs")?).map_err(|_| bad("outputs"))?;
+    Ok(TaskRecord {
+        id: TaskId::parse(&s("id")?).map_err(|_| bad("id"))?,
+        project: ProjectId::new(s("project")?)?,
+        workspace: o("workspace")?.map(WorkspaceId::new).transpose()?,
+        workflow: s("workflow")?,
+        parameters: serde_json::from_str(&s("parameters")?).map_err(|_| bad("parameters"))?,
+        status: TaskStatus::parse(&s("status")?)?,
+        created_by: o("created_by")?,
+        runner: o("runner")?,
+        attempts: u32::try_from(r.try_get::<i64, _>("attempts").map_err(db_err)?).unwrap_or(0),
+        lease_until: t("lease_until")?,
+        outputs: outputs
+            .iter()
+            .map(|f| FileId::parse(f).map_err(|_| bad("outputs")))
+            .collect::<Result<_>>()?,
+        error: o("error")?,
+        created_at: r.try_get("created_at").map_err(db_err)?,
+        started_at: t("started_at")?,
+        finished_at: t("finished_at")?,
+    })
+}
+
+pub(crate) fn delivery_of<R: AnyRow>(r: &R) -> Result<DeliveryRecord>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let s = |name: &str| -> Result<String> { r.try_get::<String, _>(name).map_err(db_err) };
+    let n = |name: &str| -> Result<i64> { r.try_get::<i64, _>(name).map_err(db_err) };
+    Ok(DeliveryRecord {
+        id: s("id")?,
+        event_id: s("event_id")?,
+        project: ProjectId::new(s("project")?)?,
+        webhook: s("webhook")?,
+        event: s("event")?,
+        payload: s("payload")?,
+        status: DeliveryStatus::parse(&s("status")?)?,
+        attempts: u32::try_from(n("attempts")?).unwrap_or(0),
+        next_at: n("next_at")?,
+        last_error: r.try_get("last_error").map_err(db_err)?,
+        created_at: n("created_at")?,
+        delivered_at: r.try_get("delivered_at").map_err(db_err)?,
+    })
+}
+
+pub(crate) fn outputs_json(outputs: &[FileId]) -> String {
+    serde_json::to_string(&outputs.iter().map(|f| f.as_str()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
 }
 
 /// Implements `Catalog` for a struct whose `pool` is an sqlx pool (SQLite or PostgreSQL).
@@ -404,6 +466,317 @@ macro_rules! sql_catalog {
         .await
         .map_err($crate::sql::db_err)?;
         rows.iter().map($crate::sql::upload_of).collect()
+    }
+
+    async fn expired_files(
+        &self,
+        now: filedock_core::Timestamp,
+        limit: u32,
+    ) -> filedock_core::Result<Vec<filedock_core::FileRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM files WHERE status <> 'deleted' AND expires_at IS NOT NULL AND expires_at <= $1
+             ORDER BY expires_at, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        rows.iter().map($crate::sql::file_of).collect()
+    }
+
+    async fn insert_task(&self, t: &filedock_core::model::TaskRecord) -> filedock_core::Result<()> {
+        sqlx::query(
+            "INSERT INTO tasks (id, project, workspace, workflow, parameters, status, created_by, runner, attempts,
+                lease_until, outputs, error, created_at, started_at, finished_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(t.id.as_str())
+        .bind(t.project.as_str())
+        .bind(t.workspace.as_ref().map(|w| w.as_str()))
+        .bind(&t.workflow)
+        .bind(t.parameters.to_string())
+        .bind(t.status.as_str())
+        .bind(&t.created_by)
+        .bind(&t.runner)
+        .bind(i64::from(t.attempts))
+        .bind(t.lease_until)
+        .bind($crate::sql::outputs_json(&t.outputs))
+        .bind(&t.error)
+        .bind(t.created_at)
+        .bind(t.started_at)
+        .bind(t.finished_at)
+        .execute(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        Ok(())
+    }
+
+    async fn task(&self, id: &filedock_core::model::TaskId) -> filedock_core::Result<Option<filedock_core::model::TaskRecord>> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)?;
+        row.as_ref().map($crate::sql::task_of).transpose()
+    }
+
+    async fn queued_tasks(
+        &self,
+        project: &filedock_core::ProjectId,
+        workspace: Option<&filedock_core::WorkspaceId>,
+        limit: u32,
+    ) -> filedock_core::Result<Vec<filedock_core::model::TaskRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE project = $1 AND status = 'queued'
+               AND (CAST($2 AS TEXT) IS NULL OR workspace = $2)
+             ORDER BY created_at, id LIMIT $3",
+        )
+        .bind(project.as_str())
+        .bind(workspace.map(|w| w.as_str()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        rows.iter().map($crate::sql::task_of).collect()
+    }
+
+    async fn claim_task(
+        &self,
+        id: &filedock_core::model::TaskId,
+        runner: &str,
+        now: filedock_core::Timestamp,
+        until: filedock_core::Timestamp,
+    ) -> filedock_core::Result<bool> {
+        // One conditional statement: of two racing claimers the database lets one through.
+        let r = sqlx::query(
+            "UPDATE tasks SET status = 'running', runner = $2, attempts = attempts + 1, lease_until = $4,
+                started_at = COALESCE(started_at, $3)
+             WHERE id = $1 AND status = 'queued'",
+        )
+        .bind(id.as_str())
+        .bind(runner)
+        .bind(now)
+        .bind(until)
+        .execute(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn renew_task(
+        &self,
+        id: &filedock_core::model::TaskId,
+        runner: &str,
+        until: filedock_core::Timestamp,
+    ) -> filedock_core::Result<bool> {
+        let r = sqlx::query("UPDATE tasks SET lease_until = $3 WHERE id = $1 AND status = 'running' AND runner = $2")
+            .bind(id.as_str())
+            .bind(runner)
+            .bind(until)
+            .execute(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn finish_task(
+        &self,
+        id: &filedock_core::model::TaskId,
+        runner: &str,
+        status: filedock_core::model::TaskStatus,
+        outputs: &[filedock_core::FileId],
+        error: Option<&str>,
+        at: filedock_core::Timestamp,
+    ) -> filedock_core::Result<bool> {
+        let r = sqlx::query(
+            "UPDATE tasks SET status = $3, outputs = $4, error = $5, finished_at = $6, lease_until = NULL
+             WHERE id = $1 AND status = 'running' AND runner = $2",
+        )
+        .bind(id.as_str())
+        .bind(runner)
+        .bind(status.as_str())
+        .bind($crate::sql::outputs_json(outputs))
+        .bind(error)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn lapsed_tasks(
+        &self,
+        now: filedock_core::Timestamp,
+        limit: u32,
+    ) -> filedock_core::Result<Vec<filedock_core::model::TaskRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE status = 'running' AND lease_until < $1 ORDER BY lease_until, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        rows.iter().map($crate::sql::task_of).collect()
+    }
+
+    async fn release_task(
+        &self,
+        id: &filedock_core::model::TaskId,
+        now: filedock_core::Timestamp,
+        failure: Option<&str>,
+    ) -> filedock_core::Result<bool> {
+        let r = match failure {
+            None => sqlx::query(
+                "UPDATE tasks SET status = 'queued', runner = NULL, lease_until = NULL
+                 WHERE id = $1 AND status = 'running' AND lease_until < $2",
+            )
+            .bind(id.as_str())
+            .bind(now)
+            .execute(&self.pool)
+            .await,
+            Some(reason) => sqlx::query(
+                "UPDATE tasks SET status = 'failed', error = $3, finished_at = $2, lease_until = NULL
+                 WHERE id = $1 AND status = 'running' AND lease_until < $2",
+            )
+            .bind(id.as_str())
+            .bind(now)
+            .bind(reason)
+            .execute(&self.pool)
+            .await,
+        }
+        .map_err($crate::sql::db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_delivery(&self, d: &filedock_core::model::DeliveryRecord) -> filedock_core::Result<()> {
+        sqlx::query(
+            "INSERT INTO deliveries (id, event_id, project, webhook, event, payload, status, attempts, next_at,
+                last_error, created_at, delivered_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&d.id)
+        .bind(&d.event_id)
+        .bind(d.project.as_str())
+        .bind(&d.webhook)
+        .bind(&d.event)
+        .bind(&d.payload)
+        .bind(d.status.as_str())
+        .bind(i64::from(d.attempts))
+        .bind(d.next_at)
+        .bind(&d.last_error)
+        .bind(d.created_at)
+        .bind(d.delivered_at)
+        .execute(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        Ok(())
+    }
+
+    async fn due_deliveries(
+        &self,
+        now: filedock_core::Timestamp,
+        limit: u32,
+    ) -> filedock_core::Result<Vec<filedock_core::model::DeliveryRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM deliveries WHERE status = 'pending' AND next_at <= $1 ORDER BY next_at, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        rows.iter().map($crate::sql::delivery_of).collect()
+    }
+
+    async fn lease_delivery(
+        &self,
+        id: &str,
+        now: filedock_core::Timestamp,
+        until: filedock_core::Timestamp,
+    ) -> filedock_core::Result<bool> {
+        let r = sqlx::query("UPDATE deliveries SET next_at = $3 WHERE id = $1 AND status = 'pending' AND next_at <= $2")
+            .bind(id)
+            .bind(now)
+            .bind(until)
+            .execute(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn settle_delivery(
+        &self,
+        id: &str,
+        status: filedock_core::model::DeliveryStatus,
+        attempts: u32,
+        next_at: filedock_core::Timestamp,
+        last_error: Option<&str>,
+        at: filedock_core::Timestamp,
+    ) -> filedock_core::Result<()> {
+        sqlx::query(
+            "UPDATE deliveries SET status = $2, attempts = $3, next_at = $4, last_error = $5,
+                delivered_at = CASE WHEN $2 = 'delivered' THEN $6 ELSE delivered_at END
+             WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .bind(i64::from(attempts))
+        .bind(next_at)
+        .bind(last_error)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        Ok(())
+    }
+
+    async fn deliveries(
+        &self,
+        project: &filedock_core::ProjectId,
+        limit: u32,
+    ) -> filedock_core::Result<Vec<filedock_core::model::DeliveryRecord>> {
+        let rows = sqlx::query("SELECT * FROM deliveries WHERE project = $1 ORDER BY id DESC LIMIT $2")
+            .bind(project.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)?;
+        rows.iter().map($crate::sql::delivery_of).collect()
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: filedock_core::Timestamp,
+        until: filedock_core::Timestamp,
+    ) -> filedock_core::Result<bool> {
+        // One statement: the row is created, extended by its holder, or taken over once ended.
+        let r = sqlx::query(
+            "INSERT INTO leases (name, holder, until) VALUES ($1, $2, $4)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+             WHERE leases.holder = excluded.holder OR leases.until < $3",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now)
+        .bind(until)
+        .execute(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> filedock_core::Result<()> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)?;
+        Ok(())
     }
 
         }

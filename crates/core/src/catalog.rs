@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use crate::clock::Timestamp;
 use crate::error::Result;
 use crate::model::{
-    Credential, FileId, FileRecord, FileStatus, ProjectId, StorageKey, UploadId, UploadRecord, UploadStatus,
-    WorkspaceId,
+    Credential, DeliveryRecord, DeliveryStatus, FileId, FileRecord, FileStatus, ProjectId, StorageKey, TaskId,
+    TaskRecord, TaskStatus, UploadId, UploadRecord, UploadStatus, WorkspaceId,
 };
 
 /// A page of a project's files, newest first.
@@ -50,6 +50,12 @@ pub struct Completion {
 ///   is free, already held by the same token (which extends it), or its lease ended before
 ///   `now`. `advance_upload` writes only under the lock. `finish_upload` moves an active upload
 ///   to completed or aborted, atomically (one of two racing callers gets `true`), and frees it.
+/// - A task moves queued → running (`claim_task`: one of two racing claimers gets `true`) →
+///   succeeded or failed (`finish_task`, only by its runner while running), or back to queued
+///   (`release_task`, only once its lease ended).
+/// - A delivery is taken by moving its `next_at` forward (`lease_delivery`: one of two racing
+///   instances gets `true`); if the taker dies, it is due again at that instant.
+/// - A named lease (`try_lease`) has one holder at a time; it is taken over once it ended.
 #[async_trait]
 pub trait Catalog: Send + Sync + Debug {
     /// Adds a credential.
@@ -98,4 +104,63 @@ pub trait Catalog: Send + Sync + Debug {
     async fn finish_upload(&self, id: &UploadId, status: UploadStatus) -> Result<bool>;
     /// Active uploads abandoned at `now` (`expires_at` passed), oldest first.
     async fn expired_uploads(&self, now: Timestamp, limit: u32) -> Result<Vec<UploadRecord>>;
+
+    /// Files not deleted whose `expires_at` is at or before `now`, soonest first.
+    async fn expired_files(&self, now: Timestamp, limit: u32) -> Result<Vec<FileRecord>>;
+
+    /// Adds a task.
+    async fn insert_task(&self, t: &TaskRecord) -> Result<()>;
+    /// Finds a task by id, whatever its project.
+    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>>;
+    /// A project's queued tasks, oldest first (only one workspace's, when set).
+    async fn queued_tasks(
+        &self,
+        project: &ProjectId,
+        workspace: Option<&WorkspaceId>,
+        limit: u32,
+    ) -> Result<Vec<TaskRecord>>;
+    /// Moves a queued task to running for `runner`, leased until `until`; false if it was not
+    /// queued (another claimer won).
+    async fn claim_task(&self, id: &TaskId, runner: &str, now: Timestamp, until: Timestamp) -> Result<bool>;
+    /// Extends a running task's lease if `runner` holds it.
+    async fn renew_task(&self, id: &TaskId, runner: &str, until: Timestamp) -> Result<bool>;
+    /// Moves a task `runner` holds to succeeded or failed.
+    async fn finish_task(
+        &self,
+        id: &TaskId,
+        runner: &str,
+        status: TaskStatus,
+        outputs: &[FileId],
+        error: Option<&str>,
+        at: Timestamp,
+    ) -> Result<bool>;
+    /// Running tasks whose lease ended before `now`, oldest lease first.
+    async fn lapsed_tasks(&self, now: Timestamp, limit: u32) -> Result<Vec<TaskRecord>>;
+    /// A running task whose lease ended before `now`: queued again, or failed with `failure`.
+    async fn release_task(&self, id: &TaskId, now: Timestamp, failure: Option<&str>) -> Result<bool>;
+
+    /// Adds a delivery.
+    async fn insert_delivery(&self, d: &DeliveryRecord) -> Result<()>;
+    /// Pending deliveries due at `now`, soonest first.
+    async fn due_deliveries(&self, now: Timestamp, limit: u32) -> Result<Vec<DeliveryRecord>>;
+    /// Takes a due delivery by moving its `next_at` to `until`.
+    async fn lease_delivery(&self, id: &str, now: Timestamp, until: Timestamp) -> Result<bool>;
+    /// Records an attempt's outcome: delivered, failed for good, or pending again at `next_at`.
+    async fn settle_delivery(
+        &self,
+        id: &str,
+        status: DeliveryStatus,
+        attempts: u32,
+        next_at: Timestamp,
+        last_error: Option<&str>,
+        at: Timestamp,
+    ) -> Result<()>;
+    /// A project's deliveries, newest first.
+    async fn deliveries(&self, project: &ProjectId, limit: u32) -> Result<Vec<DeliveryRecord>>;
+
+    /// Takes or extends the lease `name` for `holder` until `until`; false while another
+    /// holder's lease runs at `now`.
+    async fn try_lease(&self, name: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool>;
+    /// Gives up a lease `holder` holds.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
 }

@@ -9,8 +9,9 @@ use crate::blob::{BlobStore, ByteStream, PutOptions};
 use crate::catalog::{Catalog, Completion, FileQuery};
 use crate::error::Error;
 use crate::model::{
-    Class, Credential, CredentialKind, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey, UploadId,
-    UploadKind, UploadRecord, UploadStatus, WorkspaceId,
+    Class, Credential, CredentialKind, DeliveryRecord, DeliveryStatus, FileId, FileName, FileRecord, FileStatus,
+    ProjectId, StorageKey, TaskId, TaskRecord, TaskStatus, UploadId, UploadKind, UploadRecord, UploadStatus,
+    WorkspaceId,
 };
 use crate::range::ByteRange;
 
@@ -321,7 +322,272 @@ pub async fn catalog_suite(catalog: &dyn Catalog) {
     assert_eq!(catalog.file(&same_key.id).await.expect("get"), None);
     catalog.remove_file(&same_key.id).await.expect("remove is idempotent");
 
+    // Expired files: not deleted, expiry reached, soonest first.
+    assert_eq!(
+        ids(catalog.expired_files(10_000, 10).await.expect("expired")),
+        vec![f2.id.clone(), other.id.clone()],
+        "the deleted file and the one kept forever are left out"
+    );
+    assert!(catalog.expired_files(9_999, 10).await.expect("expired").is_empty());
+    assert_eq!(catalog.expired_files(10_000, 1).await.expect("expired").len(), 1);
+
     upload_rules(catalog).await;
+    task_rules(catalog).await;
+    delivery_rules(catalog).await;
+    lease_rules(catalog).await;
+}
+
+fn task(p: &str, ws: Option<&str>, created_at: i64) -> TaskRecord {
+    TaskRecord {
+        id: TaskId::generate(),
+        project: project(p),
+        workspace: ws.map(|w| WorkspaceId::new(w).expect("ws")),
+        workflow: "wf_img2img".into(),
+        parameters: serde_json::json!({"input_image": {"file_id": FileId::generate()}, "prompt": "enhance", "n": 2}),
+        status: TaskStatus::Queued,
+        created_by: Some("00000000000000c1".into()),
+        runner: None,
+        attempts: 0,
+        lease_until: None,
+        outputs: vec![],
+        error: None,
+        created_at,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+async fn task_rules(catalog: &dyn Catalog) {
+    let t1 = task("alpha", None, 100);
+    let t2 = task("alpha", Some("ws1"), 200);
+    let t3 = task("beta", None, 50);
+    for t in [&t1, &t2, &t3] {
+        catalog.insert_task(t).await.expect("insert task");
+    }
+    assert!(matches!(catalog.insert_task(&t1).await, Err(Error::Conflict(_))));
+    assert_eq!(catalog.task(&t1.id).await.expect("get"), Some(t1.clone()), "round trip");
+    assert_eq!(catalog.task(&TaskId::generate()).await.expect("get"), None);
+    let ids = |v: Vec<TaskRecord>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(catalog.queued_tasks(&project("alpha"), None, 10).await.expect("queued")),
+        vec![t1.id.clone(), t2.id.clone()],
+        "oldest first, one project"
+    );
+    let ws1 = WorkspaceId::new("ws1").expect("ws");
+    assert_eq!(
+        ids(catalog
+            .queued_tasks(&project("alpha"), Some(&ws1), 10)
+            .await
+            .expect("queued")),
+        vec![t2.id.clone()]
+    );
+
+    // Claimed once; the runner holds it.
+    assert!(catalog.claim_task(&t1.id, "r1", 1_000, 2_000).await.expect("claim"));
+    assert!(
+        !catalog
+            .claim_task(&t1.id, "r2", 1_000, 2_000)
+            .await
+            .expect("claim twice")
+    );
+    let got = catalog.task(&t1.id).await.expect("get").expect("exists");
+    assert_eq!(
+        (
+            got.status,
+            got.runner.as_deref(),
+            got.attempts,
+            got.lease_until,
+            got.started_at
+        ),
+        (TaskStatus::Running, Some("r1"), 1, Some(2_000), Some(1_000))
+    );
+    assert_eq!(
+        ids(catalog.queued_tasks(&project("alpha"), None, 10).await.expect("queued")),
+        vec![t2.id.clone()]
+    );
+    assert!(catalog.renew_task(&t1.id, "r1", 3_000).await.expect("renew"));
+    assert!(!catalog.renew_task(&t1.id, "r2", 9_000).await.expect("renew by another"));
+    assert!(catalog.lapsed_tasks(3_000, 10).await.expect("lapsed").is_empty());
+    assert_eq!(
+        ids(catalog.lapsed_tasks(3_001, 10).await.expect("lapsed")),
+        vec![t1.id.clone()]
+    );
+    assert!(
+        !catalog.release_task(&t1.id, 3_000, None).await.expect("release"),
+        "not while the lease runs"
+    );
+
+    // Lapsed: queued again, claimed by another runner; the first can no longer finish it.
+    assert!(catalog.release_task(&t1.id, 3_001, None).await.expect("release"));
+    assert!(!catalog.release_task(&t1.id, 3_001, None).await.expect("release twice"));
+    assert!(
+        catalog
+            .claim_task(&t1.id, "r2", 3_002, 4_000)
+            .await
+            .expect("claim again")
+    );
+    let out = [FileId::generate(), FileId::generate()];
+    assert!(
+        !catalog
+            .finish_task(&t1.id, "r1", TaskStatus::Succeeded, &out, None, 3_500)
+            .await
+            .expect("finish by the old runner")
+    );
+    assert!(
+        catalog
+            .finish_task(&t1.id, "r2", TaskStatus::Succeeded, &out, None, 3_500)
+            .await
+            .expect("finish")
+    );
+    assert!(
+        !catalog
+            .finish_task(&t1.id, "r2", TaskStatus::Failed, &[], Some("late"), 3_600)
+            .await
+            .expect("finish twice")
+    );
+    let done = catalog.task(&t1.id).await.expect("get").expect("exists");
+    assert_eq!(
+        (
+            done.status,
+            done.outputs.clone(),
+            done.attempts,
+            done.finished_at,
+            done.started_at,
+            done.lease_until
+        ),
+        (TaskStatus::Succeeded, out.to_vec(), 2, Some(3_500), Some(1_000), None)
+    );
+
+    // Lapsed too often: failed with the reason.
+    assert!(catalog.claim_task(&t3.id, "r1", 1_000, 2_000).await.expect("claim"));
+    assert!(
+        catalog
+            .release_task(&t3.id, 2_001, Some("lost its runner"))
+            .await
+            .expect("fail")
+    );
+    let failed = catalog.task(&t3.id).await.expect("get").expect("exists");
+    assert_eq!(
+        (failed.status, failed.error.as_deref(), failed.finished_at),
+        (TaskStatus::Failed, Some("lost its runner"), Some(2_001))
+    );
+    assert!(
+        !catalog
+            .claim_task(&t3.id, "r1", 3_000, 4_000)
+            .await
+            .expect("claim a failed task")
+    );
+}
+
+fn delivery(p: &str, next_at: i64) -> DeliveryRecord {
+    DeliveryRecord {
+        id: FileId::generate().to_string(),
+        event_id: FileId::generate().to_string(),
+        project: project(p),
+        webhook: "hook".into(),
+        event: "file.ready".into(),
+        payload: r#"{"type":"file.ready"}"#.into(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_at,
+        last_error: None,
+        created_at: next_at,
+        delivered_at: None,
+    }
+}
+
+async fn delivery_rules(catalog: &dyn Catalog) {
+    let d1 = delivery("alpha", 100);
+    let d2 = delivery("alpha", 200);
+    let d3 = delivery("beta", 150);
+    for d in [&d1, &d2, &d3] {
+        catalog.insert_delivery(d).await.expect("insert delivery");
+    }
+    assert!(matches!(catalog.insert_delivery(&d1).await, Err(Error::Conflict(_))));
+    let ids = |v: Vec<DeliveryRecord>| v.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(catalog.due_deliveries(150, 10).await.expect("due")),
+        vec![d1.id.clone(), d3.id.clone()]
+    );
+    assert_eq!(
+        catalog.deliveries(&project("alpha"), 10).await.expect("list"),
+        vec![d2.clone(), d1.clone()]
+    );
+
+    // Taken once; due again when the lease ends.
+    assert!(catalog.lease_delivery(&d1.id, 150, 1_000).await.expect("lease"));
+    assert!(!catalog.lease_delivery(&d1.id, 150, 1_000).await.expect("lease twice"));
+    assert_eq!(
+        ids(catalog.due_deliveries(999, 10).await.expect("due")),
+        vec![d3.id.clone(), d2.id.clone()]
+    );
+    assert!(ids(catalog.due_deliveries(1_000, 10).await.expect("due")).contains(&d1.id));
+
+    // A retry, then delivered; a settled delivery stays settled.
+    catalog
+        .settle_delivery(&d1.id, DeliveryStatus::Pending, 1, 5_000, Some("HTTP 500"), 1_001)
+        .await
+        .expect("retry");
+    let again = &catalog.deliveries(&project("alpha"), 10).await.expect("list")[1];
+    assert_eq!(
+        (again.status, again.attempts, again.next_at, again.last_error.as_deref()),
+        (DeliveryStatus::Pending, 1, 5_000, Some("HTTP 500"))
+    );
+    catalog
+        .settle_delivery(&d1.id, DeliveryStatus::Delivered, 2, 5_000, None, 5_001)
+        .await
+        .expect("delivered");
+    catalog
+        .settle_delivery(&d1.id, DeliveryStatus::Failed, 3, 9_000, Some("late"), 9_001)
+        .await
+        .expect("settled already");
+    let done = &catalog.deliveries(&project("alpha"), 10).await.expect("list")[1];
+    assert_eq!(
+        (
+            done.status,
+            done.attempts,
+            done.delivered_at,
+            done.last_error.as_deref()
+        ),
+        (DeliveryStatus::Delivered, 2, Some(5_001), None)
+    );
+    assert!(!ids(catalog.due_deliveries(10_000, 10).await.expect("due")).contains(&d1.id));
+}
+
+async fn lease_rules(catalog: &dyn Catalog) {
+    assert!(catalog.try_lease("sweep", "a", 1_000, 2_000).await.expect("take"));
+    assert!(!catalog.try_lease("sweep", "b", 1_500, 2_500).await.expect("held"));
+    assert!(
+        catalog
+            .try_lease("other", "b", 1_500, 2_500)
+            .await
+            .expect("another name")
+    );
+    assert!(catalog.try_lease("sweep", "a", 1_500, 3_000).await.expect("extend"));
+    assert!(!catalog.try_lease("sweep", "b", 2_999, 4_000).await.expect("still held"));
+    assert!(
+        catalog
+            .try_lease("sweep", "b", 3_001, 4_000)
+            .await
+            .expect("taken over once ended")
+    );
+    catalog
+        .release_lease("sweep", "a")
+        .await
+        .expect("release by a non-holder");
+    assert!(
+        !catalog
+            .try_lease("sweep", "a", 3_002, 5_000)
+            .await
+            .expect("b still holds it")
+    );
+    catalog.release_lease("sweep", "b").await.expect("release");
+    assert!(
+        catalog
+            .try_lease("sweep", "a", 3_003, 5_000)
+            .await
+            .expect("free after release")
+    );
 }
 
 fn upload(expires_at: i64) -> UploadRecord {

@@ -14,7 +14,8 @@ use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::error::{Error, Result};
 use crate::link::SelfServed;
 use crate::model::{
-    Credential, FileId, FileRecord, FileStatus, ProjectId, StorageKey, UploadId, UploadRecord, UploadStatus,
+    Credential, DeliveryRecord, DeliveryStatus, FileId, FileRecord, FileStatus, ProjectId, StorageKey, TaskId,
+    TaskRecord, TaskStatus, UploadId, UploadRecord, UploadStatus, WorkspaceId,
 };
 use crate::range::ByteRange;
 
@@ -131,6 +132,10 @@ pub struct MemoryCatalog {
     files: Mutex<HashMap<FileId, FileRecord>>,
     /// Uploads, each with its lock (token, lease end).
     uploads: Mutex<HashMap<UploadId, (UploadRecord, Option<Lease>)>>,
+    tasks: Mutex<HashMap<TaskId, TaskRecord>>,
+    deliveries: Mutex<BTreeMap<String, DeliveryRecord>>,
+    /// Named leases: holder and end.
+    leases: Mutex<HashMap<String, Lease>>,
 }
 
 impl MemoryCatalog {
@@ -331,6 +336,228 @@ impl Catalog for MemoryCatalog {
         out.sort_by_key(|u| u.expires_at);
         out.truncate(limit as usize);
         Ok(out)
+    }
+
+    async fn expired_files(&self, now: Timestamp, limit: u32) -> Result<Vec<FileRecord>> {
+        let files = lock(&self.files)?;
+        let mut out: Vec<FileRecord> = files
+            .values()
+            .filter(|f| f.status != FileStatus::Deleted && f.expires_at.is_some_and(|e| e <= now))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id)));
+        out.truncate(limit as usize);
+        Ok(out)
+    }
+
+    async fn insert_task(&self, t: &TaskRecord) -> Result<()> {
+        let mut all = lock(&self.tasks)?;
+        if all.contains_key(&t.id) {
+            return Err(Error::Conflict("task id exists".into()));
+        }
+        all.insert(t.id.clone(), t.clone());
+        Ok(())
+    }
+
+    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>> {
+        Ok(lock(&self.tasks)?.get(id).cloned())
+    }
+
+    async fn queued_tasks(
+        &self,
+        project: &ProjectId,
+        workspace: Option<&WorkspaceId>,
+        limit: u32,
+    ) -> Result<Vec<TaskRecord>> {
+        let all = lock(&self.tasks)?;
+        let mut out: Vec<TaskRecord> = all
+            .values()
+            .filter(|t| {
+                &t.project == project
+                    && t.status == TaskStatus::Queued
+                    && workspace.is_none_or(|w| t.workspace.as_ref() == Some(w))
+            })
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        out.truncate(limit as usize);
+        Ok(out)
+    }
+
+    async fn claim_task(&self, id: &TaskId, runner: &str, now: Timestamp, until: Timestamp) -> Result<bool> {
+        let mut all = lock(&self.tasks)?;
+        match all.get_mut(id).filter(|t| t.status == TaskStatus::Queued) {
+            Some(t) => {
+                t.status = TaskStatus::Running;
+                t.runner = Some(runner.to_owned());
+                t.attempts += 1;
+                t.lease_until = Some(until);
+                t.started_at = t.started_at.or(Some(now));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn renew_task(&self, id: &TaskId, runner: &str, until: Timestamp) -> Result<bool> {
+        let mut all = lock(&self.tasks)?;
+        match all
+            .get_mut(id)
+            .filter(|t| t.status == TaskStatus::Running && t.runner.as_deref() == Some(runner))
+        {
+            Some(t) => {
+                t.lease_until = Some(until);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn finish_task(
+        &self,
+        id: &TaskId,
+        runner: &str,
+        status: TaskStatus,
+        outputs: &[FileId],
+        error: Option<&str>,
+        at: Timestamp,
+    ) -> Result<bool> {
+        let mut all = lock(&self.tasks)?;
+        match all
+            .get_mut(id)
+            .filter(|t| t.status == TaskStatus::Running && t.runner.as_deref() == Some(runner))
+        {
+            Some(t) => {
+                t.status = status;
+                t.outputs = outputs.to_vec();
+                t.error = error.map(str::to_owned);
+                t.finished_at = Some(at);
+                t.lease_until = None;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn lapsed_tasks(&self, now: Timestamp, limit: u32) -> Result<Vec<TaskRecord>> {
+        let all = lock(&self.tasks)?;
+        let mut out: Vec<TaskRecord> = all
+            .values()
+            .filter(|t| t.status == TaskStatus::Running && t.lease_until.is_some_and(|l| l < now))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.lease_until, &a.id).cmp(&(b.lease_until, &b.id)));
+        out.truncate(limit as usize);
+        Ok(out)
+    }
+
+    async fn release_task(&self, id: &TaskId, now: Timestamp, failure: Option<&str>) -> Result<bool> {
+        let mut all = lock(&self.tasks)?;
+        match all
+            .get_mut(id)
+            .filter(|t| t.status == TaskStatus::Running && t.lease_until.is_some_and(|l| l < now))
+        {
+            Some(t) => {
+                t.lease_until = None;
+                match failure {
+                    None => {
+                        t.status = TaskStatus::Queued;
+                        t.runner = None;
+                    }
+                    Some(reason) => {
+                        t.status = TaskStatus::Failed;
+                        t.error = Some(reason.to_owned());
+                        t.finished_at = Some(now);
+                    }
+                }
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn insert_delivery(&self, d: &DeliveryRecord) -> Result<()> {
+        let mut all = lock(&self.deliveries)?;
+        if all.contains_key(&d.id) {
+            return Err(Error::Conflict("delivery id exists".into()));
+        }
+        all.insert(d.id.clone(), d.clone());
+        Ok(())
+    }
+
+    async fn due_deliveries(&self, now: Timestamp, limit: u32) -> Result<Vec<DeliveryRecord>> {
+        let all = lock(&self.deliveries)?;
+        let mut out: Vec<DeliveryRecord> = all
+            .values()
+            .filter(|d| d.status == DeliveryStatus::Pending && d.next_at <= now)
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| (a.next_at, &a.id).cmp(&(b.next_at, &b.id)));
+        out.truncate(limit as usize);
+        Ok(out)
+    }
+
+    async fn lease_delivery(&self, id: &str, now: Timestamp, until: Timestamp) -> Result<bool> {
+        let mut all = lock(&self.deliveries)?;
+        match all
+            .get_mut(id)
+            .filter(|d| d.status == DeliveryStatus::Pending && d.next_at <= now)
+        {
+            Some(d) => {
+                d.next_at = until;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn settle_delivery(
+        &self,
+        id: &str,
+        status: DeliveryStatus,
+        attempts: u32,
+        next_at: Timestamp,
+        last_error: Option<&str>,
+        at: Timestamp,
+    ) -> Result<()> {
+        let mut all = lock(&self.deliveries)?;
+        if let Some(d) = all.get_mut(id).filter(|d| d.status == DeliveryStatus::Pending) {
+            d.status = status;
+            d.attempts = attempts;
+            d.next_at = next_at;
+            d.last_error = last_error.map(str::to_owned);
+            if status == DeliveryStatus::Delivered {
+                d.delivered_at = Some(at);
+            }
+        }
+        Ok(())
+    }
+
+    async fn deliveries(&self, project: &ProjectId, limit: u32) -> Result<Vec<DeliveryRecord>> {
+        Ok(lock(&self.deliveries)?
+            .values()
+            .rev()
+            .filter(|d| &d.project == project)
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool> {
+        let mut all = lock(&self.leases)?;
+        let free = all.get(name).is_none_or(|(h, end)| h == holder || *end < now);
+        if free {
+            all.insert(name.to_owned(), (holder.to_owned(), until));
+        }
+        Ok(free)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        let mut all = lock(&self.leases)?;
+        if all.get(name).is_some_and(|(h, _)| h == holder) {
+            all.remove(name);
+        }
+        Ok(())
     }
 }
 

@@ -398,6 +398,113 @@ pub struct UploadRecord {
     pub expires_at: Timestamp,
 }
 
+string_newtype!(
+    /// A task's id: 32 lowercase hex digits of a UUIDv7.
+    TaskId
+);
+
+impl TaskId {
+    /// A new, time-ordered id.
+    pub fn generate() -> Self {
+        TaskId(uuid::Uuid::now_v7().simple().to_string())
+    }
+
+    /// Parses an id as given by a client (404 for anything malformed).
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(TaskId(s.to_owned()))
+        } else {
+            Err(Error::not_found("no such task"))
+        }
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Waiting for a runner.
+    Queued,
+    /// Claimed by a runner whose lease runs.
+    Running,
+    /// Completed with its outputs.
+    Succeeded,
+    /// Failed by its runner, or lost its runner too often.
+    Failed,
+}
+str_enum!(TaskStatus { Queued => "queued", Running => "running", Succeeded => "succeeded", Failed => "failed" });
+
+impl TaskStatus {
+    /// Succeeded or failed: nothing changes it any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskStatus::Succeeded | TaskStatus::Failed)
+    }
+}
+
+/// A workflow run: its checked parameters, and who runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub project: ProjectId,
+    pub workspace: Option<WorkspaceId>,
+    /// The workflow's id.
+    pub workflow: String,
+    /// A JSON object of the checked parameters; a file parameter is `{"file_id": "…"}`.
+    pub parameters: serde_json::Value,
+    pub status: TaskStatus,
+    /// The credential that started the run.
+    pub created_by: Option<String>,
+    /// The credential of the runner that holds (or held) it.
+    pub runner: Option<String>,
+    /// How many times it was claimed.
+    pub attempts: u32,
+    /// While running: the runner's lease; past it, the task is queued again.
+    pub lease_until: Option<Timestamp>,
+    /// Files the runner produced, once succeeded.
+    pub outputs: Vec<FileId>,
+    /// Why it failed.
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// Where a webhook delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Not yet acknowledged; due at `next_at`.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Given up after the last retry.
+    Failed,
+}
+str_enum!(DeliveryStatus { Pending => "pending", Delivered => "delivered", Failed => "failed" });
+
+/// One event on its way to one webhook: kept in the catalog until the receiver acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryRecord {
+    /// 32 lowercase hex digits.
+    pub id: String,
+    /// The event's id (the same in every webhook's delivery of it).
+    pub event_id: String,
+    pub project: ProjectId,
+    /// The webhook's name in the config.
+    pub webhook: String,
+    /// `file.ready`, `file.deleted`, `task.succeeded`, `task.failed`.
+    pub event: String,
+    /// The JSON body, exactly as sent (and signed).
+    pub payload: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    /// When it is due (again); an instance sending it moves this forward as its lease.
+    pub next_at: Timestamp,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub delivered_at: Option<Timestamp>,
+}
+
 /// Kinds of credential, each with its secret prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
