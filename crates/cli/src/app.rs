@@ -80,6 +80,10 @@ pub async fn file_service(cfg: &Config) -> anyhow::Result<FileService> {
         retention: cfg.retention,
         unfinished_upload_ttl_secs: cfg.unfinished_upload_ttl_secs,
         public_url: cfg.public_url(),
+        projects: cfg.projects.clone(),
+        workflows: cfg.workflows.clone(),
+        tasks: cfg.tasks,
+        deliveries: cfg.webhook_delivery,
     };
     Ok(FileService::new(catalog, backends, signer, clock, fs_cfg)?)
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use filedock_catalog::CatalogConfig;
-use filedock_core::UploadPolicy;
 use filedock_core::files::Retention;
+use filedock_core::{DeliverySettings, ProjectSettings, TaskSettings, UploadPolicy, Workflow};
 use filedock_server::dialects::DialectsConfig;
 use filedock_storage::BackendConfig;
 use serde::{Deserialize, Serialize};
@@ -42,12 +42,22 @@ pub struct Config {
     pub link_ttl_secs: u64,
     /// Longest TTL a client may ask a download link for, in seconds.
     pub max_link_ttl_secs: u64,
-    /// How long each class of file is kept.
+    /// How long each class of file is kept, in seconds (0: until deleted).
     pub retention: Retention,
+    /// Per-project settings: `[projects.<id>.retention]` over `retention`, and
+    /// `[[projects.<id>.webhooks]]`.
+    pub projects: BTreeMap<String, ProjectSettings>,
+    /// Workflows clients may run (`[[workflows]]`).
+    pub workflows: Vec<Workflow>,
+    /// Task leases and claims.
+    pub tasks: TaskSettings,
+    /// Webhook retries and timeouts.
+    pub webhook_delivery: DeliverySettings,
     /// How long an unfinished multipart or tus upload is kept after its last activity before it
     /// is aborted and its parts deleted, in seconds.
     pub unfinished_upload_ttl_secs: u64,
-    /// How often the sweeper looks for abandoned uploads, in seconds.
+    /// How often the sweeper looks for abandoned uploads, expired files and silent runners, in
+    /// seconds.
     pub sweep_interval_secs: u64,
     /// File holding the secret that signs URLs (hex, at least 32 bytes). Created on first start.
     /// Default: `<data_dir>/signing.key`. Instances that share storage must share it.
@@ -73,6 +83,10 @@ impl Default for Config {
             link_ttl_secs: 60 * 60,
             max_link_ttl_secs: 7 * 86_400,
             retention: Retention::default(),
+            projects: BTreeMap::new(),
+            workflows: Vec::new(),
+            tasks: TaskSettings::default(),
+            webhook_delivery: DeliverySettings::default(),
             unfinished_upload_ttl_secs: 86_400,
             sweep_interval_secs: 60,
             signing_secret_file: None,

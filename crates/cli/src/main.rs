@@ -111,6 +111,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         files.clone(),
         Duration::from_secs(cfg.sweep_interval_secs.max(1)),
     ));
+    let deliverer = tokio::spawn(filedock_server::webhooks::deliver(files.clone()));
     let router = filedock_server::router(filedock_server::AppState {
         files,
         dialects: Arc::new(cfg.dialects.clone()),
@@ -121,6 +122,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }));
     shutdown_signal().await;
     sweeper.abort();
+    deliverer.abort();
     let _ = tx.send(());
     match tokio::time::timeout(Duration::from_secs(cfg.shutdown_grace_secs), server).await {
         Ok(joined) => joined??,
@@ -129,8 +131,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Aborts abandoned uploads now and then (each under its lock in the catalog, so instances
-/// sharing one never sweep the same upload twice).
+/// Now and then: aborts abandoned uploads (each under its lock in the catalog), deletes expired
+/// files (one instance at a time, under a lease in the catalog), and queues again the tasks of
+/// runners gone silent (each one conditional statement). Instances sharing a catalog never do
+/// one thing twice.
 async fn sweep(files: Arc<filedock_core::FileService>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
@@ -139,6 +143,16 @@ async fn sweep(files: Arc<filedock_core::FileService>, every: Duration) {
             Ok(0) => {}
             Ok(n) => tracing::info!(aborted = n, "swept abandoned uploads"),
             Err(e) => tracing::warn!(error = %e, "the upload sweep failed; retrying at the next interval"),
+        }
+        match files.sweep_files().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "swept expired files"),
+            Err(e) => tracing::warn!(error = %e, "the retention sweep failed; retrying at the next interval"),
+        }
+        match files.sweep_tasks().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "released the tasks of silent runners"),
+            Err(e) => tracing::warn!(error = %e, "the task sweep failed; retrying at the next interval"),
         }
     }
 }

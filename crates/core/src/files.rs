@@ -14,10 +14,11 @@ use crate::catalog::{Catalog, Completion, FileQuery};
 use crate::clock::{Clock, Timestamp};
 use crate::disposition;
 use crate::error::{Error, Result};
+use crate::events::{EventType, file_data};
 use crate::link::{UrlSigner, Verified};
 use crate::meter::{exact_length, meter};
 use crate::model::MAX_KEY_LEN;
-use crate::model::{Class, FileId, FileName, FileRecord, FileStatus, StorageKey, validate_relative_path};
+use crate::model::{Class, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey, validate_relative_path};
 use crate::policy::UploadPolicy;
 use crate::range::ByteRange;
 
@@ -44,7 +45,7 @@ pub struct Backend {
     pub hash_direct_uploads: bool,
 }
 
-/// How long each class is kept, in seconds (`None`: until deleted).
+/// How long each class is kept, in seconds (`None` or 0: until deleted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retention {
@@ -67,13 +68,36 @@ impl Default for Retention {
 }
 
 impl Retention {
-    fn secs(&self, class: Class) -> Option<u64> {
+    /// The TTL of a class: `None` when it is kept until deleted.
+    pub fn secs(&self, class: Class) -> Option<u64> {
         match class {
             Class::Input => self.input_secs,
             Class::Output => self.output_secs,
             Class::Asset => self.asset_secs,
         }
+        .filter(|s| *s > 0)
     }
+}
+
+/// A project's own retention: each class set here replaces the deployment's (0: until
+/// deleted); a class left out keeps it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionOverride {
+    pub input_secs: Option<u64>,
+    pub output_secs: Option<u64>,
+    pub asset_secs: Option<u64>,
+}
+
+/// Settings of one project.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSettings {
+    #[serde(default)]
+    pub retention: RetentionOverride,
+    /// Receivers of the project's events.
+    #[serde(default)]
+    pub webhooks: Vec<crate::events::Webhook>,
 }
 
 /// The service's settings.
@@ -95,6 +119,12 @@ pub struct FileServiceConfig {
     pub unfinished_upload_ttl_secs: u64,
     /// filedock's public base URL, without a trailing slash (stable links point here).
     pub public_url: String,
+    /// Per-project settings (retention, webhooks), by project id.
+    pub projects: BTreeMap<String, ProjectSettings>,
+    /// The workflows clients may run.
+    pub workflows: Vec<crate::workflow::Workflow>,
+    pub tasks: crate::tasks::TaskSettings,
+    pub deliveries: crate::events::DeliverySettings,
 }
 
 /// A file whose bytes are stored and checked but whose record is not yet written: the caller
@@ -134,6 +164,8 @@ pub enum KeyLayout {
     Named(&'static str),
     /// `{project}/{path}` with a client's relative path (TokenOps), at most 255 bytes.
     ProjectPath(String),
+    /// `outputs/{project}/{task}/{id}/{name}`: a task's output.
+    TaskOutput(crate::model::TaskId),
 }
 
 /// A file to take in through filedock.
@@ -192,6 +224,19 @@ pub struct FileService {
     signer: Arc<UrlSigner>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: FileServiceConfig,
+    pub(crate) workflows: crate::workflow::Workflows,
+    /// This instance's name in the catalog's leases.
+    pub(crate) instance: String,
+    pub(crate) signals: Signals,
+}
+
+/// Wake-ups within one instance (other instances are found by polling).
+#[derive(Debug, Default)]
+pub(crate) struct Signals {
+    /// A task was queued.
+    pub(crate) tasks: tokio::sync::Notify,
+    /// An event was recorded.
+    pub(crate) deliveries: tokio::sync::Notify,
 }
 
 fn date_parts(at: Timestamp) -> (i32, u8, u8) {
@@ -227,6 +272,13 @@ impl FileService {
         if !config.policies.contains_key("native") {
             return Err(Error::invalid("the 'native' upload policy is not configured"));
         }
+        for (project, settings) in &config.projects {
+            ProjectId::new(project.clone()).map_err(|e| Error::invalid(format!("[projects.{project}]: {e}")))?;
+            for hook in &settings.webhooks {
+                hook.validate()?;
+            }
+        }
+        let workflows = crate::workflow::Workflows::new(config.workflows.clone())?;
         let credentials = Credentials::new(catalog.clone(), clock.clone());
         Ok(FileService {
             catalog,
@@ -235,6 +287,9 @@ impl FileService {
             signer,
             clock,
             config,
+            workflows,
+            instance: hex::encode(crate::auth::random_bytes::<8>()?),
+            signals: Signals::default(),
         })
     }
 
@@ -286,6 +341,9 @@ impl FileService {
             KeyLayout::Native => format!("{}/{y:04}/{m:02}/{d:02}/{id}{ext}", who.project),
             KeyLayout::Dated(prefix) => format!("{prefix}/{y:04}/{m:02}/{d:02}/{id}{ext}"),
             KeyLayout::Named(prefix) => format!("{prefix}/{}/{id}/{}", who.project, new.name),
+            KeyLayout::TaskOutput(task) => {
+                format!("{}/{id}/{}", crate::tasks::output_prefix(&who.project, task), new.name)
+            }
             KeyLayout::ProjectPath(path) => {
                 if path.chars().count() > 255 {
                     return Err(Error::invalid("path must be at most 255 characters"));
@@ -297,9 +355,24 @@ impl FileService {
         StorageKey::new(key)
     }
 
-    fn expiry(&self, class: Class, ttl_secs: Option<u64>, now: Timestamp) -> Option<Timestamp> {
+    /// How long a project keeps a class: its own setting, else the deployment's (`None`: until
+    /// deleted).
+    pub fn retention_secs(&self, project: &ProjectId, class: Class) -> Option<u64> {
+        let own = self.config.projects.get(project.as_str()).and_then(|p| match class {
+            Class::Input => p.retention.input_secs,
+            Class::Output => p.retention.output_secs,
+            Class::Asset => p.retention.asset_secs,
+        });
+        match own {
+            Some(0) => None,
+            Some(s) => Some(s),
+            None => self.config.retention.secs(class),
+        }
+    }
+
+    fn expiry(&self, project: &ProjectId, class: Class, ttl_secs: Option<u64>, now: Timestamp) -> Option<Timestamp> {
         ttl_secs
-            .or(self.config.retention.secs(class))
+            .or(self.retention_secs(project, class))
             .map(|s| now.saturating_add(secs_to_ms(s)))
     }
 
@@ -332,7 +405,7 @@ impl FileService {
             policy: new.policy.clone(),
             created_at: now,
             completed_at: None,
-            expires_at: self.expiry(new.class, new.ttl_secs, now),
+            expires_at: self.expiry(&who.project, new.class, new.ttl_secs, now),
             deleted_at: None,
         }
     }
@@ -382,6 +455,7 @@ impl FileService {
             self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key).await;
             return Err(e);
         }
+        self.emit(&rec.project, EventType::FileReady, file_data(&rec)).await;
         Ok(rec)
     }
 
@@ -511,12 +585,17 @@ impl FileService {
             detected_type,
             completed_at: self.clock.now(),
         };
-        self.catalog.complete_file(&rec.id, &c).await?;
+        let won = self.catalog.complete_file(&rec.id, &c).await?;
         // Whoever won a race to complete, the row now says what is true.
-        self.catalog
+        let rec = self
+            .catalog
             .file(&rec.id)
             .await?
-            .ok_or_else(|| Error::not_found("no such file"))
+            .ok_or_else(|| Error::not_found("no such file"))?;
+        if won {
+            self.emit(&rec.project, EventType::FileReady, file_data(&rec)).await;
+        }
+        Ok(rec)
     }
 
     pub(crate) async fn discard_blob(&self, backend: &Backend, key: &StorageKey) {
@@ -526,6 +605,12 @@ impl FileService {
     }
 
     // ---- reading ----
+
+    /// A file's record by id, whatever its project or status (for callers that checked the
+    /// principal otherwise).
+    pub async fn file_record(&self, id: &FileId) -> Result<Option<FileRecord>> {
+        self.catalog.file(id).await
+    }
 
     /// A file the principal may see (pending or ready, not deleted, not expired). Anything else
     /// — another project's file included — is `NotFound`.
@@ -715,6 +800,7 @@ impl FileService {
         let rec = self.visible_file(who, id).await?;
         if self.catalog.delete_file(&rec.id, self.clock.now()).await? {
             self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key).await;
+            self.emit(&rec.project, EventType::FileDeleted, file_data(&rec)).await;
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod conformance;
 pub mod disposition;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod link;
 pub mod memory;
@@ -21,8 +22,11 @@ pub mod meter;
 pub mod model;
 pub mod policy;
 pub mod range;
+pub mod retention;
 pub mod sniff;
+pub mod tasks;
 pub mod uploads;
+pub mod workflow;
 
 pub use auth::{Credentials, Principal, hash_secret};
 pub use blob::{
@@ -32,12 +36,19 @@ pub use blob::{
 pub use catalog::Catalog;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, Result};
-pub use files::{Backend, FileService, FileServiceConfig, KeyLayout, NewFile, PresignUpload, Staged};
+pub use events::{DeliverySettings, EventType, Webhook};
+pub use files::{
+    Backend, FileService, FileServiceConfig, KeyLayout, NewFile, PresignUpload, ProjectSettings, RetentionOverride,
+    Staged,
+};
 pub use link::UrlSigner;
 pub use model::{
-    Class, Credential, CredentialKind, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey, UploadId,
-    UploadKind, UploadRecord, UploadStatus, WorkspaceId,
+    Class, Credential, CredentialKind, DeliveryRecord, DeliveryStatus, FileId, FileName, FileRecord, FileStatus,
+    ProjectId, StorageKey, TaskId, TaskRecord, TaskStatus, UploadId, UploadKind, UploadRecord, UploadStatus,
+    WorkspaceId,
 };
 pub use policy::UploadPolicy;
 pub use range::ByteRange;
+pub use tasks::{ClaimedTask, TaskOutput, TaskSettings, WorkflowRef};
 pub use uploads::{Checksum, ChecksumAlgorithm, TusCreate};
+pub use workflow::{ParamType, ParameterSpec, Workflow};

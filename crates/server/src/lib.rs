@@ -11,6 +11,7 @@ pub mod error;
 pub mod links;
 pub mod openapi;
 pub mod respond;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dialects::huawei::routes())
         .merge(dialects::juniortree::routes())
         .merge(dialects::cyberun::routes())
+        .merge(dialects::workflows::routes())
         .merge(dialects::tus::routes())
         .merge(blob::routes())
         .merge(links::routes())

@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::dialects::{cyberun, native};
+use crate::dialects::{cyberun, native, workflows};
 use crate::error::{ErrorBody, ErrorDetail};
 
 struct BearerAuth;
@@ -30,7 +30,9 @@ impl Modify for BearerAuth {
         native::upload, native::list, native::lookup, native::get_file, native::download, native::delete_file, native::create_link,
         native::presign, native::complete,
         native::initiate_multipart, native::presign_parts, native::complete_multipart, native::abort_multipart,
-        cyberun::initiate, cyberun::presign_parts, cyberun::complete, cyberun::abort
+        cyberun::initiate, cyberun::presign_parts, cyberun::complete, cyberun::abort,
+        workflows::run_by_id, workflows::run_by_slug, workflows::claim, workflows::get_task, workflows::result,
+        workflows::presign_output, workflows::heartbeat, workflows::complete, workflows::fail
     ),
     components(schemas(
         native::FileView, native::FileList, native::SignedRequest, native::PresignRequest, native::PresignResponse,
@@ -39,11 +41,15 @@ impl Modify for BearerAuth {
         native::PartsResponse, native::CompletedPart, native::CompleteMultipartRequest,
         cyberun::InitiateRequest, cyberun::InitiateResponse, cyberun::PresignPartsRequest, cyberun::PartUrl,
         cyberun::PresignPartsResponse, cyberun::CompletedPart, cyberun::CompleteRequest, cyberun::CompleteResponse,
-        cyberun::AbortRequest
+        cyberun::AbortRequest,
+        workflows::RunRequest, workflows::RunResponse, workflows::TaskView, workflows::ClaimRequest,
+        workflows::ClaimResponse, workflows::OutputView, workflows::ResultResponse, workflows::CompleteRequest,
+        workflows::FailRequest
     )),
     modifiers(&BearerAuth),
     tags((name = "files", description = "Stored files"), (name = "uploads", description = "Direct and multipart uploads"),
-        (name = "cyberun", description = "Cyberun's multipart upload routes (session keys only)"))
+        (name = "cyberun", description = "Cyberun's multipart upload routes (session keys only)"),
+        (name = "workflows", description = "Workflow runs with file parameters, and the tasks runners (device keys) claim"))
 )]
 pub struct ApiDoc;
 

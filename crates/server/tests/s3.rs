@@ -49,6 +49,10 @@ async fn presigned_bytes_never_pass_through_filedock() {
         max_link_ttl_secs: 7 * 86_400,
         retention: Retention::default(),
         public_url: "http://filedock.test".into(),
+        projects: Default::default(),
+        workflows: Vec::new(),
+        tasks: Default::default(),
+        deliveries: Default::default(),
     };
     let files = Arc::new(
         FileService::new(

@@ -5,7 +5,7 @@
 //! Multipart (`/api/v1/uploads/multipart/{initiate,presign-parts,complete,abort}`) is for user
 //! session keys only, as the seed says: `sk-` and `dk-` keys (and any other kind) get 401. Each
 //! part URL has its exact length signed; complete answers the same `file_key` as the presign.
-//! (Workflow runs come with a later issue.)
+//! Workflow runs and the runners' task routes are in [`super::workflows`].
 
 use std::collections::BTreeMap;
 
@@ -56,8 +56,10 @@ pub struct PresignResponse {
     pub upload_headers: BTreeMap<String, String>,
 }
 
-async fn presign(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<Json<PresignResponse>> {
-    let req: PresignRequest = json_body(&body)?;
+/// A presign body as an upload to announce: policy `cyberun`, class input, keys
+/// `inputs/{project}/{id}/{file_name}`, `Content-Length` and `If-None-Match: *` signed.
+pub(crate) fn presign_request(body: &Bytes) -> Result<PresignUpload, Error> {
+    let req: PresignRequest = json_body(body)?;
     let name = FileName::new(req.file_name.ok_or_else(|| Error::invalid("'file_name' is required"))?)?;
     let size = req
         .file_size
@@ -68,22 +70,27 @@ async fn presign(State(state): State<AppState>, Auth(who): Auth, body: Bytes) ->
     new.size_hint = Some(size);
     new.declared_type = req.content_type;
     new.key = KeyLayout::Named("inputs");
-    let (rec, signed) = state
-        .files
-        .presign_upload(
-            &who,
-            PresignUpload {
-                file: new,
-                sign_content_type: false,
-                create_only: true,
-            },
-        )
-        .await?;
-    Ok(Json(PresignResponse {
+    Ok(PresignUpload {
+        file: new,
+        sign_content_type: false,
+        create_only: true,
+    })
+}
+
+pub(crate) fn presign_response(
+    rec: &filedock_core::FileRecord,
+    signed: filedock_core::PresignedRequest,
+) -> PresignResponse {
+    PresignResponse {
         file_key: rec.key.to_string(),
         upload_url: signed.url,
         upload_headers: signed.headers.into_iter().collect(),
-    }))
+    }
+}
+
+async fn presign(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<Json<PresignResponse>> {
+    let (rec, signed) = state.files.presign_upload(&who, presign_request(&body)?).await?;
+    Ok(Json(presign_response(&rec, signed)))
 }
 
 /// The seed's rule: the multipart routes take user session keys only.

@@ -7,6 +7,7 @@ pub mod juniortree;
 pub mod native;
 pub mod tokenops;
 pub mod tus;
+pub mod workflows;
 
 use std::collections::BTreeMap;
 

@@ -35,6 +35,8 @@ pub struct TestApp {
     pub store: Arc<dyn BlobStore>,
     /// The local store, in the embedded flavour.
     pub local: Option<Arc<LocalStore>>,
+    /// What the service was built from, to build a second instance on the same engines.
+    parts: (filedock_core::Backend, Arc<UrlSigner>, FileServiceConfig),
     _s3: Option<S3Server>,
     pub dir: tempfile::TempDir,
 }
@@ -68,6 +70,19 @@ impl TestApp {
 
     /// [`TestApp::with_policies`] with dialect settings.
     pub async fn with_config(overrides: BTreeMap<String, UploadPolicy>, dialects: DialectsConfig) -> TestApp {
+        Self::build(overrides, dialects, |_| {}).await
+    }
+
+    /// The default app with the service's settings changed (workflows, projects, tasks).
+    pub async fn configured(customize: impl FnOnce(&mut FileServiceConfig)) -> TestApp {
+        Self::build(BTreeMap::new(), DialectsConfig::default(), customize).await
+    }
+
+    async fn build(
+        overrides: BTreeMap<String, UploadPolicy>,
+        dialects: DialectsConfig,
+        customize: impl FnOnce(&mut FileServiceConfig),
+    ) -> TestApp {
         let mut policies = filedock_server::dialects::default_policies();
         policies.insert("native".into(), UploadPolicy::max(1024 * 1024));
         policies.extend(overrides);
@@ -103,7 +118,7 @@ impl TestApp {
             max_presign_ttl_secs: 7 * 86_400,
             hash_direct_uploads: !scaled(),
         };
-        let config = FileServiceConfig {
+        let mut config = FileServiceConfig {
             default_backend: "local".into(),
             policies,
             upload_ttl_secs: 900,
@@ -112,7 +127,13 @@ impl TestApp {
             max_link_ttl_secs: 7 * 86_400,
             retention: Retention::default(),
             public_url: BASE.into(),
+            projects: Default::default(),
+            workflows: Vec::new(),
+            tasks: Default::default(),
+            deliveries: Default::default(),
         };
+        customize(&mut config);
+        let parts = (backend.clone(), signer.clone(), config.clone());
         let files = Arc::new(
             FileService::new(
                 catalog.clone(),
@@ -133,9 +154,25 @@ impl TestApp {
             files,
             store,
             local,
+            parts,
             _s3: s3,
             dir,
         }
+    }
+
+    /// Another instance on the same catalog, store and clock (as a second process would be).
+    pub fn another_instance(&self) -> Arc<FileService> {
+        let (backend, signer, config) = self.parts.clone();
+        Arc::new(
+            FileService::new(
+                self.catalog.clone(),
+                vec![backend],
+                signer,
+                self.clock.clone() as Arc<dyn Clock>,
+                config,
+            )
+            .unwrap(),
+        )
     }
 
     pub async fn key(&self, project: &str, kind: CredentialKind) -> String {

@@ -1,0 +1,77 @@
+//! The retention sweep: files past their `expires_at` are deleted — the blob first, then the
+//! record (a tombstone) — so an interrupted sweep leaves at worst a record whose blob is gone,
+//! which the next sweep finishes. One instance sweeps at a time: the sweep holds a named lease
+//! in the catalog, renewed after every batch.
+//!
+//! Expired files are invisible before the sweep reaches them: every route answers 404 (a stable
+//! link 410), and every URL filedock signed for one was capped at its expiry.
+
+use crate::error::{Error, Result};
+use crate::events::{EventType, file_data};
+use crate::files::FileService;
+
+/// The name of the sweep's lease.
+const LEASE: &str = "sweep:files";
+/// How long the lease holds without renewal, in ms.
+const LEASE_MS: i64 = 120_000;
+/// Files per batch.
+const BATCH: u32 = 100;
+
+impl FileService {
+    /// Deletes expired files until none is left, if no other instance is sweeping. Returns how
+    /// many it deleted.
+    pub async fn sweep_files(&self) -> Result<usize> {
+        let now = self.clock.now();
+        if !self
+            .catalog
+            .try_lease(LEASE, &self.instance, now, now + LEASE_MS)
+            .await?
+        {
+            return Ok(0);
+        }
+        let swept = self.sweep_files_held().await;
+        if let Err(e) = self.catalog.release_lease(LEASE, &self.instance).await {
+            tracing::warn!(error = %e, "could not release the sweep lease; it ends by itself");
+        }
+        swept
+    }
+
+    async fn sweep_files_held(&self) -> Result<usize> {
+        let mut swept = 0;
+        loop {
+            let now = self.clock.now();
+            let batch = self.catalog.expired_files(now, BATCH).await?;
+            if batch.is_empty() {
+                return Ok(swept);
+            }
+            let mut progressed = false;
+            for rec in batch {
+                let backend = self.backend(Some(&rec.backend))?;
+                match backend.store.delete(&rec.key).await {
+                    Ok(()) | Err(Error::NotFound(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(file = %rec.id, key = %rec.key, error = %e, "could not delete an expired blob; the next sweep retries");
+                        continue;
+                    }
+                }
+                if self.catalog.delete_file(&rec.id, now).await? {
+                    swept += 1;
+                    self.emit(&rec.project, EventType::FileDeleted, file_data(&rec)).await;
+                }
+                progressed = true;
+            }
+            if !progressed {
+                return Ok(swept);
+            }
+            let now = self.clock.now();
+            if !self
+                .catalog
+                .try_lease(LEASE, &self.instance, now, now + LEASE_MS)
+                .await?
+            {
+                tracing::warn!("the sweep lease was taken over; stopping this sweep");
+                return Ok(swept);
+            }
+        }
+    }
+}
