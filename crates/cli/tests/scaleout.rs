@@ -143,3 +143,66 @@ fn two_instances_share_one_catalog_and_one_bucket() {
     );
     assert_eq!(http.get(url).send().unwrap().status(), 404, "the object is deleted");
 }
+
+/// Two processes on one PostgreSQL, eight runners (four on each) claiming at once: every task is
+/// handed out exactly once.
+#[test]
+fn two_instances_claiming_at_once_hand_out_each_task_once() {
+    let Some(pg) = postgres_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("filedock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "signing_secret_file = \"{}\"\n[catalog]\ntype = \"postgres\"\nurl = \"{pg}\"\n\
+             [[workflows]]\nid = \"wf_echo\"\nproject = \"demo\"\nparameters = [ {{ name = \"n\", type = \"number\", required = true }} ]\n",
+            dir.path().join("signing.key").display()
+        ),
+    )
+    .unwrap();
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    let key = create_key_with(&data_a, Some(&config), "demo", "integration");
+    let a = Server::start_with(&data_a, Some(&config));
+    let b = Server::start_with(&data_b, Some(&config));
+    let http = reqwest::blocking::Client::new();
+    let mut queued = std::collections::BTreeSet::new();
+    for n in 0..60 {
+        let base = if n % 2 == 0 { &a.base } else { &b.base };
+        let t: Value = http
+            .post(format!("{base}/api/v1/r/workflows/wf_echo/run"))
+            .bearer_auth(&key)
+            .json(&json!({"parameters": {"n": n}}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        queued.insert(t["task_id"].as_str().unwrap().to_owned());
+    }
+    let runners: Vec<_> = (0..8)
+        .map(|i| {
+            let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
+            let dk = create_key_with(&data_a, Some(&config), "demo", "device");
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::new();
+                let mut got = Vec::new();
+                loop {
+                    let r = http
+                        .post(format!("{base}/api/v1/r/tasks/claim"))
+                        .bearer_auth(&dk)
+                        .send()
+                        .unwrap();
+                    match r.status().as_u16() {
+                        200 => got.push(r.json::<Value>().unwrap()["task_id"].as_str().unwrap().to_owned()),
+                        204 => return got,
+                        s => panic!("claim answered {s}: {}", r.text().unwrap()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut claimed: Vec<String> = runners.into_iter().flat_map(|r| r.join().unwrap()).collect();
+    claimed.sort();
+    let unique: std::collections::BTreeSet<String> = claimed.iter().cloned().collect();
+    assert_eq!(claimed.len(), queued.len(), "no task handed out twice");
+    assert_eq!(unique, queued, "every task handed out");
+}

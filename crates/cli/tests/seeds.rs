@@ -12,8 +12,18 @@ use common::*;
 use filedock_testkit::S3Server;
 
 /// What both configurations share: Juniortree's Python example sends no key, so this agent is
-/// trusted for project demo.
-const TRUSTED: &str = "[dialects.juniortree.trusted_agents]\nfastgpt = \"demo\"\n";
+/// trusted for project demo; Cyberun's example runs the img2img workflow, declared as the
+/// workflows issue shows it.
+const TRUSTED: &str = r#"[dialects.juniortree.trusted_agents]
+fastgpt = "demo"
+
+[[workflows]]
+id = "wf_img2img"
+slug = "img2img"
+project = "demo"
+parameters = [ { name = "input_image", type = "file", required = true },
+               { name = "prompt", type = "string" } ]
+"#;
 
 /// The embedded default, plus a second local backend named like the seed's storage provider.
 fn embedded() -> String {
@@ -37,12 +47,18 @@ fn seed_dir() -> PathBuf {
 }
 
 fn run(program: &str, script: &str, base: &str, key: &str) {
-    let work = tempfile::tempdir().unwrap();
+    run_in(tempfile::tempdir().unwrap().path(), program, script, base, key, None);
+}
+
+/// Runs a script in a work directory (scripts that follow each other share one), with a device
+/// key in `DEVICE_KEY` when given.
+fn run_in(work: &Path, program: &str, script: &str, base: &str, key: &str, device_key: Option<&str>) {
     let out = Command::new(program)
         .arg(seed_dir().join(script))
         .env("BASE", base)
         .env("API_KEY", key)
-        .env("WORK", work.path())
+        .env("DEVICE_KEY", device_key.unwrap_or(""))
+        .env("WORK", work)
         .output()
         .unwrap_or_else(|e| panic!("{program} is needed to run the seed examples: {e}"));
     let text = format!(
@@ -60,6 +76,7 @@ fn run_all(config_text: &str) {
     std::fs::write(&config, config_text).unwrap();
     let data = dir.path().join("data");
     let key = create_key_with(&data, Some(&config), "demo", "integration");
+    let device = create_key_with(&data, Some(&config), "demo", "device");
     let server = Server::start_with(&data, Some(&config));
     let ok = Command::new("python3")
         .args(["-c", "import requests"])
@@ -73,7 +90,19 @@ fn run_all(config_text: &str) {
     run("bash", "tokenops.sh", &server.base, &key);
     run("bash", "juniortree.sh", &server.base, &key);
     run("python3", "juniortree.py", &server.base, &key);
-    run("python3", "cyberun.py", &server.base, &key);
+    // Cyberun end to end: the seed's example queues a task, a runner with a device key runs it,
+    // and the client reads the output through the result's download_url.
+    let work = tempfile::tempdir().unwrap();
+    run_in(work.path(), "python3", "cyberun.py", &server.base, &key, None);
+    run_in(
+        work.path(),
+        "python3",
+        "cyberun_runner.py",
+        &server.base,
+        &key,
+        Some(&device),
+    );
+    run_in(work.path(), "python3", "cyberun_result.py", &server.base, &key, None);
     run("bash", "huawei.sh", &server.base, &key);
 }
 

@@ -263,7 +263,7 @@ impl FileService {
     /// Takes up to `limit` due deliveries (each leased for one attempt) and signs them.
     pub async fn take_deliveries(&self, limit: u32) -> Result<Vec<Outgoing>> {
         let now = self.clock.now();
-        let lease = secs_to_ms(self.config.deliveries.timeout_secs + 30);
+        let lease = secs_to_ms(self.config.deliveries.timeout_secs + 5);
         let mut out = Vec::new();
         for d in self.catalog.due_deliveries(now, limit).await? {
             if !self.catalog.lease_delivery(&d.id, now, now + lease).await? {

@@ -1,6 +1,7 @@
-# Cyberun (shared/seeds/003_…): the end-to-end example's presign and PUT, changed only in BASE
-# and API_KEY, with a real photo.png of the size the example declares (1048576 bytes). Its third
-# step (a workflow run) comes with the workflows issue.
+# Cyberun (shared/seeds/003_…): the end-to-end example — presign, PUT, run the img2img workflow —
+# changed only in BASE and API_KEY, with a real photo.png of the size the example declares
+# (1048576 bytes). It prints the task id; cyberun_runner.py then runs the task with a device key,
+# and cyberun_result.py reads the result as the client.
 import hashlib, os, struct, zlib
 
 import requests
@@ -34,7 +35,17 @@ presign = requests.post(
 # 2. PUT 到 S3 —— 把 presign 返回的每个 header 都带上
 with open("photo.png", "rb") as f:
     requests.put(presign["upload_url"], data=f, headers=presign["upload_headers"])
-# ---- end of the seed's first two steps ----
+
+# 3. 提交一个接收文件参数的工作流
+resp = requests.post(
+    f"{BASE}/workflows/slug/img2img/run",
+    headers=HEADERS,
+    json={"parameters": {"input_image": presign["file_key"], "prompt": "enhance"}},
+)
+print(resp.json()["task_id"])
+# ---- end of the seed ----
+
+open("task_id", "w").write(resp.json()["task_id"])
 
 assert presign["file_key"].startswith("inputs/") and presign["file_key"].endswith("/photo.png"), presign
 assert presign["upload_headers"] == {"Content-Length": "1048576", "If-None-Match": "*"}, presign
@@ -49,7 +60,7 @@ assert bare.status_code == 403, bare.status_code
 native = os.environ["BASE"] + "/v1/files"
 auth = {"Authorization": f"Bearer {API_KEY}"}
 listed = [f["key"] for f in requests.get(native, headers=auth).json()["files"]]
-assert presign["file_key"] not in listed, "a presigned input is pending until it is used"
+assert presign["file_key"] in listed, "the run used the presigned input, so it is ready"
 found = requests.get(f"{native}/lookup", params={"path": presign["file_key"]}, headers=auth)
 assert found.status_code == 200, found.text
 record = found.json()
