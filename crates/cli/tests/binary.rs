@@ -236,3 +236,34 @@ fn permanent_links_survive_a_restart() {
     assert_eq!(got.status(), 200);
     assert_eq!(got.text().unwrap(), "still here");
 }
+
+/// Mistakes in workflows, projects and webhooks stop `serve` with a message naming them.
+#[test]
+fn bad_workflow_and_webhook_settings_stop_the_server_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = "[[workflows]]\nid = \"wf_a\"\nproject = \"demo\"\n";
+    for (text, says) in [
+        (format!("{wf}{wf}"), "two workflows have the id 'wf_a'"),
+        (
+            format!("{wf}parameters = [ {{ name = \"x\", type = \"image\" }} ]\n"),
+            "image",
+        ),
+        (
+            "[[projects.demo.webhooks]]\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"short\"\n".to_owned(),
+            "at least 16 bytes",
+        ),
+        (
+            "[[projects.demo.webhooks]]\nurl = \"http://127.0.0.1:9/h\"\nsecret = \"0123456789abcdef\"\nevents = [\"file.read\"]\n"
+                .to_owned(),
+            "file.read",
+        ),
+        ("[projects.files.retention]\ninput_secs = 1\n".to_owned(), "reserved"),
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, &text).unwrap();
+        let out = filedock_with(&dir.path().join("data"), Some(&config), &["serve", "--listen", "127.0.0.1:0"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(err.contains(says), "{text}\n→ {err}");
+    }
+}

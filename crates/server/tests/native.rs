@@ -704,7 +704,7 @@ async fn files_expire_with_their_class() {
 }
 
 #[tokio::test]
-async fn openapi_lists_the_native_and_multipart_routes() {
+async fn openapi_lists_the_native_multipart_and_workflow_routes() {
     let app = TestApp::new().await;
     let ans = app
         .send(Request::get("/openapi.json").body(Body::empty()).unwrap())
@@ -729,6 +729,15 @@ async fn openapi_lists_the_native_and_multipart_routes() {
         ("/api/v1/uploads/multipart/presign-parts", "post"),
         ("/api/v1/uploads/multipart/complete", "post"),
         ("/api/v1/uploads/multipart/abort", "post"),
+        ("/api/v1/r/workflows/{workflow_id}/run", "post"),
+        ("/api/v1/r/workflows/slug/{workflow_slug}/run", "post"),
+        ("/api/v1/r/tasks/claim", "post"),
+        ("/api/v1/r/tasks/{task_id}", "get"),
+        ("/api/v1/r/tasks/{task_id}/result", "get"),
+        ("/api/v1/r/tasks/{task_id}/outputs/presign", "post"),
+        ("/api/v1/r/tasks/{task_id}/heartbeat", "post"),
+        ("/api/v1/r/tasks/{task_id}/complete", "post"),
+        ("/api/v1/r/tasks/{task_id}/fail", "post"),
     ] {
         assert!(
             paths.get(p).and_then(|x| x.get(m)).is_some(),
