@@ -72,6 +72,29 @@ string_newtype!(
     FileName
 );
 
+/// Ids filedock mints: 32 lowercase hex digits of a UUIDv7, so they sort by creation time.
+macro_rules! uuid_id {
+    ($name:ident, $missing:literal) => {
+        impl $name {
+            /// A new, time-ordered id.
+            pub fn generate() -> Self {
+                $name(uuid::Uuid::now_v7().simple().to_string())
+            }
+
+            /// Parses an id as given by a client: anything malformed is `NotFound` rather than
+            /// `Invalid`, so probing ids teaches nothing.
+            pub fn parse(s: &str) -> Result<Self> {
+                if s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    Ok($name(s.to_owned()))
+                } else {
+                    Err(Error::not_found($missing))
+                }
+            }
+        }
+    };
+}
+uuid_id!(FileId, "no such file");
+
 impl ProjectId {
     /// Validates a project id.
     pub fn new(s: impl Into<String>) -> Result<Self> {
@@ -90,23 +113,6 @@ impl WorkspaceId {
         let s = s.into();
         check_id_chars("workspace id", &s)?;
         Ok(WorkspaceId(s))
-    }
-}
-
-impl FileId {
-    /// A new, time-ordered id.
-    pub fn generate() -> Self {
-        FileId(uuid::Uuid::now_v7().simple().to_string())
-    }
-
-    /// Parses an id as given by a client (404 rather than 400 for anything malformed, so probing
-    /// ids teaches nothing).
-    pub fn parse(s: &str) -> Result<Self> {
-        if s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(FileId(s.to_owned()))
-        } else {
-            Err(Error::not_found("no such file"))
-        }
     }
 }
 
@@ -309,22 +315,7 @@ string_newtype!(
     /// An upload's id (multipart or tus): 32 lowercase hex digits of a UUIDv7.
     UploadId
 );
-
-impl UploadId {
-    /// A new, time-ordered id.
-    pub fn generate() -> Self {
-        UploadId(uuid::Uuid::now_v7().simple().to_string())
-    }
-
-    /// Parses an id as given by a client (404 for anything malformed).
-    pub fn parse(s: &str) -> Result<Self> {
-        if s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(UploadId(s.to_owned()))
-        } else {
-            Err(Error::not_found("no such upload"))
-        }
-    }
-}
+uuid_id!(UploadId, "no such upload");
 
 /// How an upload's bytes arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -402,22 +393,7 @@ string_newtype!(
     /// A task's id: 32 lowercase hex digits of a UUIDv7.
     TaskId
 );
-
-impl TaskId {
-    /// A new, time-ordered id.
-    pub fn generate() -> Self {
-        TaskId(uuid::Uuid::now_v7().simple().to_string())
-    }
-
-    /// Parses an id as given by a client (404 for anything malformed).
-    pub fn parse(s: &str) -> Result<Self> {
-        if s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(TaskId(s.to_owned()))
-        } else {
-            Err(Error::not_found("no such task"))
-        }
-    }
-}
+uuid_id!(TaskId, "no such task");
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

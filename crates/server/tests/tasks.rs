@@ -65,6 +65,16 @@ fn workflows(c: &mut FileServiceConfig) {
     };
 }
 
+/// The `upload_headers` of a presign answer, to send with its PUT.
+fn signed_headers(presign: &Value) -> Vec<(&str, String)> {
+    presign["upload_headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap().to_owned()))
+        .collect()
+}
+
 /// Cyberun's presign and PUT; returns the `file_key`.
 async fn presigned_input(app: &TestApp, key: &str, name: &str, bytes: &[u8], put: bool) -> String {
     let a = app
@@ -77,12 +87,7 @@ async fn presigned_input(app: &TestApp, key: &str, name: &str, bytes: &[u8], put
     assert_eq!(a.status, StatusCode::OK, "{}", String::from_utf8_lossy(&a.body));
     let p = a.json();
     if put {
-        let headers: Vec<(&str, String)> = p["upload_headers"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str().unwrap().to_owned()))
-            .collect();
+        let headers = signed_headers(&p);
         let put = app
             .call("PUT", p["upload_url"].as_str().unwrap(), &headers, bytes.to_vec())
             .await;
@@ -346,12 +351,7 @@ async fn a_runner_claims_downloads_uploads_its_output_and_completes() {
         .await;
     assert_eq!(with_input.status, StatusCode::BAD_REQUEST);
     assert!(message(&with_input).contains("not an output of this task"));
-    let headers: Vec<(&str, String)> = o["upload_headers"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str().unwrap().to_owned()))
-        .collect();
+    let headers = signed_headers(&o);
     let put = app
         .call("PUT", o["upload_url"].as_str().unwrap(), &headers, PNG.to_vec())
         .await;
