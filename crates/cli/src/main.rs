@@ -111,7 +111,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         files.clone(),
         Duration::from_secs(cfg.sweep_interval_secs.max(1)),
     ));
-    let deliverer = tokio::spawn(filedock_server::webhooks::deliver(files.clone()));
+    // Without webhooks there is nothing to deliver (and no reason to look every second).
+    let deliverer = files
+        .has_webhooks()
+        .then(|| tokio::spawn(filedock_server::webhooks::deliver(files.clone())));
     let router = filedock_server::router(filedock_server::AppState {
         files,
         dialects: Arc::new(cfg.dialects.clone()),
@@ -122,7 +125,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }));
     shutdown_signal().await;
     sweeper.abort();
-    deliverer.abort();
+    if let Some(d) = deliverer {
+        d.abort();
+    }
     let _ = tx.send(());
     match tokio::time::timeout(Duration::from_secs(cfg.shutdown_grace_secs), server).await {
         Ok(joined) => joined??,

@@ -246,6 +246,11 @@ impl FileService {
         &self.signals.deliveries
     }
 
+    /// Whether any project has a webhook (else nothing is ever delivered).
+    pub fn has_webhooks(&self) -> bool {
+        self.config.projects.values().any(|p| !p.webhooks.is_empty())
+    }
+
     /// The delivery settings.
     pub fn delivery_settings(&self) -> &DeliverySettings {
         &self.config.deliveries
