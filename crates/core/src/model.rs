@@ -134,6 +134,24 @@ impl StorageKey {
     }
 }
 
+/// True if percent-decoding `seg` (once or twice) yields a path separator, a `.`/`..` segment or a
+/// control character: `%2e%2e`, `%2F`, `%5C`, `%00`, `%252e%252e`.
+fn hides_a_path(seg: &str) -> bool {
+    let mut cur = std::borrow::Cow::Borrowed(seg);
+    for _ in 0..2 {
+        if !cur.contains('%') {
+            return false;
+        }
+        let dec = percent_encoding::percent_decode_str(&cur).collect::<Vec<u8>>();
+        let text = String::from_utf8_lossy(&dec).into_owned();
+        if text == "." || text == ".." || text.contains(['/', '\\']) || text.chars().any(char::is_control) {
+            return true;
+        }
+        cur = std::borrow::Cow::Owned(text);
+    }
+    false
+}
+
 /// Checks a client-given relative path (TokenOps' `path`, a storage key): non-empty, at most
 /// `max` bytes, not absolute, no `..`/`.`/empty segment, no backslash, no control character.
 pub fn validate_relative_path(s: &str, max: usize) -> Result<()> {
@@ -158,13 +176,21 @@ pub fn validate_relative_path(s: &str, max: usize) -> Result<()> {
             "." | ".." => return Err(Error::invalid("path must not contain '.' or '..' segments")),
             _ => {}
         }
+        // A segment a proxy or a client would decode into a traversal is refused as one.
+        if hides_a_path(seg) {
+            return Err(Error::invalid(
+                "path must not contain percent-encoded '.', '..', slashes or control characters",
+            ));
+        }
     }
     Ok(())
 }
 
 impl FileName {
-    /// Validates a display name as given. A name that carries a directory part is refused; use
-    /// [`FileName::from_client`] for names from multipart headers.
+    /// Validates a display name as given: 1–255 bytes of UTF-8, no control character, and no
+    /// directory part — not `/`, `\\`, `.`, `..`, nor any of them percent-encoded. A client that
+    /// sends a path where a name belongs (`../../etc/passwd`, `C:\\x\\a.png`) gets a 400 rather
+    /// than a silently shortened name.
     pub fn new(s: impl Into<String>) -> Result<Self> {
         let s = s.into();
         if s.is_empty() {
@@ -176,17 +202,10 @@ impl FileName {
         if s.chars().any(char::is_control) {
             return Err(Error::invalid("file name must not contain control characters"));
         }
-        if s.contains('/') || s.contains('\\') || s == "." || s == ".." {
+        if s.contains('/') || s.contains('\\') || s == "." || s == ".." || hides_a_path(&s) {
             return Err(Error::invalid("file name must not contain a path"));
         }
         Ok(FileName(s))
-    }
-
-    /// A name as browsers and old clients send it: keeps the part after the last `/` or `\`
-    /// (`C:\Users\me\a.png` → `a.png`), then validates it.
-    pub fn from_client(s: &str) -> Result<Self> {
-        let base = s.rsplit(['/', '\\']).next().unwrap_or(s);
-        FileName::new(base)
     }
 
     /// The lowercased extension without the dot, if the name has one.
@@ -566,7 +585,21 @@ mod tests {
             assert!(validate_relative_path(ok, 255).is_ok(), "{ok}");
         }
         for bad in [
-            "", "/abs", "a/../b", "..", "./a", "a//b", "a/", "a\\b", "a\u{0}b", "a\nb",
+            "",
+            "/abs",
+            "a/../b",
+            "..",
+            "./a",
+            "a//b",
+            "a/",
+            "a\\b",
+            "a\u{0}b",
+            "a\nb",
+            "%2e%2e/x",
+            "a/%2E%2E/b",
+            "a%2fb",
+            "%252e%252e/x",
+            "a%00b",
         ] {
             assert!(validate_relative_path(bad, 255).is_err(), "{bad:?}");
         }
@@ -575,21 +608,23 @@ mod tests {
 
     #[test]
     fn file_names() {
-        assert_eq!(
-            FileName::from_client("C:\\Users\\me\\a.PNG")
-                .map(|n| n.extension())
-                .ok()
-                .flatten()
-                .as_deref(),
-            Some("png")
-        );
-        assert_eq!(
-            FileName::from_client("../../etc/passwd")
-                .map(|n| n.to_string())
-                .ok()
-                .as_deref(),
-            Some("passwd")
-        );
+        for bad in [
+            "C:\\Users\\me\\a.PNG",
+            "../../etc/passwd",
+            "/etc/passwd",
+            "%2e%2e",
+            "%2e%2e%2fx",
+            "a%5cb",
+            "a%00b",
+            "%252e%252e%252fx",
+            ".",
+            "..",
+        ] {
+            assert!(FileName::new(bad).is_err(), "{bad:?}");
+        }
+        for ok in ["100%.txt", "50%25 off.pdf", "..hidden", "a..b.txt"] {
+            assert!(FileName::new(ok).is_ok(), "{ok:?}");
+        }
         assert!(FileName::new("a\r\nb").is_err());
         assert!(FileName::new("a/b").is_err());
         assert!(FileName::new("x".repeat(256)).is_err());

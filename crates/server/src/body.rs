@@ -2,14 +2,19 @@
 //! (streamed with multer; text fields before the file are read, bounded).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Body;
 use axum::http::HeaderMap;
+use bytes::Bytes;
 use filedock_core::{ByteStream, Error};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 
 /// Largest text field of a multipart form.
 pub const MAX_TEXT_FIELD: u64 = 64 * 1024;
+/// Most text fields a multipart form may carry.
+pub const MAX_TEXT_FIELDS: usize = 64;
 /// Room for multipart framing and text fields on top of the file limit.
 const MULTIPART_SLACK: u64 = 1024 * 1024;
 
@@ -49,6 +54,55 @@ pub fn multipart_boundary(headers: &HeaderMap) -> Option<Result<String, Error>> 
     Some(multer::parse_boundary(ct).map_err(|_| Error::invalid("multipart/form-data without a boundary")))
 }
 
+/// Most bytes a part's headers (with the boundary line before them) may take. multer holds a
+/// part's headers in memory until their blank line, so without this a client could make it buffer
+/// the whole body limit.
+pub const MAX_PART_HEADERS: u64 = 16 * 1024;
+/// Pieces the body is cut into before multer sees it, so the header budget counts bytes that
+/// multer must hold rather than however large a chunk the connection delivered.
+const PIECE: usize = 16 * 1024;
+
+/// The part headers went over [`MAX_PART_HEADERS`].
+#[derive(Debug)]
+struct PartHeadersTooLarge;
+
+impl std::fmt::Display for PartHeadersTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a part's headers are over {MAX_PART_HEADERS} bytes")
+    }
+}
+
+impl std::error::Error for PartHeadersTooLarge {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body in pieces of at most [`PIECE`] bytes, failing once more than `budget` bytes are read
+/// while the budget is set (it is `u64::MAX`, unlimited, while a part's body is read).
+fn budgeted(body: Body, budget: Arc<AtomicU64>) -> impl Stream<Item = Result<Bytes, BoxError>> + Send + 'static {
+    body.into_data_stream()
+        .map_ok(|mut b| {
+            let mut pieces = Vec::with_capacity(b.len() / PIECE + 1);
+            while b.len() > PIECE {
+                pieces.push(Ok::<Bytes, axum::Error>(b.split_to(PIECE)));
+            }
+            pieces.push(Ok(b));
+            futures_util::stream::iter(pieces)
+        })
+        .try_flatten()
+        .map(move |r| {
+            let b = r.map_err(|e| Box::new(e) as BoxError)?;
+            let left = budget.load(Ordering::Relaxed);
+            if left != u64::MAX {
+                let n = b.len() as u64;
+                if n > left {
+                    return Err(Box::new(PartHeadersTooLarge) as BoxError);
+                }
+                budget.store(left - n, Ordering::Relaxed);
+            }
+            Ok(b)
+        })
+}
+
 fn multer_error(e: multer::Error) -> Error {
     match e {
         multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
@@ -59,6 +113,9 @@ fn multer_error(e: multer::Error) -> Error {
             while let Some(s) = src {
                 if s.is::<http_body_util::LengthLimitError>() {
                     return Error::TooLarge("the body is over the limit".into());
+                }
+                if s.is::<PartHeadersTooLarge>() {
+                    return Error::invalid(format!("malformed multipart body: {s}"));
                 }
                 src = s.source();
             }
@@ -96,6 +153,10 @@ pub struct FormReader {
     inner: multer::Multipart<'static>,
     file_field: String,
     fields: HashMap<String, String>,
+    /// Text fields read, repeated names included.
+    seen: usize,
+    /// Bytes left for the part headers being looked for (see [`MAX_PART_HEADERS`]).
+    header_budget: Arc<AtomicU64>,
 }
 
 impl FormReader {
@@ -107,17 +168,29 @@ impl FormReader {
                 .per_field(MAX_TEXT_FIELD)
                 .for_field(file_field.to_owned(), max_file.saturating_add(1)),
         );
+        let header_budget = Arc::new(AtomicU64::new(u64::MAX));
         FormReader {
-            inner: multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints),
+            inner: multer::Multipart::with_constraints(budgeted(body, header_budget.clone()), boundary, constraints),
             file_field: file_field.to_owned(),
             fields: HashMap::new(),
+            seen: 0,
+            header_budget,
         }
+    }
+
+    /// The next part, its headers read within [`MAX_PART_HEADERS`] (plus one piece of lookahead).
+    async fn next_field(&mut self) -> Result<Option<multer::Field<'static>>, Error> {
+        self.header_budget
+            .store(MAX_PART_HEADERS + PIECE as u64, Ordering::Relaxed);
+        let field = self.inner.next_field().await.map_err(multer_error);
+        self.header_budget.store(u64::MAX, Ordering::Relaxed);
+        field
     }
 
     /// Reads text fields up to the file field and returns the file, still streaming (`None` if
     /// the form has no file field; then every field has been read).
     pub async fn file(&mut self) -> Result<Option<FilePart>, Error> {
-        while let Some(field) = self.inner.next_field().await.map_err(multer_error)? {
+        while let Some(field) = self.next_field().await? {
             if field.name() == Some(self.file_field.as_str()) {
                 let file_name = field.file_name().map(str::to_owned);
                 let content_type = field.content_type().map(|m| m.to_string());
@@ -134,7 +207,7 @@ impl FormReader {
 
     /// Reads the text fields after the file (call once the file's stream has been consumed).
     pub async fn rest(&mut self) -> Result<(), Error> {
-        while let Some(field) = self.inner.next_field().await.map_err(multer_error)? {
+        while let Some(field) = self.next_field().await? {
             if field.name() == Some(self.file_field.as_str()) {
                 return Err(Error::invalid(format!(
                     "the form has more than one '{}' field",
@@ -153,8 +226,11 @@ impl FormReader {
 
     async fn read_text(&mut self, mut field: multer::Field<'static>) -> Result<(), Error> {
         let name = field.name().unwrap_or("").to_owned();
-        if self.fields.len() >= 64 {
-            return Err(Error::invalid("too many form fields"));
+        self.seen += 1;
+        if self.seen > MAX_TEXT_FIELDS {
+            return Err(Error::invalid(format!(
+                "too many form fields (at most {MAX_TEXT_FIELDS})"
+            )));
         }
         let mut value = Vec::new();
         while let Some(chunk) = field.chunk().await.map_err(multer_error)? {

@@ -144,10 +144,21 @@ async fn ranges() {
 }
 
 #[tokio::test]
-async fn multipart_upload_takes_fields_and_sanitises_names() {
+async fn multipart_upload_takes_fields_and_refuses_paths_as_names() {
     let app = TestApp::new().await;
     let key = app.key("demo", CredentialKind::Integration).await;
     let (ct, body) = multipart(&[("class", "asset")], "../../etc/evil name.png", "image/png", PNG);
+    let req = Request::post("/v1/files")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", ct)
+        .body(Body::from(body))
+        .unwrap();
+    let ans = app.send(req).await;
+    assert_eq!(
+        (ans.status, ans.json()["error"]["message"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("file name must not contain a path"))
+    );
+    let (ct, body) = multipart(&[("class", "asset")], "evil name.png", "image/png", PNG);
     let req = Request::post("/v1/files")
         .header("authorization", format!("Bearer {key}"))
         .header("content-type", ct)

@@ -134,7 +134,7 @@ async fn upload_file(
         .file()
         .await?
         .ok_or_else(|| Error::invalid("the form has no 'file' field"))?;
-    let mut new = NewFile::named(FileName::from_client(part.file_name.as_deref().unwrap_or(""))?);
+    let mut new = NewFile::named(FileName::new(part.file_name.as_deref().unwrap_or(""))?);
     new.policy = POLICY.into();
     new.class = Class::Input;
     new.declared_type = part.content_type;

@@ -133,7 +133,7 @@ async fn upload(
         .file()
         .await?
         .ok_or_else(|| Error::invalid("Missing required parameter: file"))?;
-    let mut new = NewFile::named(FileName::from_client(part.file_name.as_deref().unwrap_or(""))?);
+    let mut new = NewFile::named(FileName::new(part.file_name.as_deref().unwrap_or(""))?);
     new.policy = POLICY.into();
     new.class = Class::Asset;
     new.agent = Some(agent);

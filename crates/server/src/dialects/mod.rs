@@ -86,6 +86,14 @@ pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
 
 /// A query string, with a 400 for anything malformed.
 pub fn query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, Error> {
+    // serde_urlencoded decodes bad UTF-8 lossily (to U+FFFD); a name made of overlong or broken
+    // sequences must be refused, not stored with replacement characters.
+    if percent_encoding::percent_decode(raw.unwrap_or("").as_bytes())
+        .decode_utf8()
+        .is_err()
+    {
+        return Err(Error::invalid("malformed query string: it does not decode to UTF-8"));
+    }
     serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| Error::invalid(format!("malformed query string: {e}")))
 }
 

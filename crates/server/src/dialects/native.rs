@@ -235,7 +235,7 @@ pub async fn upload(
     let q: UploadQuery = query(raw.as_deref())?;
     let max = state.files.policy(POLICY)?.max_size;
     let declared_len = body::content_length(&headers);
-    let (mut new, stream) = match body::multipart_boundary(&headers) {
+    let (mut new, stream, mut form) = match body::multipart_boundary(&headers) {
         Some(_) => {
             let mut form = body::form(&headers, body, max, "")?;
             let part = form
@@ -245,7 +245,7 @@ pub async fn upload(
             let f = |k: &str| form.field(k).map(str::to_owned);
             let name = match f("name").or(q.name) {
                 Some(n) => FileName::new(n)?,
-                None => FileName::from_client(part.file_name.as_deref().unwrap_or(""))?,
+                None => FileName::new(part.file_name.as_deref().unwrap_or(""))?,
             };
             let mut new = NewFile::named(name);
             new.class = class_of(f("class").as_deref().or(q.class.as_deref()))?;
@@ -254,7 +254,7 @@ pub async fn upload(
                 None => q.ttl_seconds,
             };
             new.declared_type = part.content_type;
-            (new, part.body)
+            (new, part.body, Some(form))
         }
         None => {
             let name = q
@@ -268,12 +268,21 @@ pub async fn upload(
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            (new, body::raw(body))
+            (new, body::raw(body), None)
         }
     };
     new.policy = POLICY.into();
     new.key = KeyLayout::Native;
-    let rec = state.files.upload(&who, new, stream).await?;
+    let staged = state.files.stage(&who, new, stream).await?;
+    // The rest of a form must be well-formed too (one file field, bounded text fields), or
+    // nothing of it is kept.
+    if let Some(form) = form.as_mut()
+        && let Err(e) = form.rest().await
+    {
+        state.files.discard(staged).await;
+        return Err(e.into());
+    }
+    let rec = state.files.commit(staged).await?;
     Ok((StatusCode::CREATED, Json(FileView::from(&rec))))
 }
 

@@ -59,6 +59,10 @@ async fn upload_url(State(state): State<AppState>, Auth(who): Auth, body: Bytes)
         ))
         .into());
     }
+    // The seed: "文件上传路径,不能超过 255 个字符" (at most 255 characters).
+    if path.chars().count() > 255 {
+        return Err(Error::invalid("'path' must be at most 255 characters").into());
+    }
     // Validate the whole path first, so its last segment is a fair file name.
     filedock_core::model::validate_relative_path(&path, filedock_core::model::MAX_KEY_LEN)?;
     // The display name is the last segment, cut to 255 bytes (the key keeps the whole path).

@@ -211,7 +211,7 @@ fn id_of_url(url: &str) -> Result<String, Error> {
 fn new_file(meta: &[(String, Option<String>)]) -> Result<NewFile, Error> {
     let get = |k: &str| meta.iter().find(|(key, _)| key == k).and_then(|(_, v)| v.clone());
     let name = match get("filename") {
-        Some(n) => FileName::from_client(&n)?,
+        Some(n) => FileName::new(&n)?,
         None => FileName::new("upload")?,
     };
     let mut new = NewFile::named(name);

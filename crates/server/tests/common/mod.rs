@@ -12,8 +12,10 @@ use axum::http::{Request, StatusCode};
 use filedock_catalog::PgCatalog;
 use filedock_catalog::SqliteCatalog;
 use filedock_core::BlobStore;
+use filedock_core::catalog::FileQuery;
 use filedock_core::files::{FileServiceConfig, Retention};
 use filedock_core::link::SelfServed;
+use filedock_core::model::FileStatus;
 use filedock_core::{
     Catalog, Clock, CredentialKind, FileService, ManualClock, ProjectId, UploadPolicy, UrlSigner, WorkspaceId,
 };
@@ -175,6 +177,26 @@ impl TestApp {
         )
     }
 
+    /// A store on the same engine and bucket or directory whose URLs are signed with another
+    /// secret: what an attacker who guessed the layout but not the key could make.
+    pub async fn forger(&self) -> Arc<dyn BlobStore> {
+        match &self._s3 {
+            Some(s3) => {
+                let mut cfg = s3_config(s3);
+                cfg.secret_access_key = Some(Secret("not-the-secret-key-of-this-bucket".into()));
+                Arc::new(S3Store::open(&cfg).unwrap())
+            }
+            None => {
+                let signing = SelfServed {
+                    base_url: BASE.into(),
+                    backend: "local".into(),
+                    signer: Arc::new(UrlSigner::new(vec![7u8; 32]).unwrap()),
+                };
+                Arc::new(LocalStore::open(self.dir.path(), Some(signing)).await.unwrap())
+            }
+        }
+    }
+
     pub async fn key(&self, project: &str, kind: CredentialKind) -> String {
         self.files
             .credentials()
@@ -241,6 +263,23 @@ impl TestApp {
     /// Every object in the store, and every catalog row of a project (any status).
     pub async fn stored_objects(&self) -> usize {
         self.store.list("").await.unwrap().len()
+    }
+
+    /// Catalog rows of a project's files, every status.
+    pub async fn file_rows(&self, project: &str) -> usize {
+        let mut n = 0;
+        for status in [FileStatus::Pending, FileStatus::Ready, FileStatus::Deleted] {
+            let q = FileQuery {
+                project: ProjectId::new(project).unwrap(),
+                workspace: None,
+                status,
+                before: None,
+                live_at: 0,
+                limit: 10_000,
+            };
+            n += self.catalog.list_files(&q).await.unwrap().len();
+        }
+        n
     }
 
     /// Temp files of the local store (S3 has none).
