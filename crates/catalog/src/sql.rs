@@ -485,6 +485,29 @@ macro_rules! sql_catalog {
         rows.iter().map($crate::sql::file_of).collect()
     }
 
+    async fn usage(
+        &self,
+        project: &filedock_core::ProjectId,
+        now: filedock_core::Timestamp,
+    ) -> filedock_core::Result<filedock_core::limits::Usage> {
+        use sqlx::Row as _;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS files, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes FROM files
+             WHERE project = $1 AND status <> 'deleted' AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(project.as_str())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err($crate::sql::db_err)?;
+        let files: i64 = row.try_get("files").map_err($crate::sql::db_err)?;
+        let bytes: i64 = row.try_get("bytes").map_err($crate::sql::db_err)?;
+        Ok(filedock_core::limits::Usage {
+            files: files.max(0) as u64,
+            bytes: bytes.max(0) as u64,
+        })
+    }
+
     async fn insert_task(&self, t: &filedock_core::model::TaskRecord) -> filedock_core::Result<()> {
         sqlx::query(
             "INSERT INTO tasks (id, project, workspace, workflow, parameters, status, created_by, runner, attempts,

@@ -9,6 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use filedock_catalog::CatalogConfig;
 use filedock_core::files::Retention;
+use filedock_core::limits::Limits;
 use filedock_core::{DeliverySettings, ProjectSettings, TaskSettings, UploadPolicy, Workflow};
 use filedock_server::dialects::DialectsConfig;
 use filedock_storage::BackendConfig;
@@ -66,6 +67,13 @@ pub struct Config {
     pub log_format: String,
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Per-project limits: request rate, quotas, uploads in progress (each project may override
+    /// them in `[projects.<id>.limits]`; 0 turns one off).
+    pub limits: Limits,
+    /// Seconds a client has to send a request's headers (also how long an idle connection stays).
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may stall between two pieces before the request fails (408).
+    pub body_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -92,6 +100,15 @@ impl Default for Config {
             signing_secret_file: None,
             log_format: "text".into(),
             shutdown_grace_secs: 30,
+            limits: Limits {
+                requests_per_second: 1000,
+                burst: 2000,
+                max_bytes: 0,
+                max_files: 0,
+                max_concurrent_uploads: 256,
+            },
+            header_timeout_secs: 30,
+            body_timeout_secs: 60,
         }
     }
 }

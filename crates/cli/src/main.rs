@@ -120,7 +120,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         dialects: Arc::new(cfg.dialects.clone()),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(filedock_server::serve(listener, router, async {
+    let timeouts = filedock_server::Timeouts {
+        header: Duration::from_secs(cfg.header_timeout_secs.max(1)),
+        body_idle: Duration::from_secs(cfg.body_timeout_secs.max(1)),
+    };
+    let server = tokio::spawn(filedock_server::serve(listener, router, timeouts, async {
         let _ = rx.await;
     }));
     shutdown_signal().await;

@@ -108,6 +108,10 @@ pub trait Catalog: Send + Sync + Debug {
     /// Files not deleted whose `expires_at` is at or before `now`, soonest first.
     async fn expired_files(&self, now: Timestamp, limit: u32) -> Result<Vec<FileRecord>>;
 
+    /// What a project holds at `now`: files not deleted and not expired, and the sum of their
+    /// sizes (a pending file counts with its announced size, or 0).
+    async fn usage(&self, project: &ProjectId, now: Timestamp) -> Result<crate::limits::Usage>;
+
     /// Adds a task.
     async fn insert_task(&self, t: &TaskRecord) -> Result<()>;
     /// Finds a task by id, whatever its project.

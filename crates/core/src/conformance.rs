@@ -331,10 +331,46 @@ pub async fn catalog_suite(catalog: &dyn Catalog) {
     assert!(catalog.expired_files(9_999, 10).await.expect("expired").is_empty());
     assert_eq!(catalog.expired_files(10_000, 1).await.expect("expired").len(), 1);
 
+    usage_rules(catalog).await;
     upload_rules(catalog).await;
     task_rules(catalog).await;
     delivery_rules(catalog).await;
     lease_rules(catalog).await;
+}
+
+/// Usage counts a project's live files and their bytes.
+async fn usage_rules(catalog: &dyn Catalog) {
+    use crate::limits::Usage;
+    let p = project("usage");
+    assert_eq!(catalog.usage(&p, 0).await.expect("usage"), Usage::default());
+    let mut big = file("usage", None, "usage/big", FileStatus::Ready);
+    big.size = Some(5_000_000_000);
+    big.expires_at = None;
+    let mut pending = file("usage", Some("ws1"), "usage/pending", FileStatus::Pending);
+    pending.size = None;
+    let short = file("usage", None, "usage/short", FileStatus::Ready);
+    let gone = file("usage", None, "usage/gone", FileStatus::Ready);
+    let elsewhere = file("other-usage", None, "other/x", FileStatus::Ready);
+    for f in [&big, &pending, &short, &gone, &elsewhere] {
+        catalog.insert_file(f).await.expect("insert");
+    }
+    catalog.delete_file(&gone.id, 2_000).await.expect("delete");
+    assert_eq!(
+        catalog.usage(&p, 5_000).await.expect("usage"),
+        Usage {
+            files: 3,
+            bytes: 5_000_000_003
+        },
+        "deleted files and other projects are left out; a pending file without a size counts 0 bytes"
+    );
+    assert_eq!(
+        catalog.usage(&p, 10_000).await.expect("usage"),
+        Usage {
+            files: 1,
+            bytes: 5_000_000_000
+        },
+        "expired files are left out"
+    );
 }
 
 fn task(p: &str, ws: Option<&str>, created_at: i64) -> TaskRecord {

@@ -49,6 +49,15 @@ pub enum Error {
     /// Another request holds the resource (an upload being written); retry shortly.
     #[error("{0}")]
     Locked(String),
+    /// Too many requests or uploads in progress for the project; retry after the given seconds.
+    #[error("{0}")]
+    RateLimited(String, u64),
+    /// The project's storage quota (bytes or files) would be exceeded.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The client stopped sending a request it had started.
+    #[error("{0}")]
+    Timeout(String),
     /// A dependency is unavailable; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
@@ -77,6 +86,9 @@ impl Error {
             Error::Gone(_) => "gone",
             Error::ChecksumMismatch(_) => "checksum_mismatch",
             Error::Locked(_) => "locked",
+            Error::RateLimited(_, _) => "rate_limited",
+            Error::QuotaExceeded(_) => "quota_exceeded",
+            Error::Timeout(_) => "timeout",
             Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
         }

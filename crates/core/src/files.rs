@@ -98,6 +98,9 @@ pub struct ProjectSettings {
     /// Receivers of the project's events.
     #[serde(default)]
     pub webhooks: Vec<crate::events::Webhook>,
+    /// The project's own limits over the deployment's.
+    #[serde(default)]
+    pub limits: crate::limits::LimitsOverride,
 }
 
 /// The service's settings.
@@ -125,6 +128,8 @@ pub struct FileServiceConfig {
     pub workflows: Vec<crate::workflow::Workflow>,
     pub tasks: crate::tasks::TaskSettings,
     pub deliveries: crate::events::DeliverySettings,
+    /// Rate, quotas and concurrent uploads per project (each project may override them).
+    pub limits: crate::limits::Limits,
 }
 
 /// A file whose bytes are stored and checked but whose record is not yet written: the caller
@@ -228,6 +233,8 @@ pub struct FileService {
     /// This instance's name in the catalog's leases.
     pub(crate) instance: String,
     pub(crate) signals: Signals,
+    rates: crate::limits::RateLimits,
+    slots: crate::limits::UploadSlots,
 }
 
 /// Wake-ups within one instance (other instances are found by polling).
@@ -290,6 +297,8 @@ impl FileService {
             workflows,
             instance: hex::encode(crate::auth::random_bytes::<8>()?),
             signals: Signals::default(),
+            rates: Default::default(),
+            slots: Default::default(),
         })
     }
 
@@ -323,8 +332,40 @@ impl FileService {
     // ---- credentials ----
 
     /// Finds the principal of a presented bearer token.
+    /// The principal a token stands for, if its project is within its request rate.
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
-        self.credentials.authenticate(token).await
+        let who = self.credentials.authenticate(token).await?;
+        self.rates.check(&who.project, &self.limits(&who.project))?;
+        Ok(who)
+    }
+
+    /// A project's limits: the deployment's with the project's overrides.
+    pub fn limits(&self, project: &ProjectId) -> crate::limits::Limits {
+        match self.config.projects.get(project.as_str()) {
+            Some(p) => self.config.limits.with(&p.limits),
+            None => self.config.limits,
+        }
+    }
+
+    /// Fails with [`Error::QuotaExceeded`] if one more file of `add_bytes` would take the project
+    /// over its quota. Asks the catalog only when the project has a quota.
+    pub async fn check_quota(&self, project: &ProjectId, add_bytes: u64) -> Result<()> {
+        let limits = self.limits(project);
+        if limits.max_files == 0 && limits.max_bytes == 0 {
+            return Ok(());
+        }
+        let usage = self.catalog.usage(project, self.clock.now()).await?;
+        limits.check_quota(usage, 1, add_bytes)
+    }
+
+    /// Uploads of a project streaming through this instance now.
+    pub fn uploads_in_progress(&self, project: &ProjectId) -> u32 {
+        self.slots.count(project)
+    }
+
+    /// A slot for an upload streaming through this instance, freed when dropped.
+    pub fn upload_slot(&self, project: &ProjectId) -> Result<crate::limits::UploadSlot> {
+        self.slots.acquire(project, self.limits(project).max_concurrent_uploads)
     }
 
     /// The credential operations.
@@ -428,6 +469,8 @@ impl FileService {
             policy.check_size(n)?;
         }
         let backend = self.backend(new.backend.as_deref())?;
+        let _slot = self.upload_slot(&who.project)?;
+        self.check_quota(&who.project, new.size_hint.unwrap_or(0)).await?;
         let now = self.clock.now();
         let id = FileId::generate();
         let key = self.mint_key(who, &id, &new, now)?;
@@ -439,6 +482,13 @@ impl FileService {
         let m = handle
             .outcome()
             .ok_or_else(|| Error::internal_msg("store committed a body that did not end cleanly"))?;
+        // A body without a declared length is counted once its size is known.
+        if new.size_hint.is_none()
+            && let Err(e) = self.check_quota(&who.project, m.size).await
+        {
+            self.discard_blob(backend, &key).await;
+            return Err(e);
+        }
         let mut rec = self.record(who, id, key, &new, backend, now);
         rec.size = Some(m.size);
         rec.sha256 = Some(m.sha256);
@@ -476,6 +526,7 @@ impl FileService {
             policy.check_size(n)?;
         }
         let backend = self.backend(new.backend.as_deref())?;
+        self.check_quota(&who.project, new.size_hint.unwrap_or(0)).await?;
         let now = self.clock.now();
         let id = FileId::generate();
         let key = self.mint_key(who, &id, new, now)?;
@@ -860,11 +911,11 @@ impl FileService {
         }
         // filedock knows what it expects at this key, which S3 cannot: only a pending upload
         // takes bytes. A completed file is never replaced, and a URL is dead after a delete.
-        match self.catalog.file_by_key(&b.name, &key_).await? {
-            Some(rec) if rec.status == FileStatus::Pending => {}
+        let _slot = match self.catalog.file_by_key(&b.name, &key_).await? {
+            Some(rec) if rec.status == FileStatus::Pending => self.upload_slot(&rec.project)?,
             Some(_) => return Err(Error::PreconditionFailed("the file at this key is complete".into())),
             None => return Err(Error::Forbidden("no upload is expected at this key".into())),
-        }
+        };
         if v.create_only && b.store.head(&key_).await.is_ok() {
             return Err(Error::PreconditionFailed("an object already exists at this key".into()));
         }

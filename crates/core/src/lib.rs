@@ -16,6 +16,7 @@ pub mod disposition;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod limits;
 pub mod link;
 pub mod memory;
 pub mod meter;

@@ -350,6 +350,19 @@ impl Catalog for MemoryCatalog {
         Ok(out)
     }
 
+    async fn usage(&self, project: &ProjectId, now: Timestamp) -> Result<crate::limits::Usage> {
+        let files = lock(&self.files)?;
+        let live = files.values().filter(|f| {
+            &f.project == project && f.status != FileStatus::Deleted && f.expires_at.is_none_or(|e| e > now)
+        });
+        let mut u = crate::limits::Usage::default();
+        for f in live {
+            u.files += 1;
+            u.bytes = u.bytes.saturating_add(f.size.unwrap_or(0));
+        }
+        Ok(u)
+    }
+
     async fn insert_task(&self, t: &TaskRecord) -> Result<()> {
         let mut all = lock(&self.tasks)?;
         if all.contains_key(&t.id) {

@@ -230,6 +230,9 @@ impl FileService {
         if let Some(n) = new.size_hint {
             policy.check_size(n)?;
         }
+        if !partial {
+            self.check_quota(&who.project, new.size_hint.unwrap_or(0)).await?;
+        }
         let backend = self.backend(new.backend.as_deref())?;
         let now = self.clock.now();
         let id = UploadId::generate();
@@ -579,6 +582,7 @@ impl FileService {
         if u.concat.as_deref().is_some_and(|c| c.starts_with("final")) {
             return Err(Error::Forbidden("a final upload takes no PATCH".into()));
         }
+        let _slot = self.upload_slot(&u.project)?;
         let mut lease = self.lock(&u.id, true).await?;
         let r = self.append_locked(&mut lease, offset, length, checksum, body).await;
         self.unlock(lease).await;

@@ -34,6 +34,9 @@ fn s3_code(e: &Error) -> &'static str {
         Error::Gone(_) => "NoSuchKey",
         Error::ChecksumMismatch(_) => "BadDigest",
         Error::Locked(_) => "OperationAborted",
+        Error::RateLimited(_, _) => "SlowDown",
+        Error::QuotaExceeded(_) => "QuotaExceeded",
+        Error::Timeout(_) => "RequestTimeout",
         Error::Unavailable(_) => "ServiceUnavailable",
         Error::Internal(_) => "InternalError",
     }

@@ -24,9 +24,16 @@ fn body_error(e: axum::Error) -> Error {
         if s.is::<http_body_util::LengthLimitError>() {
             return Error::TooLarge("the body is over the limit".into());
         }
+        if s.is::<tower_http::timeout::TimeoutError>() {
+            return stalled();
+        }
         src = s.source();
     }
     Error::invalid(format!("the request body could not be read: {e}"))
+}
+
+fn stalled() -> Error {
+    Error::Timeout("the request body stalled: no bytes arrived within the body timeout".into())
 }
 
 /// A raw body as a stream.
@@ -113,6 +120,9 @@ fn multer_error(e: multer::Error) -> Error {
             while let Some(s) = src {
                 if s.is::<http_body_util::LengthLimitError>() {
                     return Error::TooLarge("the body is over the limit".into());
+                }
+                if s.is::<tower_http::timeout::TimeoutError>() {
+                    return stalled();
                 }
                 if s.is::<PartHeadersTooLarge>() {
                     return Error::invalid(format!("malformed multipart body: {s}"));

@@ -24,6 +24,9 @@ pub fn status_of(e: &Error) -> StatusCode {
         // tus 1.0's checksum extension: "460 Checksum Mismatch".
         Error::ChecksumMismatch(_) => StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
         Error::Locked(_) => StatusCode::LOCKED,
+        Error::RateLimited(_, _) => StatusCode::TOO_MANY_REQUESTS,
+        Error::QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
+        Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -54,6 +57,9 @@ pub fn with_error_headers(e: &Error, mut resp: Response) -> Response {
         Error::Unauthenticated(_) => {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        Error::RateLimited(_, secs) => {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
         }
         _ => {}
     }

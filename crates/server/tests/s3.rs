@@ -53,6 +53,7 @@ async fn presigned_bytes_never_pass_through_filedock() {
         workflows: Vec::new(),
         tasks: Default::default(),
         deliveries: Default::default(),
+        limits: Default::default(),
     };
     let files = Arc::new(
         FileService::new(

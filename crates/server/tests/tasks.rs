@@ -598,6 +598,7 @@ async fn expired_files_are_swept_blob_first_and_their_links_stop_working() {
                     asset_secs: Some(0),
                 },
                 webhooks: vec![],
+                limits: Default::default(),
             },
         );
     })
@@ -722,6 +723,7 @@ async fn events_are_recorded_per_webhook_signed_and_retried_with_backoff() {
             ProjectSettings {
                 retention: RetentionOverride::default(),
                 webhooks: vec![hook(EventType::ALL.to_vec())],
+                limits: Default::default(),
             },
         );
         c.projects.insert(
@@ -729,6 +731,7 @@ async fn events_are_recorded_per_webhook_signed_and_retried_with_backoff() {
             ProjectSettings {
                 retention: RetentionOverride::default(),
                 webhooks: vec![hook(vec![EventType::TaskFailed])],
+                limits: Default::default(),
             },
         );
         c.deliveries = DeliverySettings {

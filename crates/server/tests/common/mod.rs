@@ -133,6 +133,7 @@ impl TestApp {
             workflows: Vec::new(),
             tasks: Default::default(),
             deliveries: Default::default(),
+            limits: Default::default(),
         };
         customize(&mut config);
         let parts = (backend.clone(), signer.clone(), config.clone());
