@@ -74,6 +74,12 @@ pub struct Config {
     pub header_timeout_secs: u64,
     /// Seconds a request body may stall between two pieces before the request fails (408).
     pub body_timeout_secs: u64,
+    /// Whether `serve` compares storage with the catalog at start and deletes orphan objects
+    /// (see `filedock doctor`).
+    pub startup_scan: bool,
+    /// Age in seconds an object without a row must reach before the start-up scan or
+    /// `doctor --fix` deletes it (another instance may be about to write its row).
+    pub orphan_grace_secs: u64,
 }
 
 impl Default for Config {
@@ -109,6 +115,8 @@ impl Default for Config {
             },
             header_timeout_secs: 30,
             body_timeout_secs: 60,
+            startup_scan: true,
+            orphan_grace_secs: 3600,
         }
     }
 }

@@ -43,6 +43,20 @@ enum Command {
     /// Manage credentials.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Compare storage with the catalog: objects no file owns (orphans), files whose object is
+    /// gone, sizes that differ. Exits 0 when clean (or repaired), 1 when something was found.
+    Doctor {
+        /// Delete orphan objects older than the grace period and make rows of missing objects
+        /// tombstones.
+        #[arg(long)]
+        fix: bool,
+        /// Grace period in seconds for orphans (default: `orphan_grace_secs`, 3600).
+        #[arg(long)]
+        grace_secs: Option<u64>,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +121,28 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, public_url = %cfg.public_url(), data_dir = %cfg.data_dir.display(), "filedock listening");
     let files = Arc::new(files);
+    if cfg.startup_scan {
+        let files = files.clone();
+        let grace = cfg.orphan_grace_secs;
+        tokio::spawn(async move {
+            match files.doctor(true, grace).await {
+                Ok(r) if r.is_clean() => tracing::info!(
+                    objects = r.objects,
+                    files = r.rows,
+                    "start-up scan: storage and catalog agree"
+                ),
+                Ok(r) => tracing::warn!(
+                    objects = r.objects,
+                    files = r.rows,
+                    orphans_deleted = r.orphans.len(),
+                    missing = r.missing.len(),
+                    size_mismatches = r.size_mismatches.len(),
+                    "start-up scan repaired differences between storage and catalog"
+                ),
+                Err(e) => tracing::warn!(error = %e, "the start-up scan failed; run `filedock doctor`"),
+            }
+        });
+    }
     let sweeper = tokio::spawn(sweep(
         files.clone(),
         Duration::from_secs(cfg.sweep_interval_secs.max(1)),
@@ -166,6 +202,53 @@ async fn sweep(files: Arc<filedock_core::FileService>, every: Duration) {
     }
 }
 
+fn print_report(r: &filedock_core::doctor::DoctorReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        let v = serde_json::json!({
+            "objects": r.objects,
+            "rows": r.rows,
+            "orphans": r.orphans.iter().map(|(b, k, size)| serde_json::json!({"backend": b, "key": k.as_str(), "size": size})).collect::<Vec<_>>(),
+            "young_orphans": r.young_orphans,
+            "missing": r.missing.iter().map(|f| serde_json::json!({"id": f.id.as_str(), "backend": f.backend, "key": f.key.as_str()})).collect::<Vec<_>>(),
+            "size_mismatches": r.size_mismatches.iter().map(|(f, size)| serde_json::json!({"id": f.id.as_str(), "recorded": f.size, "stored": size})).collect::<Vec<_>>(),
+            "repaired": r.repaired,
+            "clean": r.is_clean(),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("checked {} objects and {} ready files", r.objects, r.rows);
+    let verb = if r.repaired { "deleted" } else { "found" };
+    for (b, k, size) in &r.orphans {
+        println!("orphan ({verb}): {b}:{k} ({size} bytes)");
+    }
+    for f in &r.missing {
+        let what = if r.repaired { "now a tombstone" } else { "object gone" };
+        println!("missing ({what}): file {} at {}:{}", f.id, f.backend, f.key);
+    }
+    for (f, size) in &r.size_mismatches {
+        println!(
+            "size mismatch: file {} records {:?} bytes, its object has {size}",
+            f.id, f.size
+        );
+    }
+    if r.young_orphans > 0 {
+        println!(
+            "{} objects without a file are younger than the grace period (left alone)",
+            r.young_orphans
+        );
+    }
+    println!(
+        "{}",
+        match (r.is_clean(), r.repaired) {
+            (true, _) => "clean",
+            (false, true) => "repaired",
+            (false, false) => "problems found (run with --fix to repair)",
+        }
+    );
+    Ok(())
+}
+
 async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     let creds = app::credentials(&cfg).await?;
     match cmd {
@@ -218,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (listen, public_url) = match &cli.command {
         Command::Serve { listen, public_url } => (*listen, public_url.clone()),
-        Command::Keys(_) => (None, None),
+        Command::Keys(_) | Command::Doctor { .. } => (None, None),
     };
     let cfg = Config::load(
         cli.config.as_deref(),
@@ -234,5 +317,16 @@ async fn main() -> anyhow::Result<()> {
             serve(cfg).await
         }
         Command::Keys(cmd) => keys(cfg, cmd).await,
+        Command::Doctor { fix, grace_secs, json } => {
+            init_logging(&cfg.log_format);
+            let grace = grace_secs.unwrap_or(cfg.orphan_grace_secs);
+            let files = app::file_service(&cfg).await?;
+            let report = files.doctor(fix, grace).await?;
+            print_report(&report, json)?;
+            if !report.is_clean() && !fix {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

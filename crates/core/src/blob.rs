@@ -80,6 +80,11 @@ pub struct PresignGet {
     pub response_content_disposition: Option<String>,
 }
 
+/// Keys under this prefix belong to a backend's own bookkeeping (e.g. the staged chunks of
+/// resumable uploads on S3); they are never a file's object and `doctor` leaves them alone (the
+/// upload sweeper removes them with their upload).
+pub const INTERNAL_PREFIX: &str = ".filedock/";
+
 /// A request a client can make without credentials of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresignedRequest {

@@ -302,6 +302,11 @@ impl FileService {
         })
     }
 
+    /// Every configured backend, by name.
+    pub fn backends(&self) -> impl Iterator<Item = (&str, &Backend)> {
+        self.backends.iter().map(|(n, b)| (n.as_str(), b))
+    }
+
     /// The clock the service decides expiry by.
     pub fn clock(&self) -> &dyn Clock {
         self.clock.as_ref()

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod clock;
 pub mod conformance;
 pub mod disposition;
+pub mod doctor;
 pub mod error;
 pub mod events;
 pub mod files;

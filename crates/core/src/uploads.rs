@@ -559,9 +559,36 @@ impl FileService {
         Ok(u)
     }
 
-    /// A tus upload's state (HEAD).
+    /// A tus upload's state (HEAD). An upload whose last byte was recorded but which was not
+    /// finished (the server died between the two) is finished now: its client sees the offset at
+    /// the end and has nothing left to send.
     pub async fn tus_upload(&self, who: &crate::auth::Principal, id: &str) -> Result<UploadRecord> {
-        self.upload_for(who, id, UploadKind::Tus).await
+        let u = self.upload_for(who, id, UploadKind::Tus).await?;
+        let stranded = |u: &UploadRecord| {
+            u.status == UploadStatus::Active && u.file_id.is_some() && u.concat.is_none() && u.length == Some(u.offset)
+        };
+        if !stranded(&u) {
+            return Ok(u);
+        }
+        let lease = self.lock(&u.id, true).await?;
+        let r = async {
+            let u = self
+                .catalog
+                .upload(&u.id)
+                .await?
+                .ok_or_else(|| Error::not_found("no such upload"))?;
+            if stranded(&u) {
+                tracing::info!(upload = %u.id, "finishing a tus upload whose last byte arrived before a restart");
+                self.finish_tus(&u).await?;
+            }
+            self.catalog
+                .upload(&u.id)
+                .await?
+                .ok_or_else(|| Error::not_found("no such upload"))
+        }
+        .await;
+        self.unlock(lease).await;
+        r
     }
 
     /// Appends a PATCH body at `offset` (which must be the upload's offset), under the upload's
@@ -742,7 +769,13 @@ impl FileService {
     async fn finish_tus(&self, u: &UploadRecord) -> Result<()> {
         let backend = self.backend(Some(&u.backend))?;
         let length = u.length.unwrap_or(u.offset);
-        backend.store.append_finish(&u.key, &u.handle, length).await?;
+        if let Err(e) = backend.store.append_finish(&u.key, &u.handle, length).await {
+            // Published before a crash cut the rest short: the object is there, whole.
+            match backend.store.head(&u.key).await {
+                Ok(m) if m.size == length => {}
+                _ => return Err(e),
+            }
+        }
         let Some(fid) = &u.file_id else {
             return Ok(()); // a partial upload: its bytes wait for a final upload
         };

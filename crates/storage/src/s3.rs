@@ -162,7 +162,7 @@ fn os_err(e: object_store::Error) -> Error {
 }
 
 fn staging_prefix(key: &StorageKey) -> String {
-    format!(".filedock/append/{key}/")
+    format!("{}append/{key}/", filedock_core::blob::INTERNAL_PREFIX)
 }
 
 fn one_chunk(b: bytes::Bytes) -> ByteStream {

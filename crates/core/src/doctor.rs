@@ -1,0 +1,134 @@
+//! `doctor`: what the catalog and the storage disagree on, and the repair.
+//!
+//! - An **orphan** is an object no live row owns (no row, or a deleted one): left by a crash
+//!   between a blob's commit and its row, by a presigned PUT replayed after a delete, or by a
+//!   sweep cut short. Repair deletes it — only once it is older than a grace period, because on a
+//!   shared bucket another instance may be a millisecond from writing its row.
+//! - A **missing** blob is a ready row whose object is gone. Repair turns the row into a
+//!   tombstone, so the file answers 404 rather than failing on every read.
+//! - A **size mismatch** is a ready row whose object has another size. It is reported, never
+//!   changed: which side is right needs a person.
+
+use std::collections::{BTreeSet, HashSet};
+
+use crate::catalog::FileQuery;
+use crate::error::Result;
+use crate::files::{FileService, secs_to_ms};
+use crate::model::{FileRecord, FileStatus, ProjectId, StorageKey};
+
+/// What `doctor` found (and, with repair, fixed).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DoctorReport {
+    /// Objects looked at, over every backend.
+    pub objects: usize,
+    /// Ready rows looked at.
+    pub rows: usize,
+    /// `(backend, key, size)` of objects no live row owns (past the grace period).
+    pub orphans: Vec<(String, StorageKey, u64)>,
+    /// Orphans younger than the grace period, left alone.
+    pub young_orphans: usize,
+    /// Ready rows whose object is gone.
+    pub missing: Vec<FileRecord>,
+    /// Ready rows whose object has another size: `(row, object size)`.
+    pub size_mismatches: Vec<(FileRecord, u64)>,
+    /// Whether the orphans were deleted and the missing rows made tombstones.
+    pub repaired: bool,
+}
+
+impl DoctorReport {
+    /// True when there is nothing to repair or report.
+    pub fn is_clean(&self) -> bool {
+        self.orphans.is_empty() && self.missing.is_empty() && self.size_mismatches.is_empty()
+    }
+}
+
+impl FileService {
+    /// Compares every backend's objects with the catalog's rows; with `repair`, deletes orphans
+    /// older than `grace_secs` and makes rows of missing objects tombstones.
+    pub async fn doctor(&self, repair: bool, grace_secs: u64) -> Result<DoctorReport> {
+        let mut report = DoctorReport::default();
+        let now = self.clock.now();
+        let cutoff = now.saturating_sub(secs_to_ms(grace_secs));
+        let mut present: HashSet<(String, String)> = HashSet::new();
+        for (name, backend) in self.backends() {
+            for (key, meta) in backend.store.list("").await? {
+                if key.as_str().starts_with(crate::blob::INTERNAL_PREFIX) {
+                    continue;
+                }
+                report.objects += 1;
+                let owned = match self.catalog.file_by_key(name, &key).await? {
+                    Some(rec) if rec.status != FileStatus::Deleted => {
+                        if rec.status == FileStatus::Ready
+                            && let Some(size) = rec.size
+                            && size != meta.size
+                        {
+                            report.size_mismatches.push((rec, meta.size));
+                        }
+                        true
+                    }
+                    _ => false,
+                };
+                if owned {
+                    present.insert((name.to_owned(), key.as_str().to_owned()));
+                } else if meta.modified > cutoff {
+                    report.young_orphans += 1;
+                } else {
+                    report.orphans.push((name.to_owned(), key, meta.size));
+                }
+            }
+        }
+        // Every project that has ever had a key (files are only made by principals).
+        let projects: BTreeSet<ProjectId> = self
+            .catalog
+            .list_credentials(None)
+            .await?
+            .into_iter()
+            .map(|c| c.project)
+            .collect();
+        for project in projects {
+            let mut before = None;
+            loop {
+                let page = self
+                    .catalog
+                    .list_files(&FileQuery {
+                        project: project.clone(),
+                        workspace: None,
+                        status: FileStatus::Ready,
+                        before: before.clone(),
+                        live_at: 0,
+                        limit: 1000,
+                    })
+                    .await?;
+                let Some(last) = page.last() else { break };
+                before = Some(last.id.clone());
+                for rec in page {
+                    report.rows += 1;
+                    if present.contains(&(rec.backend.clone(), rec.key.as_str().to_owned())) {
+                        continue;
+                    }
+                    // Not in the listing: perhaps written since. Only the object itself can say.
+                    let gone = match self.backend(Some(&rec.backend))?.store.head(&rec.key).await {
+                        Ok(_) => false,
+                        Err(crate::error::Error::NotFound(_)) => true,
+                        Err(e) => return Err(e),
+                    };
+                    if gone {
+                        report.missing.push(rec);
+                    }
+                }
+            }
+        }
+        if repair {
+            for (name, key, _) in &report.orphans {
+                self.backend(Some(name))?.store.delete(key).await?;
+                tracing::info!(backend = %name, key = %key, "doctor: deleted an orphan object");
+            }
+            for rec in &report.missing {
+                self.catalog.delete_file(&rec.id, now).await?;
+                tracing::info!(file = %rec.id, "doctor: the object is gone; the row is now a tombstone");
+            }
+            report.repaired = true;
+        }
+        Ok(report)
+    }
+}
