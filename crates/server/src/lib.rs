@@ -122,12 +122,13 @@ pub async fn serve(
         let service = service.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // HTTP/1.1 only: the auto builder's protocol sniffing reads the first bytes with no
+            // timeout, so a client that connects and says nothing would hold its socket for ever.
+            let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
             builder
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeouts.header);
-            builder.http2().timer(TokioTimer::new());
             let conn = builder.serve_connection(TokioIo::new(sock), service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");

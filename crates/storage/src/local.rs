@@ -197,25 +197,32 @@ impl LocalStore {
     }
 }
 
+/// Removes a temp file when dropped, unless it was renamed away. Runs even when the future that
+/// owns it is dropped at an await (a client that went away mid-body).
+struct TempGuard(PathBuf);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        match std::fs::remove_file(&self.0) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                tracing::warn!(path = %self.0.display(), error = %e, "could not remove a temp file")
+            }
+            _ => {}
+        }
+    }
+}
+
 #[async_trait]
 impl BlobStore for LocalStore {
     async fn put(&self, key: &StorageKey, body: ByteStream, opts: PutOptions) -> Result<ObjectMeta> {
         let tmp = self.tmp.join(uuid::Uuid::now_v7().simple().to_string());
+        // Removes the temp name however this ends — error, success (after a hard link it is a
+        // second link; after a rename it is gone) or the request being dropped mid-body.
+        let _guard = TempGuard(tmp.clone());
         let target = self.path(key);
-        let r = async {
-            self.write_temp(&tmp, body).await?;
-            self.publish(&tmp, &target, opts.create_only).await?;
-            Ok(meta_of(&fs::metadata(&target).await?))
-        }
-        .await;
-        // After a hard link the temp name is a second link; after a rename it is gone.
-        match fs::remove_file(&tmp).await {
-            Err(e) if e.kind() != ErrorKind::NotFound => {
-                tracing::warn!(path = %tmp.display(), error = %e, "could not remove a temp file")
-            }
-            _ => {}
-        }
-        r
+        self.write_temp(&tmp, body).await?;
+        self.publish(&tmp, &target, opts.create_only).await?;
+        Ok(meta_of(&fs::metadata(&target).await?))
     }
 
     async fn get(&self, key: &StorageKey, range: Option<ByteRange>) -> Result<GetResult> {
@@ -301,6 +308,7 @@ impl BlobStore for LocalStore {
         }
         let tag = uuid::Uuid::now_v7().simple().to_string();
         let tmp = dir.join(format!("tmp-{tag}"));
+        let _guard = TempGuard(tmp.clone());
         let written: Result<Part> = async {
             self.write_temp(&tmp, body).await?;
             let size = fs::metadata(&tmp).await?.len();
@@ -322,9 +330,6 @@ impl BlobStore for LocalStore {
             })
         }
         .await;
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp).await;
-        }
         written
     }
 
