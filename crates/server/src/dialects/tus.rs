@@ -152,6 +152,24 @@ fn checksum_of(h: &HeaderMap) -> Result<Option<Checksum>, Error> {
     Ok(Some(Checksum { algorithm, digest }))
 }
 
+/// Every tus header a creation or a PATCH parses, in one call: `Upload-Metadata` (and the file
+/// name in it), `Upload-Length`, `Upload-Offset`, `Upload-Defer-Length`, `Upload-Checksum` and the
+/// upload URLs of `Upload-Concat: final;…`. What the fuzz target `tus_headers` drives.
+pub fn parse_headers(h: &HeaderMap) -> Result<(), Error> {
+    let meta = parse_metadata(header_str(h, "upload-metadata").unwrap_or(""))?;
+    new_file(&meta)?;
+    number(h, "upload-length")?;
+    number(h, "upload-offset")?;
+    number(h, "upload-defer-length")?;
+    checksum_of(h)?;
+    if let Some(urls) = header_str(h, "upload-concat").and_then(|c| c.strip_prefix("final;")) {
+        for url in urls.split(' ').filter(|u| !u.is_empty()) {
+            id_of_url(url)?;
+        }
+    }
+    Ok(())
+}
+
 fn location(state: &AppState, u: &UploadRecord) -> String {
     format!("{}/tus/{}", state.files.config().public_url, u.id)
 }
