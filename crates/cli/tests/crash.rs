@@ -317,10 +317,7 @@ fn sigkill_during_100_uploads_loses_nothing_on_the_embedded_default() {
 fn sigkill_during_100_uploads_loses_nothing_on_s3_and_postgres() {
     let s3 = S3Server::start();
     let Some(pg) = postgres_database() else { return };
-    crash_and_recover(&format!(
-        "default_backend = \"s3\"\n[backends.s3]\n{}\n[catalog]\ntype = \"postgres\"\nurl = \"{pg}\"\n",
-        s3.backend_toml()
-    ));
+    crash_and_recover(&s3_postgres_toml(&s3, &pg));
 }
 
 #[test]

@@ -232,11 +232,5 @@ fn hostile_clients_on_the_embedded_default() {
 fn hostile_clients_on_s3_and_postgres() {
     let s3 = S3Server::start();
     let Some(pg) = postgres_database() else { return };
-    hostile_clients(
-        "S3 + PostgreSQL",
-        &format!(
-            "default_backend = \"s3\"\n[backends.s3]\n{}\n[catalog]\ntype = \"postgres\"\nurl = \"{pg}\"\n",
-            s3.backend_toml()
-        ),
-    );
+    hostile_clients("S3 + PostgreSQL", &s3_postgres_toml(&s3, &pg));
 }

@@ -143,11 +143,5 @@ fn ten_thousand_uploads_at_64_concurrent_on_the_embedded_default() {
 fn ten_thousand_uploads_at_64_concurrent_on_s3_and_postgres() {
     let s3 = S3Server::start();
     let Some(pg) = postgres_database() else { return };
-    load(
-        "S3 + PostgreSQL",
-        &format!(
-            "default_backend = \"s3\"\n[backends.s3]\n{}\n[catalog]\ntype = \"postgres\"\nurl = \"{pg}\"\n",
-            s3.backend_toml()
-        ),
-    );
+    load("S3 + PostgreSQL", &s3_postgres_toml(&s3, &pg));
 }

@@ -218,11 +218,10 @@ async fn a_presigned_put_refuses_every_change() {
 
     // Replay after delete: filedock's own URLs are dead at once. An S3 presigned PUT is checked
     // by S3 alone; what it could leave is an object no row owns, which `doctor` finds.
-    let del = Request::delete(format!("/v1/files/{id}"))
-        .header("authorization", format!("Bearer {key}"))
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(app.send(del).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&key, &format!("/v1/files/{id}")).await.status,
+        StatusCode::NO_CONTENT
+    );
     if !scaled() {
         let replay = app.call("PUT", &url, &refs(&good), body.clone()).await;
         assert_eq!(replay.status, StatusCode::FORBIDDEN, "replay after delete");
@@ -340,11 +339,10 @@ async fn a_download_link_refuses_every_change() {
         .as_str()
         .unwrap()
         .to_owned();
-    let del = Request::delete(format!("/v1/files/{id}"))
-        .header("authorization", format!("Bearer {key}"))
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(app.send(del).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&key, &format!("/v1/files/{id}")).await.status,
+        StatusCode::NO_CONTENT
+    );
     let replay = app.call("GET", &fresh, &[], vec![]).await;
     assert_eq!(replay.status, StatusCode::NOT_FOUND, "replay after delete");
     eprintln!("download link: {} altered requests refused", attempts.len() + 3);

@@ -111,6 +111,14 @@ impl Drop for Server {
     }
 }
 
+/// Config lines for the scaled flavour: every file in `s3`'s bucket, the catalog in PostgreSQL.
+pub fn s3_postgres_toml(s3: &filedock_testkit::S3Server, pg_url: &str) -> String {
+    format!(
+        "default_backend = \"s3\"\n[backends.s3]\n{}\n[catalog]\ntype = \"postgres\"\nurl = \"{pg_url}\"\n",
+        s3.backend_toml()
+    )
+}
+
 /// A fresh PostgreSQL database for a test (see `filedock_testkit::postgres_database`).
 pub fn postgres_database() -> Option<String> {
     tokio::runtime::Builder::new_current_thread()

@@ -252,6 +252,16 @@ impl TestApp {
         .await
     }
 
+    pub async fn delete(&self, key: &str, path: &str) -> Answer {
+        self.send(
+            Request::delete(path)
+                .header("authorization", format!("Bearer {key}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
     pub async fn post_json(&self, key: &str, path: &str, body: serde_json::Value) -> Answer {
         let req = Request::post(path)
             .header("authorization", format!("Bearer {key}"))
