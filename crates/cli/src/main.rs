@@ -184,20 +184,39 @@ async fn sweep(files: Arc<filedock_core::FileService>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
+        metrics::counter!("filedock_sweeper_runs_total").increment(1);
         match files.sweep_uploads().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(aborted = n, "swept abandoned uploads"),
-            Err(e) => tracing::warn!(error = %e, "the upload sweep failed; retrying at the next interval"),
+            Ok(n) => {
+                metrics::counter!("filedock_swept_total", "kind" => "uploads").increment(n as u64);
+                tracing::info!(aborted = n, "swept abandoned uploads")
+            }
+            Err(e) => {
+                metrics::counter!("filedock_sweep_errors_total", "kind" => "uploads").increment(1);
+                tracing::warn!(error = %e, "the upload sweep failed; retrying at the next interval")
+            }
         }
         match files.sweep_files().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "swept expired files"),
-            Err(e) => tracing::warn!(error = %e, "the retention sweep failed; retrying at the next interval"),
+            Ok(n) => {
+                metrics::counter!("filedock_swept_total", "kind" => "files").increment(n as u64);
+                tracing::info!(deleted = n, "swept expired files")
+            }
+            Err(e) => {
+                metrics::counter!("filedock_sweep_errors_total", "kind" => "files").increment(1);
+                tracing::warn!(error = %e, "the retention sweep failed; retrying at the next interval")
+            }
         }
         match files.sweep_tasks().await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(released = n, "released the tasks of silent runners"),
-            Err(e) => tracing::warn!(error = %e, "the task sweep failed; retrying at the next interval"),
+            Ok(n) => {
+                metrics::counter!("filedock_swept_total", "kind" => "tasks").increment(n as u64);
+                tracing::info!(released = n, "released the tasks of silent runners")
+            }
+            Err(e) => {
+                metrics::counter!("filedock_sweep_errors_total", "kind" => "tasks").increment(1);
+                tracing::warn!(error = %e, "the task sweep failed; retrying at the next interval")
+            }
         }
     }
 }

@@ -363,6 +363,31 @@ impl FileService {
         limits.check_quota(usage, 1, add_bytes)
     }
 
+    /// Uploads streaming through this instance now, every project together.
+    pub fn uploads_in_progress_total(&self) -> u64 {
+        self.slots.total()
+    }
+
+    /// Whether the catalog and every backend answer: a read of the catalog and a HEAD of a key
+    /// that never exists (not found is an answer). Says which one failed, never with a secret.
+    pub async fn check_ready(&self) -> Result<()> {
+        if let Err(e) = self.catalog.credential("readiness-probe").await {
+            tracing::warn!(error = %e, "readiness: the catalog does not answer");
+            return Err(Error::Unavailable("the catalog does not answer".into()));
+        }
+        let probe = StorageKey::new(format!("{}readyz", crate::blob::INTERNAL_PREFIX))?;
+        for (name, b) in &self.backends {
+            match b.store.head(&probe).await {
+                Ok(_) | Err(Error::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(backend = %name, error = %e, "readiness: a backend does not answer");
+                    return Err(Error::Unavailable(format!("storage backend '{name}' does not answer")));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Uploads of a project streaming through this instance now.
     pub fn uploads_in_progress(&self, project: &ProjectId) -> u32 {
         self.slots.count(project)

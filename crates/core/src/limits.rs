@@ -135,6 +135,13 @@ pub struct UploadSlot {
 }
 
 impl UploadSlots {
+    pub(crate) fn total(&self) -> u64 {
+        self.counts
+            .lock()
+            .map(|m| m.values().map(|n| u64::from(*n)).sum())
+            .unwrap_or(0)
+    }
+
     pub(crate) fn count(&self, project: &ProjectId) -> u32 {
         self.counts
             .lock()
@@ -142,16 +149,15 @@ impl UploadSlots {
             .unwrap_or(0)
     }
 
+    /// Counts an upload of `project` (always: it is the uploads-in-progress gauge too), refusing
+    /// it if `max` (0: no cap) are in progress already.
     pub(crate) fn acquire(&self, project: &ProjectId, max: u32) -> Result<UploadSlot> {
-        if max == 0 {
-            return Ok(UploadSlot { slots: None });
-        }
         let mut map = self
             .counts
             .lock()
             .map_err(|_| Error::internal_msg("upload slots poisoned"))?;
         let n = map.entry(project.clone()).or_insert(0);
-        if *n >= max {
+        if max > 0 && *n >= max {
             return Err(Error::RateLimited(
                 format!("project '{project}' already has {max} uploads in progress; retry when one ends"),
                 1,

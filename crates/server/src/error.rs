@@ -35,6 +35,7 @@ pub fn status_of(e: &Error) -> StatusCode {
 /// Logs a server-side failure once, with its cause chain.
 pub fn log_if_server_error(e: &Error) {
     if e.is_server_error() {
+        metrics::counter!("filedock_server_errors_total", "code" => e.code()).increment(1);
         let mut chain = String::new();
         let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
         while let Some(s) = src {

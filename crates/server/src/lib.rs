@@ -10,6 +10,7 @@ pub mod dialects;
 pub mod error;
 pub mod links;
 pub mod openapi;
+pub mod ops;
 pub mod respond;
 pub mod webhooks;
 
@@ -43,6 +44,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
+    ops::metrics_handle();
     // Spans name the path only: query strings of signed URLs carry signatures.
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
         let id = req
@@ -53,7 +55,9 @@ pub fn router(state: AppState) -> Router {
         tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
     });
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::serve_metrics))
         .route("/openapi.json", get(openapi::serve))
         .merge(dialects::native::routes())
         .merge(dialects::tokenops::routes())
@@ -64,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dialects::tus::routes())
         .merge(blob::routes())
         .merge(links::routes())
+        .route_layer(axum::middleware::from_fn(ops::track))
         .with_state(state)
         .layer(CatchPanicLayer::new())
         .layer(trace)

@@ -1,0 +1,115 @@
+//! Operations: `/healthz` (the process answers), `/readyz` (the catalog and every storage backend
+//! answer) and `/metrics` (Prometheus text): requests by route, method and status, their
+//! durations, declared bytes in and out, upload durations, uploads in progress, server-side
+//! errors by code; `serve` adds its sweeper runs.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::AppState;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Buckets of the duration histograms, in seconds.
+const BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// The process's Prometheus recorder, installed on first use (the recorder is global).
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder already installed (an embedding program's) keeps the metrics; this
+        // handle then renders an empty page rather than failing.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// `GET /healthz`: the process answers.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: 200 when the catalog and every backend answer, 503 saying which does not.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.files.check_ready().await {
+        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "reason": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn serve_metrics(State(state): State<AppState>) -> Response {
+    let handle = metrics_handle();
+    handle.run_upkeep();
+    metrics::gauge!("filedock_uploads_in_progress").set(state.files.uploads_in_progress_total() as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        handle.render(),
+    )
+        .into_response()
+}
+
+/// Routes that take a file's bytes through filedock.
+fn is_upload(method: &Method, route: &str) -> bool {
+    match *method {
+        Method::PUT => route.starts_with("/blob/"),
+        Method::PATCH => route.starts_with("/tus/"),
+        Method::POST => matches!(
+            route,
+            "/v1/files" | "/api/v1/upload" | "/v1/{project_id}/agent-runtime/upload-file" | "/tus" | "/tus/"
+        ),
+        _ => false,
+    }
+}
+
+fn declared_length(h: &axum::http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Counts and times every routed request (by its route template, never its path: ids and
+/// signed query strings stay out of the labels).
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let bytes_in = declared_length(req.headers());
+    let upload = is_upload(&method, &route);
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("filedock_http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status.clone())
+        .increment(1);
+    metrics::histogram!("filedock_http_request_duration_seconds", "method" => method.to_string(), "route" => route.clone())
+        .record(seconds);
+    if let Some(n) = bytes_in {
+        metrics::counter!("filedock_http_request_bytes_total", "route" => route.clone()).increment(n);
+    }
+    if let Some(n) = declared_length(resp.headers()) {
+        metrics::counter!("filedock_http_response_bytes_total", "route" => route.clone()).increment(n);
+    }
+    if upload {
+        metrics::histogram!("filedock_upload_duration_seconds", "route" => route, "status" => status).record(seconds);
+    }
+    resp
+}

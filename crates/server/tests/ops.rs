@@ -1,0 +1,104 @@
+//! Operations: `/healthz`, `/readyz` (and what makes it fail), `/metrics` with its counters
+//! moving. Both flavours.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use filedock_core::CredentialKind;
+
+/// The value of the first sample of `name` whose labels contain every `labels` pair.
+fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .next()
+        .unwrap_or(0.0)
+}
+
+async fn metrics(app: &TestApp) -> String {
+    let ans = app.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(ans.status, StatusCode::OK);
+    assert!(ans.header("content-type").unwrap().starts_with("text/plain"));
+    String::from_utf8(ans.body).unwrap()
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = TestApp::new().await;
+    let health = app.send(Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    assert_eq!((health.status, health.body.as_slice()), (StatusCode::OK, &b"ok"[..]));
+    let ready = app.send(Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.json()["status"], "ready");
+
+    let key = app.key("ops", CredentialKind::Integration).await;
+    let upload = [r#"route="/v1/files""#, r#"method="POST""#, r#"status="201""#];
+    let before = metrics(&app).await;
+    let (n0, bytes0) = (
+        sample(&before, "filedock_http_requests_total", &upload),
+        sample(&before, "filedock_http_request_bytes_total", &[r#"route="/v1/files""#]),
+    );
+    let timed0 = sample(
+        &before,
+        "filedock_upload_duration_seconds_count",
+        &[r#"route="/v1/files""#],
+    );
+    for i in 0..3 {
+        assert_eq!(
+            app.upload_raw(&key, &format!("{i}.txt"), b"12345").await.status,
+            StatusCode::CREATED
+        );
+    }
+    assert_eq!(
+        app.get(&key, "/v1/files/00000000000000000000000000000000").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let after = metrics(&app).await;
+    // Tests in this binary share the recorder: at least this test's requests were counted.
+    assert!(
+        sample(&after, "filedock_http_requests_total", &upload) >= n0 + 3.0,
+        "{after}"
+    );
+    assert!(sample(&after, "filedock_http_request_bytes_total", &[r#"route="/v1/files""#]) >= bytes0 + 15.0);
+    assert!(
+        sample(
+            &after,
+            "filedock_upload_duration_seconds_count",
+            &[r#"route="/v1/files""#]
+        ) >= timed0 + 3.0
+    );
+    assert!(
+        sample(
+            &after,
+            "filedock_http_requests_total",
+            &[r#"route="/v1/files/{id}""#, r#"status="404""#]
+        ) >= 1.0,
+        "labels carry the route template, not the id"
+    );
+    assert!(after.contains("filedock_uploads_in_progress"), "{after}");
+    assert!(!after.contains(&key), "no secret in the metrics");
+}
+
+#[tokio::test]
+async fn readiness_fails_when_storage_does_not_answer() {
+    let app = TestApp::new().await;
+    if app.local.is_none() {
+        // The S3 flavour's server runs until the harness drops it; the local store is the one
+        // this test can break.
+        assert!(scaled());
+        return;
+    }
+    // Replace the objects directory with a file: every key now fails with "not a directory".
+    let objects = app.dir.path().join("objects");
+    std::fs::remove_dir_all(&objects).unwrap();
+    std::fs::write(&objects, b"not a directory").unwrap();
+    let ready = app.send(Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json()["reason"], "storage backend 'local' does not answer");
+}
