@@ -356,6 +356,16 @@ async fn a_download_link_refuses_every_change() {
     eprintln!("download link: {} altered requests refused", attempts.len() + 3);
 }
 
+/// A Juniortree upload (`Agent` header and a key) of a multipart body.
+fn juniortree_form(bearer: &str, content_type: String, body: Vec<u8>) -> Request<Body> {
+    Request::post("/api/v1/upload")
+        .header("agent", "test-agent")
+        .header("authorization", bearer)
+        .header("content-type", content_type)
+        .body(Body::from(body))
+        .unwrap()
+}
+
 /// The hostile names and paths every name or path field is tried with.
 fn hostile_names() -> Vec<(&'static str, String)> {
     vec![
@@ -448,12 +458,7 @@ async fn hostile_names_and_paths_get_400_and_store_nothing() {
                 .body(Body::from(body.clone()))
                 .unwrap();
             answers.push(("huawei form", app.send(req).await));
-            let req = Request::post("/api/v1/upload")
-                .header("agent", "test-agent")
-                .header("authorization", &bearer)
-                .header("content-type", ct)
-                .body(Body::from(body))
-                .unwrap();
+            let req = juniortree_form(&bearer, ct, body);
             answers.push(("juniortree form", app.send(req).await));
         }
         let req = Request::post("/tus/")
@@ -650,15 +655,7 @@ async fn malformed_bodies_get_4xx_and_store_nothing() {
     ));
     // Wrong magic bytes: a PNG named .pdf, an executable named .txt on a typed route.
     let (ct, body) = multipart(&[], "photo.pdf", "application/pdf", PNG);
-    cases.push((
-        "PNG named .pdf (Juniortree)",
-        Request::post("/api/v1/upload")
-            .header("agent", "test-agent")
-            .header("authorization", &bearer)
-            .header("content-type", ct)
-            .body(Body::from(body))
-            .unwrap(),
-    ));
+    cases.push(("PNG named .pdf (Juniortree)", juniortree_form(&bearer, ct, body)));
     let (ct, body) = multipart(&[], "notes.txt", "text/plain", b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff");
     cases.push((
         "an executable named .txt (Huawei)",
@@ -670,15 +667,7 @@ async fn malformed_bodies_get_4xx_and_store_nothing() {
     ));
     // Zero bytes where the seed forbids it (Juniortree); native and tus take empty files.
     let (ct, body) = multipart(&[], "empty.txt", "text/plain", b"");
-    cases.push((
-        "zero bytes (Juniortree)",
-        Request::post("/api/v1/upload")
-            .header("agent", "test-agent")
-            .header("authorization", &bearer)
-            .header("content-type", ct)
-            .body(Body::from(body))
-            .unwrap(),
-    ));
+    cases.push(("zero bytes (Juniortree)", juniortree_form(&bearer, ct, body)));
     // JSON that is not JSON, or not the shape.
     for (what, body) in [
         ("malformed JSON", "{\"name\": "),
