@@ -132,8 +132,8 @@ pub struct FlagOverrides {
     pub public_url: Option<String>,
 }
 
-/// Environment variables of the client commands, not of the server's config.
-const CLIENT_ENV: &[&str] = &["config", "key", "server"];
+/// Variables the client commands read, not server settings.
+const CLIENT_ENV: &[&str] = &["config", "key", "server", "state_dir", "client_config"];
 
 impl Config {
     /// Loads the layers in order.

@@ -1,7 +1,9 @@
 //! The `filedock` binary: `serve` runs the service; `keys` manages credentials offline, on the
-//! same data dir and config, also while a server runs.
+//! same data dir and config, also while a server runs; `doctor` checks storage against the
+//! catalog; `upload`, `ls`, `get`, `rm` and `link` are the client (see `client`).
 
 mod app;
+mod client;
 mod config;
 
 use std::path::PathBuf;
@@ -57,6 +59,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -318,9 +322,11 @@ async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let (listen, public_url) = match &cli.command {
-        Command::Serve { listen, public_url } => (*listen, public_url.clone()),
+    let (listen, public_url) = match cli.command {
+        Command::Serve { listen, ref public_url } => (listen, public_url.clone()),
         Command::Keys(_) | Command::Doctor { .. } => (None, None),
+        // The client needs no server config: a server URL and a key.
+        Command::Client(cmd) => std::process::exit(client::run(cmd).await),
     };
     let cfg = Config::load(
         cli.config.as_deref(),
@@ -336,6 +342,7 @@ async fn main() -> anyhow::Result<()> {
             serve(cfg).await
         }
         Command::Keys(cmd) => keys(cfg, cmd).await,
+        Command::Client(_) => unreachable!("handled above"),
         Command::Doctor { fix, grace_secs, json } => {
             init_logging(&cfg.log_format);
             let grace = grace_secs.unwrap_or(cfg.orphan_grace_secs);
