@@ -12,6 +12,7 @@ pub mod links;
 pub mod openapi;
 pub mod ops;
 pub mod respond;
+pub mod web;
 pub mod webhooks;
 
 use std::future::Future;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dialects::tus::routes())
         .merge(blob::routes())
         .merge(links::routes())
+        .merge(web::routes())
         .route_layer(axum::middleware::from_fn(ops::track))
         .with_state(state)
         .layer(CatchPanicLayer::new())
