@@ -1,0 +1,162 @@
+//! Structured logs: with `log_format = "json"` every line is one JSON object, each request has an
+//! access line with its request id (the `x-request-id` the client sees), and no line holds a key,
+//! an `Authorization` header or a signed query string — not even at debug level.
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{BIN, create_key};
+
+#[test]
+fn json_logs_carry_request_ids_and_no_secrets() {
+    let data = tempfile::tempdir().unwrap();
+    let key = create_key(data.path(), "demo", "integration");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("FILEDOCK_LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let http = reqwest::blocking::Client::new();
+    for _ in 0..100 {
+        if http.get(format!("{base}/healthz")).send().is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // An upload, a signed link fetched, a presigned PUT, a wrong key, a tus upload.
+    let up = http
+        .post(format!("{base}/v1/files?name=a.txt"))
+        .bearer_auth(&key)
+        .body("hello")
+        .send()
+        .unwrap();
+    assert_eq!(up.status(), 201);
+    let upload_request_id = up.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let file: serde_json::Value = up.json().unwrap();
+    let link: serde_json::Value = http
+        .post(format!("{base}/v1/files/{}/links", file["id"].as_str().unwrap()))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let link_url = link["url"].as_str().unwrap().to_owned();
+    assert_eq!(http.get(&link_url).send().unwrap().status(), 200);
+    let presign: serde_json::Value = http
+        .post(format!("{base}/v1/uploads"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"name": "b.txt", "size": 3}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let put_url = presign["upload"]["url"].as_str().unwrap().to_owned();
+    let mut put = http.put(&put_url).body("abc");
+    for (k, v) in presign["upload"]["headers"].as_object().unwrap() {
+        put = put.header(k, v.as_str().unwrap());
+    }
+    assert!(put.send().unwrap().status().is_success());
+    // A tampered signature is refused, and its query is not logged either.
+    let tampered = put_url.replace("X-Fd-Signature=", "X-Fd-Signature=AAAA");
+    assert!(
+        http.put(&tampered)
+            .body("abc")
+            .send()
+            .unwrap()
+            .status()
+            .is_client_error()
+    );
+    assert_eq!(
+        http.get(format!("{base}/v1/files"))
+            .bearer_auth("sk-not-a-real-key-123456")
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+    let tus = http
+        .post(format!("{base}/tus/"))
+        .bearer_auth(&key)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "0")
+        .send()
+        .unwrap();
+    assert!(tus.status().is_success());
+
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines: Vec<String> = rx.try_iter().collect();
+    assert!(lines.len() > 10, "{lines:?}");
+
+    let signature = |url: &str| {
+        let q = url.split_once('?').unwrap().1;
+        q.split('&')
+            .find(|p| p.contains("Signature="))
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_owned()
+    };
+    let secrets = [
+        key.clone(),
+        key[3..].to_owned(),
+        "sk-not-a-real-key-123456".to_owned(),
+        signature(&link_url),
+        signature(&put_url),
+        "X-Fd-Signature".to_owned(),
+        "X-Fd-Expires".to_owned(),
+    ];
+    let mut access = 0;
+    let mut ids = std::collections::HashSet::new();
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+        for s in &secrets {
+            assert!(!line.contains(s.as_str()), "a secret ({s}) in a log line: {line}");
+        }
+        assert!(!line.to_ascii_lowercase().contains("bearer "), "{line}");
+        if v["fields"]["message"] == "finished processing request" {
+            access += 1;
+            let id = v["span"]["request_id"].as_str().unwrap();
+            assert_eq!(id.len(), 36, "{line}");
+            assert!(
+                v["span"]["path"].is_string() && v["fields"]["status"].is_number(),
+                "{line}"
+            );
+            assert!(!v["span"]["path"].as_str().unwrap().contains('?'), "{line}");
+            ids.insert(id.to_owned());
+        }
+    }
+    assert!(access >= 8, "one access line per request: {access}");
+    assert!(
+        ids.contains(&upload_request_id),
+        "the client's x-request-id is in the log"
+    );
+    println!("{} log lines, {access} access lines, none with a secret", lines.len());
+}
