@@ -1,6 +1,7 @@
 // End-to-end test of filedock's web page in a real headless Chromium (Debian's, driven by
 // playwright-core; no browser download): sign in, drop files, pause and resume an upload, see
-// the list, download, copy a link, delete. A screenshot is kept in $ARTIFACTS (target/artifacts).
+// the list, download, copy a link, delete; then the API docs page (offline Swagger UI) renders
+// every route group. Screenshots are kept in $ARTIFACTS (target/artifacts).
 //
 //   FILEDOCK_BIN=target/debug/filedock node web/e2e.mjs
 
@@ -165,8 +166,22 @@ try {
   const names = (await api("GET", "/v1/files")).files.map((f) => f.name).sort();
   assert.deepEqual(names, ["big.bin", "pattern.bin"]);
 
-  assert.deepEqual(elsewhere, [], "the page reached beyond filedock");
-  console.log(`web: ok (screenshot ${join(ARTIFACTS, "web.png")})`);
+  // The API docs page renders offline from the binary's assets, every route group listed.
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(base + "/docs/");
+  await page.waitForSelector(".opblock", { timeout: STEP_MS });
+  const tags = await page.$$eval(".opblock-tag", (els) => els.map((e) => e.getAttribute("data-tag")));
+  for (const t of ["files", "uploads", "tus", "tokenops", "huawei", "juniortree", "cyberun", "workflows", "blob", "operations"]) {
+    assert.ok(tags.includes(t), `docs page lacks the ${t} group (has ${tags})`);
+  }
+  const ops = await page.$$eval(".opblock", (els) => els.length);
+  assert.ok(ops >= 45, `docs page shows ${ops} operations`);
+  await page.screenshot({ path: join(ARTIFACTS, "docs.png") });
+  assert.deepEqual(errors, [], "the docs page raised errors");
+
+  assert.deepEqual(elsewhere, [], "the pages reached beyond filedock");
+  console.log(`web: ok, docs page: ${ops} operations (screenshots ${join(ARTIFACTS, "web.png")}, docs.png)`);
 } catch (e) {
   console.error("web: FAILED:", e);
   process.exitCode = 1;

@@ -50,7 +50,7 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// An S3-shaped XML error.
-struct S3Error(Error);
+pub(crate) struct S3Error(Error);
 
 impl IntoResponse for S3Error {
     fn into_response(self) -> Response {
@@ -84,7 +84,42 @@ fn header_lookup(headers: &HeaderMap) -> impl Fn(&str) -> Option<String> + '_ {
     move |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
-async fn put_object(
+/// Signed query parameters of a `/blob/` URL (as filedock's presign answers made them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, non_snake_case)] // Only its parameters are documented: `direct_put`/`direct_get` read the query.
+pub(crate) struct SignedQuery {
+    /// Unix seconds after which the URL is refused.
+    #[param(rename = "X-Fd-Expires")]
+    X_Fd_Expires: u64,
+    /// The request headers the signature covers, `;`-separated (each must be sent exactly).
+    #[param(rename = "X-Fd-SignedHeaders")]
+    X_Fd_SignedHeaders: Option<String>,
+    /// The largest body a PUT may send.
+    #[param(rename = "X-Fd-Max")]
+    X_Fd_Max: Option<u64>,
+    /// For a GET: the answer's `Content-Type`.
+    #[param(rename = "response-content-type")]
+    response_content_type: Option<String>,
+    /// For a GET: the answer's `Content-Disposition`.
+    #[param(rename = "response-content-disposition")]
+    response_content_disposition: Option<String>,
+    /// HMAC-SHA256 of the method, backend, key, the parameters above and the signed headers.
+    #[param(rename = "X-Fd-Signature")]
+    X_Fd_Signature: String,
+}
+
+/// A presigned PUT to a store filedock serves itself (the local disk). S3-shaped XML errors.
+#[utoipa::path(put, path = "/blob/{backend}/{key}", tag = "blob",
+    params(("backend" = String, Path), ("key" = String, Path, description = "The storage key (may contain `/`)"), SignedQuery),
+    request_body(content((String = "application/octet-stream"))),
+    responses((status = 200, description = "Stored", headers(("ETag" = String))),
+        (status = 400, description = "InvalidRequest", content_type = "application/xml"),
+        (status = 403, description = "AccessDenied: a bad, expired or altered signature", content_type = "application/xml"),
+        (status = 411, description = "MissingContentLength", content_type = "application/xml"),
+        (status = 412, description = "PreconditionFailed: the key exists (create-only)", content_type = "application/xml"),
+        (status = 413, description = "EntityTooLarge", content_type = "application/xml")))]
+pub(crate) async fn put_object(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
@@ -104,7 +139,20 @@ async fn put_object(
     Ok(resp)
 }
 
-async fn get_object(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Result<Response, S3Error> {
+/// A presigned download from a store filedock serves itself; `Range` is honoured.
+#[utoipa::path(get, path = "/blob/{backend}/{key}", tag = "blob",
+    params(("backend" = String, Path), ("key" = String, Path, description = "The storage key (may contain `/`)"), SignedQuery,
+        ("Range" = Option<String>, Header, description = "`bytes=a-b`")),
+    responses((status = 200, description = "The bytes", content((String = "application/octet-stream"))),
+        (status = 206, description = "The range asked", content((String = "application/octet-stream"))),
+        (status = 403, description = "AccessDenied: a bad, expired or altered signature", content_type = "application/xml"),
+        (status = 404, description = "NoSuchKey", content_type = "application/xml"),
+        (status = 416, description = "InvalidRange", content_type = "application/xml")))]
+pub(crate) async fn get_object(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, S3Error> {
     let (backend, key) = target(&uri)?;
     let range = respond::requested_range(&headers);
     let (v, got) = state

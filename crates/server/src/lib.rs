@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::serve_metrics))
         .route("/openapi.json", get(openapi::serve))
+        .merge(openapi::docs())
         .merge(dialects::native::routes())
         .merge(dialects::tokenops::routes())
         .merge(dialects::huawei::routes())

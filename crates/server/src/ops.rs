@@ -38,11 +38,17 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
 }
 
 /// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", content((String = "text/plain", example = "ok")))))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// `GET /readyz`: 200 when the catalog and every backend answer, 503 saying which does not.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),
+        (status = 503, description = "The catalog or a backend does not answer", body = Object,
+            example = json!({"status": "unavailable", "reason": "…"}))))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.files.check_ready().await {
         Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
@@ -55,6 +61,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content((String = "text/plain")))))]
 pub async fn serve_metrics(State(state): State<AppState>) -> Response {
     let handle = metrics_handle();
     handle.run_upkeep();

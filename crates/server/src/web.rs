@@ -16,7 +16,9 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/", get(index))
 }
 
-/// `GET /`.
+/// `GET /`: the web upload page.
+#[utoipa::path(get, path = "/", tag = "operations",
+    responses((status = 200, description = "The web page", content((String = "text/html")))))]
 pub async fn index() -> impl IntoResponse {
     (
         [

@@ -39,15 +39,20 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = cyberun::PresignRequest)]
 pub struct PresignRequest {
+    /// Required.
+    #[schema(example = "report.pdf")]
     pub file_name: Option<String>,
+    /// Bytes (required): the PUT must send exactly this many.
     pub file_size: Option<u64>,
     pub content_type: Option<String>,
 }
 
 /// Answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = cyberun::PresignResponse)]
 pub struct PresignResponse {
     /// `inputs/<project>/<id>/<file_name>`: an opaque reference to pass as a file parameter.
     pub file_key: String,
@@ -88,7 +93,13 @@ pub(crate) fn presign_response(
     }
 }
 
-async fn presign(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<Json<PresignResponse>> {
+/// Cyberun: presign a single PUT of an input file (any key kind).
+#[utoipa::path(post, path = "/api/v1/r/files/presign", tag = "cyberun",
+    request_body(content = PresignRequest, content_type = "application/json"),
+    responses((status = 200, body = PresignResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, description = "Over the size limit", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn presign(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<Json<PresignResponse>> {
     let (rec, signed) = state.files.presign_upload(&who, presign_request(&body)?).await?;
     Ok(Json(presign_response(&rec, signed)))
 }
@@ -106,6 +117,7 @@ fn session_only(who: &Principal) -> Result<(), Error> {
 
 /// `initiate` body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = cyberun::InitiateRequest)]
 pub struct InitiateRequest {
     pub file_name: Option<String>,
     pub file_size: Option<u64>,
@@ -115,6 +127,7 @@ pub struct InitiateRequest {
 
 /// `initiate` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = cyberun::InitiateResponse)]
 pub struct InitiateResponse {
     pub upload_id: String,
     pub file_key: String,
@@ -156,6 +169,7 @@ pub async fn initiate(
 
 /// `presign-parts` body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = cyberun::PresignPartsRequest)]
 pub struct PresignPartsRequest {
     pub upload_id: Option<String>,
     pub part_numbers: Option<Vec<u32>>,
@@ -163,6 +177,7 @@ pub struct PresignPartsRequest {
 
 /// One presigned part.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = cyberun::PartUrl)]
 pub struct PartUrl {
     pub part_number: u32,
     pub upload_url: String,
@@ -172,6 +187,7 @@ pub struct PartUrl {
 
 /// `presign-parts` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = cyberun::PresignPartsResponse)]
 pub struct PresignPartsResponse {
     pub parts: Vec<PartUrl>,
 }
@@ -208,6 +224,7 @@ pub async fn presign_parts(
 
 /// One part of a `complete` body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = cyberun::CompletedPart)]
 pub struct CompletedPart {
     pub part_number: u32,
     pub etag: String,
@@ -215,6 +232,7 @@ pub struct CompletedPart {
 
 /// `complete` body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = cyberun::CompleteRequest)]
 pub struct CompleteRequest {
     pub upload_id: Option<String>,
     pub parts: Option<Vec<CompletedPart>>,
@@ -222,6 +240,7 @@ pub struct CompleteRequest {
 
 /// `complete` answer: the same `file_key` the single presign gives, to pass as a file parameter.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = cyberun::CompleteResponse)]
 pub struct CompleteResponse {
     pub file_key: String,
 }
@@ -255,6 +274,7 @@ pub async fn complete(
 
 /// `abort` body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = cyberun::AbortRequest)]
 pub struct AbortRequest {
     pub upload_id: Option<String>,
 }

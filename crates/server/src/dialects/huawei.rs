@@ -12,6 +12,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use filedock_core::{Class, Error, FileName, KeyLayout, NewFile, Principal, ProjectId, WorkspaceId};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::principal_from;
@@ -29,7 +30,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Huawei Cloud's error body.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = huawei::Error)]
 pub struct HuaweiError {
     /// `FD.<HTTP status>`, e.g. `FD.0415`.
     pub error_code: String,
@@ -60,16 +62,34 @@ impl IntoResponse for HwError {
 }
 
 /// Query parameters.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
+    /// The workspace (a workspace-bound token may only name its own).
     pub workspace_id: Option<String>,
+    /// Days the answered `url` works (1 to 3650); may also be a form field.
     pub expires: Option<String>,
+    /// `true` when the file must be an image; may also be a form field.
     pub is_image: Option<String>,
 }
 
+/// The form (`multipart/form-data`).
+#[derive(Debug, ToSchema)]
+#[schema(as = huawei::UploadForm)]
+#[allow(dead_code)] // Only its schema is used: the form is read by `body::form`.
+pub struct UploadForm {
+    /// The file (60 MB at most, of the seed's types).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    expires: Option<String>,
+    is_image: Option<String>,
+}
+
 /// Answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = huawei::UploadFileResponse)]
 pub struct UploadFileResponse {
+    /// Downloads the file for `expires` days (with the `Host` header below).
     pub url: String,
     pub headers: Vec<std::collections::BTreeMap<String, String>>,
     pub file_name: String,
@@ -110,7 +130,16 @@ fn scoped(mut who: Principal, project: &ProjectId, workspace: Option<WorkspaceId
     }
 }
 
-async fn upload_file(
+/// Huawei Cloud agent runtime: upload a file (the token in `X-Auth-Token`).
+#[utoipa::path(post, path = "/v1/{project_id}/agent-runtime/upload-file", tag = "huawei",
+    params(("project_id" = String, Path, description = "Must be the token's project"), UploadQuery),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 200, body = UploadFileResponse),
+        (status = 400, body = HuaweiError), (status = 401, body = HuaweiError),
+        (status = 403, description = "The token belongs to another project or workspace", body = HuaweiError),
+        (status = 413, body = HuaweiError), (status = 415, body = HuaweiError)),
+    security(("x_auth_token" = [])))]
+pub async fn upload_file(
     State(state): State<AppState>,
     Path(project_id): Path<String>,
     RawQuery(raw): RawQuery,

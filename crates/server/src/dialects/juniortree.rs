@@ -15,6 +15,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use filedock_core::{Class, CredentialKind, Error, FileName, KeyLayout, NewFile, Principal, ProjectId};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::{bearer, principal_from};
@@ -30,7 +31,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Juniortree's error body.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = juniortree::Error)]
 pub struct JtError {
     pub code: u16,
     pub msg: String,
@@ -74,8 +76,21 @@ impl IntoResponse for JuniortreeError {
     }
 }
 
+/// The form (`multipart/form-data`, fields in any order).
+#[derive(Debug, ToSchema)]
+#[schema(as = juniortree::UploadForm)]
+#[allow(dead_code)] // Only its schema is used: the form is read by `body::form`.
+pub struct UploadForm {
+    /// The file (100 MB at most, of the seed's types, not empty).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// Who uploads it (required).
+    created_by: String,
+}
+
 /// The file as Juniortree describes it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = juniortree::UploadedFile)]
 pub struct UploadedFile {
     /// A permanent URL of the file (until it is deleted).
     pub id: String,
@@ -89,7 +104,8 @@ pub struct UploadedFile {
 }
 
 /// Answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = juniortree::UploadResponse)]
 pub struct UploadResponse {
     pub code: u16,
     pub msg: String,
@@ -111,7 +127,15 @@ async fn principal(state: &AppState, headers: &HeaderMap, agent: &str) -> Result
     principal_from(state, token).await
 }
 
-async fn upload(
+/// Juniortree: upload a file for an agent.
+#[utoipa::path(post, path = "/api/v1/upload", tag = "juniortree",
+    params(("Agent" = String, Header, description = "The uploading agent's name (at most 128 characters)")),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 200, body = UploadResponse),
+        (status = 400, body = JtError), (status = 401, body = JtError),
+        (status = 413, body = JtError), (status = 415, body = JtError)),
+    security(("bearer" = []), ()))]
+pub async fn upload(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,

@@ -10,11 +10,12 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use filedock_core::{Class, Error, FileName, KeyLayout, NewFile, PresignUpload};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::Auth;
 use crate::dialects::json_body;
-use crate::error::ApiResult;
+use crate::error::{ApiResult, ErrorBody};
 
 /// The upload policy TokenOps files are checked against.
 pub const POLICY: &str = "tokenops";
@@ -25,23 +26,44 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = tokenops::UploadUrlRequest)]
 pub struct UploadUrlRequest {
+    /// Where the file goes, relative to the key's project (at most 255 characters; required).
+    #[schema(example = "reports/2026/q3.pdf")]
     pub path: Option<String>,
+    /// A configured backend's name (the default backend when absent).
     pub storage_provider: Option<String>,
+    /// One of the backend's regions.
     pub region: Option<String>,
 }
 
 /// Answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = tokenops::UploadUrlResponse)]
 pub struct UploadUrlResponse {
+    /// Send the file here, with `method`, as the whole body.
     pub upload_url: String,
+    /// Always `PUT`.
     pub method: String,
+    /// `<scheme>://<host>/<key>`: names the file in other filedock APIs (`/v1/files/lookup`).
     pub path: String,
+    /// A stable link that serves the file once the PUT is done.
     pub visit_url: String,
 }
 
-async fn upload_url(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<Json<UploadUrlResponse>> {
+/// TokenOps: presign a PUT of a client-chosen path.
+#[utoipa::path(post, path = "/v1/files/upload_url", tag = "tokenops", request_body = UploadUrlRequest,
+    responses((status = 200, body = UploadUrlResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, description = "No such storage provider", body = ErrorBody),
+        (status = 409, description = "A ready file already has this path", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn upload_url(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    body: Bytes,
+) -> ApiResult<Json<UploadUrlResponse>> {
     let req: UploadUrlRequest = json_body(&body)?;
     let path = req.path.ok_or_else(|| Error::invalid("'path' is required"))?;
     let backend = state.files.backend(req.storage_provider.as_deref())?;

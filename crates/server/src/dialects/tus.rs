@@ -24,7 +24,7 @@ use filedock_core::{Class, Error, FileName, KeyLayout, NewFile, UploadRecord, Up
 use crate::AppState;
 use crate::auth::Auth;
 use crate::body;
-use crate::error::ApiResult;
+use crate::error::{ApiResult, ErrorBody};
 
 /// The policy tus uploads are checked against.
 pub const POLICY: &str = "tus";
@@ -76,7 +76,13 @@ async fn protocol(req: axum::extract::Request, next: Next) -> Response {
     resp
 }
 
-async fn discover(State(state): State<AppState>) -> Response {
+/// tus discovery: the version, extensions, largest upload and checksum algorithms (no key needed).
+/// Also answered on `/tus/` and `/tus/{id}`.
+#[utoipa::path(options, path = "/tus", tag = "tus",
+    responses((status = 204, description = "What this server supports", headers(
+        ("Tus-Version" = String, description = "1.0.0"), ("Tus-Extension" = String), ("Tus-Max-Size" = u64),
+        ("Tus-Checksum-Algorithm" = String)))))]
+pub async fn discover(State(state): State<AppState>) -> Response {
     let max = state.files.policy(POLICY).map(|p| p.max_size).unwrap_or(0);
     let mut r = StatusCode::NO_CONTENT.into_response();
     let h = r.headers_mut();
@@ -240,7 +246,31 @@ fn new_file(meta: &[(String, Option<String>)]) -> Result<NewFile, Error> {
     Ok(new)
 }
 
-async fn create(State(state): State<AppState>, Auth(who): Auth, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+/// tus creation (also at `/tus/`): creation-with-upload when the body is
+/// `application/offset+octet-stream`; `Upload-Concat` makes a partial or final upload.
+#[utoipa::path(post, path = "/tus", tag = "tus",
+    params(
+        ("Tus-Resumable" = String, Header, example = "1.0.0", description = "Must be 1.0.0 (412 otherwise)"),
+        ("Upload-Length" = Option<u64>, Header, description = "The whole upload's size in bytes"),
+        ("Upload-Defer-Length" = Option<String>, Header, description = "1: the length comes with a later PATCH"),
+        ("Upload-Metadata" = Option<String>, Header,
+            description = "Comma-separated `key base64(value)` pairs; `filename` and `filetype` name and type the file"),
+        ("Upload-Concat" = Option<String>, Header, description = "`partial`, or `final;<upload URLs>`"),
+        ("Upload-Checksum" = Option<String>, Header, description = "`sha1|sha256 <base64 digest>` of a body sent with the creation")),
+    request_body(content((String = "application/offset+octet-stream")), description = "Optional: the first bytes"),
+    responses(
+        (status = 201, description = "Created", headers(("Location" = String), ("Upload-Offset" = u64), ("Upload-Expires" = String))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 412, description = "Tus-Resumable is not 1.0.0"),
+        (status = 413, description = "Over Tus-Max-Size or the quota", body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 460, description = "Checksum mismatch", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     let metadata = header_str(&headers, "upload-metadata").map(str::to_owned);
     let meta = parse_metadata(metadata.as_deref().unwrap_or(""))?;
     let mut new = new_file(&meta)?;
@@ -313,14 +343,38 @@ async fn create(State(state): State<AppState>, Auth(who): Auth, headers: HeaderM
     Ok(resp)
 }
 
-async fn head(State(state): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> ApiResult<Response> {
+/// tus: where an upload stands (its offset); `Filedock-File-Id` once it is a file.
+#[utoipa::path(head, path = "/tus/{id}", tag = "tus",
+    params(("id" = String, Path), ("Tus-Resumable" = String, Header, example = "1.0.0")),
+    responses(
+        (status = 200, description = "The upload", headers(("Upload-Offset" = u64), ("Upload-Length" = u64),
+            ("Upload-Metadata" = String), ("Upload-Expires" = String), ("Filedock-File-Id" = String))),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 410, body = ErrorBody),
+        (status = 412, description = "Tus-Resumable is not 1.0.0")),
+    security(("bearer" = [])))]
+pub async fn head(State(state): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> ApiResult<Response> {
     let u = state.files.tus_upload(&who, &id).await?;
     let mut resp = StatusCode::OK.into_response();
     describe(&state, &u, &mut resp, true).await;
     Ok(resp)
 }
 
-async fn patch(
+/// tus: append bytes at `Upload-Offset`.
+#[utoipa::path(patch, path = "/tus/{id}", tag = "tus",
+    params(("id" = String, Path), ("Tus-Resumable" = String, Header, example = "1.0.0"),
+        ("Upload-Offset" = u64, Header, description = "Must equal the upload's offset (409 otherwise)"),
+        ("Upload-Length" = Option<u64>, Header, description = "For a deferred length"),
+        ("Upload-Checksum" = Option<String>, Header, description = "`sha1|sha256 <base64 digest>` of this body")),
+    request_body(content((String = "application/offset+octet-stream"))),
+    responses(
+        (status = 204, description = "Appended", headers(("Upload-Offset" = u64), ("Filedock-File-Id" = String))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Wrong offset", body = ErrorBody), (status = 410, body = ErrorBody),
+        (status = 412, description = "Tus-Resumable is not 1.0.0"),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 423, description = "Another PATCH is running", body = ErrorBody),
+        (status = 460, description = "Checksum mismatch", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn patch(
     State(state): State<AppState>,
     Auth(who): Auth,
     Path(id): Path<String>,
@@ -342,7 +396,17 @@ async fn patch(
     Ok(resp)
 }
 
-async fn terminate(State(state): State<AppState>, Auth(who): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+/// tus termination: the upload and its bytes are removed.
+#[utoipa::path(delete, path = "/tus/{id}", tag = "tus",
+    params(("id" = String, Path), ("Tus-Resumable" = String, Header, example = "1.0.0")),
+    responses((status = 204, description = "Terminated"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 412, description = "Tus-Resumable is not 1.0.0")),
+    security(("bearer" = [])))]
+pub async fn terminate(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     state
         .files
         .abort_upload(&who, &id, filedock_core::UploadKind::Tus)
