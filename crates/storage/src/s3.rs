@@ -591,10 +591,13 @@ impl BlobStore for S3Store {
     ) -> Result<(u64, Option<Error>)> {
         let (parts, staged) = self.acknowledged(key, handle, offset).await?;
         let mut next = parts.len() as u32 + 1;
-        // The buffer holds bytes from `start`: the staged ones first, then the body's.
+        let staged_len = offset - parts.iter().map(|p| p.size).sum::<u64>();
+        // The buffer holds bytes from `start`. The staged bytes are read back only once a part
+        // can be cut: a run of small PATCHes then costs one PUT each, not a re-read of the whole
+        // staged remainder each time.
         let mut buf = BytesMut::new();
-        self.read_all(&staged, &mut buf).await?;
-        let mut start = offset - buf.len() as u64;
+        let mut start = offset;
+        let mut unread = staged;
         let mut failed = None;
         loop {
             match body.next().await {
@@ -605,7 +608,14 @@ impl BlobStore for S3Store {
                 }
                 None => break,
             }
-            if buf.len() >= APPEND_PART {
+            if !unread.is_empty() && staged_len + buf.len() as u64 >= APPEND_PART as u64 {
+                let mut before = BytesMut::with_capacity(staged_len as usize + buf.len());
+                self.read_all(&std::mem::take(&mut unread), &mut before).await?;
+                before.extend_from_slice(&buf);
+                buf = before;
+                start = offset - staged_len;
+            }
+            if unread.is_empty() && buf.len() >= APPEND_PART {
                 let part = buf.split().freeze();
                 let len = part.len() as u64;
                 self.put_part(key, handle, next, one_chunk(part), len).await?;

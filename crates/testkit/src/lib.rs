@@ -110,17 +110,28 @@ pub struct S3Server {
     pub endpoint: String,
     /// Requests served.
     requests: Arc<AtomicU64>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl S3Server {
-    /// Starts a server with one empty bucket, [`S3_BUCKET`].
+    /// Starts a server with one empty bucket, [`S3_BUCKET`], in a temp dir removed on drop.
     pub fn start() -> S3Server {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join(S3_BUCKET)).unwrap();
-        let root = dir.path().to_owned();
+        let mut server = S3Server::start_at(dir.path(), "127.0.0.1:0");
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts a server storing under `root` (which must exist), listening on `addr`, with the
+    /// bucket [`S3_BUCKET`] created if missing.
+    pub fn start_at(root: &std::path::Path, addr: &str) -> S3Server {
+        if !root.join(S3_BUCKET).is_dir() {
+            std::fs::create_dir(root.join(S3_BUCKET)).unwrap();
+        }
+        let root = root.to_owned();
+        let addr = addr.to_owned();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let requests = Arc::new(AtomicU64::new(0));
@@ -139,7 +150,7 @@ impl S3Server {
                 });
                 b.set_auth(s3s::auth::SimpleAuth::from_single(S3_ACCESS_KEY, S3_SECRET_KEY));
                 let svc = b.build();
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 loop {
                     tokio::select! {
@@ -162,7 +173,7 @@ impl S3Server {
         S3Server {
             endpoint: format!("http://{addr}"),
             requests,
-            _dir: dir,
+            _dir: None,
             shutdown: Some(stop_tx),
             thread: Some(thread),
         }
