@@ -311,10 +311,11 @@ def creations(srv: Server, kind: str, work: Path, secs: int, conns: int) -> dict
         raise SystemExit(f"creations on {srv.label} ({kind}) had failures:\n{text}")
 
     def ms(v: str) -> float:
-        num, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
-        return float(num) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+        num, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", v).groups()
+        return float(num) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}[unit]
 
-    p99 = ms(re.search(r"99%\s+(\S+)", text).group(1))
+    # The latency distribution's own line (not a "+/- Stdev" figure such as "75.99%").
+    p99 = ms(re.search(r"^\s+99%\s+(\S+)\s*$", text, re.MULTILINE).group(1))
     return {"per_sec": total / m["secs"], "p99_ms": p99, "cpu_ms": m["cpu"] * 1000 / total, "rss": m["rss"],
             "total": total}
 
