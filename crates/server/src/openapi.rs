@@ -39,39 +39,15 @@ struct UniqueOperationIds;
 impl Modify for UniqueOperationIds {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let mut seen = std::collections::BTreeMap::<String, usize>::new();
-        for item in openapi.paths.paths.values() {
-            for op in [
-                &item.get,
-                &item.put,
-                &item.post,
-                &item.delete,
-                &item.options,
-                &item.head,
-                &item.patch,
-                &item.trace,
-            ]
-            .into_iter()
-            .flatten()
-            {
+        for item in openapi.paths.paths.values_mut() {
+            for op in operations(item).into_iter().flatten() {
                 if let Some(id) = &op.operation_id {
                     *seen.entry(id.clone()).or_default() += 1;
                 }
             }
         }
         for item in openapi.paths.paths.values_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.options,
-                &mut item.head,
-                &mut item.patch,
-                &mut item.trace,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for op in operations(item).into_iter().flatten() {
                 let tag = op.tags.as_ref().and_then(|t| t.first()).cloned().unwrap_or_default();
                 if let Some(id) = op.operation_id.as_mut()
                     && seen.get(id.as_str()).is_some_and(|&n| n > 1)
@@ -81,6 +57,20 @@ impl Modify for UniqueOperationIds {
             }
         }
     }
+}
+
+/// Every operation slot of a path.
+fn operations(item: &mut utoipa::openapi::PathItem) -> [&mut Option<utoipa::openapi::path::Operation>; 8] {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
 }
 
 /// tus answers the same at `/tus/` as at `/tus`, and discovery (`OPTIONS`) on an upload's URL too.
