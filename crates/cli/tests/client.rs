@@ -402,3 +402,114 @@ fn a_tus_upload_resumes_after_a_kill() {
     assert_eq!(l["sha256"], sha256_hex(&body));
     println!("40 MiB tus: the second run resumed at {from} bytes");
 }
+
+/// One HTTP/1.1 request head on a fresh connection to `base`; the stream, to write a body or
+/// read the answer.
+fn raw_request(base: &str, head: &str) -> std::net::TcpStream {
+    use std::io::Write as _;
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(head.replace('\n', "\r\n").as_bytes()).unwrap();
+    s
+}
+
+/// The Upload-Offset of a tus upload, by HEAD.
+fn tus_offset(base: &str, key: &str, path: &str) -> u64 {
+    use std::io::Read as _;
+    let mut s = raw_request(
+        base,
+        &format!(
+            "HEAD {path} HTTP/1.1\nHost: x\nAuthorization: Bearer {key}\nTus-Resumable: 1.0.0\nConnection: close\n\n"
+        ),
+    );
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("upload-offset: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("{answer}"))
+}
+
+/// A second run that starts while the killed run's PATCH is still open on the server: its HEAD
+/// sees the offset from before that PATCH, which then keeps its bytes, so the second run's PATCH
+/// is refused with 409. The client asks again and goes on from where the server is.
+#[test]
+fn a_run_started_while_an_earlier_patch_is_still_open_goes_on_from_the_true_offset() {
+    use std::io::Write as _;
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let key = create_key_with(data.path(), None, "demo", "integration");
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let body = content(8 << 20, 5);
+    let path = write_file(work.path(), "eight.bin", &body);
+    // A run that only gets as far as creating the upload and saving its state.
+    let mut first = Command::new(BIN)
+        .args(["upload", "--limit-rate", "64K", path.to_str().unwrap()])
+        .env("FILEDOCK_SERVER", &server.base)
+        .env("FILEDOCK_KEY", &key)
+        .env("FILEDOCK_STATE_DIR", &state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_state(&state, |v| v["kind"] == "tus");
+    first.kill().unwrap();
+    let _ = first.wait();
+    let saved = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(saved.path()).unwrap()).unwrap();
+    let url = saved["url"].as_str().unwrap();
+    let upload_path = &url[url.find("/tus/").unwrap()..];
+    // Wait until the killed run's own PATCH has ended on the server.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut start = tus_offset(&server.base, &key, upload_path);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = tus_offset(&server.base, &key, upload_path);
+        if now == start {
+            break;
+        }
+        start = now;
+        assert!(Instant::now() < deadline, "the killed run's PATCH did not end");
+    }
+    // Another writer's PATCH, held open with 1 MiB sent: the server holds the upload's lock.
+    let start = usize::try_from(start).unwrap();
+    let mut held = raw_request(
+        &server.base,
+        &format!(
+            "PATCH {upload_path} HTTP/1.1\nHost: x\nAuthorization: Bearer {key}\nTus-Resumable: 1.0.0\n\
+             Upload-Offset: {start}\nContent-Type: application/offset+octet-stream\nContent-Length: {}\n\n",
+            body.len() - start
+        ),
+    );
+    held.write_all(&body[start..start + (1 << 20)]).unwrap();
+    held.flush().unwrap();
+    let second = Command::new(BIN)
+        .args(["upload", "--json", path.to_str().unwrap()])
+        .env("FILEDOCK_SERVER", &server.base)
+        .env("FILEDOCK_KEY", &key)
+        .env("FILEDOCK_STATE_DIR", &state)
+        .env("FILEDOCK_CLIENT_CONFIG", state.join("no-such-config.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Give the second run time to HEAD and to wait on the lock with its PATCH, then let the held
+    // PATCH end: the server keeps the megabyte it got.
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(held);
+    let out = second.wait_with_output().unwrap();
+    ok(&out);
+    let l = &json_lines(&out)[0];
+    assert_eq!(l["sha256"], sha256_hex(&body));
+    assert_eq!(l["size"], body.len() as u64);
+    assert_eq!(l["resumed_from"], (start + (1 << 20)) as u64, "{l}");
+}

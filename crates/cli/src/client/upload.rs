@@ -464,6 +464,7 @@ async fn tus(
     meter.resuming(name, resumed_from, size);
     meter.add(resumed_from);
     let mut offset = resumed_from;
+    let mut resumed_from = resumed_from;
     let mut attempt = 0;
     loop {
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -491,13 +492,26 @@ async fn tus(
                 };
                 return Ok((file_view(api, id).await?, resumed_from));
             }
-            Err(f) if transient(&f) && attempt + 1 < ATTEMPTS => {
+            // 409: the offset we sent is not the server's. That happens when a run killed a moment
+            // ago still had its PATCH open: HEAD answered the offset from before that PATCH, which
+            // then kept its bytes and moved the upload on. Ask again and go on from there.
+            Err(f) if (transient(&f) || f.status == Some(409)) && attempt + 1 < ATTEMPTS => {
                 attempt += 1;
                 meter.sub(sent.load(std::sync::atomic::Ordering::Relaxed));
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                if f.status != Some(409) {
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                }
                 // Go on from what the server kept.
                 let (_, now) = tus_resume(api, state, size).await.ok_or(f)?;
-                meter.add(now - offset);
+                if offset == resumed_from {
+                    // Nothing of this run reached the server yet: all it has came before it.
+                    resumed_from = now;
+                }
+                if now >= offset {
+                    meter.add(now - offset);
+                } else {
+                    meter.sub(offset - now);
+                }
                 offset = now;
             }
             Err(f) => return Err(f),
