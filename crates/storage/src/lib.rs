@@ -3,6 +3,7 @@
 //! core's business.
 
 pub mod local;
+mod parts;
 pub mod s3;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! An S3-compatible store (AWS S3, MinIO, Ceph RGW, Garage, COS, OBS, OSS, R2, GCS interop).
-//! Bytes that pass through filedock move with `object_store` (one PUT for a small body, a
-//! streaming multipart upload for a large one); every presigned URL is made with `rusty-s3` and
+//! A body that passes through filedock goes up in one PUT (with `object_store`) when it is
+//! smaller than a part, otherwise as a multipart upload whose parts are copied into buffers of
+//! one pool with a memory budget ([`crate::parts`]); every presigned URL is made with `rusty-s3` and
 //! points straight at the bucket, with `Content-Length`, `Content-Type` (when given) and the
 //! backend's create-only header signed.
 //!
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::Bytes;
 use filedock_core::{
     BlobStore, ByteRange, ByteStream, Error, GetResult, ObjectMeta, Part, PresignGet, PresignPart, PresignPut,
     PresignedRequest, PutOptions, Result, StorageKey,
@@ -32,14 +33,16 @@ use filedock_core::{
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, WriteMultipart};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use serde::{Deserialize, Serialize};
 
+use crate::parts::{Filled, PartBuf, PartPool};
+
 /// Size of a multipart part (S3's minimum is 5 MiB), and of the largest body sent in one PUT.
 const PART: usize = 8 * 1024 * 1024;
-/// Parts in flight per upload: memory per upload is about (this + 1) × PART.
-const PARTS_IN_FLIGHT: usize = 2;
+/// Attempts at sending one part (it is held whole in memory, so it can be sent again).
+const PART_ATTEMPTS: u32 = 3;
 /// Size of the parts a resumable upload is cut into (S3's minimum, which is also the chunk size
 /// tus clients use most, so a 5 MiB PATCH becomes exactly one part and nothing is staged).
 const APPEND_PART: usize = 5 * 1024 * 1024;
@@ -117,6 +120,15 @@ pub struct S3Config {
     /// `x-oss-forbid-overwrite` or `none`.
     #[serde(default)]
     pub create_only: CreateOnly,
+    /// Memory for parts on their way to the bucket, in MiB, shared by all uploads through this
+    /// backend (default 48: six 8 MiB parts). An upload waits, reading nothing more from its
+    /// client, while it is spent; each upload holds at most two parts (one sending, one filling).
+    #[serde(default = "default_part_buffer_mib")]
+    pub part_buffer_mib: u32,
+}
+
+fn default_part_buffer_mib() -> u32 {
+    48
 }
 
 impl S3Config {
@@ -134,12 +146,14 @@ impl S3Config {
 }
 
 /// Bytes in an S3-compatible bucket.
+#[derive(Clone)]
 pub struct S3Store {
     store: Arc<dyn ObjectStore>,
     bucket: Bucket,
     credentials: Credentials,
     create_only: CreateOnly,
     http: reqwest::Client,
+    parts: PartPool,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -165,7 +179,7 @@ fn staging_prefix(key: &StorageKey) -> String {
     format!("{}append/{key}/", filedock_core::blob::INTERNAL_PREFIX)
 }
 
-fn one_chunk(b: bytes::Bytes) -> ByteStream {
+fn one_chunk(b: Bytes) -> ByteStream {
     futures_util::stream::iter([Ok(b)]).boxed()
 }
 
@@ -244,6 +258,7 @@ impl S3Store {
                 .connect_timeout(Duration::from_secs(10))
                 .build()
                 .map_err(Error::internal)?,
+            parts: PartPool::new(PART, (cfg.part_buffer_mib as usize * 1024 * 1024) / PART),
         })
     }
 
@@ -321,50 +336,174 @@ impl S3Store {
         Ok((parts, staged))
     }
 
-    async fn read_all(&self, keys: &[StorageKey], into: &mut BytesMut) -> Result<()> {
+    /// Copies the objects `keys`, in order, into the front of `buf` (made room for with
+    /// [`PartBuf::shift_right`]); they must fill exactly `len` bytes.
+    async fn read_front(&self, keys: &[StorageKey], buf: &mut PartBuf, len: usize) -> Result<()> {
+        let mut at = 0;
         for k in keys {
             let mut body = self.get(k, None).await?.body;
             while let Some(chunk) = body.next().await {
-                into.extend_from_slice(&chunk?);
+                let chunk = chunk?;
+                buf.write_front(at, &chunk)?;
+                at += chunk.len();
             }
+        }
+        if at != len {
+            return Err(Error::internal_msg(format!(
+                "staging objects held {at} bytes, not the {len} expected"
+            )));
         }
         Ok(())
     }
 
+    /// Sends one part held in memory; a transport or server error is tried again.
+    async fn send_part(self, key: StorageKey, handle: String, number: u32, bytes: Bytes) -> Result<Part> {
+        let mut attempt = 1;
+        loop {
+            let len = bytes.len() as u64;
+            match self
+                .put_part(&key, &handle, number, one_chunk(bytes.clone()), len)
+                .await
+            {
+                Err(Error::Internal(e)) if attempt < PART_ATTEMPTS => {
+                    tracing::warn!(%key, number, attempt, error = %e, "sending a part failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Streams `first` (a full part), then the rest of `body` (starting with `carry`), as a
+    /// multipart upload: each part is copied into a pool buffer and sent while the next fills.
     async fn put_multipart(
         &self,
         key: &StorageKey,
-        first: bytes::Bytes,
+        first: PartBuf,
+        mut carry: Bytes,
         mut body: ByteStream,
         create_only: bool,
     ) -> Result<()> {
         if create_only && self.head(key).await.is_ok() {
             return Err(Error::PreconditionFailed("an object already exists at this key".into()));
         }
-        let upload = self.store.put_multipart(&path(key)?).await.map_err(os_err)?;
-        let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
-        w.put(first);
-        let streamed: Result<()> = async {
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk?;
-                w.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(os_err)?;
-                w.put(chunk);
+        let handle = self.create_multipart(key).await?;
+        let mut sender = PartSender::new(self, key, &handle, 1);
+        let streamed: Result<Vec<Part>> = async {
+            sender.send(first).await?;
+            loop {
+                let mut buf = self.parts.take().await?;
+                let filled = buf.fill(&mut body, &mut carry, PART).await?;
+                if !buf.is_empty() {
+                    sender.send(buf).await?;
+                }
+                if filled == Filled::End {
+                    break;
+                }
             }
-            if create_only && self.head(key).await.is_ok() {
-                return Err(Error::PreconditionFailed("an object already exists at this key".into()));
-            }
-            Ok(())
+            sender.finish().await
         }
         .await;
-        match streamed {
-            Ok(()) => w.finish().await.map(|_| ()).map_err(os_err),
-            Err(e) => {
-                if let Err(abort) = w.abort().await {
-                    tracing::warn!(%key, error = %abort, "could not abort a failed multipart upload");
-                }
-                Err(e)
+        let done = match streamed {
+            Ok(parts) => self.complete(key, &handle, &parts, create_only).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if done.is_err() {
+            sender.cancel();
+            if let Err(abort) = self.abort_multipart(key, &handle).await {
+                tracing::warn!(%key, error = %abort, "could not abort a failed multipart upload");
             }
         }
+        done
+    }
+
+    /// Completes a multipart upload; `create_only` refuses (by a HEAD first, not atomically)
+    /// when the key already holds an object.
+    async fn complete(&self, key: &StorageKey, handle: &str, parts: &[Part], create_only: bool) -> Result<ObjectMeta> {
+        if create_only && self.head(key).await.is_ok() {
+            return Err(Error::PreconditionFailed("an object already exists at this key".into()));
+        }
+        let mut xml = String::from("<CompleteMultipartUpload>");
+        for p in parts {
+            let etag = p.etag.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+            xml.push_str(&format!(
+                "<Part><PartNumber>{}</PartNumber><ETag>{etag}</ETag></Part>",
+                p.number
+            ));
+        }
+        xml.push_str("</CompleteMultipartUpload>");
+        let url = self
+            .bucket
+            .complete_multipart_upload(
+                Some(&self.credentials),
+                key.as_str(),
+                handle,
+                std::iter::empty::<&str>(),
+            )
+            .sign(CALL_TTL);
+        self.call(self.http.post(url).body(xml)).await?;
+        self.head(key).await
+    }
+}
+
+/// Sends the parts of one multipart upload in order, one at a time in the background, so the
+/// next part fills while the last one is sent: an upload holds at most two buffers.
+struct PartSender {
+    store: S3Store,
+    key: StorageKey,
+    handle: String,
+    next: u32,
+    in_flight: Option<tokio::task::JoinHandle<Result<Part>>>,
+    done: Vec<Part>,
+}
+
+impl PartSender {
+    fn new(store: &S3Store, key: &StorageKey, handle: &str, next: u32) -> Self {
+        PartSender {
+            store: store.clone(),
+            key: key.clone(),
+            handle: handle.to_owned(),
+            next,
+            in_flight: None,
+            done: Vec::new(),
+        }
+    }
+
+    /// Waits for the part before, then starts sending `buf` as the next part.
+    async fn send(&mut self, buf: PartBuf) -> Result<()> {
+        self.wait().await?;
+        let store = self.store.clone();
+        let task = store.send_part(self.key.clone(), self.handle.clone(), self.next, buf.freeze());
+        self.in_flight = Some(tokio::spawn(task));
+        self.next += 1;
+        Ok(())
+    }
+
+    async fn wait(&mut self) -> Result<()> {
+        if let Some(task) = self.in_flight.take() {
+            self.done.push(task.await.map_err(Error::internal)??);
+        }
+        Ok(())
+    }
+
+    /// The parts sent, once all have arrived.
+    async fn finish(&mut self) -> Result<Vec<Part>> {
+        self.wait().await?;
+        Ok(std::mem::take(&mut self.done))
+    }
+
+    /// Stops the part being sent, if any.
+    fn cancel(&mut self) {
+        if let Some(task) = self.in_flight.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for PartSender {
+    fn drop(&mut self) {
+        self.cancel();
     }
 }
 
@@ -373,18 +512,17 @@ impl BlobStore for S3Store {
     async fn put(&self, key: &StorageKey, mut body: ByteStream, opts: PutOptions) -> Result<ObjectMeta> {
         // Read up to one part: a body that ends within it goes up in one PUT, which can be
         // create-only atomically.
-        let mut first = BytesMut::new();
-        let mut ended = false;
-        while first.len() < PART {
+        let mut first = self.parts.take().await?;
+        let mut carry = Bytes::new();
+        let mut filled = first.fill(&mut body, &mut carry, PART).await?;
+        if filled == Filled::Full && carry.is_empty() {
+            // Full: see whether anything follows.
             match body.next().await {
-                Some(chunk) => first.extend_from_slice(&chunk?),
-                None => {
-                    ended = true;
-                    break;
-                }
+                Some(chunk) => carry = chunk?,
+                None => filled = Filled::End,
             }
         }
-        if ended {
+        if filled == Filled::End {
             let atomic = opts.create_only && self.create_only == CreateOnly::IfNoneMatch;
             if opts.create_only && !atomic && self.head(key).await.is_ok() {
                 return Err(Error::PreconditionFailed("an object already exists at this key".into()));
@@ -399,7 +537,7 @@ impl BlobStore for S3Store {
                 .await
                 .map_err(os_err)?;
         } else {
-            self.put_multipart(key, first.freeze(), body, opts.create_only).await?;
+            self.put_multipart(key, first, carry, body, opts.create_only).await?;
         }
         self.head(key).await
     }
@@ -525,31 +663,8 @@ impl BlobStore for S3Store {
     }
 
     async fn complete_multipart(&self, key: &StorageKey, handle: &str, parts: &[Part]) -> Result<ObjectMeta> {
-        // No create-only mode exists for a multipart complete: check first (not atomic; the
-        // catalog's unique keys are the guarantee).
-        if self.head(key).await.is_ok() {
-            return Err(Error::PreconditionFailed("an object already exists at this key".into()));
-        }
-        let mut xml = String::from("<CompleteMultipartUpload>");
-        for p in parts {
-            let etag = p.etag.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-            xml.push_str(&format!(
-                "<Part><PartNumber>{}</PartNumber><ETag>{etag}</ETag></Part>",
-                p.number
-            ));
-        }
-        xml.push_str("</CompleteMultipartUpload>");
-        let url = self
-            .bucket
-            .complete_multipart_upload(
-                Some(&self.credentials),
-                key.as_str(),
-                handle,
-                std::iter::empty::<&str>(),
-            )
-            .sign(CALL_TTL);
-        self.call(self.http.post(url).body(xml)).await?;
-        self.head(key).await
+        // No create-only mode exists for a multipart complete: checked first.
+        self.complete(key, handle, parts, true).await
     }
 
     async fn abort_multipart(&self, key: &StorageKey, handle: &str) -> Result<()> {
@@ -590,46 +705,53 @@ impl BlobStore for S3Store {
         mut body: ByteStream,
     ) -> Result<(u64, Option<Error>)> {
         let (parts, staged) = self.acknowledged(key, handle, offset).await?;
-        let mut next = parts.len() as u32 + 1;
-        let staged_len = offset - parts.iter().map(|p| p.size).sum::<u64>();
-        // The buffer holds bytes from `start`. The staged bytes are read back only once a part
-        // can be cut: a run of small PATCHes then costs one PUT each, not a re-read of the whole
-        // staged remainder each time.
-        let mut buf = BytesMut::new();
-        let mut start = offset;
-        let mut unread = staged;
+        let staged_len =
+            usize::try_from(offset - parts.iter().map(|p| p.size).sum::<u64>()).map_err(Error::internal)?;
+        if staged_len >= APPEND_PART {
+            return Err(Error::internal_msg(format!(
+                "resumable upload {key}: {staged_len} bytes staged, a part's worth"
+            )));
+        }
+        let mut sender = PartSender::new(self, key, handle, parts.len() as u32 + 1);
+        let mut carry = Bytes::new();
         let mut failed = None;
+        // The first part continues the staged bytes: only the new bytes are read from the body,
+        // and the staged ones are read back only once the part is complete, so a run of small
+        // PATCHes costs one PUT each, not a re-read of the staged remainder each time.
+        let mut unread = staged;
+        let mut end = offset;
         loop {
-            match body.next().await {
-                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                Some(Err(e)) => {
+            let mut buf = self.parts.take().await?;
+            let want = APPEND_PART - if unread.is_empty() { 0 } else { staged_len };
+            let filled = match buf.fill(&mut body, &mut carry, want).await {
+                Ok(f) => f,
+                Err(e) => {
                     failed = Some(e);
-                    break;
+                    Filled::End
                 }
-                None => break,
+            };
+            end += buf.len() as u64;
+            if filled == Filled::End {
+                // Only bytes new in this call are staged; the staged ones before them stay.
+                if !buf.is_empty() {
+                    sender.finish().await?;
+                    let at = StorageKey::new(format!("{}{:020}", staging_prefix(key), end - buf.len() as u64))?;
+                    let o = object_store::PutOptions::default();
+                    self.store
+                        .put_opts(&path(&at)?, buf.freeze().into(), o)
+                        .await
+                        .map_err(os_err)?;
+                }
+                break;
             }
-            if !unread.is_empty() && staged_len + buf.len() as u64 >= APPEND_PART as u64 {
-                let mut before = BytesMut::with_capacity(staged_len as usize + buf.len());
-                self.read_all(&std::mem::take(&mut unread), &mut before).await?;
-                before.extend_from_slice(&buf);
-                buf = before;
-                start = offset - staged_len;
+            if !unread.is_empty() {
+                buf.shift_right(staged_len)?;
+                self.read_front(&std::mem::take(&mut unread), &mut buf, staged_len)
+                    .await?;
             }
-            if unread.is_empty() && buf.len() >= APPEND_PART {
-                let part = buf.split().freeze();
-                let len = part.len() as u64;
-                self.put_part(key, handle, next, one_chunk(part), len).await?;
-                next += 1;
-                start += len;
-            }
+            sender.send(buf).await?;
         }
-        let end = start + buf.len() as u64;
-        // Only bytes new in this call are staged; the staged ones before them stay as they are.
-        let fresh = buf.split_off((offset.max(start) - start) as usize).freeze();
-        if !fresh.is_empty() {
-            let at = StorageKey::new(format!("{}{:020}", staging_prefix(key), end - fresh.len() as u64))?;
-            self.put(&at, one_chunk(fresh), PutOptions::default()).await?;
-        }
+        sender.finish().await?;
         Ok((end, failed))
     }
 
@@ -638,15 +760,20 @@ impl BlobStore for S3Store {
         if length == 0 {
             self.abort_multipart(key, handle).await?;
             return self
-                .put(key, one_chunk(bytes::Bytes::new()), PutOptions { create_only: true })
+                .put(key, one_chunk(Bytes::new()), PutOptions { create_only: true })
                 .await;
         }
         if !staged.is_empty() {
-            let mut buf = BytesMut::new();
-            self.read_all(&staged, &mut buf).await?;
-            let len = buf.len() as u64;
+            let len = usize::try_from(length - parts.iter().map(|p| p.size).sum::<u64>()).map_err(Error::internal)?;
+            let mut buf = self.parts.take().await?;
+            buf.shift_right(len)?;
+            self.read_front(&staged, &mut buf, len).await?;
             let number = parts.len() as u32 + 1;
-            parts.push(self.put_part(key, handle, number, one_chunk(buf.freeze()), len).await?);
+            parts.push(
+                self.clone()
+                    .send_part(key.clone(), handle.to_owned(), number, buf.freeze())
+                    .await?,
+            );
         }
         let meta = self.complete_multipart(key, handle, &parts).await?;
         for k in staged {

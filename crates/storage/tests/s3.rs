@@ -8,6 +8,10 @@ use filedock_storage::{CreateOnly, S3Config, S3Store, Secret};
 use filedock_testkit::{S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, S3Server};
 
 fn store(server: &S3Server, create_only: CreateOnly) -> S3Store {
+    store_with_budget(server, create_only, 48)
+}
+
+fn store_with_budget(server: &S3Server, create_only: CreateOnly, part_buffer_mib: u32) -> S3Store {
     S3Store::open(&S3Config {
         endpoint: server.endpoint.clone(),
         bucket: S3_BUCKET.into(),
@@ -17,6 +21,7 @@ fn store(server: &S3Server, create_only: CreateOnly) -> S3Store {
         secret_access_key: Some(Secret(S3_SECRET_KEY.into())),
         secret_access_key_file: None,
         create_only,
+        part_buffer_mib,
     })
     .unwrap()
 }
@@ -30,7 +35,8 @@ async fn passes_the_blob_store_conformance_suite() {
 #[tokio::test(flavor = "multi_thread")]
 async fn passes_the_multipart_and_append_conformance_suites() {
     let server = S3Server::start();
-    let s = store(&server, CreateOnly::IfNoneMatch);
+    // A budget of one part buffer: the smallest there is must not deadlock.
+    let s = store_with_budget(&server, CreateOnly::IfNoneMatch, 8);
     filedock_core::conformance::multipart_suite(&s).await;
     filedock_core::conformance::append_suite(&s).await;
     assert!(
@@ -189,4 +195,48 @@ async fn the_s3_server_enforces_what_filedock_signs() {
         if last == '0' { '1' } else { '0' }
     );
     assert_eq!(client.get(&tampered).send().await.unwrap().status(), 403);
+}
+
+/// Uploads over the part budget wait their turn and all arrive whole: eight 20 MiB bodies (three
+/// parts each, sent as 64 KiB chunks) at once through a budget of two 8 MiB buffers.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_uploads_share_the_part_budget_and_arrive_whole() {
+    use futures_util::StreamExt as _;
+    let server = S3Server::start();
+    let s = std::sync::Arc::new(store_with_budget(&server, CreateOnly::IfNoneMatch, 16));
+    let body = |seed: u8| -> Vec<u8> {
+        (0..20u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
+            .collect()
+    };
+    let mut tasks = Vec::new();
+    for n in 0..8u8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let data = bytes::Bytes::from(body(n));
+            let chunks: Vec<_> = (0..data.len())
+                .step_by(64 << 10)
+                .map(|at| Ok(data.slice(at..(at + (64 << 10)).min(data.len()))))
+                .collect();
+            let key = StorageKey::new(format!("budget/{n}")).unwrap();
+            let meta = s
+                .put(
+                    &key,
+                    futures_util::stream::iter(chunks).boxed(),
+                    filedock_core::PutOptions { create_only: true },
+                )
+                .await
+                .unwrap();
+            assert_eq!(meta.size, data.len() as u64);
+            let mut got = Vec::new();
+            let mut b = s.get(&key, None).await.unwrap().body;
+            while let Some(c) = b.next().await {
+                got.extend_from_slice(&c.unwrap());
+            }
+            assert!(got == data[..], "upload {n} came back different");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
 }

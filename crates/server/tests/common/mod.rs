@@ -406,5 +406,6 @@ pub fn s3_config(s3: &S3Server) -> S3Config {
         secret_access_key: Some(Secret(S3_SECRET_KEY.into())),
         secret_access_key_file: None,
         create_only: Default::default(),
+        part_buffer_mib: 48,
     }
 }
