@@ -17,6 +17,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 #[derive(Debug, Clone)]
 pub struct PgCatalog {
     pool: PgPool,
+    /// The same database with `synchronous_commit = off`: a commit returns before its WAL is
+    /// flushed (PostgreSQL flushes it within moments, and a later synchronous commit with it).
+    relaxed: PgPool,
 }
 
 impl PgCatalog {
@@ -40,11 +43,17 @@ impl PgCatalog {
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
         MIGRATOR.run(&pool).await.map_err(migrate_err)?;
-        Ok(PgCatalog { pool })
+        let relaxed = PgPoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts.options([("synchronous_commit", "off")]))
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
+        Ok(PgCatalog { pool, relaxed })
     }
 }
 
@@ -69,6 +78,25 @@ mod tests {
             2,
             "records survive a reconnect"
         );
+    }
+
+    #[tokio::test]
+    async fn durable_records_wait_for_the_flush_and_relaxed_ones_do_not() {
+        let Some(url) = filedock_testkit::postgres_database().await else {
+            return;
+        };
+        let c = PgCatalog::open(&url, 1).await.unwrap();
+        let show = |pool: &PgPool| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, String>("SHOW synchronous_commit")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(show(&c.pool).await, "on");
+        assert_eq!(show(&c.relaxed).await, "off");
     }
 
     #[tokio::test]

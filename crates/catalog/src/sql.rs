@@ -181,7 +181,14 @@ pub(crate) fn outputs_json(outputs: &[FileId]) -> String {
     serde_json::to_string(&outputs.iter().map(|f| f.as_str()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
 }
 
-/// Implements `Catalog` for a struct whose `pool` is an sqlx pool (SQLite or PostgreSQL).
+/// Implements `Catalog` for a struct with two sqlx pools on one database (SQLite or PostgreSQL):
+/// `pool`, whose commits are durable before they return (fsync), and `relaxed`, whose commits
+/// survive a crash of the process but may be lost with the last moments before a power failure.
+/// `relaxed` carries only records whose loss is harmless and shows: a pending file (its upload
+/// URL then fails and the client asks again), a new upload (404, the client starts over), an
+/// upload's lock (it lapses anyway) and its offset (recorded after the bytes are synced, so a lost
+/// offset is only lower than the bytes, and the client resends from it, as tus HEAD tells it). A
+/// later durable commit makes the earlier relaxed ones durable too (one log, in order).
 macro_rules! sql_catalog {
     ($ty:ty) => {
         #[async_trait::async_trait]
@@ -261,7 +268,7 @@ macro_rules! sql_catalog {
         .bind(f.completed_at)
         .bind(f.expires_at)
         .bind(f.deleted_at)
-        .execute(&self.pool)
+        .execute(if f.status == filedock_core::FileStatus::Pending { &self.relaxed } else { &self.pool })
         .await
         .map_err($crate::sql::db_err)?;
         Ok(())
@@ -365,7 +372,7 @@ macro_rules! sql_catalog {
         .bind(u.status.as_str())
         .bind(u.created_at)
         .bind(u.expires_at)
-        .execute(&self.pool)
+        .execute(&self.relaxed)
         .await
         .map_err($crate::sql::db_err)?;
         Ok(())
@@ -397,7 +404,7 @@ macro_rules! sql_catalog {
         .bind(token)
         .bind(now)
         .bind(until)
-        .execute(&self.pool)
+        .execute(&self.relaxed)
         .await
         .map_err($crate::sql::db_err)?;
         Ok(r.rows_affected() == 1)
@@ -407,7 +414,7 @@ macro_rules! sql_catalog {
         sqlx::query("UPDATE uploads SET lock_token = NULL, lock_until = NULL WHERE id = $1 AND lock_token = $2")
             .bind(id.as_str())
             .bind(token)
-            .execute(&self.pool)
+            .execute(&self.relaxed)
             .await
             .map_err($crate::sql::db_err)?;
         Ok(())
@@ -430,7 +437,7 @@ macro_rules! sql_catalog {
         .bind($crate::sql::i64_of(Some(offset)))
         .bind($crate::sql::i64_of(length))
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&self.relaxed)
         .await
         .map_err($crate::sql::db_err)?;
         Ok(r.rows_affected() == 1)

@@ -1,5 +1,8 @@
-//! The SQLite catalog: one file in WAL mode with `synchronous=FULL`, so a record acknowledged to
-//! a client survives a crash. Several processes (the server and `filedock keys`) may share it.
+//! The SQLite catalog: one file in WAL mode. Its main connections commit with
+//! `synchronous=FULL`, so a record acknowledged to a client survives a power failure; one more
+//! connection commits with `synchronous=NORMAL` (no fsync: it survives a crash of the process,
+//! not of the machine) the records the catalog macro calls relaxed. Several processes (the server
+//! and `filedock keys`) may share the file.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -17,6 +20,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 #[derive(Debug, Clone)]
 pub struct SqliteCatalog {
     pool: SqlitePool,
+    relaxed: SqlitePool,
 }
 
 impl SqliteCatalog {
@@ -32,7 +36,14 @@ impl SqliteCatalog {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        Self::with_options(opts, 8).await
+        let catalog = Self::with_options(opts.clone(), 8).await?;
+        // One connection: its writes queue in the pool rather than in SQLite's busy handler.
+        let relaxed = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.synchronous(SqliteSynchronous::Normal))
+            .await
+            .map_err(db_err)?;
+        Ok(SqliteCatalog { relaxed, ..catalog })
     }
 
     /// A private in-memory database (tests).
@@ -49,7 +60,10 @@ impl SqliteCatalog {
             .await
             .map_err(db_err)?;
         MIGRATOR.run(&pool).await.map_err(migrate_err)?;
-        Ok(SqliteCatalog { pool })
+        Ok(SqliteCatalog {
+            relaxed: pool.clone(),
+            pool,
+        })
     }
 }
 
@@ -76,6 +90,29 @@ mod tests {
             2,
             "records survive a reopen"
         );
+    }
+
+    #[tokio::test]
+    async fn durable_records_fsync_and_relaxed_ones_only_survive_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
+        let sync = |pool: &SqlitePool| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        // 2 = FULL, 1 = NORMAL (in WAL mode: no fsync at commit).
+        assert_eq!(sync(&c.pool).await, 2);
+        assert_eq!(sync(&c.relaxed).await, 1);
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&c.relaxed)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
     }
 
     #[tokio::test]

@@ -503,14 +503,15 @@ impl BlobStore for LocalStore {
     }
 
     async fn append_create(&self, _key: &StorageKey) -> Result<String> {
+        // Not fsynced: an upload in progress is relaxed state (its catalog row too). After a
+        // power failure the file may be gone, and the upload answers 404 so the client starts
+        // over; the bytes of each PATCH are synced before their offset is recorded, and the
+        // finished file is published durably.
         let handle = uuid::Uuid::now_v7().simple().to_string();
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(self.upload_path(&handle, ".append")?)
-            .await?;
-        file.sync_all().await?;
-        fsync_dir(&self.uploads).await?;
+        let path = self.upload_path(&handle, ".append")?;
+        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).create_new(true).open(path))
+            .await
+            .map_err(Error::internal)??;
         Ok(handle)
     }
 
