@@ -443,6 +443,53 @@ macro_rules! sql_catalog {
         Ok(r.rows_affected() == 1)
     }
 
+    async fn lock_and_read_upload(
+        &self,
+        id: &filedock_core::UploadId,
+        token: &str,
+        now: filedock_core::Timestamp,
+        until: filedock_core::Timestamp,
+    ) -> filedock_core::Result<Option<filedock_core::UploadRecord>> {
+        let row = sqlx::query(
+            "UPDATE uploads SET lock_token = $2, lock_until = $4
+             WHERE id = $1 AND status = 'active'
+               AND (lock_token IS NULL OR lock_token = $2 OR lock_until < $3)
+             RETURNING *",
+        )
+        .bind(id.as_str())
+        .bind(token)
+        .bind(now)
+        .bind(until)
+        .fetch_optional(&self.relaxed)
+        .await
+        .map_err($crate::sql::db_err)?;
+        row.as_ref().map($crate::sql::upload_of).transpose()
+    }
+
+    async fn advance_and_unlock_upload(
+        &self,
+        id: &filedock_core::UploadId,
+        token: &str,
+        offset: u64,
+        length: Option<u64>,
+        expires_at: filedock_core::Timestamp,
+    ) -> filedock_core::Result<bool> {
+        let r = sqlx::query(
+            "UPDATE uploads SET upload_offset = $3, length = COALESCE($4, length), expires_at = $5,
+                lock_token = NULL, lock_until = NULL
+             WHERE id = $1 AND lock_token = $2 AND status = 'active'",
+        )
+        .bind(id.as_str())
+        .bind(token)
+        .bind($crate::sql::i64_of(Some(offset)))
+        .bind($crate::sql::i64_of(length))
+        .bind(expires_at)
+        .execute(&self.relaxed)
+        .await
+        .map_err($crate::sql::db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
     async fn finish_upload(
         &self,
         id: &filedock_core::UploadId,

@@ -100,6 +100,36 @@ pub trait Catalog: Send + Sync + Debug {
         length: Option<u64>,
         expires_at: Timestamp,
     ) -> Result<bool>;
+    /// [`Catalog::lock_upload`], returning the upload as it stands under the lock (`None` when
+    /// the lock was not taken). A store may do it in one statement.
+    async fn lock_and_read_upload(
+        &self,
+        id: &UploadId,
+        token: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Option<UploadRecord>> {
+        if !self.lock_upload(id, token, now, until).await? {
+            return Ok(None);
+        }
+        self.upload(id).await
+    }
+    /// [`Catalog::advance_upload`], then frees the lock; false (and nothing changed) when
+    /// `token` does not hold it. A store may do it in one statement.
+    async fn advance_and_unlock_upload(
+        &self,
+        id: &UploadId,
+        token: &str,
+        offset: u64,
+        length: Option<u64>,
+        expires_at: Timestamp,
+    ) -> Result<bool> {
+        if !self.advance_upload(id, token, offset, length, expires_at).await? {
+            return Ok(false);
+        }
+        self.unlock_upload(id, token).await?;
+        Ok(true)
+    }
     /// Moves an active upload to `status` (completed or aborted) and frees its lock.
     async fn finish_upload(&self, id: &UploadId, status: UploadStatus) -> Result<bool>;
     /// Active uploads abandoned at `now` (`expires_at` passed), oldest first.

@@ -708,6 +708,44 @@ async fn upload_rules(catalog: &dyn Catalog) {
     let got = catalog.upload(&u.id).await.expect("get").expect("exists");
     assert_eq!((got.offset, got.length, got.expires_at), (12, Some(20), 60_000));
 
+    // Locking with the row, and advancing with the unlock, each as one step.
+    assert_eq!(
+        catalog
+            .lock_and_read_upload(&u.id, "d", 5_000, 6_000)
+            .await
+            .expect("held by c"),
+        None
+    );
+    let read = catalog
+        .lock_and_read_upload(&u.id, "c", 5_000, 6_000)
+        .await
+        .expect("extend and read")
+        .expect("c holds it");
+    assert_eq!(
+        (read.id.clone(), read.offset, read.length),
+        (u.id.clone(), 12, Some(20))
+    );
+    assert!(
+        !catalog
+            .advance_and_unlock_upload(&u.id, "d", 15, None, 61_000)
+            .await
+            .expect("not the holder")
+    );
+    assert!(
+        catalog
+            .advance_and_unlock_upload(&u.id, "c", 15, None, 61_000)
+            .await
+            .expect("advance and unlock")
+    );
+    let got = catalog.upload(&u.id).await.expect("get").expect("exists");
+    assert_eq!((got.offset, got.length, got.expires_at), (15, Some(20), 61_000));
+    let taken = catalog
+        .lock_and_read_upload(&u.id, "d", 5_001, 6_000)
+        .await
+        .expect("free after the unlock");
+    assert_eq!(taken.map(|t| t.offset), Some(15));
+    catalog.unlock_upload(&u.id, "d").await.expect("unlock");
+
     // Expiry, then finishing exactly once (which frees the lock and ends locking).
     let old = upload(10_000);
     catalog.insert_upload(&old).await.expect("insert old");

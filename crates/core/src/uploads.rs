@@ -164,20 +164,27 @@ impl FileService {
 
     /// Takes an upload's lock, waiting up to [`LOCK_WAIT`] for another holder's lease to end.
     async fn lock(&self, id: &UploadId, wait: bool) -> Result<Lease<'_>> {
+        self.lock_and_read(id, wait).await.map(|(lease, _)| lease)
+    }
+
+    /// [`FileService::lock`], with the upload as it stands under the lock (another instance
+    /// may have moved it on before).
+    async fn lock_and_read(&self, id: &UploadId, wait: bool) -> Result<(Lease<'_>, UploadRecord)> {
         let token = uuid::Uuid::now_v7().simple().to_string();
         let started = Instant::now();
         loop {
             let now = self.clock.now();
             let until = now + LOCK_LEASE.as_millis() as i64;
-            if self.catalog.lock_upload(id, &token, now, until).await? {
+            if let Some(u) = self.catalog.lock_and_read_upload(id, &token, now, until).await? {
                 let at = Instant::now();
-                return Ok(Lease {
+                let lease = Lease {
                     files: self,
                     id: id.clone(),
                     token,
                     valid_until: at + LOCK_LEASE - LOCK_LEASE / 5,
                     renew_at: at + LOCK_LEASE / 3,
-                });
+                };
+                return Ok((lease, u));
             }
             let current = self.catalog.upload(id).await?;
             if current.is_none_or(|u| u.status != UploadStatus::Active) {
@@ -610,27 +617,31 @@ impl FileService {
             return Err(Error::Forbidden("a final upload takes no PATCH".into()));
         }
         let _slot = self.upload_slot(&u.project)?;
-        let mut lease = self.lock(&u.id, true).await?;
-        let r = self.append_locked(&mut lease, offset, length, checksum, body).await;
-        self.unlock(lease).await;
-        r
+        let (mut lease, u) = self.lock_and_read(&u.id, true).await?;
+        let r = self.append_locked(&mut lease, u, offset, length, checksum, body).await;
+        match r {
+            // Recorded with the unlock.
+            Ok((u, true)) => Ok(u),
+            r => {
+                self.unlock(lease).await;
+                r.map(|(u, _)| u)
+            }
+        }
     }
 
+    /// Appends under the lock; returns the upload and whether the lock was freed with the offset.
     async fn append_locked(
         &self,
         lease: &mut Lease<'_>,
+        u: UploadRecord,
         offset: u64,
         length: Option<u64>,
         checksum: Option<Checksum>,
         body: ByteStream,
-    ) -> Result<UploadRecord> {
-        // Re-read under the lock: another instance may have moved it on.
-        let u = self
-            .catalog
-            .upload(&lease.id)
-            .await?
-            .filter(|u| u.status == UploadStatus::Active)
-            .ok_or_else(|| Error::not_found("no such upload"))?;
+    ) -> Result<(UploadRecord, bool)> {
+        if u.status != UploadStatus::Active {
+            return Err(Error::not_found("no such upload"));
+        }
         if offset != u.offset {
             return Err(Error::Conflict(format!(
                 "Upload-Offset is {offset}, but the upload is at {}",
@@ -724,11 +735,19 @@ impl FileService {
             return Err(Error::Conflict("the upload's lock was lost; resume from HEAD".into()));
         }
         let expires_at = self.unfinished_expiry();
-        if !self
-            .catalog
-            .advance_upload(&u.id, &lease.token, end, length, expires_at)
-            .await?
-        {
+        // The last byte: keep the lock while the file is assembled. Otherwise free it with the
+        // offset, in one step.
+        let finishing = failed.is_none() && Some(end) == length;
+        let recorded = if finishing {
+            self.catalog
+                .advance_upload(&u.id, &lease.token, end, length, expires_at)
+                .await?
+        } else {
+            self.catalog
+                .advance_and_unlock_upload(&u.id, &lease.token, end, length, expires_at)
+                .await?
+        };
+        if !recorded {
             return Err(Error::Conflict("the upload's lock was lost; resume from HEAD".into()));
         }
         let mut now = UploadRecord {
@@ -738,10 +757,11 @@ impl FileService {
             ..u
         };
         if let Some(e) = failed {
-            // The client is gone or sent too much; what arrived before is kept.
+            // The client is gone or sent too much; what arrived before is kept. The lock went
+            // with the offset.
             return Err(e);
         }
-        if Some(end) == length {
+        if finishing {
             self.finish_tus(&now).await?;
             now.status = UploadStatus::Completed;
             if now.concat.is_some() {
@@ -749,7 +769,7 @@ impl FileService {
                 now.status = UploadStatus::Active;
             }
         }
-        Ok(now)
+        Ok((now, !finishing))
     }
 
     async fn upload_policy(&self, u: &UploadRecord) -> Result<UploadPolicy> {

@@ -522,31 +522,41 @@ impl BlobStore for LocalStore {
         offset: u64,
         mut body: ByteStream,
     ) -> Result<(u64, Option<Error>)> {
+        // One blocking task does all of it (open, truncate, writes, sync): a small PATCH then
+        // costs one hand-off to a blocking thread, not one per file operation.
         let path = self.upload_path(handle, ".append")?;
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .await
-            .map_err(no_upload)?;
-        let len = file.metadata().await?.len();
-        if len < offset {
-            return Err(Error::internal_msg(format!(
-                "the staged upload holds {len} bytes, fewer than its recorded offset {offset}"
-            )));
-        }
-        if len > offset {
-            // Written after the last acknowledged offset, then never acknowledged: drop it.
-            file.set_len(offset).await?;
-        }
-        file.seek(SeekFrom::Start(offset)).await?;
-        let mut w = BufWriter::with_capacity(WRITE_BUF, file);
-        let mut end = offset;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+        let writer = tokio::task::spawn_blocking(move || -> Result<u64> {
+            use std::io::{Seek as _, Write as _};
+            let mut file = std::fs::OpenOptions::new().write(true).open(&path).map_err(no_upload)?;
+            let len = file.metadata()?.len();
+            if len < offset {
+                return Err(Error::internal_msg(format!(
+                    "the staged upload holds {len} bytes, fewer than its recorded offset {offset}"
+                )));
+            }
+            if len > offset {
+                // Written after the last acknowledged offset, then never acknowledged: drop it.
+                file.set_len(offset)?;
+            }
+            file.seek(SeekFrom::Start(offset))?;
+            let mut w = std::io::BufWriter::with_capacity(WRITE_BUF, file);
+            let mut end = offset;
+            while let Some(c) = rx.blocking_recv() {
+                w.write_all(&c)?;
+                end += c.len() as u64;
+            }
+            let file = w.into_inner().map_err(|e| e.into_error())?;
+            file.sync_data()?;
+            Ok(end)
+        });
         let mut failed = None;
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(c) => {
-                    w.write_all(&c).await?;
-                    end += c.len() as u64;
+                    if tx.send(c).await.is_err() {
+                        break; // the writer failed: its error is the answer
+                    }
                 }
                 Err(e) => {
                     failed = Some(e);
@@ -554,8 +564,8 @@ impl BlobStore for LocalStore {
                 }
             }
         }
-        w.flush().await?;
-        w.into_inner().sync_data().await?;
+        drop(tx);
+        let end = writer.await.map_err(Error::internal)??;
         Ok((end, failed))
     }
 
