@@ -20,6 +20,7 @@
 //! recorded is ignored and replaced, and staging objects are deleted only once a part the
 //! catalog counts covers them.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,7 +155,25 @@ pub struct S3Store {
     create_only: CreateOnly,
     http: reqwest::Client,
     parts: PartPool,
+    /// What this instance last left in each resumable upload it appended to (see
+    /// [`AppendState`]).
+    appends: Arc<std::sync::Mutex<HashMap<String, AppendState>>>,
 }
+
+/// A resumable upload as this instance's last append left it: the offset it reached, its parts
+/// and its staging objects. The next append from that very offset starts from here instead of
+/// listing the parts and the staging prefix (two list calls per PATCH, and a list walks the
+/// bucket on some S3 servers). From any other offset (another instance went on, or the offset
+/// was never recorded) it lists, as the first append after a restart does.
+#[derive(Debug, Clone)]
+struct AppendState {
+    end: u64,
+    parts: Vec<Part>,
+    staged: Vec<StorageKey>,
+}
+
+/// Uploads remembered at most; beyond, the memory is cleared (they list again).
+const APPENDS_REMEMBERED: usize = 10_000;
 
 impl std::fmt::Debug for S3Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -259,6 +278,7 @@ impl S3Store {
                 .build()
                 .map_err(Error::internal)?,
             parts: PartPool::new(PART, (cfg.part_buffer_mib as usize * 1024 * 1024) / PART),
+            appends: Arc::default(),
         })
     }
 
@@ -301,6 +321,27 @@ impl S3Store {
         Ok(out)
     }
 
+    /// Takes what this instance remembers of an upload, if its last append ended at `offset`.
+    fn remembered(&self, handle: &str, offset: u64) -> Option<AppendState> {
+        let mut appends = self.appends.lock().ok()?;
+        appends.remove(handle).filter(|s| s.end == offset)
+    }
+
+    fn remember(&self, handle: &str, state: AppendState) {
+        if let Ok(mut appends) = self.appends.lock() {
+            if appends.len() >= APPENDS_REMEMBERED {
+                appends.clear();
+            }
+            appends.insert(handle.to_owned(), state);
+        }
+    }
+
+    fn forget(&self, handle: &str) {
+        if let Ok(mut appends) = self.appends.lock() {
+            appends.remove(handle);
+        }
+    }
+
     /// What of a resumable upload the offset `offset` acknowledges: the parts wholly before it
     /// and the staging objects that continue them up to it. Anything else (written, then never
     /// acknowledged) is dropped or left to be replaced.
@@ -334,6 +375,77 @@ impl S3Store {
             )));
         }
         Ok((parts, staged))
+    }
+
+    /// Appends `body` at `offset` to a resumable upload holding `parts` and the staging objects
+    /// `staged` up to it; returns what the upload then holds.
+    async fn append_after(
+        &self,
+        key: &StorageKey,
+        handle: &str,
+        offset: u64,
+        parts: Vec<Part>,
+        staged: Vec<StorageKey>,
+        mut body: ByteStream,
+    ) -> Result<(AppendState, Option<Error>)> {
+        let staged_len =
+            usize::try_from(offset - parts.iter().map(|p| p.size).sum::<u64>()).map_err(Error::internal)?;
+        if staged_len >= APPEND_PART {
+            return Err(Error::internal_msg(format!(
+                "resumable upload {key}: {staged_len} bytes staged, a part's worth"
+            )));
+        }
+        let mut sender = PartSender::new(self, key, handle, parts.len() as u32 + 1);
+        let mut carry = Bytes::new();
+        let mut failed = None;
+        // The first part continues the staged bytes: only the new bytes are read from the body,
+        // and the staged ones are read back only once the part is complete, so a run of small
+        // PATCHes costs one PUT each, not a re-read of the staged remainder each time.
+        let mut staged_now = staged.clone();
+        let mut unread = staged;
+        let mut end = offset;
+        loop {
+            let mut buf = self.parts.take().await?;
+            let want = APPEND_PART - if unread.is_empty() { 0 } else { staged_len };
+            let filled = match buf.fill(&mut body, &mut carry, want).await {
+                Ok(f) => f,
+                Err(e) => {
+                    failed = Some(e);
+                    Filled::End
+                }
+            };
+            end += buf.len() as u64;
+            if filled == Filled::End {
+                // Only bytes new in this call are staged; the staged ones before them stay.
+                if !buf.is_empty() {
+                    sender.wait().await?;
+                    let at = StorageKey::new(format!("{}{:020}", staging_prefix(key), end - buf.len() as u64))?;
+                    let o = object_store::PutOptions::default();
+                    self.store
+                        .put_opts(&path(&at)?, buf.freeze().into(), o)
+                        .await
+                        .map_err(os_err)?;
+                    staged_now.push(at);
+                }
+                break;
+            }
+            if !unread.is_empty() {
+                buf.shift_right(staged_len)?;
+                self.read_front(&std::mem::take(&mut unread), &mut buf, staged_len)
+                    .await?;
+            }
+            // The staged bytes before this part are in it now (their objects go at the finish).
+            staged_now.clear();
+            sender.send(buf).await?;
+        }
+        let mut all = parts;
+        all.extend(sender.finish().await?);
+        let state = AppendState {
+            end,
+            parts: all,
+            staged: staged_now,
+        };
+        Ok((state, failed))
     }
 
     /// Copies the objects `keys`, in order, into the front of `buf` (made room for with
@@ -694,7 +806,14 @@ impl BlobStore for S3Store {
     }
 
     async fn append_create(&self, key: &StorageKey) -> Result<String> {
-        self.create_multipart(key).await
+        let handle = self.create_multipart(key).await?;
+        let empty = AppendState {
+            end: 0,
+            parts: Vec::new(),
+            staged: Vec::new(),
+        };
+        self.remember(&handle, empty);
+        Ok(handle)
     }
 
     async fn append(
@@ -702,60 +821,20 @@ impl BlobStore for S3Store {
         key: &StorageKey,
         handle: &str,
         offset: u64,
-        mut body: ByteStream,
+        body: ByteStream,
     ) -> Result<(u64, Option<Error>)> {
-        let (parts, staged) = self.acknowledged(key, handle, offset).await?;
-        let staged_len =
-            usize::try_from(offset - parts.iter().map(|p| p.size).sum::<u64>()).map_err(Error::internal)?;
-        if staged_len >= APPEND_PART {
-            return Err(Error::internal_msg(format!(
-                "resumable upload {key}: {staged_len} bytes staged, a part's worth"
-            )));
-        }
-        let mut sender = PartSender::new(self, key, handle, parts.len() as u32 + 1);
-        let mut carry = Bytes::new();
-        let mut failed = None;
-        // The first part continues the staged bytes: only the new bytes are read from the body,
-        // and the staged ones are read back only once the part is complete, so a run of small
-        // PATCHes costs one PUT each, not a re-read of the staged remainder each time.
-        let mut unread = staged;
-        let mut end = offset;
-        loop {
-            let mut buf = self.parts.take().await?;
-            let want = APPEND_PART - if unread.is_empty() { 0 } else { staged_len };
-            let filled = match buf.fill(&mut body, &mut carry, want).await {
-                Ok(f) => f,
-                Err(e) => {
-                    failed = Some(e);
-                    Filled::End
-                }
-            };
-            end += buf.len() as u64;
-            if filled == Filled::End {
-                // Only bytes new in this call are staged; the staged ones before them stay.
-                if !buf.is_empty() {
-                    sender.finish().await?;
-                    let at = StorageKey::new(format!("{}{:020}", staging_prefix(key), end - buf.len() as u64))?;
-                    let o = object_store::PutOptions::default();
-                    self.store
-                        .put_opts(&path(&at)?, buf.freeze().into(), o)
-                        .await
-                        .map_err(os_err)?;
-                }
-                break;
-            }
-            if !unread.is_empty() {
-                buf.shift_right(staged_len)?;
-                self.read_front(&std::mem::take(&mut unread), &mut buf, staged_len)
-                    .await?;
-            }
-            sender.send(buf).await?;
-        }
-        sender.finish().await?;
+        let (parts, staged) = match self.remembered(handle, offset) {
+            Some(s) => (s.parts, s.staged),
+            None => self.acknowledged(key, handle, offset).await?,
+        };
+        let (state, failed) = self.append_after(key, handle, offset, parts, staged, body).await?;
+        let end = state.end;
+        self.remember(handle, state);
         Ok((end, failed))
     }
 
     async fn append_finish(&self, key: &StorageKey, handle: &str, length: u64) -> Result<ObjectMeta> {
+        self.forget(handle);
         let (mut parts, staged) = self.acknowledged(key, handle, length).await?;
         if length == 0 {
             self.abort_multipart(key, handle).await?;
@@ -783,6 +862,7 @@ impl BlobStore for S3Store {
     }
 
     async fn append_abort(&self, key: &StorageKey, handle: &str) -> Result<()> {
+        self.forget(handle);
         self.abort_multipart(key, handle).await?;
         for (_, _, k) in self.staged(key).await? {
             self.delete(&k).await?;

@@ -240,3 +240,56 @@ async fn concurrent_uploads_share_the_part_budget_and_arrive_whole() {
         t.await.unwrap();
     }
 }
+
+/// Two instances appending in turn to one resumable upload (each remembers where its own last
+/// append left it and must notice the other went on), one of them also re-sending bytes whose
+/// offset was never recorded: the object is what the recorded appends said.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_append_in_turn_and_an_unrecorded_append_is_replaced() {
+    use futures_util::StreamExt as _;
+    let server = S3Server::start();
+    let a = store(&server, CreateOnly::IfNoneMatch);
+    let b = store(&server, CreateOnly::IfNoneMatch);
+    let data: Vec<u8> = (0..14u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let other: Vec<u8> = data.iter().map(|x| !x).collect();
+    let body = |bytes: &[u8]| {
+        let v = bytes::Bytes::copy_from_slice(bytes);
+        futures_util::stream::iter([Ok(v)]).boxed()
+    };
+    let key = StorageKey::new("turns/object").unwrap();
+    let handle = a.append_create(&key).await.unwrap();
+    const M: usize = 1 << 20;
+    // a: 0..3 MiB (staged), b: 3..7 (a part is cut), a: 7..9 (a must list: b went on).
+    for (s, from, to) in [(&a, 0, 3), (&b, 3, 7), (&a, 7, 9)] {
+        let (end, failed) = s
+            .append(&key, &handle, (from * M) as u64, body(&data[from * M..to * M]))
+            .await
+            .unwrap();
+        assert!(failed.is_none());
+        assert_eq!(end, (to * M) as u64);
+    }
+    // b writes 9..13 with other bytes and its offset is never recorded (it died); a, whose
+    // memory says 9, appends 9..14 with the right bytes.
+    b.append(&key, &handle, (9 * M) as u64, body(&other[9 * M..13 * M]))
+        .await
+        .unwrap();
+    let (end, _) = a
+        .append(&key, &handle, (9 * M) as u64, body(&data[9 * M..14 * M]))
+        .await
+        .unwrap();
+    assert_eq!(end, (14 * M) as u64);
+    let meta = b.append_finish(&key, &handle, (14 * M) as u64).await.unwrap();
+    assert_eq!(meta.size, (14 * M) as u64);
+    let mut got = Vec::new();
+    let mut s = a.get(&key, None).await.unwrap().body;
+    while let Some(c) = s.next().await {
+        got.extend_from_slice(&c.unwrap());
+    }
+    assert!(got == data, "the object is not the recorded appends");
+    assert!(
+        a.list(".filedock/").await.unwrap().is_empty(),
+        "no staging object is left behind"
+    );
+}
