@@ -601,6 +601,13 @@ impl FileService {
     }
 
     pub(crate) async fn complete(&self, rec: FileRecord) -> Result<FileRecord> {
+        self.complete_known(rec, None).await
+    }
+
+    /// [`FileService::complete`], with the size and SHA-256 of the bytes when they streamed
+    /// through filedock whole: the object is then not read back to hash it (its first bytes
+    /// still are, for the type; a text file is still read whole, for its UTF-8 check).
+    pub(crate) async fn complete_known(&self, rec: FileRecord, known: Option<(u64, String)>) -> Result<FileRecord> {
         if rec.status == FileStatus::Ready {
             return Ok(rec);
         }
@@ -624,7 +631,10 @@ impl FileService {
             }
             let policy = self.policy(&rec.policy)?.clone();
             policy.check_size(meta.size)?;
-            if backend.hash_direct_uploads {
+            let known = known
+                .filter(|(n, _)| *n == meta.size && !crate::sniff::is_text_extension(rec.extension.as_deref()))
+                .map(|(_, sha)| sha);
+            if backend.hash_direct_uploads && known.is_none() {
                 let got = store.get(&rec.key, None).await?;
                 let (mut body, handle) = meter(got.body, policy, rec.extension.clone(), Some(meta.size));
                 while let Some(chunk) = body.next().await {
@@ -648,7 +658,7 @@ impl FileService {
                 }
             }
             let detected = policy.check_content(rec.extension.as_deref(), &head, n == meta.size)?;
-            Ok((meta.size, None, detected))
+            Ok((meta.size, known, detected))
         }
         .await;
         let (size, sha256, detected_type) = match checked {

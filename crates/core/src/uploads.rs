@@ -586,7 +586,7 @@ impl FileService {
                 .ok_or_else(|| Error::not_found("no such upload"))?;
             if stranded(&u) {
                 tracing::info!(upload = %u.id, "finishing a tus upload whose last byte arrived before a restart");
-                self.finish_tus(&u).await?;
+                self.finish_tus(&u, None).await?;
             }
             self.catalog
                 .upload(&u.id)
@@ -670,6 +670,10 @@ impl FileService {
         // off the moment the lease is lost.
         let digest = std::sync::Arc::new(std::sync::Mutex::new(Digests::new(checksum.as_ref())));
         let seen = digest.clone();
+        // A body from offset 0 is hashed as it passes: if it is the whole file, completing need
+        // not read the file back.
+        let whole = std::sync::Arc::new(std::sync::Mutex::new((offset == 0).then(Sha256::new)));
+        let whole_seen = whole.clone();
         let limited = limit(body, room, length.is_some());
         let watched = futures_util::stream::unfold((limited, false), |(mut s, done)| async move {
             if done {
@@ -684,6 +688,11 @@ impl FileService {
         .map(move |c| {
             if let (Ok(bytes), Ok(mut d)) = (&c, seen.lock()) {
                 d.update(bytes);
+            }
+            if let (Ok(bytes), Ok(mut w)) = (&c, whole_seen.lock())
+                && let Some(h) = w.as_mut()
+            {
+                h.update(bytes);
             }
             c
         });
@@ -762,7 +771,12 @@ impl FileService {
             return Err(e);
         }
         if finishing {
-            self.finish_tus(&now).await?;
+            let known = whole
+                .lock()
+                .ok()
+                .and_then(|mut w| w.take())
+                .map(|h| (end, hex::encode(h.finalize())));
+            self.finish_tus(&now, known).await?;
             now.status = UploadStatus::Completed;
             if now.concat.is_some() {
                 // A partial upload stays active (and expires) until a final upload uses it.
@@ -786,7 +800,8 @@ impl FileService {
     }
 
     /// Publishes a tus upload whose last byte arrived and checks its file.
-    async fn finish_tus(&self, u: &UploadRecord) -> Result<()> {
+    /// `known`: the size and SHA-256 of the whole file, when it came in this process's one PATCH.
+    async fn finish_tus(&self, u: &UploadRecord, known: Option<(u64, String)>) -> Result<()> {
         let backend = self.backend(Some(&u.backend))?;
         let length = u.length.unwrap_or(u.offset);
         if let Err(e) = backend.store.append_finish(&u.key, &u.handle, length).await {
@@ -804,7 +819,7 @@ impl FileService {
             .file(fid)
             .await?
             .ok_or_else(|| Error::internal_msg("a tus upload's file record is missing"))?;
-        match self.complete(rec).await {
+        match self.complete_known(rec, known).await {
             Ok(_) => {
                 self.catalog.finish_upload(&u.id, UploadStatus::Completed).await?;
                 Ok(())

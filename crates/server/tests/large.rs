@@ -367,6 +367,40 @@ async fn tus_head(app: &TestApp, key: &str, path: &str) -> Answer {
     app.send(tus("HEAD", path, key).body(Body::empty()).unwrap()).await
 }
 
+/// A file that arrives whole in one PATCH is hashed on the way in (not read back), on every
+/// backend; a file that arrives in several is read back (where the backend hashes).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tus_upload_in_one_patch_gets_its_sha256_as_it_streams() {
+    let app = TestApp::new().await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    let mut doc = b"%PDF-1.7\n".to_vec();
+    doc.extend_from_slice(&data(3 * MIB, 7));
+    let path = tus_create(&app, &key, doc.len(), "one.pdf").await;
+    let done = tus_patch(&app, &key, &path, 0, &doc, &[]).await;
+    assert_eq!(
+        done.status,
+        StatusCode::NO_CONTENT,
+        "{}",
+        String::from_utf8_lossy(&done.body)
+    );
+    let file_id = done.header("filedock-file-id").expect("the file id");
+    let f = app.get(&key, &format!("/v1/files/{file_id}")).await.json();
+    assert_eq!(f["status"], "ready");
+    assert_eq!(f["detected_type"], "application/pdf");
+    assert_eq!(f["sha256"], sha256_hex(&doc).as_str());
+    assert!(app.get(&key, &format!("/v1/files/{file_id}/content")).await.body == doc);
+    // A mislabelled body in one PATCH is still refused at completion.
+    let png = data(4096, 3);
+    let path = tus_create(&app, &key, png.len(), "fake.pdf").await;
+    let refused = tus_patch(&app, &key, &path, 0, &png, &[]).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tus_core_checksum_and_authorization() {
     let app = TestApp::new().await;
