@@ -179,20 +179,26 @@ def dd_fdatasync(work: Path, mib: int) -> dict:
 
 
 def iperf3(secs: int) -> float:
-    port = free_port()
-    srv = subprocess.Popen(["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", str(port)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(50):
+    """Loopback TCP MB/s. Each attempt has its own one-off server; an attempt that fails (an exit
+    code, or JSON with an error and no result, as when the client came before the server
+    listened) is tried again."""
+    last = ""
+    for attempt in range(8):
+        port = free_port()
+        srv = subprocess.Popen(["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.2 + 0.2 * attempt)
+            res = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-J"],
+                                 capture_output=True, text=True)
             try:
-                res = run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(secs), "-J"])
                 return json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"] / 8e6
-            except subprocess.CalledProcessError:
-                time.sleep(0.1)
-        raise SystemExit("iperf3 did not run")
-    finally:
-        srv.kill()
-        srv.wait()
+            except (ValueError, KeyError) as e:
+                last = f"exit {res.returncode}, no {e}: {res.stdout[-300:]} {res.stderr[-200:]}"
+        finally:
+            srv.kill()
+            srv.wait()
+    raise SystemExit(f"iperf3 did not run: {last}")
 
 
 def sha256_speed() -> float:
