@@ -40,8 +40,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::parts::{Filled, PartBuf, PartPool};
 
-/// Size of a multipart part (S3's minimum is 5 MiB), and of the largest body sent in one PUT.
+/// Size of the part buffers, and of the parts of a multipart upload after [`SMALL_PARTS`].
 const PART: usize = 8 * 1024 * 1024;
+/// The first parts of a multipart upload are of S3's minimum size, 5 MiB (a buffer's pages are
+/// touched only as far as they are filled, so an upload then holds 10 MiB, not 16); the parts
+/// after them are of [`PART`], so an object can still reach 2,000 × 5 MiB + 8,000 × 8 MiB
+/// (72 GiB) in S3's 10,000 parts. A body of at most one small part goes up in one PUT.
+const SMALL_PARTS: u32 = 2_000;
+/// The size of part `number` (from 1) of a multipart upload.
+fn part_size(number: u32) -> usize {
+    if number <= SMALL_PARTS { APPEND_PART } else { PART }
+}
+
 /// Attempts at sending one part (it is held whole in memory, so it can be sent again).
 const PART_ATTEMPTS: u32 = 3;
 /// Size of the parts a resumable upload is cut into (S3's minimum, which is also the chunk size
@@ -122,7 +132,7 @@ pub struct S3Config {
     #[serde(default)]
     pub create_only: CreateOnly,
     /// Memory for parts on their way to the bucket, in MiB, shared by all uploads through this
-    /// backend (default 48: six 8 MiB parts). An upload waits, reading nothing more from its
+    /// backend (default 48: six 8 MiB buffers). An upload waits, reading nothing more from its
     /// client, while it is spent; each upload holds at most two parts (one sending, one filling).
     #[serde(default = "default_part_buffer_mib")]
     pub part_buffer_mib: u32,
@@ -504,9 +514,14 @@ impl S3Store {
         let mut sender = PartSender::new(self, key, &handle, 1);
         let streamed: Result<Vec<Part>> = async {
             sender.send(first).await?;
-            loop {
+            for number in 2u32.. {
+                if number > 10_000 {
+                    return Err(Error::TooLarge(
+                        "an S3 object holds at most 10,000 parts (72 GiB here)".into(),
+                    ));
+                }
                 let mut buf = self.parts.take().await?;
-                let filled = buf.fill(&mut body, &mut carry, PART).await?;
+                let filled = buf.fill(&mut body, &mut carry, part_size(number)).await?;
                 if !buf.is_empty() {
                     sender.send(buf).await?;
                 }
@@ -626,7 +641,7 @@ impl BlobStore for S3Store {
         // create-only atomically.
         let mut first = self.parts.take().await?;
         let mut carry = Bytes::new();
-        let mut filled = first.fill(&mut body, &mut carry, PART).await?;
+        let mut filled = first.fill(&mut body, &mut carry, part_size(1)).await?;
         if filled == Filled::Full && carry.is_empty() {
             // Full: see whether anything follows.
             match body.next().await {

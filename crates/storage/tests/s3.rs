@@ -197,7 +197,7 @@ async fn the_s3_server_enforces_what_filedock_signs() {
     assert_eq!(client.get(&tampered).send().await.unwrap().status(), 403);
 }
 
-/// Uploads over the part budget wait their turn and all arrive whole: eight 20 MiB bodies (three
+/// Uploads over the part budget wait their turn and all arrive whole: eight 20 MiB bodies (four
 /// parts each, sent as 64 KiB chunks) at once through a budget of two 8 MiB buffers.
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_uploads_share_the_part_budget_and_arrive_whole() {
