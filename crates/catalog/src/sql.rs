@@ -394,20 +394,7 @@ macro_rules! sql_catalog {
         now: filedock_core::Timestamp,
         until: filedock_core::Timestamp,
     ) -> filedock_core::Result<bool> {
-        // One statement, so the database decides between racing instances.
-        let r = sqlx::query(
-            "UPDATE uploads SET lock_token = $2, lock_until = $4
-             WHERE id = $1 AND status = 'active'
-               AND (lock_token IS NULL OR lock_token = $2 OR lock_until < $3)",
-        )
-        .bind(id.as_str())
-        .bind(token)
-        .bind(now)
-        .bind(until)
-        .execute(&self.relaxed)
-        .await
-        .map_err($crate::sql::db_err)?;
-        Ok(r.rows_affected() == 1)
+        Ok(self.lock_and_read_upload(id, token, now, until).await?.is_some())
     }
 
     async fn unlock_upload(&self, id: &filedock_core::UploadId, token: &str) -> filedock_core::Result<()> {
@@ -428,19 +415,7 @@ macro_rules! sql_catalog {
         length: Option<u64>,
         expires_at: filedock_core::Timestamp,
     ) -> filedock_core::Result<bool> {
-        let r = sqlx::query(
-            "UPDATE uploads SET upload_offset = $3, length = COALESCE($4, length), expires_at = $5
-             WHERE id = $1 AND lock_token = $2 AND status = 'active'",
-        )
-        .bind(id.as_str())
-        .bind(token)
-        .bind($crate::sql::i64_of(Some(offset)))
-        .bind($crate::sql::i64_of(length))
-        .bind(expires_at)
-        .execute(&self.relaxed)
-        .await
-        .map_err($crate::sql::db_err)?;
-        Ok(r.rows_affected() == 1)
+        self.advance(id, token, offset, length, expires_at, false).await
     }
 
     async fn lock_and_read_upload(
@@ -474,20 +449,7 @@ macro_rules! sql_catalog {
         length: Option<u64>,
         expires_at: filedock_core::Timestamp,
     ) -> filedock_core::Result<bool> {
-        let r = sqlx::query(
-            "UPDATE uploads SET upload_offset = $3, length = COALESCE($4, length), expires_at = $5,
-                lock_token = NULL, lock_until = NULL
-             WHERE id = $1 AND lock_token = $2 AND status = 'active'",
-        )
-        .bind(id.as_str())
-        .bind(token)
-        .bind($crate::sql::i64_of(Some(offset)))
-        .bind($crate::sql::i64_of(length))
-        .bind(expires_at)
-        .execute(&self.relaxed)
-        .await
-        .map_err($crate::sql::db_err)?;
-        Ok(r.rows_affected() == 1)
+        self.advance(id, token, offset, length, expires_at, true).await
     }
 
     async fn finish_upload(
@@ -856,6 +818,36 @@ macro_rules! sql_catalog {
         Ok(())
     }
 
+        }
+
+        impl $ty {
+            /// Records an upload's progress under `token`'s lock, freeing the lock if `release`.
+            async fn advance(
+                &self,
+                id: &filedock_core::UploadId,
+                token: &str,
+                offset: u64,
+                length: Option<u64>,
+                expires_at: filedock_core::Timestamp,
+                release: bool,
+            ) -> filedock_core::Result<bool> {
+                let r = sqlx::query(
+                    "UPDATE uploads SET upload_offset = $3, length = COALESCE($4, length), expires_at = $5,
+                        lock_token = CASE WHEN $6 THEN NULL ELSE lock_token END,
+                        lock_until = CASE WHEN $6 THEN NULL ELSE lock_until END
+                     WHERE id = $1 AND lock_token = $2 AND status = 'active'",
+                )
+                .bind(id.as_str())
+                .bind(token)
+                .bind($crate::sql::i64_of(Some(offset)))
+                .bind($crate::sql::i64_of(length))
+                .bind(expires_at)
+                .bind(release)
+                .execute(&self.relaxed)
+                .await
+                .map_err($crate::sql::db_err)?;
+                Ok(r.rows_affected() == 1)
+            }
         }
     };
 }
