@@ -366,6 +366,19 @@ fn a_500_mib_upload_shows_progress_in_a_terminal_and_resumes_after_a_kill() {
     assert_eq!(files[0]["sha256"], sha256_hex(&big));
 }
 
+/// An upload run in the background at `rate`, its output dropped (to be killed part way).
+fn slow_upload(base: &str, key: &str, state: &Path, path: &Path, rate: &str) -> std::process::Child {
+    Command::new(BIN)
+        .args(["upload", "--limit-rate", rate, path.to_str().unwrap()])
+        .env("FILEDOCK_SERVER", base)
+        .env("FILEDOCK_KEY", key)
+        .env("FILEDOCK_STATE_DIR", state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// A tus upload killed part way resumes from the offset the server kept.
 #[test]
 fn a_tus_upload_resumes_after_a_kill() {
@@ -376,15 +389,7 @@ fn a_tus_upload_resumes_after_a_kill() {
     let state = work.path().join("state");
     let body = content(40 << 20, 4);
     let path = write_file(work.path(), "forty.bin", &body);
-    let mut first = Command::new(BIN)
-        .args(["upload", "--limit-rate", "10M", path.to_str().unwrap()])
-        .env("FILEDOCK_SERVER", &server.base)
-        .env("FILEDOCK_KEY", &key)
-        .env("FILEDOCK_STATE_DIR", &state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = slow_upload(&server.base, &key, &state, &path, "10M");
     wait_for_state(&state, |v| v["kind"] == "tus");
     std::thread::sleep(Duration::from_millis(1500));
     first.kill().unwrap();
@@ -448,15 +453,7 @@ fn a_run_started_while_an_earlier_patch_is_still_open_goes_on_from_the_true_offs
     let body = content(8 << 20, 5);
     let path = write_file(work.path(), "eight.bin", &body);
     // A run that only gets as far as creating the upload and saving its state.
-    let mut first = Command::new(BIN)
-        .args(["upload", "--limit-rate", "64K", path.to_str().unwrap()])
-        .env("FILEDOCK_SERVER", &server.base)
-        .env("FILEDOCK_KEY", &key)
-        .env("FILEDOCK_STATE_DIR", &state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = slow_upload(&server.base, &key, &state, &path, "64K");
     wait_for_state(&state, |v| v["kind"] == "tus");
     first.kill().unwrap();
     let _ = first.wait();
