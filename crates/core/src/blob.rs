@@ -141,8 +141,8 @@ fn unsupported(what: &str) -> crate::error::Error {
 ///   given, into the object (create-only: `PreconditionFailed` if the key holds one) and drops
 ///   the handle; `abort_multipart` drops the handle and every part, and is idempotent. The
 ///   store enforces no minimum part size: core does.
-/// - Resumable appends (tus): `append_create` returns a handle; `append` writes a body at an
-///   offset the caller tracks (the store discards anything it holds past that offset first),
+/// - Resumable appends (tus): `append_create` returns a handle (a store may create nothing
+///   until the first append, at offset 0); `append` writes a body at an offset the caller tracks (the store discards anything it holds past that offset first),
 ///   and returns the new offset: on a body error it keeps, durably, what arrived before it and
 ///   reports the error with that offset; `append_finish` publishes exactly `length` bytes at
 ///   the key (create-only) and drops the handle; `append_abort` drops it, idempotently.

@@ -522,15 +522,15 @@ impl BlobStore for LocalStore {
     }
 
     async fn append_create(&self, _key: &StorageKey) -> Result<String> {
-        // Not fsynced: an upload in progress is relaxed state (its catalog row too). After a
-        // power failure the file may be gone, and the upload answers 404 so the client starts
-        // over; the bytes of each PATCH are synced before their offset is recorded, and the
-        // finished file is published durably.
+        // Nothing is written yet: the first append (at offset 0) creates the staging file, so a
+        // creation costs no file system work (creating files in one directory from many threads
+        // contends on the directory's lock), and an upload that never sends a byte leaves no
+        // file. An upload in progress is relaxed state, like its catalog row: after a power
+        // failure its file may be gone, and the upload answers 404 so the client starts over;
+        // the bytes of each PATCH are synced before their offset is recorded, and the finished
+        // file is published durably.
         let handle = uuid::Uuid::now_v7().simple().to_string();
-        let path = self.upload_path(&handle, ".append")?;
-        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).create_new(true).open(path))
-            .await
-            .map_err(Error::internal)??;
+        self.upload_path(&handle, ".append")?;
         Ok(handle)
     }
 
@@ -552,7 +552,9 @@ impl BlobStore for LocalStore {
             use std::os::unix::fs::OpenOptionsExt as _;
             let open = |direct: bool| {
                 let mut o = std::fs::OpenOptions::new();
-                o.write(true);
+                // Only the first append creates the file: past offset 0 a missing file is an
+                // upload that was aborted (or lost), and takes nothing.
+                o.write(true).create(offset == 0);
                 if direct {
                     o.custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32);
                 }
@@ -640,6 +642,7 @@ impl BlobStore for LocalStore {
         let path = self.upload_path(handle, ".append")?;
         let file = fs::OpenOptions::new()
             .write(true)
+            .create(length == 0) // an empty upload never appended
             .open(&path)
             .await
             .map_err(no_upload)?;
