@@ -1,6 +1,7 @@
 //! filedock-catalog: the record stores — SQLite (embedded default) now, PostgreSQL later — with
 //! their migrations, and how config turns into an `Arc<dyn Catalog>`.
 
+mod batch;
 pub mod postgres;
 mod sql;
 pub mod sqlite;

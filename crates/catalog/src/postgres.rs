@@ -9,6 +9,7 @@ use filedock_core::{Error, Result};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::batch::{Batcher, pool_inserts};
 use crate::sql::{migrate_err, sql_catalog};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -20,6 +21,7 @@ pub struct PgCatalog {
     /// The same database with `synchronous_commit = off`: a commit returns before its WAL is
     /// flushed (PostgreSQL flushes it within moments, and a later synchronous commit with it).
     relaxed: PgPool,
+    batch: Batcher,
 }
 
 impl PgCatalog {
@@ -53,10 +55,26 @@ impl PgCatalog {
             .connect_with(opts.options([("synchronous_commit", "off")]))
             .await
             .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
-        Ok(PgCatalog { pool, relaxed })
+        Ok(PgCatalog {
+            pool,
+            batch: Batcher::spawn(relaxed.clone()),
+            relaxed,
+        })
     }
 }
 
+impl PgCatalog {
+    /// Instances learn of credential changes only from the database: every check reads the row.
+    fn credentials_seen(&self) -> Option<u128> {
+        None
+    }
+
+    fn credentials_changed(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+pool_inserts!(sqlx::Postgres);
 sql_catalog!(PgCatalog);
 
 #[cfg(test)]

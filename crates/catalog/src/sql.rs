@@ -188,7 +188,8 @@ pub(crate) fn outputs_json(outputs: &[FileId]) -> String {
 /// URL then fails and the client asks again), a new upload (404, the client starts over), an
 /// upload's lock (it lapses anyway) and its offset (recorded after the bytes are synced, so a lost
 /// offset is only lower than the bytes, and the client resends from it, as tus HEAD tells it). A
-/// later durable commit makes the earlier relaxed ones durable too (one log, in order).
+/// later durable commit makes the earlier relaxed ones durable too (one log, in order). New
+/// pending files and uploads go through `batch`, a group-commit writer on `relaxed`.
 macro_rules! sql_catalog {
     ($ty:ty) => {
         #[async_trait::async_trait]
@@ -209,7 +210,7 @@ macro_rules! sql_catalog {
         .execute(&self.pool)
         .await
         .map_err($crate::sql::db_err)?;
-        Ok(())
+        self.credentials_changed()
     }
 
     async fn credential(&self, id: &str) -> filedock_core::Result<Option<filedock_core::Credential>> {
@@ -237,41 +238,22 @@ macro_rules! sql_catalog {
             .execute(&self.pool)
             .await
             .map_err($crate::sql::db_err)?;
+        if r.rows_affected() == 1 {
+            self.credentials_changed()?;
+        }
         Ok(r.rows_affected() == 1)
     }
 
+    fn credentials_version(&self) -> Option<u128> {
+        self.credentials_seen()
+    }
+
     async fn insert_file(&self, f: &filedock_core::FileRecord) -> filedock_core::Result<()> {
-        sqlx::query(
-            "INSERT INTO files (id, project, workspace, backend, storage_key, name, size, declared_type, detected_type,
-                extension, sha256, created_by, agent, credential_id, class, status, policy, created_at, completed_at,
-                expires_at, deleted_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
-        )
-        .bind(f.id.as_str())
-        .bind(f.project.as_str())
-        .bind(f.workspace.as_ref().map(|w| w.as_str()))
-        .bind(&f.backend)
-        .bind(f.key.as_str())
-        .bind(f.name.as_str())
-        .bind($crate::sql::i64_of(f.size))
-        .bind(&f.declared_type)
-        .bind(&f.detected_type)
-        .bind(&f.extension)
-        .bind(&f.sha256)
-        .bind(&f.created_by)
-        .bind(&f.agent)
-        .bind(&f.credential_id)
-        .bind(f.class.as_str())
-        .bind(f.status.as_str())
-        .bind(&f.policy)
-        .bind(f.created_at)
-        .bind(f.completed_at)
-        .bind(f.expires_at)
-        .bind(f.deleted_at)
-        .execute(if f.status == filedock_core::FileStatus::Pending { &self.relaxed } else { &self.pool })
-        .await
-        .map_err($crate::sql::db_err)?;
-        Ok(())
+        if f.status == filedock_core::FileStatus::Pending {
+            self.batch.insert(Some(f), None).await
+        } else {
+            $crate::batch::Inserts::insert_files(&self.pool, &[f]).await
+        }
     }
 
     async fn file(&self, id: &filedock_core::FileId) -> filedock_core::Result<Option<filedock_core::FileRecord>> {
@@ -351,31 +333,16 @@ macro_rules! sql_catalog {
     }
 
     async fn insert_upload(&self, u: &filedock_core::UploadRecord) -> filedock_core::Result<()> {
-        sqlx::query(
-            "INSERT INTO uploads (id, kind, project, workspace, file_id, backend, storage_key, handle, length, part_size,
-                upload_offset, metadata, concat, status, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-        )
-        .bind(u.id.as_str())
-        .bind(u.kind.as_str())
-        .bind(u.project.as_str())
-        .bind(u.workspace.as_ref().map(|w| w.as_str()))
-        .bind(u.file_id.as_ref().map(|f| f.as_str()))
-        .bind(&u.backend)
-        .bind(u.key.as_str())
-        .bind(&u.handle)
-        .bind($crate::sql::i64_of(u.length))
-        .bind($crate::sql::i64_of(Some(u.part_size)))
-        .bind($crate::sql::i64_of(Some(u.offset)))
-        .bind(&u.metadata)
-        .bind(&u.concat)
-        .bind(u.status.as_str())
-        .bind(u.created_at)
-        .bind(u.expires_at)
-        .execute(&self.relaxed)
-        .await
-        .map_err($crate::sql::db_err)?;
-        Ok(())
+        self.batch.insert(None, Some(u)).await
+    }
+
+    async fn insert_file_and_upload(&self, f: &filedock_core::FileRecord, u: &filedock_core::UploadRecord) -> filedock_core::Result<()> {
+        if f.status == filedock_core::FileStatus::Pending {
+            self.batch.insert(Some(f), Some(u)).await
+        } else {
+            $crate::batch::Inserts::insert_files(&self.pool, &[f]).await?;
+            self.batch.insert(None, Some(u)).await
+        }
     }
 
     async fn upload(&self, id: &filedock_core::UploadId) -> filedock_core::Result<Option<filedock_core::UploadRecord>> {

@@ -4,14 +4,15 @@
 //! not of the machine) the records the catalog macro calls relaxed. Several processes (the server
 //! and `filedock keys`) may share the file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use filedock_core::Result;
+use filedock_core::{Error, Result};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+use crate::batch::{Batcher, pool_inserts};
 use crate::sql::{db_err, migrate_err, sql_catalog};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -21,6 +22,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 pub struct SqliteCatalog {
     pool: SqlitePool,
     relaxed: SqlitePool,
+    batch: Batcher,
+    /// `<database>-keys`: every process that adds or revokes a credential appends a byte to it
+    /// after its commit, so the others see the change with one `stat` (none for in-memory).
+    keys_file: Option<PathBuf>,
 }
 
 impl SqliteCatalog {
@@ -43,7 +48,16 @@ impl SqliteCatalog {
             .connect_with(opts.synchronous(SqliteSynchronous::Normal))
             .await
             .map_err(db_err)?;
-        Ok(SqliteCatalog { relaxed, ..catalog })
+        let mut keys = path.as_os_str().to_owned();
+        keys.push("-keys");
+        let keys_file = PathBuf::from(keys);
+        bump(&keys_file, false)?;
+        Ok(SqliteCatalog {
+            batch: Batcher::spawn(relaxed.clone()),
+            relaxed,
+            keys_file: Some(keys_file),
+            ..catalog
+        })
     }
 
     /// A private in-memory database (tests).
@@ -62,11 +76,42 @@ impl SqliteCatalog {
         MIGRATOR.run(&pool).await.map_err(migrate_err)?;
         Ok(SqliteCatalog {
             relaxed: pool.clone(),
+            batch: Batcher::spawn(pool.clone()),
             pool,
+            keys_file: None,
         })
+    }
+
+    /// The keys file's identity and length (see [`filedock_core::Catalog::credentials_version`]).
+    fn credentials_seen(&self) -> Option<u128> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(self.keys_file.as_ref()?).ok()?;
+        Some((u128::from(m.ino()) << 64) | (u128::from(m.len() as u32) << 32) | u128::from(m.mtime_nsec() as u32))
+    }
+
+    fn credentials_changed(&self) -> Result<()> {
+        match &self.keys_file {
+            Some(path) => bump(path, true).map_err(|e| {
+                Error::Unavailable(format!(
+                    "the credential change is saved, but running servers may not see it until restarted: {e}"
+                ))
+            }),
+            None => Ok(()),
+        }
     }
 }
 
+/// Creates the keys file, and with `append` adds a byte to it.
+fn bump(path: &Path, append: bool) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    if append {
+        f.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+pool_inserts!(sqlx::Sqlite);
 sql_catalog!(SqliteCatalog);
 
 #[cfg(test)]
@@ -113,6 +158,78 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn a_credential_change_in_one_process_empties_the_others_credential_cache() {
+        use filedock_core::{CredentialKind, ProjectId, SystemClock, auth::Credentials, auth::parse_token};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        // Two catalogs on one file stand for the server and `filedock keys`.
+        let server = Arc::new(SqliteCatalog::open(&path).await.unwrap());
+        let cli = Arc::new(SqliteCatalog::open(&path).await.unwrap());
+        let on_server = Credentials::new(server.clone(), Arc::new(SystemClock));
+        let on_cli = Credentials::new(cli.clone(), Arc::new(SystemClock));
+        let project = ProjectId::new("demo").unwrap();
+        let (_, key) = on_cli
+            .create(project.clone(), None, CredentialKind::Integration, None)
+            .await
+            .unwrap();
+        let (other, _) = on_cli
+            .create(project, None, CredentialKind::Integration, None)
+            .await
+            .unwrap();
+        let before = server.credentials_version().expect("a file catalog has a version");
+        on_server.authenticate(&key).await.unwrap();
+
+        // The row is gone behind the catalog's back (no version change): the cache still
+        // answers, which shows it is used.
+        let id = parse_token(&key).unwrap().id.to_owned();
+        sqlx::query("DELETE FROM credentials WHERE id = $1")
+            .bind(&id)
+            .execute(&cli.pool)
+            .await
+            .unwrap();
+        on_server.authenticate(&key).await.unwrap();
+        assert_eq!(server.credentials_version(), Some(before));
+
+        // Any change through a catalog moves the version for every process: the next check
+        // reads the row again (and finds none).
+        on_cli.revoke(&other.id).await.unwrap();
+        assert_ne!(server.credentials_version(), Some(before));
+        let err = on_server.authenticate(&key).await.unwrap_err();
+        assert!(matches!(err, Error::Unauthenticated(_)), "{err:?}");
+        assert_eq!(SqliteCatalog::in_memory().await.unwrap().credentials_version(), None);
+    }
+
+    #[tokio::test]
+    async fn a_key_revoked_by_another_process_fails_on_its_next_request() {
+        use filedock_core::{CredentialKind, ProjectId, SystemClock, auth::Credentials};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let server = Credentials::new(
+            Arc::new(SqliteCatalog::open(&path).await.unwrap()),
+            Arc::new(SystemClock),
+        );
+        let cli = Credentials::new(
+            Arc::new(SqliteCatalog::open(&path).await.unwrap()),
+            Arc::new(SystemClock),
+        );
+        let (row, key) = cli
+            .create(ProjectId::new("demo").unwrap(), None, CredentialKind::Session, None)
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            server.authenticate(&key).await.unwrap();
+        }
+        cli.revoke(&row.id).await.unwrap();
+        let err = server.authenticate(&key).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Unauthenticated(ref m) if m == "credential revoked"),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

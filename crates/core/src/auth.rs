@@ -5,7 +5,8 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::catalog::Catalog;
 use crate::clock::Clock;
@@ -108,23 +109,79 @@ pub fn verify(presented: &PresentedToken<'_>, stored: &Credential) -> Result<Pri
 pub struct Credentials {
     catalog: Arc<dyn Catalog>,
     clock: Arc<dyn Clock>,
+    cache: Arc<Mutex<Cache>>,
+}
+
+/// Credential rows read earlier, valid while the catalog's credentials version is the one they
+/// were read under (see [`Catalog::credentials_version`]). Only rows that exist are kept, and
+/// each request is still checked against its row (hash, kind, revocation), so the cache saves a
+/// database read and decides nothing.
+#[derive(Debug, Default)]
+struct Cache {
+    version: Option<u128>,
+    rows: HashMap<String, Credential>,
+}
+
+/// Rows kept at most; past that the cache starts again empty.
+const CACHED_CREDENTIALS: usize = 4096;
+
+impl Cache {
+    /// The row for an id, if it was read under `version` (a new version empties the cache).
+    fn get(&mut self, version: u128, id: &str) -> Option<Credential> {
+        if self.version != Some(version) {
+            self.rows.clear();
+            self.version = Some(version);
+        }
+        self.rows.get(id).cloned()
+    }
+
+    /// Keeps a row read under `version`, unless the version moved on meanwhile.
+    fn put(&mut self, version: u128, row: &Credential) {
+        if self.version == Some(version) {
+            if self.rows.len() >= CACHED_CREDENTIALS {
+                self.rows.clear();
+            }
+            self.rows.insert(row.id.clone(), row.clone());
+        }
+    }
 }
 
 impl Credentials {
     /// Credentials kept in a catalog.
     pub fn new(catalog: Arc<dyn Catalog>, clock: Arc<dyn Clock>) -> Self {
-        Credentials { catalog, clock }
+        Credentials {
+            catalog,
+            clock,
+            cache: Arc::default(),
+        }
     }
 
     /// Finds the principal of a presented bearer token.
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
         let presented = parse_token(token)?;
-        let stored = self
-            .catalog
-            .credential(presented.id)
-            .await?
-            .ok_or_else(|| Error::Unauthenticated("invalid credential".into()))?;
+        // Read before the row: a change committed after this read moves the version on, and
+        // the row is then not kept.
+        let version = self.catalog.credentials_version();
+        let cached = version.and_then(|v| self.cache().get(v, presented.id));
+        let stored = match cached {
+            Some(row) => row,
+            None => {
+                let row = self
+                    .catalog
+                    .credential(presented.id)
+                    .await?
+                    .ok_or_else(|| Error::Unauthenticated("invalid credential".into()))?;
+                if let Some(v) = version {
+                    self.cache().put(v, &row);
+                }
+                row
+            }
+        };
         verify(&presented, &stored)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Makes a credential; returns its row and the secret, which is shown once and never stored.

@@ -66,6 +66,14 @@ pub trait Catalog: Send + Sync + Debug {
     async fn list_credentials(&self, project: Option<&ProjectId>) -> Result<Vec<Credential>>;
     /// Revokes a credential.
     async fn revoke_credential(&self, id: &str, at: Timestamp) -> Result<bool>;
+    /// A value that changes, in every process sharing this catalog, as soon as any of them has
+    /// added or revoked a credential; read without a round trip to the database. While it is
+    /// unchanged a credential row read earlier is still what the catalog holds, so it may be
+    /// kept in memory. `None` (the default) when the catalog has no such signal: every check
+    /// then reads the row.
+    fn credentials_version(&self) -> Option<u128> {
+        None
+    }
 
     /// Adds a file record.
     async fn insert_file(&self, f: &FileRecord) -> Result<()>;
@@ -84,6 +92,13 @@ pub trait Catalog: Send + Sync + Debug {
 
     /// Adds an upload.
     async fn insert_upload(&self, u: &UploadRecord) -> Result<()>;
+    /// Adds a pending file, then the upload that fills it (one call, so a catalog may write
+    /// both with others at once). The upload is not added if the file is refused; on an error
+    /// the file may be there, and the caller removes it.
+    async fn insert_file_and_upload(&self, f: &FileRecord, u: &UploadRecord) -> Result<()> {
+        self.insert_file(f).await?;
+        self.insert_upload(u).await
+    }
     /// Finds an upload by id, whatever its project or status.
     async fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>>;
     /// Takes or extends an upload's lock until `until`; false when another holder's lease runs.

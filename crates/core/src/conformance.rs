@@ -336,6 +336,84 @@ pub async fn catalog_suite(catalog: &dyn Catalog) {
     task_rules(catalog).await;
     delivery_rules(catalog).await;
     lease_rules(catalog).await;
+    concurrent_creation_rules(catalog).await;
+}
+
+/// Pending files and uploads created at once (a catalog may insert them together): each caller
+/// gets its own row's answer, a refused row refuses no other, and every stored row reads back
+/// whole.
+async fn concurrent_creation_rules(catalog: &dyn Catalog) {
+    let taken = file("gamma", None, "gamma/taken", FileStatus::Ready);
+    catalog.insert_file(&taken).await.expect("insert taken");
+    let mut files: Vec<FileRecord> = (0..40)
+        .map(|i| file("gamma", Some("ws1"), &format!("gamma/{i}"), FileStatus::Pending))
+        .collect();
+    files[7].key = taken.key.clone();
+    files[31].id = files[3].id.clone();
+    let results = futures_util::future::join_all(files.iter().map(|f| catalog.insert_file(f))).await;
+    for (i, r) in results.iter().enumerate() {
+        match i {
+            7 => assert!(matches!(r, Err(Error::Conflict(_))), "the taken key: {r:?}"),
+            3 | 31 => {}
+            _ => assert!(r.is_ok(), "file {i}: {r:?}"),
+        }
+    }
+    assert_eq!(
+        results.iter().filter(|r| matches!(r, Err(Error::Conflict(_)))).count(),
+        2,
+        "the taken key, and one of the two files with the same id"
+    );
+    for (i, f) in files.iter().enumerate().filter(|(i, _)| ![3, 7, 31].contains(i)) {
+        assert_eq!(catalog.file(&f.id).await.expect("get").as_ref(), Some(f), "file {i}");
+    }
+    let winner = catalog.file(&files[3].id).await.expect("get").expect("one of the two");
+    assert!(winner == files[3] || winner == files[31]);
+
+    // A file and its upload together: the upload goes in only with its file.
+    let pairs: Vec<(FileRecord, UploadRecord)> = (0..12)
+        .map(|i| {
+            let f = file("gamma", None, &format!("gamma/pair{i}"), FileStatus::Pending);
+            let mut u = upload(60_000);
+            u.file_id = Some(f.id.clone());
+            (f, u)
+        })
+        .collect();
+    let mut pairs = pairs;
+    pairs[5].0.key = taken.key.clone();
+    let results = futures_util::future::join_all(pairs.iter().map(|(f, u)| catalog.insert_file_and_upload(f, u))).await;
+    for (i, ((f, u), r)) in pairs.iter().zip(&results).enumerate() {
+        if i == 5 {
+            assert!(matches!(r, Err(Error::Conflict(_))), "the taken key: {r:?}");
+            assert_eq!(
+                catalog.upload(&u.id).await.expect("get"),
+                None,
+                "no upload without its file"
+            );
+        } else {
+            assert!(r.is_ok(), "pair {i}: {r:?}");
+            assert_eq!(catalog.file(&f.id).await.expect("get").as_ref(), Some(f));
+            assert_eq!(catalog.upload(&u.id).await.expect("get").as_ref(), Some(u));
+        }
+    }
+
+    let existing = upload(60_000);
+    catalog.insert_upload(&existing).await.expect("insert upload");
+    let mut uploads: Vec<UploadRecord> = (0..24).map(|_| upload(60_000)).collect();
+    uploads[11].id = existing.id.clone();
+    let results = futures_util::future::join_all(uploads.iter().map(|u| catalog.insert_upload(u))).await;
+    for (i, (u, r)) in uploads.iter().zip(&results).enumerate() {
+        if i == 11 {
+            assert!(matches!(r, Err(Error::Conflict(_))), "the existing id: {r:?}");
+            assert_eq!(catalog.upload(&u.id).await.expect("get"), Some(existing.clone()));
+        } else {
+            assert!(r.is_ok(), "upload {i}: {r:?}");
+            assert_eq!(
+                catalog.upload(&u.id).await.expect("get").as_ref(),
+                Some(u),
+                "upload {i}"
+            );
+        }
+    }
 }
 
 /// Usage counts a project's live files and their bytes.

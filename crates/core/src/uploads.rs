@@ -223,6 +223,8 @@ impl FileService {
         }
     }
 
+    /// Checks a new upload against its policy and quota, starts it in the store, and returns it
+    /// with its pending file (none for a tus partial); [`Self::insert_upload`] records them.
     async fn new_upload(
         &self,
         who: &crate::auth::Principal,
@@ -276,14 +278,17 @@ impl FileService {
             created_at: now,
             expires_at: self.unfinished_expiry(),
         };
-        if let Some(f) = &file {
-            self.catalog.insert_file(f).await?;
-        }
         Ok((u, file))
     }
 
-    async fn insert_upload(&self, u: &UploadRecord) -> Result<()> {
-        if let Err(e) = self.catalog.insert_upload(u).await {
+    /// Records a new upload and its pending file; if either is refused, drops what was made
+    /// for it (the store's handle, the file's row).
+    async fn insert_upload(&self, u: &UploadRecord, file: Option<&FileRecord>) -> Result<()> {
+        let r = match file {
+            Some(f) => self.catalog.insert_file_and_upload(f, u).await,
+            None => self.catalog.insert_upload(u).await,
+        };
+        if let Err(e) = r {
             self.drop_upload(u).await;
             return Err(e);
         }
@@ -336,7 +341,7 @@ impl FileService {
         let (u, file) = self
             .new_upload(who, UploadKind::Multipart, &new, &policy, part_size, false)
             .await?;
-        self.insert_upload(&u).await?;
+        self.insert_upload(&u, file.as_ref()).await?;
         let file = file.ok_or_else(|| Error::internal_msg("a multipart upload without its file"))?;
         Ok((u, file))
     }
@@ -558,11 +563,11 @@ impl FileService {
             return Err(Error::invalid("Upload-Length or Upload-Defer-Length: 1 is required"));
         }
         let policy = req.file.policy.clone();
-        let (mut u, _) = self
+        let (mut u, file) = self
             .new_upload(who, UploadKind::Tus, &req.file, &policy, 0, req.partial)
             .await?;
         u.metadata = req.metadata;
-        self.insert_upload(&u).await?;
+        self.insert_upload(&u, file.as_ref()).await?;
         Ok(u)
     }
 

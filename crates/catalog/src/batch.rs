@@ -1,0 +1,192 @@
+//! Group commit for the records that need no fsync (pending files, new uploads). Creations are
+//! many and small; each one as its own statement costs a hand-off to the database (SQLite's
+//! worker thread, or a PostgreSQL round trip) and a commit. A single writer task takes every
+//! record waiting when it is free and inserts them as one multi-row statement, so 64 clients
+//! creating at once share a few statements. A batch the database refuses (one row's unique key,
+//! say) is retried row by row, so each caller gets its own row's answer and no other row fails
+//! with it.
+
+use std::sync::Arc;
+
+use filedock_core::{Error, FileRecord, Result, UploadRecord};
+use tokio::sync::{mpsc, oneshot};
+
+/// Rows in one statement at most (21 columns × 64 stays far below both databases' limits on
+/// bound parameters).
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// Where batches go: a pool of one database, inserting many rows of a table in one statement.
+#[async_trait::async_trait]
+pub(crate) trait Inserts: Send + Sync + 'static {
+    async fn insert_files(&self, rows: &[&FileRecord]) -> Result<()>;
+    async fn insert_uploads(&self, rows: &[&UploadRecord]) -> Result<()>;
+}
+
+/// One caller's rows: a file, an upload, or a file and then its upload.
+struct Job {
+    file: Option<FileRecord>,
+    upload: Option<UploadRecord>,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+/// The sending side of the writer task; the task ends when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct Batcher {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl Batcher {
+    /// Starts the writer task on the current tokio runtime.
+    pub(crate) fn spawn(sink: impl Inserts) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write(Arc::new(sink), rx));
+        Batcher { tx }
+    }
+
+    pub(crate) async fn insert(&self, file: Option<&FileRecord>, upload: Option<&UploadRecord>) -> Result<()> {
+        let stopped = || Error::Unavailable("the catalog's writer has stopped".into());
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            file: file.cloned(),
+            upload: upload.cloned(),
+            reply,
+        };
+        self.tx.send(job).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+async fn write(sink: Arc<dyn Inserts>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        // Files first: a job's upload goes in only once its file is in.
+        let mut results: Vec<Result<()>> = jobs.iter().map(|_| Ok(())).collect();
+        let files: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].file.is_some()).collect();
+        insert_each(&*sink, &jobs, &files, &mut results, |j| Row::File(j.file.as_ref())).await;
+        let uploads: Vec<usize> = (0..jobs.len())
+            .filter(|&i| jobs[i].upload.is_some() && results[i].is_ok())
+            .collect();
+        insert_each(&*sink, &jobs, &uploads, &mut results, |j| {
+            Row::Upload(j.upload.as_ref())
+        })
+        .await;
+        for (job, r) in jobs.drain(..).zip(results) {
+            let _ = job.reply.send(r);
+        }
+    }
+}
+
+enum Row<'a> {
+    File(Option<&'a FileRecord>),
+    Upload(Option<&'a UploadRecord>),
+}
+
+/// Inserts the chosen rows of `jobs` in one statement; if the database refuses it, row by row,
+/// so each job gets its own row's answer.
+async fn insert_each(
+    sink: &dyn Inserts,
+    jobs: &[Job],
+    chosen: &[usize],
+    results: &mut [Result<()>],
+    row: impl Fn(&Job) -> Row<'_>,
+) {
+    let rows = |ids: &[usize]| ids.iter().map(|&i| row(&jobs[i])).collect::<Vec<_>>();
+    match chosen {
+        [] => {}
+        [one] => results[*one] = insert(sink, rows(chosen)).await,
+        _ => {
+            if insert(sink, rows(chosen)).await.is_err() {
+                for &i in chosen {
+                    results[i] = insert(sink, rows(&[i])).await;
+                }
+            }
+        }
+    }
+}
+
+async fn insert(sink: &dyn Inserts, rows: Vec<Row<'_>>) -> Result<()> {
+    let mut files = Vec::new();
+    let mut uploads = Vec::new();
+    for r in rows {
+        match r {
+            Row::File(f) => files.extend(f),
+            Row::Upload(u) => uploads.extend(u),
+        }
+    }
+    if !files.is_empty() {
+        sink.insert_files(&files).await?;
+    }
+    if !uploads.is_empty() {
+        sink.insert_uploads(&uploads).await?;
+    }
+    Ok(())
+}
+
+/// Implements [`Inserts`] for a sqlx pool of one database.
+macro_rules! pool_inserts {
+    ($db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::batch::Inserts for sqlx::Pool<$db> {
+            async fn insert_files(&self, rows: &[&filedock_core::FileRecord]) -> filedock_core::Result<()> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO files (id, project, workspace, backend, storage_key, name, size, declared_type,
+                        detected_type, extension, sha256, created_by, agent, credential_id, class, status, policy,
+                        created_at, completed_at, expires_at, deleted_at) ",
+                );
+                q.push_values(rows, |mut b, f| {
+                    b.push_bind(f.id.as_str().to_owned())
+                        .push_bind(f.project.as_str().to_owned())
+                        .push_bind(f.workspace.as_ref().map(|w| w.as_str().to_owned()))
+                        .push_bind(f.backend.clone())
+                        .push_bind(f.key.as_str().to_owned())
+                        .push_bind(f.name.as_str().to_owned())
+                        .push_bind($crate::sql::i64_of(f.size))
+                        .push_bind(f.declared_type.clone())
+                        .push_bind(f.detected_type.clone())
+                        .push_bind(f.extension.clone())
+                        .push_bind(f.sha256.clone())
+                        .push_bind(f.created_by.clone())
+                        .push_bind(f.agent.clone())
+                        .push_bind(f.credential_id.clone())
+                        .push_bind(f.class.as_str())
+                        .push_bind(f.status.as_str())
+                        .push_bind(f.policy.clone())
+                        .push_bind(f.created_at)
+                        .push_bind(f.completed_at)
+                        .push_bind(f.expires_at)
+                        .push_bind(f.deleted_at);
+                });
+                q.build().execute(self).await.map_err($crate::sql::db_err)?;
+                Ok(())
+            }
+
+            async fn insert_uploads(&self, rows: &[&filedock_core::UploadRecord]) -> filedock_core::Result<()> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO uploads (id, kind, project, workspace, file_id, backend, storage_key, handle, length,
+                        part_size, upload_offset, metadata, concat, status, created_at, expires_at) ",
+                );
+                q.push_values(rows, |mut b, u| {
+                    b.push_bind(u.id.as_str().to_owned())
+                        .push_bind(u.kind.as_str())
+                        .push_bind(u.project.as_str().to_owned())
+                        .push_bind(u.workspace.as_ref().map(|w| w.as_str().to_owned()))
+                        .push_bind(u.file_id.as_ref().map(|f| f.as_str().to_owned()))
+                        .push_bind(u.backend.clone())
+                        .push_bind(u.key.as_str().to_owned())
+                        .push_bind(u.handle.clone())
+                        .push_bind($crate::sql::i64_of(u.length))
+                        .push_bind($crate::sql::i64_of(Some(u.part_size)))
+                        .push_bind($crate::sql::i64_of(Some(u.offset)))
+                        .push_bind(u.metadata.clone())
+                        .push_bind(u.concat.clone())
+                        .push_bind(u.status.as_str())
+                        .push_bind(u.created_at)
+                        .push_bind(u.expires_at);
+                });
+                q.build().execute(self).await.map_err($crate::sql::db_err)?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use pool_inserts;
