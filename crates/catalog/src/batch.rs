@@ -15,6 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 /// bound parameters).
 pub(crate) const MAX_BATCH: usize = 64;
 
+/// Prepared statements a connection that runs batches keeps: one per batch size and table, and
+/// the others (sqlx's default of 100 would evict them as sizes vary).
+pub(crate) const STATEMENT_CACHE: usize = 2 * MAX_BATCH + 100;
+
 /// Where batches go: a pool of one database, inserting many rows of a table in one statement.
 #[async_trait::async_trait]
 pub(crate) trait Inserts: Send + Sync + 'static {

@@ -12,7 +12,7 @@ use filedock_core::{Error, Result};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::batch::{Batcher, pool_inserts};
+use crate::batch::{Batcher, STATEMENT_CACHE, pool_inserts};
 use crate::sql::{db_err, migrate_err, sql_catalog};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -45,7 +45,10 @@ impl SqliteCatalog {
         // One connection: its writes queue in the pool rather than in SQLite's busy handler.
         let relaxed = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(opts.synchronous(SqliteSynchronous::Normal))
+            .connect_with(
+                opts.synchronous(SqliteSynchronous::Normal)
+                    .statement_cache_capacity(STATEMENT_CACHE),
+            )
             .await
             .map_err(db_err)?;
         let mut keys = path.as_os_str().to_owned();
