@@ -235,6 +235,7 @@ pub struct FileService {
     pub(crate) signals: Signals,
     rates: crate::limits::RateLimits,
     slots: crate::limits::UploadSlots,
+    pub(crate) upload_facts: crate::uploads::FactsMemory,
 }
 
 /// Wake-ups within one instance (other instances are found by polling).
@@ -299,6 +300,7 @@ impl FileService {
             signals: Signals::default(),
             rates: Default::default(),
             slots: Default::default(),
+            upload_facts: Default::default(),
         })
     }
 

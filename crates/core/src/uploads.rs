@@ -8,6 +8,7 @@
 //! lease is renewed while bytes flow; a writer that stalls loses it, and stops writing before
 //! another can take it over.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -133,6 +134,55 @@ struct Lease<'a> {
     token: String,
     valid_until: Instant,
     renew_at: Instant,
+}
+
+/// What never changes about an upload: whose it is, its kind, whether it is a tus final, and
+/// its file's policy. An instance keeps them for the uploads it has made or read, so a PATCH
+/// checks who may write and under which policy without two catalog reads; the upload's state
+/// (status, offset, expiry) is still read with its lock, fresh each time.
+#[derive(Debug, Clone)]
+pub(crate) struct UploadFacts {
+    kind: UploadKind,
+    project: crate::model::ProjectId,
+    workspace: Option<crate::model::WorkspaceId>,
+    final_concat: bool,
+    policy: String,
+}
+
+impl UploadFacts {
+    fn visible_to(&self, who: &crate::auth::Principal, kind: UploadKind) -> bool {
+        self.kind == kind && self.project == who.project && (who.workspace.is_none() || self.workspace == who.workspace)
+    }
+}
+
+/// Facts of the uploads this instance has seen, at most [`FACTS_REMEMBERED`] (then it starts
+/// again empty).
+#[derive(Debug, Default)]
+pub(crate) struct FactsMemory(std::sync::Mutex<HashMap<UploadId, UploadFacts>>);
+
+const FACTS_REMEMBERED: usize = 10_000;
+
+impl FactsMemory {
+    fn get(&self, id: &UploadId) -> Option<UploadFacts> {
+        self.0.lock().ok()?.get(id).cloned()
+    }
+
+    fn put(&self, u: &UploadRecord, policy: &str) -> UploadFacts {
+        let facts = UploadFacts {
+            kind: u.kind,
+            project: u.project.clone(),
+            workspace: u.workspace.clone(),
+            final_concat: u.concat.as_deref().is_some_and(|c| c.starts_with("final")),
+            policy: policy.to_owned(),
+        };
+        if let Ok(mut all) = self.0.lock() {
+            if all.len() >= FACTS_REMEMBERED {
+                all.clear();
+            }
+            all.insert(u.id.clone(), facts.clone());
+        }
+        facts
+    }
 }
 
 impl Lease<'_> {
@@ -568,6 +618,8 @@ impl FileService {
             .await?;
         u.metadata = req.metadata;
         self.insert_upload(&u, file.as_ref()).await?;
+        self.upload_facts
+            .put(&u, file.as_ref().map_or("tus", |f| f.policy.as_str()));
         Ok(u)
     }
 
@@ -617,13 +669,27 @@ impl FileService {
         checksum: Option<Checksum>,
         body: ByteStream,
     ) -> Result<UploadRecord> {
-        let u = self.upload_for(who, id, UploadKind::Tus).await?;
-        if u.concat.as_deref().is_some_and(|c| c.starts_with("final")) {
+        let uid = UploadId::parse(id)?;
+        let facts = match self.upload_facts.get(&uid) {
+            Some(f) => f,
+            None => {
+                let u = self.upload_for(who, id, UploadKind::Tus).await?;
+                let policy = self.upload_policy_name(&u).await?;
+                self.upload_facts.put(&u, &policy)
+            }
+        };
+        if !facts.visible_to(who, UploadKind::Tus) {
+            return Err(Error::not_found("no such upload"));
+        }
+        if facts.final_concat {
             return Err(Error::Forbidden("a final upload takes no PATCH".into()));
         }
-        let _slot = self.upload_slot(&u.project)?;
-        let (mut lease, u) = self.lock_and_read(&u.id, true).await?;
-        let r = self.append_locked(&mut lease, u, offset, length, checksum, body).await;
+        let policy = self.policy(&facts.policy)?.clone();
+        let _slot = self.upload_slot(&facts.project)?;
+        let (mut lease, u) = self.lock_and_read(&uid, true).await?;
+        let r = self
+            .append_locked(&mut lease, u, &policy, offset, length, checksum, body)
+            .await;
         match r {
             // Recorded with the unlock.
             Ok((u, true)) => Ok(u),
@@ -635,16 +701,20 @@ impl FileService {
     }
 
     /// Appends under the lock; returns the upload and whether the lock was freed with the offset.
+    #[allow(clippy::too_many_arguments)]
     async fn append_locked(
         &self,
         lease: &mut Lease<'_>,
         u: UploadRecord,
+        policy: &UploadPolicy,
         offset: u64,
         length: Option<u64>,
         checksum: Option<Checksum>,
         body: ByteStream,
     ) -> Result<(UploadRecord, bool)> {
-        if u.status != UploadStatus::Active {
+        // As `upload_for` says, now under the lock: an aborted, finished or expired upload
+        // takes nothing.
+        if u.status != UploadStatus::Active || u.expires_at <= self.clock.now() {
             return Err(Error::not_found("no such upload"));
         }
         if offset != u.offset {
@@ -664,7 +734,6 @@ impl FileService {
             }
             (None, None) => None,
         };
-        let policy = self.upload_policy(&u).await?;
         if let Some(l) = length {
             policy.check_size(l)?;
         }
@@ -791,8 +860,9 @@ impl FileService {
         Ok((now, !finishing))
     }
 
-    async fn upload_policy(&self, u: &UploadRecord) -> Result<UploadPolicy> {
-        let name = match &u.file_id {
+    /// The policy an upload's file was made under ("tus" for a partial).
+    async fn upload_policy_name(&self, u: &UploadRecord) -> Result<String> {
+        Ok(match &u.file_id {
             Some(fid) => self
                 .catalog
                 .file(fid)
@@ -800,8 +870,7 @@ impl FileService {
                 .map(|f| f.policy)
                 .unwrap_or_else(|| "tus".into()),
             None => "tus".into(),
-        };
-        Ok(self.policy(&name)?.clone())
+        })
     }
 
     /// Publishes a tus upload whose last byte arrived and checks its file.

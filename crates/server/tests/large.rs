@@ -629,7 +629,18 @@ async fn tus_creation_with_upload_defer_length_termination_and_expiry() {
         tus_patch(&app, &key, &path, 0, &PDF[..20], &[]).await.status,
         StatusCode::NO_CONTENT
     );
+    // This instance remembers who made the upload; a stranger still gets 404.
+    let stranger = app.key("other", CredentialKind::Integration).await;
+    assert_eq!(
+        tus_patch(&app, &stranger, &path, 20, &PDF[20..30], &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
     app.clock.advance(86_400_000 + 1);
+    assert_eq!(
+        tus_patch(&app, &key, &path, 20, &PDF[20..30], &[]).await.status,
+        StatusCode::NOT_FOUND,
+        "an expired upload takes no PATCH"
+    );
     assert_eq!(tus_head(&app, &key, &path).await.status, StatusCode::NOT_FOUND);
     assert_eq!(app.files.sweep_uploads().await.unwrap(), 1);
     if app.local.is_some() {
