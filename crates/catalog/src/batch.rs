@@ -15,10 +15,6 @@ use tokio::sync::{mpsc, oneshot};
 /// bound parameters).
 pub(crate) const MAX_BATCH: usize = 64;
 
-/// Prepared statements a connection that runs batches keeps: one per batch size and table, and
-/// the others (sqlx's default of 100 would evict them as sizes vary).
-pub(crate) const STATEMENT_CACHE: usize = 2 * MAX_BATCH + 100;
-
 /// Where batches go: a pool of one database, inserting many rows of a table in one statement.
 #[async_trait::async_trait]
 pub(crate) trait Inserts: Send + Sync + 'static {
@@ -117,13 +113,28 @@ async fn insert(sink: &dyn Inserts, rows: Vec<Row<'_>>) -> Result<()> {
             Row::Upload(u) => uploads.extend(u),
         }
     }
-    if !files.is_empty() {
-        sink.insert_files(&files).await?;
+    for chunk in chunks(&files) {
+        sink.insert_files(chunk).await?;
     }
-    if !uploads.is_empty() {
-        sink.insert_uploads(&uploads).await?;
+    for chunk in chunks(&uploads) {
+        sink.insert_uploads(chunk).await?;
     }
     Ok(())
+}
+
+/// Splits rows into runs of 64, 32, …, 1 (the largest that fits first), so a connection
+/// prepares at most seven statements per table, not one for every batch size (each kept in
+/// its statement cache: memory that grew with every new size).
+fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let n = 1 << rows.len().min(MAX_BATCH).ilog2();
+        let (head, rest) = rows.split_at(n);
+        rows = rest;
+        Some(head)
+    })
 }
 
 /// Implements [`Inserts`] for a sqlx pool of one database.
@@ -194,3 +205,20 @@ macro_rules! pool_inserts {
     };
 }
 pub(crate) use pool_inserts;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn batches_split_into_powers_of_two() {
+        let rows: Vec<u32> = (0..100).collect();
+        let sizes: Vec<usize> = super::chunks(&rows).map(|c| c.len()).collect();
+        assert_eq!(sizes, [64, 32, 4]);
+        assert_eq!(
+            super::chunks(&rows[..37]).map(|c| c.len()).collect::<Vec<_>>(),
+            [32, 4, 1]
+        );
+        assert_eq!(super::chunks::<u32>(&[]).count(), 0);
+        let joined: Vec<u32> = super::chunks(&rows).flatten().copied().collect();
+        assert_eq!(joined, rows);
+    }
+}

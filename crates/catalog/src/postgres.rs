@@ -9,7 +9,7 @@ use filedock_core::{Error, Result};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::batch::{Batcher, STATEMENT_CACHE, pool_inserts};
+use crate::batch::{Batcher, pool_inserts};
 use crate::sql::{migrate_err, sql_catalog};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -52,10 +52,7 @@ impl PgCatalog {
         let relaxed = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(
-                opts.options([("synchronous_commit", "off")])
-                    .statement_cache_capacity(STATEMENT_CACHE),
-            )
+            .connect_with(opts.options([("synchronous_commit", "off")]))
             .await
             .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
         Ok(PgCatalog {

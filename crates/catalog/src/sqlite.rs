@@ -12,7 +12,7 @@ use filedock_core::{Error, Result};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::batch::{Batcher, STATEMENT_CACHE, pool_inserts};
+use crate::batch::{Batcher, pool_inserts};
 use crate::sql::{db_err, migrate_err, sql_catalog};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -45,10 +45,7 @@ impl SqliteCatalog {
         // One connection: its writes queue in the pool rather than in SQLite's busy handler.
         let relaxed = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(
-                opts.synchronous(SqliteSynchronous::Normal)
-                    .statement_cache_capacity(STATEMENT_CACHE),
-            )
+            .connect_with(opts.synchronous(SqliteSynchronous::Normal))
             .await
             .map_err(db_err)?;
         let mut keys = path.as_os_str().to_owned();
@@ -85,11 +82,15 @@ impl SqliteCatalog {
         })
     }
 
-    /// The keys file's identity and length (see [`filedock_core::Catalog::credentials_version`]).
+    /// The keys file's inode, length and modification time (see
+    /// [`filedock_core::Catalog::credentials_version`]): an append, a `touch` or a new file moves it.
     fn credentials_seen(&self) -> Option<u128> {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(self.keys_file.as_ref()?).ok()?;
-        Some((u128::from(m.ino()) << 64) | (u128::from(m.len() as u32) << 32) | u128::from(m.mtime_nsec() as u32))
+        let mtime_ns = (m.mtime() as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(m.mtime_nsec() as u64);
+        Some((u128::from(m.ino() ^ m.len().rotate_left(32)) << 64) | u128::from(mtime_ns))
     }
 
     fn credentials_changed(&self) -> Result<()> {
