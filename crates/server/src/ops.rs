@@ -4,7 +4,7 @@
 //! errors by code; `serve` adds its sweeper runs.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{MatchedPath, Request, State};
@@ -22,7 +22,12 @@ const BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-/// The process's Prometheus recorder, installed on first use (the recorder is global).
+/// How often the recorder folds its histograms' raw samples into buckets. It keeps every sample
+/// until then, so without this a server nobody scrapes would grow by each request's durations.
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The process's Prometheus recorder, installed on first use (the recorder is global), with a
+/// thread that runs its upkeep every [`UPKEEP_EVERY`].
 pub fn metrics_handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
@@ -33,6 +38,18 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         // Another recorder already installed (an embedding program's) keeps the metrics; this
         // handle then renders an empty page rather than failing.
         let _ = metrics::set_global_recorder(recorder);
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no metrics upkeep thread: histograms are folded only when /metrics is read");
+        }
         handle
     })
 }
