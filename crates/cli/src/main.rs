@@ -319,6 +319,13 @@ async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// mimalloc rather than glibc's malloc: a creation allocates and frees a few hundred small objects
+/// across threads, and glibc spent ~13% of the CPU on them (64-concurrent tus creations: 15,200 ->
+/// 18,700/s). Built without transparent huge pages, which tripled the resident memory of an idle
+/// arena.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
