@@ -45,6 +45,7 @@ impl SqliteCatalog {
         // One connection: its writes queue in the pool rather than in SQLite's busy handler.
         let relaxed = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(opts.synchronous(SqliteSynchronous::Normal))
             .await
             .map_err(db_err)?;
@@ -68,8 +69,11 @@ impl SqliteCatalog {
     }
 
     async fn with_options(opts: SqliteConnectOptions, max: u32) -> Result<Self> {
+        // No ping before each use: a connection is a thread over a local file, not a socket that
+        // can go stale, and the ping was a round trip to that thread per query.
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
+            .test_before_acquire(false)
             .connect_with(opts)
             .await
             .map_err(db_err)?;
