@@ -236,6 +236,7 @@ pub struct FileService {
     rates: crate::limits::RateLimits,
     slots: crate::limits::UploadSlots,
     pub(crate) upload_facts: crate::uploads::FactsMemory,
+    pub(crate) running_digests: crate::uploads::RunningDigests,
 }
 
 /// Wake-ups within one instance (other instances are found by polling).
@@ -301,6 +302,7 @@ impl FileService {
             rates: Default::default(),
             slots: Default::default(),
             upload_facts: Default::default(),
+            running_digests: Default::default(),
         })
     }
 

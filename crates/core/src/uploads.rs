@@ -162,6 +162,40 @@ pub(crate) struct FactsMemory(std::sync::Mutex<HashMap<UploadId, UploadFacts>>);
 
 const FACTS_REMEMBERED: usize = 10_000;
 
+/// The SHA-256 of a tus upload's bytes so far, for uploads whose every PATCH since offset 0
+/// came to this instance: their completion then need not read the file back (a client that
+/// sends 8 MiB PATCHes would otherwise have its whole file read and hashed a second time). An
+/// entry is used only by a PATCH at exactly its offset, under the upload's lock; anything else
+/// (another instance went on, a restart, a PATCH cut short) falls back to reading the file.
+/// At most [`DIGESTS_REMEMBERED`] (then it starts again empty).
+#[derive(Debug, Default)]
+pub(crate) struct RunningDigests(std::sync::Mutex<HashMap<UploadId, (u64, Sha256)>>);
+
+const DIGESTS_REMEMBERED: usize = 4_096;
+
+impl RunningDigests {
+    /// The digest of bytes `0..offset`, if this instance saw all of them.
+    fn at(&self, id: &UploadId, offset: u64) -> Option<Sha256> {
+        let all = self.0.lock().ok()?;
+        all.get(id).filter(|(end, _)| *end == offset).map(|(_, h)| h.clone())
+    }
+
+    fn put(&self, id: &UploadId, end: u64, digest: Sha256) {
+        if let Ok(mut all) = self.0.lock() {
+            if all.len() >= DIGESTS_REMEMBERED {
+                all.clear();
+            }
+            all.insert(id.clone(), (end, digest));
+        }
+    }
+
+    fn forget(&self, id: &UploadId) {
+        if let Ok(mut all) = self.0.lock() {
+            all.remove(id);
+        }
+    }
+}
+
 impl FactsMemory {
     fn get(&self, id: &UploadId) -> Option<UploadFacts> {
         self.0.lock().ok()?.get(id).cloned()
@@ -744,9 +778,15 @@ impl FileService {
         // off the moment the lease is lost.
         let digest = std::sync::Arc::new(std::sync::Mutex::new(Digests::new(checksum.as_ref())));
         let seen = digest.clone();
-        // A body from offset 0 is hashed as it passes: if it is the whole file, completing need
-        // not read the file back.
-        let whole = std::sync::Arc::new(std::sync::Mutex::new((offset == 0).then(Sha256::new)));
+        // The file's SHA-256 goes on as the body passes, from offset 0 or from what this
+        // instance hashed of the PATCHes before: if the file ends here, completing need not
+        // read it back. It counts what it hashed, to be used only if the store took exactly that.
+        let running = if offset == 0 {
+            Some(Sha256::new())
+        } else {
+            self.running_digests.at(&u.id, offset)
+        };
+        let whole = std::sync::Arc::new(std::sync::Mutex::new(running.map(|h| (0u64, h))));
         let whole_seen = whole.clone();
         let limited = limit(body, room, length.is_some());
         let watched = futures_util::stream::unfold((limited, false), |(mut s, done)| async move {
@@ -764,9 +804,10 @@ impl FileService {
                 d.update(bytes);
             }
             if let (Ok(bytes), Ok(mut w)) = (&c, whole_seen.lock())
-                && let Some(h) = w.as_mut()
+                && let Some((n, h)) = w.as_mut()
             {
                 h.update(bytes);
+                *n += bytes.len() as u64;
             }
             c
         });
@@ -844,18 +885,25 @@ impl FileService {
             // with the offset.
             return Err(e);
         }
+        let whole = whole
+            .lock()
+            .ok()
+            .and_then(|mut w| w.take())
+            .filter(|(n, _)| *n == end - offset)
+            .map(|(_, h)| h);
         if finishing {
-            let known = whole
-                .lock()
-                .ok()
-                .and_then(|mut w| w.take())
-                .map(|h| (end, hex::encode(h.finalize())));
+            self.running_digests.forget(&now.id);
+            let known = whole.map(|h| (end, hex::encode(h.finalize())));
             self.finish_tus(&now, known).await?;
             now.status = UploadStatus::Completed;
             if now.concat.is_some() {
                 // A partial upload stays active (and expires) until a final upload uses it.
                 now.status = UploadStatus::Active;
             }
+        } else if let Some(h) = whole {
+            // Recorded: bytes 0..end are what was hashed (before the answer, so the client's
+            // next PATCH finds it).
+            self.running_digests.put(&now.id, end, h);
         }
         Ok((now, !finishing))
     }

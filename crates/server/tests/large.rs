@@ -368,7 +368,7 @@ async fn tus_head(app: &TestApp, key: &str, path: &str) -> Answer {
 }
 
 /// A file that arrives whole in one PATCH is hashed on the way in (not read back), on every
-/// backend; a file that arrives in several is read back (where the backend hashes).
+/// backend (several PATCHes: the next test).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tus_upload_in_one_patch_gets_its_sha256_as_it_streams() {
     let app = TestApp::new().await;
@@ -399,6 +399,70 @@ async fn a_tus_upload_in_one_patch_gets_its_sha256_as_it_streams() {
         "{}",
         String::from_utf8_lossy(&refused.body)
     );
+}
+
+/// A file sent in several PATCHes to one instance is hashed as it streams, its SHA-256 going on
+/// from PATCH to PATCH: completing does not read it back, and on S3 (which does not read
+/// uploads whole) it still gets its SHA-256. When another instance took a PATCH in the middle,
+/// the one that finishes has no digest of the bytes before it: it reads the file back where the
+/// backend hashes (local) and leaves the SHA-256 unknown where it does not (S3). A digest
+/// carried over the other instance's bytes would show as a wrong SHA-256 here.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tus_upload_in_several_patches_is_hashed_from_patch_to_patch() {
+    let app = TestApp::new().await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    let mut doc = b"%PDF-1.7\n".to_vec();
+    doc.extend_from_slice(&data(3 * MIB + 1234, 11));
+    let cuts = [0, MIB, 2 * MIB + 17, doc.len()];
+
+    let path = tus_create(&app, &key, doc.len(), "parts.pdf").await;
+    let mut last = None;
+    for w in cuts.windows(2) {
+        let a = tus_patch(&app, &key, &path, w[0], &doc[w[0]..w[1]], &[]).await;
+        assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&a.body));
+        last = Some(a);
+    }
+    let file_id = last.unwrap().header("filedock-file-id").expect("the file id");
+    let f = app.get(&key, &format!("/v1/files/{file_id}")).await.json();
+    assert_eq!(f["status"], "ready");
+    assert_eq!(f["detected_type"], "application/pdf");
+    assert_eq!(f["sha256"], sha256_hex(&doc).as_str(), "hashed across three PATCHes");
+    assert!(app.get(&key, &format!("/v1/files/{file_id}/content")).await.body == doc);
+
+    // The middle PATCH goes to another instance.
+    let path = tus_create(&app, &key, doc.len(), "shared.pdf").await;
+    let id = path.rsplit('/').next().unwrap().to_owned();
+    let first = tus_patch(&app, &key, &path, 0, &doc[..cuts[1]], &[]).await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT);
+    let other = app.another_instance();
+    let who = other.authenticate(&key).await.unwrap();
+    let middle = bytes::Bytes::copy_from_slice(&doc[cuts[1]..cuts[2]]);
+    let body: filedock_core::ByteStream = Box::pin(futures_util::stream::once(async move { Ok(middle) }));
+    let u = other
+        .tus_append(&who, &id, cuts[1] as u64, None, None, body)
+        .await
+        .unwrap();
+    assert_eq!(u.offset, cuts[2] as u64);
+    let done = tus_patch(&app, &key, &path, cuts[2], &doc[cuts[2]..], &[]).await;
+    assert_eq!(
+        done.status,
+        StatusCode::NO_CONTENT,
+        "{}",
+        String::from_utf8_lossy(&done.body)
+    );
+    let file_id = done.header("filedock-file-id").expect("the file id");
+    let f = app.get(&key, &format!("/v1/files/{file_id}")).await.json();
+    assert_eq!(f["status"], "ready");
+    if scaled() {
+        assert_eq!(
+            f["sha256"],
+            serde_json::Value::Null,
+            "S3: not read back, and no digest of it all"
+        );
+    } else {
+        assert_eq!(f["sha256"], sha256_hex(&doc).as_str(), "read back");
+    }
+    assert!(app.get(&key, &format!("/v1/files/{file_id}/content")).await.body == doc);
 }
 
 #[tokio::test(flavor = "multi_thread")]
