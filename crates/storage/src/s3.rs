@@ -16,6 +16,9 @@
 //! Resumable (tus) uploads ride on one S3 multipart upload too: bytes are cut into parts of
 //! [`APPEND_PART`]; what is left over after a request is kept as a staging object under
 //! `.filedock/append/{key}/{offset}` until enough arrives for a part, so any chunk size works.
+//! The multipart upload is made with the first part (its id kept in
+//! `.filedock/append/{key}/upload-id`), so a creation costs no S3 call; an upload that ends
+//! before a part's worth is published with one PUT.
 //! Every step is idempotent on retry: a part or staging object beyond the offset the catalog
 //! recorded is ignored and replaced, and staging objects are deleted only once a part the
 //! catalog counts covers them.
@@ -165,19 +168,33 @@ pub struct S3Store {
     create_only: CreateOnly,
     http: reqwest::Client,
     parts: PartPool,
-    /// What this instance last left in each resumable upload it appended to (see
+    /// What this instance last left in each resumable upload it appended to, by key (see
     /// [`AppendState`]).
     appends: Arc<std::sync::Mutex<HashMap<String, AppendState>>>,
 }
 
-/// A resumable upload as this instance's last append left it: the offset it reached, its parts
-/// and its staging objects. The next append from that very offset starts from here instead of
+/// The handle of a resumable upload made by [`BlobStore::append_create`]: no multipart upload
+/// exists for it yet. One is made when its first part is complete, and its id is written to
+/// [`upload_id_key`]; an upload that ends before a part's worth is published with one PUT.
+/// So a tus creation costs no S3 call, and an upload abandoned early leaves no multipart upload.
+/// (Handles of uploads made before are S3 upload ids, and work as they did.)
+const LAZY_HANDLE: &str = "-";
+
+/// Where a resumable upload's multipart upload id is kept once it has one (beside its staging
+/// objects; not a staging object, since its name is not an offset).
+fn upload_id_key(key: &StorageKey) -> Result<StorageKey> {
+    StorageKey::new(format!("{}upload-id", staging_prefix(key)))
+}
+
+/// A resumable upload as this instance's last append left it: the offset it reached, its
+/// multipart upload (if it has one yet), its parts and its staging objects. The next append from that very offset starts from here instead of
 /// listing the parts and the staging prefix (two list calls per PATCH, and a list walks the
 /// bucket on some S3 servers). From any other offset (another instance went on, or the offset
 /// was never recorded) it lists, as the first append after a restart does.
 #[derive(Debug, Clone)]
 struct AppendState {
     end: u64,
+    upload_id: Option<String>,
     parts: Vec<Part>,
     staged: Vec<StorageKey>,
 }
@@ -332,33 +349,86 @@ impl S3Store {
     }
 
     /// Takes what this instance remembers of an upload, if its last append ended at `offset`.
-    fn remembered(&self, handle: &str, offset: u64) -> Option<AppendState> {
+    fn remembered(&self, key: &StorageKey, offset: u64) -> Option<AppendState> {
         let mut appends = self.appends.lock().ok()?;
-        appends.remove(handle).filter(|s| s.end == offset)
+        appends.remove(key.as_str()).filter(|s| s.end == offset)
     }
 
-    fn remember(&self, handle: &str, state: AppendState) {
+    fn remember(&self, key: &StorageKey, state: AppendState) {
         if let Ok(mut appends) = self.appends.lock() {
             if appends.len() >= APPENDS_REMEMBERED {
                 appends.clear();
             }
-            appends.insert(handle.to_owned(), state);
+            appends.insert(key.as_str().to_owned(), state);
         }
     }
 
-    fn forget(&self, handle: &str) {
+    fn forget(&self, key: &StorageKey) {
         if let Ok(mut appends) = self.appends.lock() {
-            appends.remove(handle);
+            appends.remove(key.as_str());
         }
+    }
+
+    /// The multipart upload of a resumable upload, if it has one: its handle, or for a
+    /// [`LAZY_HANDLE`] the id written once its first part was sent.
+    async fn upload_id(&self, key: &StorageKey, handle: &str) -> Result<Option<String>> {
+        if handle != LAZY_HANDLE {
+            return Ok(Some(handle.to_owned()));
+        }
+        let mut body = match self.get(&upload_id_key(key)?, None).await {
+            Ok(got) => got.body,
+            Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut id = Vec::new();
+        while let Some(chunk) = body.next().await {
+            id.extend_from_slice(&chunk?);
+        }
+        let id = String::from_utf8(id)
+            .map_err(|_| Error::internal_msg(format!("resumable upload {key}: its upload id is not text")))?;
+        Ok(Some(id))
+    }
+
+    /// Makes the multipart upload of a [`LAZY_HANDLE`] upload and records its id. A crash
+    /// between the two leaves a multipart upload nobody knows (the next append makes another):
+    /// the bucket's lifecycle rule for incomplete uploads removes it.
+    async fn start_multipart(&self, key: &StorageKey) -> Result<String> {
+        let id = self.create_multipart(key).await?;
+        self.store
+            .put_opts(
+                &path(&upload_id_key(key)?)?,
+                Bytes::from(id.clone()).into(),
+                object_store::PutOptions::default(),
+            )
+            .await
+            .map_err(os_err)?;
+        Ok(id)
+    }
+
+    /// Deletes a resumable upload's staging objects and its recorded upload id.
+    async fn drop_staging(&self, key: &StorageKey, staged: Vec<StorageKey>) -> Result<()> {
+        for k in staged {
+            self.delete(&k).await?;
+        }
+        self.delete(&upload_id_key(key)?).await
     }
 
     /// What of a resumable upload the offset `offset` acknowledges: the parts wholly before it
     /// and the staging objects that continue them up to it. Anything else (written, then never
     /// acknowledged) is dropped or left to be replaced.
-    async fn acknowledged(&self, key: &StorageKey, handle: &str, offset: u64) -> Result<(Vec<Part>, Vec<StorageKey>)> {
+    async fn acknowledged(
+        &self,
+        key: &StorageKey,
+        upload_id: Option<&str>,
+        offset: u64,
+    ) -> Result<(Vec<Part>, Vec<StorageKey>)> {
         let mut parts = Vec::new();
         let mut end = 0;
-        for p in self.list_parts(key, handle).await? {
+        let listed = match upload_id {
+            Some(id) => self.list_parts(key, id).await?,
+            None => Vec::new(),
+        };
+        for p in listed {
             if p.number as usize != parts.len() + 1 || end + p.size > offset {
                 break;
             }
@@ -392,7 +462,7 @@ impl S3Store {
     async fn append_after(
         &self,
         key: &StorageKey,
-        handle: &str,
+        mut upload_id: Option<String>,
         offset: u64,
         parts: Vec<Part>,
         staged: Vec<StorageKey>,
@@ -405,7 +475,8 @@ impl S3Store {
                 "resumable upload {key}: {staged_len} bytes staged, a part's worth"
             )));
         }
-        let mut sender = PartSender::new(self, key, handle, parts.len() as u32 + 1);
+        // Made with the first part (and the multipart upload with it, for a lazy handle).
+        let mut sender: Option<PartSender> = None;
         let mut carry = Bytes::new();
         let mut failed = None;
         // The first part continues the staged bytes: only the new bytes are read from the body,
@@ -428,7 +499,9 @@ impl S3Store {
             if filled == Filled::End {
                 // Only bytes new in this call are staged; the staged ones before them stay.
                 if !buf.is_empty() {
-                    sender.wait().await?;
+                    if let Some(sender) = sender.as_mut() {
+                        sender.wait().await?;
+                    }
                     let at = StorageKey::new(format!("{}{:020}", staging_prefix(key), end - buf.len() as u64))?;
                     let o = object_store::PutOptions::default();
                     self.store
@@ -446,12 +519,25 @@ impl S3Store {
             }
             // The staged bytes before this part are in it now (their objects go at the finish).
             staged_now.clear();
+            let sender = match &mut sender {
+                Some(s) => s,
+                None => {
+                    let id = match &upload_id {
+                        Some(id) => id.clone(),
+                        None => upload_id.insert(self.start_multipart(key).await?).clone(),
+                    };
+                    sender.insert(PartSender::new(self, key, &id, parts.len() as u32 + 1))
+                }
+            };
             sender.send(buf).await?;
         }
         let mut all = parts;
-        all.extend(sender.finish().await?);
+        if let Some(sender) = sender.as_mut() {
+            all.extend(sender.finish().await?);
+        }
         let state = AppendState {
             end,
+            upload_id,
             parts: all,
             staged: staged_now,
         };
@@ -821,14 +907,14 @@ impl BlobStore for S3Store {
     }
 
     async fn append_create(&self, key: &StorageKey) -> Result<String> {
-        let handle = self.create_multipart(key).await?;
         let empty = AppendState {
             end: 0,
+            upload_id: None,
             parts: Vec::new(),
             staged: Vec::new(),
         };
-        self.remember(&handle, empty);
-        Ok(handle)
+        self.remember(key, empty);
+        Ok(LAZY_HANDLE.to_owned())
     }
 
     async fn append(
@@ -838,21 +924,51 @@ impl BlobStore for S3Store {
         offset: u64,
         body: ByteStream,
     ) -> Result<(u64, Option<Error>)> {
-        let (parts, staged) = match self.remembered(handle, offset) {
-            Some(s) => (s.parts, s.staged),
-            None => self.acknowledged(key, handle, offset).await?,
+        let (upload_id, parts, staged) = match self.remembered(key, offset) {
+            Some(s) => (s.upload_id, s.parts, s.staged),
+            None => {
+                let id = self.upload_id(key, handle).await?;
+                let (parts, staged) = self.acknowledged(key, id.as_deref(), offset).await?;
+                (id, parts, staged)
+            }
         };
-        let (state, failed) = self.append_after(key, handle, offset, parts, staged, body).await?;
+        let (state, failed) = self.append_after(key, upload_id, offset, parts, staged, body).await?;
         let end = state.end;
-        self.remember(handle, state);
+        self.remember(key, state);
         Ok((end, failed))
     }
 
     async fn append_finish(&self, key: &StorageKey, handle: &str, length: u64) -> Result<ObjectMeta> {
-        self.forget(handle);
-        let (mut parts, staged) = self.acknowledged(key, handle, length).await?;
+        self.forget(key);
+        let upload_id = self.upload_id(key, handle).await?;
+        let (mut parts, staged) = self.acknowledged(key, upload_id.as_deref(), length).await?;
+        let Some(id) = upload_id else {
+            // Never a part's worth: the staged bytes are the object, sent with one PUT. Read
+            // into memory of their own (less than a part), not a pool buffer: a buffer can stay
+            // pinned by an idle connection until it is used again, and with a budget of one
+            // buffer this would wait for it forever.
+            let mut bytes = Vec::with_capacity(usize::try_from(length).map_err(Error::internal)?);
+            for k in &staged {
+                let mut body = self.get(k, None).await?.body;
+                while let Some(chunk) = body.next().await {
+                    bytes.extend_from_slice(&chunk?);
+                }
+            }
+            if bytes.len() as u64 != length {
+                return Err(Error::internal_msg(format!(
+                    "resumable upload {key}: staging objects held {} bytes, not {length}",
+                    bytes.len()
+                )));
+            }
+            let meta = self
+                .put(key, one_chunk(Bytes::from(bytes)), PutOptions { create_only: true })
+                .await?;
+            self.drop_staging(key, staged).await?;
+            return Ok(meta);
+        };
         if length == 0 {
-            self.abort_multipart(key, handle).await?;
+            self.abort_multipart(key, &id).await?;
+            self.drop_staging(key, staged).await?;
             return self
                 .put(key, one_chunk(Bytes::new()), PutOptions { create_only: true })
                 .await;
@@ -865,24 +981,22 @@ impl BlobStore for S3Store {
             let number = parts.len() as u32 + 1;
             parts.push(
                 self.clone()
-                    .send_part(key.clone(), handle.to_owned(), number, buf.freeze())
+                    .send_part(key.clone(), id.clone(), number, buf.freeze())
                     .await?,
             );
         }
-        let meta = self.complete_multipart(key, handle, &parts).await?;
-        for k in staged {
-            self.delete(&k).await?;
-        }
+        let meta = self.complete_multipart(key, &id, &parts).await?;
+        self.drop_staging(key, staged).await?;
         Ok(meta)
     }
 
     async fn append_abort(&self, key: &StorageKey, handle: &str) -> Result<()> {
-        self.forget(handle);
-        self.abort_multipart(key, handle).await?;
-        for (_, _, k) in self.staged(key).await? {
-            self.delete(&k).await?;
+        self.forget(key);
+        if let Some(id) = self.upload_id(key, handle).await? {
+            self.abort_multipart(key, &id).await?;
         }
-        Ok(())
+        let staged = self.staged(key).await?.into_iter().map(|(_, _, k)| k).collect();
+        self.drop_staging(key, staged).await
     }
 
     fn presign_put(&self, req: &PresignPut) -> Result<PresignedRequest> {

@@ -293,3 +293,31 @@ async fn two_instances_append_in_turn_and_an_unrecorded_append_is_replaced() {
         "no staging object is left behind"
     );
 }
+
+/// A resumable upload costs no S3 call until it has bytes: its creation works with no S3 server
+/// listening (the multipart upload is made with the first part, and an upload that ends below a
+/// part's size is one PUT; the conformance suites cover both).
+#[tokio::test(flavor = "multi_thread")]
+async fn creating_a_resumable_upload_calls_no_s3() {
+    // A port nothing listens on: taken, then freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = S3Store::open(&S3Config {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        bucket: S3_BUCKET.into(),
+        region: "us-east-1".into(),
+        path_style: true,
+        access_key_id: S3_ACCESS_KEY.into(),
+        secret_access_key: Some(Secret(S3_SECRET_KEY.into())),
+        secret_access_key_file: None,
+        create_only: CreateOnly::IfNoneMatch,
+        part_buffer_mib: 8,
+    })
+    .unwrap();
+    let key = StorageKey::new("lazy/object").unwrap();
+    let handle = s.append_create(&key).await.expect("a creation calls no S3");
+    assert!(!handle.is_empty());
+}
