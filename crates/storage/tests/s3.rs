@@ -12,8 +12,12 @@ fn store(server: &S3Server, create_only: CreateOnly) -> S3Store {
 }
 
 fn store_with_budget(server: &S3Server, create_only: CreateOnly, part_buffer_mib: u32) -> S3Store {
+    store_at(&server.endpoint, create_only, part_buffer_mib)
+}
+
+fn store_at(endpoint: &str, create_only: CreateOnly, part_buffer_mib: u32) -> S3Store {
     S3Store::open(&S3Config {
-        endpoint: server.endpoint.clone(),
+        endpoint: endpoint.to_owned(),
         bucket: S3_BUCKET.into(),
         region: "us-east-1".into(),
         path_style: true,
@@ -305,18 +309,7 @@ async fn creating_a_resumable_upload_calls_no_s3() {
         .local_addr()
         .unwrap()
         .port();
-    let s = S3Store::open(&S3Config {
-        endpoint: format!("http://127.0.0.1:{port}"),
-        bucket: S3_BUCKET.into(),
-        region: "us-east-1".into(),
-        path_style: true,
-        access_key_id: S3_ACCESS_KEY.into(),
-        secret_access_key: Some(Secret(S3_SECRET_KEY.into())),
-        secret_access_key_file: None,
-        create_only: CreateOnly::IfNoneMatch,
-        part_buffer_mib: 8,
-    })
-    .unwrap();
+    let s = store_at(&format!("http://127.0.0.1:{port}"), CreateOnly::IfNoneMatch, 8);
     let key = StorageKey::new("lazy/object").unwrap();
     let handle = s.append_create(&key).await.expect("a creation calls no S3");
     assert!(!handle.is_empty());
