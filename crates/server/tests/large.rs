@@ -363,6 +363,20 @@ async fn tus_patch(
     app.send(req.body(Body::from(bytes.to_vec())).unwrap()).await
 }
 
+/// The file a PATCH finished (it answered 204 with its id), read back: ready.
+async fn finished_file(app: &TestApp, key: &str, done: &Answer) -> (String, serde_json::Value) {
+    assert_eq!(
+        done.status,
+        StatusCode::NO_CONTENT,
+        "{}",
+        String::from_utf8_lossy(&done.body)
+    );
+    let file_id = done.header("filedock-file-id").expect("the file id");
+    let f = app.get(key, &format!("/v1/files/{file_id}")).await.json();
+    assert_eq!(f["status"], "ready");
+    (file_id, f)
+}
+
 async fn tus_head(app: &TestApp, key: &str, path: &str) -> Answer {
     app.send(tus("HEAD", path, key).body(Body::empty()).unwrap()).await
 }
@@ -377,15 +391,7 @@ async fn a_tus_upload_in_one_patch_gets_its_sha256_as_it_streams() {
     doc.extend_from_slice(&data(3 * MIB, 7));
     let path = tus_create(&app, &key, doc.len(), "one.pdf").await;
     let done = tus_patch(&app, &key, &path, 0, &doc, &[]).await;
-    assert_eq!(
-        done.status,
-        StatusCode::NO_CONTENT,
-        "{}",
-        String::from_utf8_lossy(&done.body)
-    );
-    let file_id = done.header("filedock-file-id").expect("the file id");
-    let f = app.get(&key, &format!("/v1/files/{file_id}")).await.json();
-    assert_eq!(f["status"], "ready");
+    let (file_id, f) = finished_file(&app, &key, &done).await;
     assert_eq!(f["detected_type"], "application/pdf");
     assert_eq!(f["sha256"], sha256_hex(&doc).as_str());
     assert!(app.get(&key, &format!("/v1/files/{file_id}/content")).await.body == doc);
@@ -422,9 +428,7 @@ async fn a_tus_upload_in_several_patches_is_hashed_from_patch_to_patch() {
         assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&a.body));
         last = Some(a);
     }
-    let file_id = last.unwrap().header("filedock-file-id").expect("the file id");
-    let f = app.get(&key, &format!("/v1/files/{file_id}")).await.json();
-    assert_eq!(f["status"], "ready");
+    let (file_id, f) = finished_file(&app, &key, &last.unwrap()).await;
     assert_eq!(f["detected_type"], "application/pdf");
     assert_eq!(f["sha256"], sha256_hex(&doc).as_str(), "hashed across three PATCHes");
     assert!(app.get(&key, &format!("/v1/files/{file_id}/content")).await.body == doc);
@@ -444,15 +448,7 @@ async fn a_tus_upload_in_several_patches_is_hashed_from_patch_to_patch() {
         .unwrap();
     assert_eq!(u.offset, cuts[2] as u64);
     let done = tus_patch(&app, &key, &path, cuts[2], &doc[cuts[2]..], &[]).await;
-    assert_eq!(
-        done.status,
-        StatusCode::NO_CONTENT,
-        "{}",
-        String::from_utf8_lossy(&done.body)
-    );
-    let file_id = done.header("filedock-file-id").expect("the file id");
-    let f = app.get(&key, &format!("/v1/files/{file_id}")).await.json();
-    assert_eq!(f["status"], "ready");
+    let (file_id, f) = finished_file(&app, &key, &done).await;
     if scaled() {
         assert_eq!(
             f["sha256"],
