@@ -178,6 +178,17 @@ def dd_fdatasync(work: Path, mib: int) -> dict:
     return {"mbps": mib * MIB / 1e6 / secs, "secs": secs}
 
 
+def dd_dsync(work: Path, count: int, size: int) -> dict:
+    """`count` writes of `size` bytes, each synced before the next (O_DSYNC): what the disk asks
+    of a server that syncs every PATCH before it answers, as filedock does."""
+    out = work / "dd-dsync.bin"
+    t0 = time.monotonic()
+    run(["dd", "if=/dev/zero", f"of={out}", f"bs={size}", f"count={count}", "oflag=dsync"])
+    secs = time.monotonic() - t0
+    out.unlink()
+    return {"ms_per_write": secs * 1000 / count}
+
+
 def iperf3(secs: int) -> float:
     """Loopback TCP MB/s. Each attempt has its own one-off server; an attempt that fails (an exit
     code, or JSON with an error and no result, as when the client came before the server
@@ -450,6 +461,9 @@ def main() -> None:
                 time.sleep(a.pause)
                 add((srv.name, "patches"), patches(srv, patch_count, patch_size))
                 log(f"  {srv.label:15} PATCH 64 KiB  {results[(srv.name, 'patches')][-1]['ms_per_patch']:.3f} ms")
+            time.sleep(a.pause)
+            add(("dsync",), dd_dsync(work, patch_count, patch_size))
+            log(f"  dd 64 KiB dsync         {results[('dsync',)][-1]['ms_per_write']:.3f} ms")
             size = a.size_mib * MIB
             for srv in servers:
                 for mode in (["native", "tus"] if srv.key else ["tus"]):
@@ -497,6 +511,9 @@ def render(results, v, a, servers, fd_servers, peer, patch_count, patch_size, co
     dd = med(("dd",), "mbps")
     L.append("\n## The machine's limits\n")
     L.append(f"- `dd if=/dev/zero bs=1M count={a.size_mib} conv=fdatasync` on the same disk: **{dd:.0f} MB/s** (median)")
+    dsync = med(("dsync",), "ms_per_write")
+    L.append(f"- `dd if=/dev/zero bs={patch_size // 1024}k count={patch_count} oflag=dsync` on the same disk "
+             f"(each write synced, as filedock syncs each PATCH): **{dsync:.3f} ms per write** (median)")
     L.append(f"- loopback TCP (iperf3): **{lim['iperf3_mbps']:.0f} MB/s**")
     L.append(f"- SHA-256 (`openssl speed -evp sha256`, 1 MiB blocks): **{lim['sha256_mbps']:.0f} MB/s** "
              f"= {1024 * 1.048576 / lim['sha256_mbps']:.2f} CPU-s per GiB")
@@ -520,13 +537,16 @@ def render(results, v, a, servers, fd_servers, peer, patch_count, patch_size, co
                           f"{mbps / dd:.2f}×"]))
     # PATCH overhead
     L.append(f"\n## {patch_count} tus PATCHes of {patch_size // 1024} KiB on one connection\n")
-    L.append(row(["server", "ms per PATCH (wall)", "server CPU ms per PATCH", "speed vs peer"]))
-    L.append(row(["---"] * 4))
+    L.append(row(["server", "ms per PATCH (wall)", "server CPU ms per PATCH", "speed vs peer",
+                  "ms above dd's synced write"]))
+    L.append(row(["---"] * 5))
     peer_patch = med((p, "patches"), "ms_per_patch")
     for s in servers:
         k = (s.name, "patches")
+        above = f"{med(k, 'ms_per_patch') - dsync:.3f}" if s.key else "(does not sync)"
         L.append(row([s.label, f"{med(k, 'ms_per_patch'):.3f}", f"{med(k, 'cpu_ms_per_patch'):.3f}",
-                      f"{peer_patch / med(k, 'ms_per_patch'):.2f}×"]))
+                      f"{peer_patch / med(k, 'ms_per_patch'):.2f}×", above]))
+    L.append(row([f"dd, {patch_count} synced writes of {patch_size // 1024} KiB", f"{dsync:.3f}", "", "", ""]))
     # creations
     L.append(f"\n## Creations at 64 concurrent for {a.creation_secs} s (wrk)\n")
     L.append(row(["server", "creation", "per second", "p99 ms", "CPU ms each", "peak RSS MiB", "vs peer"]))
@@ -579,6 +599,11 @@ def render(results, v, a, servers, fd_servers, peer, patch_count, patch_size, co
         m = med((s.name, "patches"), "ms_per_patch")
         cells.append(check(m <= 0.2, f"{m:.3f} ms"))
     checks.append((f"{patch_count} PATCHes of 64 KiB ≤ 0.2 ms each", cells))
+    cells = []
+    for s in fd_servers:
+        m = med((s.name, "patches"), "ms_per_patch") - dsync
+        cells.append(check(m <= 0.2, f"{m:.3f} ms above {dsync:.3f} ms"))
+    checks.append((f"(beside it) the same, less dd's synced {patch_size // 1024} KiB write", cells))
     for kind in ["native", "cyberun", "tus"]:
         cells = []
         for s in fd_servers:

@@ -210,6 +210,16 @@ pub trait BlobStore: Send + Sync + Debug {
         let _ = (key, handle, offset, body);
         Err(unsupported("resumable uploads"))
     }
+    /// [`BlobStore::append`] of a body already in memory (a small PATCH); returns the new
+    /// offset. A store may write it in one step rather than stream it.
+    async fn append_bytes(&self, key: &StorageKey, handle: &str, offset: u64, chunks: Vec<Bytes>) -> Result<u64> {
+        use futures_util::StreamExt as _;
+        let body = futures_util::stream::iter(chunks.into_iter().map(Ok)).boxed();
+        match self.append(key, handle, offset, body).await? {
+            (_, Some(e)) => Err(e),
+            (end, None) => Ok(end),
+        }
+    }
     /// Publishes the first `length` bytes appended as the object at `key`.
     async fn append_finish(&self, key: &StorageKey, handle: &str, length: u64) -> Result<ObjectMeta> {
         let _ = (key, handle, length);

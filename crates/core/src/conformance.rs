@@ -987,6 +987,42 @@ pub async fn append_suite(store: &dyn BlobStore) {
     );
     store.delete(&k).await.expect("delete");
 
+    // Bodies already in memory (`append_bytes`) at aligned and unaligned offsets, in several
+    // chunks, mixed with streamed ones; bytes past a recorded offset are dropped as above.
+    let data = pattern((1 << 20) + 4321, 5);
+    let h = store.append_create(&k).await.expect("create");
+    let chunks = |r: std::ops::Range<usize>| {
+        let mid = r.start + (r.end - r.start) / 3;
+        vec![
+            Bytes::copy_from_slice(&data[r.start..mid]),
+            Bytes::copy_from_slice(&data[mid..r.end]),
+        ]
+    };
+    let bytes = |off: usize, end: usize| store.append_bytes(&k, &h, off as u64, chunks(off..end));
+    assert_eq!(bytes(0, 8192).await.expect("append bytes"), 8192);
+    assert_eq!(bytes(8192, 70_001).await.expect("append bytes"), 70_001);
+    assert_eq!(bytes(70_001, 200_000).await.expect("append bytes"), 200_000);
+    store
+        .append_bytes(&k, &h, 200_000, vec![Bytes::from(pattern(9000, 8))])
+        .await
+        .expect("append bytes");
+    let (off, _) = store
+        .append(&k, &h, 200_000, one(&data[200_000..600_000]))
+        .await
+        .expect("append");
+    assert_eq!(off, 600_000);
+    assert_eq!(
+        bytes(600_000, data.len()).await.expect("append bytes"),
+        data.len() as u64
+    );
+    let meta = store.append_finish(&k, &h, data.len() as u64).await.expect("finish");
+    assert_eq!(meta.size, data.len() as u64);
+    assert!(
+        read_all(store, &k, None).await == data,
+        "the bytes of appends from memory"
+    );
+    store.delete(&k).await.expect("delete");
+
     // Empty, and abort.
     let h = store.append_create(&k).await.expect("create");
     assert_eq!(store.append_finish(&k, &h, 0).await.expect("finish empty").size, 0);
@@ -998,6 +1034,13 @@ pub async fn append_suite(store: &dyn BlobStore) {
     assert!(
         store.append(&k, &h, 3, one(b"more")).await.is_err(),
         "an aborted upload takes nothing"
+    );
+    assert!(
+        store
+            .append_bytes(&k, &h, 3, vec![Bytes::from_static(b"more")])
+            .await
+            .is_err(),
+        "an aborted upload takes nothing from memory either"
     );
     assert!(matches!(store.head(&k).await, Err(Error::NotFound(_))));
 }

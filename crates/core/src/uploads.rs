@@ -811,37 +811,78 @@ impl FileService {
             }
             c
         });
-        // Lease upkeep happens between chunks; the store sees only chunks written under it.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(2);
-        let store = backend.store.clone();
-        let (key, handle) = (u.key.clone(), u.handle.clone());
-        let writer = tokio::spawn(async move {
-            let rx = tokio_stream_from(rx);
-            store.append(&key, &handle, offset, rx).await
-        });
+        // Lease upkeep happens between chunks; the store sees only chunks written under it. A
+        // body that ends within [`SMALL_APPEND`] (a typical PATCH) is gathered first and handed
+        // to the store whole; a larger one streams to it, the gathered chunks first.
         let mut watched = Box::pin(watched);
+        let mut gathered = Vec::new();
+        let mut size = 0;
         let mut body_error = None;
-        while let Some(c) = watched.next().await {
-            match lease.keep().await {
-                Ok(true) => {}
-                Ok(false) => {
-                    body_error = Some(Error::Conflict("the upload's lock was lost; resume from HEAD".into()));
-                    let _ = tx.send(Err(Error::Conflict("lock lost".into()))).await;
-                    break;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(Error::Unavailable("lock check failed".into()))).await;
-                    body_error = Some(e);
-                    break;
-                }
-            }
-            let is_err = c.is_err();
-            if tx.send(c).await.is_err() || is_err {
+        let mut store_saw = None;
+        let mut ended = false;
+        while size <= SMALL_APPEND {
+            let Some(c) = watched.next().await else {
+                ended = true;
+                break;
+            };
+            if let Err(e) = lease
+                .keep()
+                .await
+                .and_then(|kept| kept.then_some(()).ok_or_else(lock_lost))
+            {
+                body_error = Some(e);
                 break;
             }
+            match c {
+                Ok(b) => {
+                    size += b.len();
+                    gathered.push(b);
+                }
+                Err(e) => {
+                    // What arrived before the body failed is kept, as from a stream.
+                    store_saw = Some(e);
+                    ended = true;
+                    break;
+                }
+            }
         }
-        drop(tx);
-        let (end, store_saw) = writer.await.map_err(Error::internal)??;
+        let store = backend.store.clone();
+        let end = if body_error.is_some() {
+            offset
+        } else if ended {
+            store.append_bytes(&u.key, &u.handle, offset, gathered).await?
+        } else {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(2);
+            let (key, handle) = (u.key.clone(), u.handle.clone());
+            let writer = tokio::spawn(async move {
+                let rx = tokio_stream_from(rx);
+                store.append(&key, &handle, offset, rx).await
+            });
+            let mut rest = futures_util::stream::iter(gathered.into_iter().map(Ok)).chain(watched);
+            while let Some(c) = rest.next().await {
+                match lease.keep().await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        body_error = Some(lock_lost());
+                        let _ = tx.send(Err(Error::Conflict("lock lost".into()))).await;
+                        break;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Error::Unavailable("lock check failed".into()))).await;
+                        body_error = Some(e);
+                        break;
+                    }
+                }
+                let is_err = c.is_err();
+                if tx.send(c).await.is_err() || is_err {
+                    break;
+                }
+            }
+            drop(tx);
+            let (end, saw) = writer.await.map_err(Error::internal)??;
+            store_saw = saw;
+            end
+        };
         let failed = body_error.or(store_saw);
         if matches!(failed, Some(Error::Conflict(_))) {
             // Lease lost: record nothing; the next writer discards what this one wrote.
@@ -856,7 +897,7 @@ impl FileService {
             }
         }
         if !lease.keep().await? {
-            return Err(Error::Conflict("the upload's lock was lost; resume from HEAD".into()));
+            return Err(lock_lost());
         }
         let expires_at = self.unfinished_expiry();
         // The last byte: keep the lock while the file is assembled. Otherwise free it with the
@@ -872,7 +913,7 @@ impl FileService {
                 .await?
         };
         if !recorded {
-            return Err(Error::Conflict("the upload's lock was lost; resume from HEAD".into()));
+            return Err(lock_lost());
         }
         let mut now = UploadRecord {
             offset: end,
@@ -1036,6 +1077,14 @@ impl FileService {
 }
 
 /// A receiver as a body stream.
+/// A PATCH body up to this size is gathered in memory and handed to the store whole: on the
+/// local store one hand-off to a blocking thread, rather than a writer task fed chunk by chunk.
+const SMALL_APPEND: usize = 256 << 10;
+
+fn lock_lost() -> Error {
+    Error::Conflict("the upload's lock was lost; resume from HEAD".into())
+}
+
 fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<Result<Bytes>>) -> ByteStream {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }

@@ -461,6 +461,54 @@ async fn a_tus_upload_in_several_patches_is_hashed_from_patch_to_patch() {
     assert!(app.get(&key, &format!("/v1/files/{file_id}/content")).await.body == doc);
 }
 
+/// A PATCH whose body breaks part way keeps what arrived before the break, as tus asks, both
+/// when the body is small (gathered in memory, then stored whole) and when it is large
+/// (streamed to the store, its first chunks gathered before).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_patch_cut_short_keeps_what_arrived_small_or_large() {
+    let app = TestApp::new().await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    let mut doc = b"%PDF-1.7\n".to_vec();
+    doc.extend_from_slice(&data(MIB + 3000, 5));
+    let path = tus_create(&app, &key, doc.len(), "cut.pdf").await;
+    let id = path.rsplit('/').next().unwrap().to_owned();
+    let files = app.another_instance();
+    let who = files.authenticate(&key).await.unwrap();
+    let broken = |from: usize, pieces: &[usize]| -> filedock_core::ByteStream {
+        let mut items = Vec::new();
+        let mut at = from;
+        for n in pieces {
+            items.push(Ok(bytes::Bytes::copy_from_slice(&doc[at..at + n])));
+            at += n;
+        }
+        items.push(Err(filedock_core::Error::invalid("the client went away")));
+        Box::pin(futures_util::stream::iter(items))
+    };
+    let small = 100_000;
+    let r = files.tus_append(&who, &id, 0, None, None, broken(0, &[small])).await;
+    assert!(r.is_err(), "the body's error is the answer");
+    assert_eq!(
+        tus_head(&app, &key, &path).await.header("upload-offset").as_deref(),
+        Some("100000")
+    );
+    let large = [128 << 10; 3];
+    let r = files
+        .tus_append(&who, &id, small as u64, None, None, broken(small, &large))
+        .await;
+    assert!(r.is_err(), "the body's error is the answer");
+    let kept = small + large.iter().sum::<usize>();
+    assert_eq!(
+        tus_head(&app, &key, &path).await.header("upload-offset"),
+        Some(kept.to_string())
+    );
+    let done = tus_patch(&app, &key, &path, kept, &doc[kept..], &[]).await;
+    let (file_id, f) = finished_file(&app, &key, &done).await;
+    assert!(app.get(&key, &format!("/v1/files/{file_id}/content")).await.body == doc);
+    if !scaled() {
+        assert_eq!(f["sha256"], sha256_hex(&doc).as_str(), "read back");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tus_core_checksum_and_authorization() {
     let app = TestApp::new().await;

@@ -88,6 +88,77 @@ fn write_block(mut file: std::fs::File, mut buf: AlignedBuf) -> std::io::Result<
     Ok((file, buf))
 }
 
+/// Appends batches of chunks to a staged upload at `offset`, then syncs its data; returns the
+/// new end. Only the first append (at offset 0) creates the file: past offset 0 a missing file
+/// is an upload that was aborted (or lost), and takes nothing. Bytes past `offset` (written,
+/// never acknowledged) are dropped first. From an aligned offset the bytes go with direct I/O,
+/// through a buffer of `buf` bytes, like a whole upload's.
+fn append_blocking(
+    path: &Path,
+    offset: u64,
+    buf: usize,
+    mut next: impl FnMut() -> Option<Vec<bytes::Bytes>>,
+) -> Result<u64> {
+    use std::io::{Seek as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let open = |direct: bool| {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create(offset == 0);
+        if direct {
+            o.custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32);
+        }
+        o.open(path)
+    };
+    let aligned = offset.is_multiple_of(DIRECT_ALIGN as u64);
+    let (mut file, direct) = match open(aligned) {
+        Ok(f) => (f, aligned),
+        Err(e) if aligned && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+            (open(false).map_err(no_upload)?, false)
+        }
+        Err(e) => return Err(no_upload(e)),
+    };
+    let len = file.metadata()?.len();
+    if len < offset {
+        return Err(Error::internal_msg(format!(
+            "the staged upload holds {len} bytes, fewer than its recorded offset {offset}"
+        )));
+    }
+    if len > offset {
+        // Written after the last acknowledged offset, then never acknowledged: drop it.
+        file.set_len(offset)?;
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    let mut end = offset;
+    let file = if direct {
+        let mut buf = AlignedBuf::new(buf);
+        while let Some(batch) = next() {
+            for c in batch {
+                end += c.len() as u64;
+                let mut rest = &c[..];
+                while !rest.is_empty() {
+                    rest = &rest[buf.fill(rest)..];
+                    if buf.len == buf.cap() {
+                        file.write_all(buf.data())?;
+                        buf.len = 0;
+                    }
+                }
+            }
+        }
+        write_block(file, buf)?.0
+    } else {
+        let mut w = std::io::BufWriter::with_capacity(WRITE_BUF, file);
+        while let Some(batch) = next() {
+            for c in batch {
+                w.write_all(&c)?;
+                end += c.len() as u64;
+            }
+        }
+        w.into_inner().map_err(|e| e.into_error())?
+    };
+    file.sync_data()?;
+    Ok(end)
+}
+
 async fn join<T: Send + 'static>(h: tokio::task::JoinHandle<std::io::Result<T>>) -> Result<T> {
     Ok(h.await.map_err(Error::internal)??)
 }
@@ -541,74 +612,13 @@ impl BlobStore for LocalStore {
         offset: u64,
         mut body: ByteStream,
     ) -> Result<(u64, Option<Error>)> {
-        // One blocking task does all of it (open, truncate, writes, sync): a small PATCH then
-        // costs one hand-off to a blocking thread, not one per file operation. Chunks go to it
-        // in batches of [`APPEND_BATCH`], so a large PATCH wakes it once per batch. From an
-        // aligned offset the bytes go with direct I/O, like a whole upload's.
+        // One blocking task does all of it (open, truncate, writes, sync): a PATCH then costs
+        // one hand-off to a blocking thread, not one per file operation. Chunks go to it in
+        // batches of [`APPEND_BATCH`], so a large PATCH wakes it once per batch.
         let path = self.upload_path(handle, ".append")?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(1);
-        let writer = tokio::task::spawn_blocking(move || -> Result<u64> {
-            use std::io::{Seek as _, Write as _};
-            use std::os::unix::fs::OpenOptionsExt as _;
-            let open = |direct: bool| {
-                let mut o = std::fs::OpenOptions::new();
-                // Only the first append creates the file: past offset 0 a missing file is an
-                // upload that was aborted (or lost), and takes nothing.
-                o.write(true).create(offset == 0);
-                if direct {
-                    o.custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32);
-                }
-                o.open(&path)
-            };
-            let aligned = offset.is_multiple_of(DIRECT_ALIGN as u64);
-            let (mut file, direct) = match open(aligned) {
-                Ok(f) => (f, aligned),
-                Err(e) if aligned && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                    (open(false).map_err(no_upload)?, false)
-                }
-                Err(e) => return Err(no_upload(e)),
-            };
-            let len = file.metadata()?.len();
-            if len < offset {
-                return Err(Error::internal_msg(format!(
-                    "the staged upload holds {len} bytes, fewer than its recorded offset {offset}"
-                )));
-            }
-            if len > offset {
-                // Written after the last acknowledged offset, then never acknowledged: drop it.
-                file.set_len(offset)?;
-            }
-            file.seek(SeekFrom::Start(offset))?;
-            let mut end = offset;
-            let file = if direct {
-                let mut buf = AlignedBuf::new(APPEND_BATCH);
-                while let Some(batch) = rx.blocking_recv() {
-                    for c in batch {
-                        end += c.len() as u64;
-                        let mut rest = &c[..];
-                        while !rest.is_empty() {
-                            rest = &rest[buf.fill(rest)..];
-                            if buf.len == buf.cap() {
-                                file.write_all(buf.data())?;
-                                buf.len = 0;
-                            }
-                        }
-                    }
-                }
-                write_block(file, buf)?.0
-            } else {
-                let mut w = std::io::BufWriter::with_capacity(WRITE_BUF, file);
-                while let Some(batch) = rx.blocking_recv() {
-                    for c in batch {
-                        w.write_all(&c)?;
-                        end += c.len() as u64;
-                    }
-                }
-                w.into_inner().map_err(|e| e.into_error())?
-            };
-            file.sync_data()?;
-            Ok(end)
-        });
+        let writer =
+            tokio::task::spawn_blocking(move || append_blocking(&path, offset, APPEND_BATCH, || rx.blocking_recv()));
         let mut failed = None;
         let mut batch = Vec::new();
         let mut batched = 0;
@@ -636,6 +646,23 @@ impl BlobStore for LocalStore {
         drop(tx);
         let end = writer.await.map_err(Error::internal)??;
         Ok((end, failed))
+    }
+
+    async fn append_bytes(
+        &self,
+        _key: &StorageKey,
+        handle: &str,
+        offset: u64,
+        chunks: Vec<bytes::Bytes>,
+    ) -> Result<u64> {
+        // The whole body in one hand-off, with a direct-I/O buffer of its size.
+        let path = self.upload_path(handle, ".append")?;
+        let size = chunks.iter().map(|c| c.len()).sum::<usize>();
+        let buf = size.div_ceil(DIRECT_ALIGN).max(1) * DIRECT_ALIGN;
+        let mut chunks = Some(chunks);
+        tokio::task::spawn_blocking(move || append_blocking(&path, offset, buf, || chunks.take()))
+            .await
+            .map_err(Error::internal)?
     }
 
     async fn append_finish(&self, key: &StorageKey, handle: &str, length: u64) -> Result<ObjectMeta> {
