@@ -137,11 +137,11 @@ fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// Implements [`Inserts`] for a sqlx pool of one database.
+/// Implements [`Inserts`] for a [`crate::sql::Relaxed`] writer of one database.
 macro_rules! pool_inserts {
-    ($db:ty) => {
+    ($ty:ty, $db:ty) => {
         #[async_trait::async_trait]
-        impl $crate::batch::Inserts for sqlx::Pool<$db> {
+        impl $crate::batch::Inserts for $ty {
             async fn insert_files(&self, rows: &[&filedock_core::FileRecord]) -> filedock_core::Result<()> {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO files (id, project, workspace, backend, storage_key, name, size, declared_type,
@@ -171,7 +171,8 @@ macro_rules! pool_inserts {
                         .push_bind(f.expires_at)
                         .push_bind(f.deleted_at);
                 });
-                q.build().execute(self).await.map_err($crate::sql::db_err)?;
+                let mut c = $crate::sql::Relaxed::conn(self).await?;
+                q.build().execute(&mut *c).await.map_err($crate::sql::db_err)?;
                 Ok(())
             }
 
@@ -198,7 +199,8 @@ macro_rules! pool_inserts {
                         .push_bind(u.created_at)
                         .push_bind(u.expires_at);
                 });
-                q.build().execute(self).await.map_err($crate::sql::db_err)?;
+                let mut c = $crate::sql::Relaxed::conn(self).await?;
+                q.build().execute(&mut *c).await.map_err($crate::sql::db_err)?;
                 Ok(())
             }
         }

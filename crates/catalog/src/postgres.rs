@@ -74,7 +74,7 @@ impl PgCatalog {
     }
 }
 
-pool_inserts!(sqlx::Postgres);
+pool_inserts!(PgPool, sqlx::Postgres);
 sql_catalog!(PgCatalog);
 
 #[cfg(test)]

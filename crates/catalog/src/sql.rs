@@ -17,6 +17,22 @@ pub(crate) fn db_err(e: sqlx::Error) -> Error {
     }
 }
 
+/// Where a catalog's relaxed statements run: a connection of a pool (PostgreSQL), or SQLite's
+/// one relaxed connection ([`crate::sqlite`]).
+#[async_trait::async_trait]
+pub(crate) trait Relaxed: Send + Sync + 'static {
+    type Conn: std::ops::DerefMut + Send;
+    async fn conn(&self) -> Result<Self::Conn>;
+}
+
+#[async_trait::async_trait]
+impl<DB: sqlx::Database> Relaxed for sqlx::Pool<DB> {
+    type Conn = sqlx::pool::PoolConnection<DB>;
+    async fn conn(&self) -> Result<Self::Conn> {
+        self.acquire().await.map_err(db_err)
+    }
+}
+
 pub(crate) fn migrate_err(e: sqlx::migrate::MigrateError) -> Error {
     match e {
         sqlx::migrate::MigrateError::VersionMissing(v) => Error::Unavailable(format!(
@@ -365,10 +381,11 @@ macro_rules! sql_catalog {
     }
 
     async fn unlock_upload(&self, id: &filedock_core::UploadId, token: &str) -> filedock_core::Result<()> {
+        let mut c = $crate::sql::Relaxed::conn(&self.relaxed).await?;
         sqlx::query("UPDATE uploads SET lock_token = NULL, lock_until = NULL WHERE id = $1 AND lock_token = $2")
             .bind(id.as_str())
             .bind(token)
-            .execute(&self.relaxed)
+            .execute(&mut *c)
             .await
             .map_err($crate::sql::db_err)?;
         Ok(())
@@ -392,6 +409,7 @@ macro_rules! sql_catalog {
         now: filedock_core::Timestamp,
         until: filedock_core::Timestamp,
     ) -> filedock_core::Result<Option<filedock_core::UploadRecord>> {
+        let mut c = $crate::sql::Relaxed::conn(&self.relaxed).await?;
         let row = sqlx::query(
             "UPDATE uploads SET lock_token = $2, lock_until = $4
              WHERE id = $1 AND status = 'active'
@@ -402,7 +420,7 @@ macro_rules! sql_catalog {
         .bind(token)
         .bind(now)
         .bind(until)
-        .fetch_optional(&self.relaxed)
+        .fetch_optional(&mut *c)
         .await
         .map_err($crate::sql::db_err)?;
         row.as_ref().map($crate::sql::upload_of).transpose()
@@ -798,6 +816,7 @@ macro_rules! sql_catalog {
                 expires_at: filedock_core::Timestamp,
                 release: bool,
             ) -> filedock_core::Result<bool> {
+                let mut c = $crate::sql::Relaxed::conn(&self.relaxed).await?;
                 let r = sqlx::query(
                     "UPDATE uploads SET upload_offset = $3, length = COALESCE($4, length), expires_at = $5,
                         lock_token = CASE WHEN $6 THEN NULL ELSE lock_token END,
@@ -810,7 +829,7 @@ macro_rules! sql_catalog {
                 .bind($crate::sql::i64_of(length))
                 .bind(expires_at)
                 .bind(release)
-                .execute(&self.relaxed)
+                .execute(&mut *c)
                 .await
                 .map_err($crate::sql::db_err)?;
                 Ok(r.rows_affected() == 1)

@@ -9,11 +9,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use filedock_core::{Error, Result};
-use sqlx::SqlitePool;
+use std::sync::Arc;
+
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection as _, SqliteConnection, SqlitePool};
 
 use crate::batch::{Batcher, pool_inserts};
-use crate::sql::{db_err, migrate_err, sql_catalog};
+use crate::sql::{Relaxed, db_err, migrate_err, sql_catalog};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -21,7 +23,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 #[derive(Debug, Clone)]
 pub struct SqliteCatalog {
     pool: SqlitePool,
-    relaxed: SqlitePool,
+    relaxed: Writer,
     batch: Batcher,
     /// `<database>-keys`: every process that adds or revokes a credential appends a byte to it
     /// after its commit, so the others see the change with one `stat` (none for in-memory).
@@ -42,13 +44,11 @@ impl SqliteCatalog {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let catalog = Self::with_options(opts.clone(), 8).await?;
-        // One connection: its writes queue in the pool rather than in SQLite's busy handler.
-        let relaxed = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(opts.synchronous(SqliteSynchronous::Normal))
-            .await
-            .map_err(db_err)?;
+        let relaxed = Writer::One(Arc::new(tokio::sync::Mutex::new(
+            SqliteConnection::connect_with(&opts.synchronous(SqliteSynchronous::Normal))
+                .await
+                .map_err(db_err)?,
+        )));
         let mut keys = path.as_os_str().to_owned();
         keys.push("-keys");
         let keys_file = PathBuf::from(keys);
@@ -79,8 +79,8 @@ impl SqliteCatalog {
             .map_err(db_err)?;
         MIGRATOR.run(&pool).await.map_err(migrate_err)?;
         Ok(SqliteCatalog {
-            relaxed: pool.clone(),
-            batch: Batcher::spawn(pool.clone()),
+            relaxed: Writer::Pool(pool.clone()),
+            batch: Batcher::spawn(Writer::Pool(pool.clone())),
             pool,
             keys_file: None,
         })
@@ -119,7 +119,53 @@ fn bump(path: &Path, append: bool) -> Result<()> {
     Ok(())
 }
 
-pool_inserts!(sqlx::Sqlite);
+/// Where the relaxed records are written: one connection of its own, so they queue for it rather
+/// than in SQLite's busy handler. Not a pool of one: a pool hands its connection back through a
+/// task of its own after every statement, a wake-up more on every PATCH. An in-memory catalog
+/// writes through its one pooled connection (another connection would be another database).
+#[derive(Debug, Clone)]
+enum Writer {
+    One(Arc<tokio::sync::Mutex<SqliteConnection>>),
+    Pool(SqlitePool),
+}
+
+enum WriterConn {
+    One(tokio::sync::OwnedMutexGuard<SqliteConnection>),
+    Pool(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+impl std::ops::Deref for WriterConn {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        match self {
+            WriterConn::One(c) => c,
+            WriterConn::Pool(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for WriterConn {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        match self {
+            WriterConn::One(c) => c,
+            WriterConn::Pool(c) => c,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Relaxed for Writer {
+    type Conn = WriterConn;
+    async fn conn(&self) -> Result<WriterConn> {
+        Ok(match self {
+            Writer::One(c) => WriterConn::One(c.clone().lock_owned().await),
+            Writer::Pool(p) => WriterConn::Pool(p.acquire().await.map_err(db_err)?),
+        })
+    }
+}
+
+pool_inserts!(SqlitePool, sqlx::Sqlite);
+pool_inserts!(Writer, sqlx::Sqlite);
 sql_catalog!(SqliteCatalog);
 
 #[cfg(test)]
@@ -149,20 +195,19 @@ mod tests {
     async fn durable_records_fsync_and_relaxed_ones_only_survive_the_process() {
         let dir = tempfile::tempdir().unwrap();
         let c = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
-        let sync = |pool: &SqlitePool| {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-            }
-        };
+        let sync = "PRAGMA synchronous";
         // 2 = FULL, 1 = NORMAL (in WAL mode: no fsync at commit).
-        assert_eq!(sync(&c.pool).await, 2);
-        assert_eq!(sync(&c.relaxed).await, 1);
+        assert_eq!(sqlx::query_scalar::<_, i64>(sync).fetch_one(&c.pool).await.unwrap(), 2);
+        let mut relaxed = c.relaxed.conn().await.unwrap();
+        assert_eq!(
+            sqlx::query_scalar::<_, i64>(sync)
+                .fetch_one(&mut *relaxed)
+                .await
+                .unwrap(),
+            1
+        );
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&c.relaxed)
+            .fetch_one(&mut *relaxed)
             .await
             .unwrap();
         assert_eq!(mode, "wal");
