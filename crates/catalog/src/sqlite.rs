@@ -17,6 +17,9 @@ use sqlx::{Connection as _, SqliteConnection, SqlitePool};
 use crate::batch::{Batcher, pool_inserts};
 use crate::sql::{Relaxed, db_err, migrate_err, sql_catalog};
 
+/// Pages in the write-ahead log before a commit checkpoints it (see [`SqliteCatalog::open`]).
+const WAL_AUTOCHECKPOINT: i64 = 400;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Records in a SQLite file.
@@ -41,6 +44,12 @@ impl SqliteCatalog {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
+            // A checkpoint runs inside the commit that fills the log past this many pages, and
+            // the connection waits for it (its page copies and two fsyncs): under many creations
+            // the relaxed writer stalled ~10 ms several times a second at SQLite's default of
+            // 1,000 (tus creation p99 8-27 ms; at 10,000, 38-40 ms). At 400 they are short
+            // enough: p99 6.6-7.2 ms at the same rate.
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT.to_string())
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let catalog = Self::with_options(opts.clone(), 8).await?;
@@ -210,6 +219,21 @@ mod tests {
             .fetch_one(&mut *relaxed)
             .await
             .unwrap();
+        let checkpoint = "PRAGMA wal_autocheckpoint";
+        assert_eq!(
+            sqlx::query_scalar::<_, i64>(checkpoint)
+                .fetch_one(&mut *relaxed)
+                .await
+                .unwrap(),
+            WAL_AUTOCHECKPOINT
+        );
+        assert_eq!(
+            sqlx::query_scalar::<_, i64>(checkpoint)
+                .fetch_one(&c.pool)
+                .await
+                .unwrap(),
+            WAL_AUTOCHECKPOINT
+        );
         assert_eq!(mode, "wal");
     }
 
