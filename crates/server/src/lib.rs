@@ -11,6 +11,7 @@ pub mod error;
 pub mod links;
 pub mod openapi;
 pub mod ops;
+pub mod repoll;
 pub mod respond;
 pub mod web;
 pub mod webhooks;
@@ -140,7 +141,8 @@ pub async fn serve(
         let _ = sock.set_nodelay(true);
         let service = service.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        // Repoll: the handler runs in this task and wakes it for each piece of body it awaits.
+        tokio::spawn(repoll::Repoll::new(async move {
             // HTTP/1.1 only: the auto builder's protocol sniffing reads the first bytes with no
             // timeout, so a client that connects and says nothing would hold its socket for ever.
             let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
@@ -153,7 +155,7 @@ pub async fn serve(
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-        });
+        }));
     }
     drop(listener);
     graceful.shutdown().await;
