@@ -6,7 +6,8 @@
 //! tells the connection it wants more). tokio's work-stealing scheduler answers a task woken while
 //! it runs by queueing it again *and waking an idle worker to steal it*; that worker finds the
 //! task already taken and goes back to sleep. Issue 9 counted ~6,000 such needless wake-ups (an
-//! eventfd write, then a sleep) per GiB uploaded on two cores, ~0.17 CPU-s per GiB.
+//! eventfd write, then a sleep) per GiB uploaded on two cores; without them a 1 GiB upload went
+//! from 1.31 to 1.18 CPU-s per GiB.
 
 use std::future::Future;
 use std::pin::Pin;
