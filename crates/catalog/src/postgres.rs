@@ -24,6 +24,13 @@ pub struct PgCatalog {
     batch: Batcher,
 }
 
+/// How long a request waits for a connection before it is answered 503: with PostgreSQL down,
+/// requests fail fast instead of queueing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a statement may run on the server (`statement_timeout`); every statement here
+/// takes milliseconds, so one that runs this long is stuck behind a lock or a sick server.
+const STATEMENT_TIMEOUT: &str = "15s";
+
 impl PgCatalog {
     /// Connects (failing clearly if the server is unreachable) and migrates. The error names
     /// the host and database, never the password.
@@ -42,16 +49,17 @@ impl PgCatalog {
             .await
             .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
         sqlx::Connection::close(probe).await.ok();
+        let opts = opts.options([("statement_timeout", STATEMENT_TIMEOUT)]);
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts.clone())
             .await
             .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
         MIGRATOR.run(&pool).await.map_err(migrate_err)?;
         let relaxed = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts.options([("synchronous_commit", "off")]))
             .await
             .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
@@ -72,6 +80,13 @@ impl PgCatalog {
     fn credentials_changed(&self) -> Result<()> {
         Ok(())
     }
+
+    /// PostgreSQL keeps no room of filedock's on its disk: a full disk there is the DBA's.
+    fn free_room(&self) -> bool {
+        false
+    }
+
+    fn keep_room(&self) {}
 }
 
 pool_inserts!(PgPool, sqlx::Postgres);

@@ -9,10 +9,35 @@ use filedock_core::{
 };
 use sqlx::{ColumnIndex, Row as AnyRow};
 
+/// A database error as a core outcome: a unique violation is a `Conflict`; a full disk (SQLite's
+/// `SQLITE_FULL`, PostgreSQL's `disk_full` class 53) is `InsufficientStorage`; a database that
+/// cannot be reached, is shutting down or did not answer in time is `Unavailable` (503, retry);
+/// anything else is `Internal`.
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    let unavailable = |e: &sqlx::Error| {
+        tracing::warn!(error = %e, "the catalog does not answer");
+        Error::Unavailable("the catalog does not answer; retry shortly".into())
+    };
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => Error::Conflict("that record exists already".into()),
-        sqlx::Error::PoolTimedOut => Error::Unavailable("the catalog is busy".into()),
+        sqlx::Error::Database(d) => match d.code().as_deref() {
+            // SQLITE_FULL; PostgreSQL's disk_full and out_of_memory.
+            Some("13" | "53100" | "53200") => {
+                tracing::warn!(error = %e, "the catalog's disk is full");
+                Error::InsufficientStorage("the catalog's disk is full; delete files to free space".into())
+            }
+            // SQLITE_BUSY/LOCKED after the busy timeout; PostgreSQL: connection exceptions (08),
+            // operator intervention (57: shutdown, cannot connect now), statement timeouts.
+            Some(c) if c == "5" || c == "6" || c.starts_with("08") || c.starts_with("57") => unavailable(&e),
+            _ => Error::internal(e),
+        },
+        sqlx::Error::Io(io) if filedock_core::error::is_disk_full(io) => Error::disk_full(),
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => unavailable(&e),
         _ => Error::internal(e),
     }
 }
@@ -41,6 +66,24 @@ pub(crate) fn migrate_err(e: sqlx::migrate::MigrateError) -> Error {
         other => Error::internal(other),
     }
 }
+
+/// Runs a statement that must work on a full disk (a delete, a revocation): if the disk is full,
+/// the catalog gives up the room it keeps (`free_room`) and the statement runs once more; after
+/// a success, the room is taken again when space allows (`keep_room`).
+macro_rules! with_room {
+    ($self:ident, $run:expr) => {{
+        let first = $run;
+        let outcome = match first {
+            Err(filedock_core::Error::InsufficientStorage(_)) if $self.free_room() => $run,
+            other => other,
+        };
+        if outcome.is_ok() {
+            $self.keep_room();
+        }
+        outcome
+    }};
+}
+pub(crate) use with_room;
 
 pub(crate) fn u64_of(v: Option<i64>) -> Option<u64> {
     v.map(|n| n.max(0) as u64)
@@ -248,12 +291,15 @@ macro_rules! sql_catalog {
     }
 
     async fn revoke_credential(&self, id: &str, at: filedock_core::Timestamp) -> filedock_core::Result<bool> {
-        let r = sqlx::query("UPDATE credentials SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-            .bind(id)
-            .bind(at)
-            .execute(&self.pool)
-            .await
-            .map_err($crate::sql::db_err)?;
+        // A revocation must work on a full disk: it may use the room kept for it.
+        let r = $crate::sql::with_room!(self, {
+            sqlx::query("UPDATE credentials SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(at)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::sql::db_err)
+        })?;
         if r.rows_affected() == 1 {
             self.credentials_changed()?;
         }
@@ -329,13 +375,15 @@ macro_rules! sql_catalog {
     }
 
     async fn delete_file(&self, id: &filedock_core::FileId, at: filedock_core::Timestamp) -> filedock_core::Result<bool> {
-        let r =
+        // A delete frees space: it must work on a full disk, using the room kept for it.
+        let r = $crate::sql::with_room!(self, {
             sqlx::query("UPDATE files SET status = 'deleted', deleted_at = $2 WHERE id = $1 AND status <> 'deleted'")
                 .bind(id.as_str())
                 .bind(at)
                 .execute(&self.pool)
                 .await
-                .map_err($crate::sql::db_err)?;
+                .map_err($crate::sql::db_err)
+        })?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -801,6 +849,38 @@ macro_rules! sql_catalog {
             .await
             .map_err($crate::sql::db_err)?;
         Ok(())
+    }
+
+    async fn setting(&self, name: &str) -> filedock_core::Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)
+    }
+
+    async fn init_setting(&self, name: &str, value: &str) -> filedock_core::Result<String> {
+        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)?;
+        sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err($crate::sql::db_err)
+    }
+
+    async fn has_files_on(&self, backend: &str) -> filedock_core::Result<bool> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT id FROM files WHERE backend = $1 AND status <> 'deleted' LIMIT 1")
+                .bind(backend)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::sql::db_err)?;
+        Ok(found.is_some())
     }
 
         }

@@ -31,6 +31,81 @@ pub struct SqliteCatalog {
     /// `<database>-keys`: every process that adds or revokes a credential appends a byte to it
     /// after its commit, so the others see the change with one `stat` (none for in-memory).
     keys_file: Option<PathBuf>,
+    /// Room kept on the database's disk for deletes and revocations (none in memory).
+    room: Option<Arc<Room>>,
+}
+
+/// How much room the catalog keeps for the writes that must work on a full disk, in slices. A
+/// delete or a revocation writes a few pages to the write-ahead log (and a checkpoint copies
+/// them): one 1 MiB slice is room for hundreds of them.
+const ROOM_SLICE: usize = 1 << 20;
+const ROOM_SLICES: usize = 8;
+
+/// `<database>-room.{0..7}`: files of [`ROOM_SLICE`] written at open. When a delete or a
+/// revocation finds the disk full, one slice is removed and the statement runs again in the space
+/// it held (SQLite needs room to commit even a delete), so eight disk-full moments in a row are
+/// survived even if something else fills what each delete freed. Slices are written again after
+/// a later success, once the disk has room for them. Every process on the database (the server,
+/// `filedock keys`, `doctor`) shares the same slices.
+#[derive(Debug)]
+struct Room {
+    base: PathBuf,
+    /// A slice may be missing (given up, or not written for want of space).
+    short: std::sync::atomic::AtomicBool,
+}
+
+impl Room {
+    fn new(base: PathBuf) -> Room {
+        let room = Room {
+            base,
+            short: std::sync::atomic::AtomicBool::new(true),
+        };
+        room.take();
+        room
+    }
+
+    fn slice(&self, i: usize) -> PathBuf {
+        let mut p = self.base.as_os_str().to_owned();
+        p.push(format!(".{i}"));
+        PathBuf::from(p)
+    }
+
+    /// Writes the slices that are missing; a disk without room for one leaves nothing of it.
+    fn take(&self) {
+        use std::io::Write;
+        use std::sync::atomic::Ordering;
+        if !self.short.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        for i in 0..ROOM_SLICES {
+            let path = self.slice(i);
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() == ROOM_SLICE as u64) {
+                continue;
+            }
+            let written = std::fs::File::create(&path).and_then(|mut f| {
+                f.write_all(&vec![0u8; ROOM_SLICE])?;
+                f.sync_all()
+            });
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&path);
+                self.short.store(true, Ordering::Release);
+                tracing::debug!(error = %e, "no room yet for the catalog's reserve");
+                return;
+            }
+        }
+    }
+
+    /// Removes one slice; true if that freed anything.
+    fn give_up(&self) -> bool {
+        self.short.store(true, std::sync::atomic::Ordering::Release);
+        let freed = (0..ROOM_SLICES)
+            .rev()
+            .any(|i| std::fs::remove_file(self.slice(i)).is_ok());
+        if freed {
+            tracing::warn!("the catalog's disk is full: using room kept for deletes and revocations");
+        }
+        freed
+    }
 }
 
 impl SqliteCatalog {
@@ -62,10 +137,13 @@ impl SqliteCatalog {
         keys.push("-keys");
         let keys_file = PathBuf::from(keys);
         bump(&keys_file, false)?;
+        let mut room = path.as_os_str().to_owned();
+        room.push("-room");
         Ok(SqliteCatalog {
             batch: Batcher::spawn(relaxed.clone()),
             relaxed,
             keys_file: Some(keys_file),
+            room: Some(Arc::new(Room::new(PathBuf::from(room)))),
             ..catalog
         })
     }
@@ -92,7 +170,20 @@ impl SqliteCatalog {
             batch: Batcher::spawn(Writer::Pool(pool.clone())),
             pool,
             keys_file: None,
+            room: None,
         })
+    }
+
+    /// Gives up the room kept for deletes and revocations (see [`Room`]); true if it freed any.
+    fn free_room(&self) -> bool {
+        self.room.as_ref().is_some_and(|r| r.give_up())
+    }
+
+    /// Takes the room again if it was given up and the disk has space for it.
+    fn keep_room(&self) {
+        if let Some(r) = &self.room {
+            r.take();
+        }
     }
 
     /// The keys file's inode, length and modification time (see
@@ -123,7 +214,14 @@ fn bump(path: &Path, append: bool) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     if append {
-        f.write_all(b"\n")?;
+        // On a full disk the byte cannot be added; a new modification time moves the version
+        // all the same (it needs no block).
+        if let Err(e) = f.write_all(b"\n") {
+            if !filedock_core::error::is_disk_full(&e) {
+                return Err(e.into());
+            }
+            f.set_modified(std::time::SystemTime::now())?;
+        }
     }
     Ok(())
 }

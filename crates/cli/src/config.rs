@@ -138,7 +138,13 @@ const CLIENT_ENV: &[&str] = &["config", "key", "server", "state_dir", "client_co
 impl Config {
     /// Loads the layers in order.
     pub fn load(file: Option<&Path>, flags: FlagOverrides) -> anyhow::Result<Config> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        // The defaults carry no backend: a config that names backends has exactly those (a
+        // built-in `local` merged under an S3 deployment's config would take writes on one
+        // instance's disk). With none named, the embedded `local` default is used.
+        let mut fig = Figment::from(Serialized::defaults(Config {
+            backends: BTreeMap::new(),
+            ..Config::default()
+        }));
         if let Some(f) = file {
             if !f.exists() {
                 anyhow::bail!("config file {} does not exist", f.display());
@@ -152,7 +158,10 @@ impl Config {
                     .filter(|k| !CLIENT_ENV.iter().any(|c| k.as_str().eq_ignore_ascii_case(c))),
             )
             .merge(Serialized::defaults(flags));
-        let cfg: Config = fig.extract()?;
+        let mut cfg: Config = fig.extract()?;
+        if cfg.backends.is_empty() {
+            cfg.backends = Config::default().backends;
+        }
         if !cfg.backends.contains_key(&cfg.default_backend) {
             anyhow::bail!(
                 "default_backend '{}' is not among the configured backends",
@@ -175,6 +184,31 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[expect(clippy::result_large_err, reason = "figment::Jail's closure signature")]
+    fn configured_backends_replace_the_default() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "s3.toml",
+                "default_backend = \"s3\"\n[backends.s3]\ntype = \"s3\"\nbucket = \"b\"\n\
+                 endpoint = \"http://127.0.0.1:9\"\naccess_key_id = \"k\"\n",
+            )?;
+            let cfg = Config::load(Some(Path::new("s3.toml")), FlagOverrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                cfg.backends.keys().collect::<Vec<_>>(),
+                ["s3"],
+                "no built-in local beside it"
+            );
+            let plain = Config::load(None, FlagOverrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                plain.backends.keys().collect::<Vec<_>>(),
+                ["local"],
+                "the embedded default"
+            );
+            Ok(())
+        });
+    }
 
     #[test]
     #[expect(clippy::result_large_err, reason = "figment::Jail's closure signature")]

@@ -5,6 +5,7 @@
 mod app;
 mod client;
 mod config;
+mod logsink;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use filedock_core::{CredentialKind, ProjectId, WorkspaceId};
+use filedock_core::doctor::Repair;
+use filedock_core::jobs::JobSpec;
+use filedock_core::{CredentialKind, FileService, ProjectId, WorkspaceId};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, FlagOverrides};
@@ -89,16 +92,21 @@ enum KeysCommand {
     Revoke { id: String },
 }
 
-fn init_logging(format: &str) {
+/// Logs to standard error through [`logsink::LogSink`]: a failing or stalled sink drops lines,
+/// never requests. Keep the guard until exit: it writes what is still queued.
+fn init_logging(format: &str) -> Option<logsink::FlushOnDrop> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (sink, guard) = match logsink::LogSink::stderr() {
+        Ok(s) => s,
+        Err(_) => return None,
+    };
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(sink);
     if format == "json" {
         b.json().init();
     } else {
         b.init();
     }
+    Some(guard)
 }
 
 async fn shutdown_signal() {
@@ -118,43 +126,16 @@ async fn shutdown_signal() {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let files = app::file_service(&cfg).await?;
+    let files = Arc::new(app::file_service(&cfg).await?);
+    // Before the first request: an instance on the wrong bucket or database must not take one.
+    // If a dependency does not answer yet, requests get 503 until the identity job succeeds.
+    let _ = tokio::time::timeout(IDENTITY_FIRST_WAIT, files.verify_identity()).await;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, public_url = %cfg.public_url(), data_dir = %cfg.data_dir.display(), "filedock listening");
-    let files = Arc::new(files);
-    if cfg.startup_scan {
-        let files = files.clone();
-        let grace = cfg.orphan_grace_secs;
-        tokio::spawn(async move {
-            match files.doctor(true, grace).await {
-                Ok(r) if r.is_clean() => tracing::info!(
-                    objects = r.objects,
-                    files = r.rows,
-                    "start-up scan: storage and catalog agree"
-                ),
-                Ok(r) => tracing::warn!(
-                    objects = r.objects,
-                    files = r.rows,
-                    orphans_deleted = r.orphans.len(),
-                    missing = r.missing.len(),
-                    size_mismatches = r.size_mismatches.len(),
-                    "start-up scan repaired differences between storage and catalog"
-                ),
-                Err(e) => tracing::warn!(error = %e, "the start-up scan failed; run `filedock doctor`"),
-            }
-        });
-    }
-    let sweeper = tokio::spawn(sweep(
-        files.clone(),
-        Duration::from_secs(cfg.sweep_interval_secs.max(1)),
-    ));
-    // Without webhooks there is nothing to deliver (and no reason to look every second).
-    let deliverer = files
-        .has_webhooks()
-        .then(|| tokio::spawn(filedock_server::webhooks::deliver(files.clone())));
+    let jobs = background_jobs(&files, &cfg);
     let router = filedock_server::router(filedock_server::AppState {
         files,
         dialects: Arc::new(cfg.dialects.clone()),
@@ -168,9 +149,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let _ = rx.await;
     }));
     shutdown_signal().await;
-    sweeper.abort();
-    if let Some(d) = deliverer {
-        d.abort();
+    for job in jobs {
+        job.abort();
     }
     let _ = tx.send(());
     match tokio::time::timeout(Duration::from_secs(cfg.shutdown_grace_secs), server).await {
@@ -180,49 +160,147 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Now and then: aborts abandoned uploads (each under its lock in the catalog), deletes expired
-/// files (one instance at a time, under a lease in the catalog), and queues again the tasks of
-/// runners gone silent (each one conditional statement). Instances sharing a catalog never do
-/// one thing twice.
-async fn sweep(files: Arc<filedock_core::FileService>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        metrics::counter!("filedock_sweeper_runs_total").increment(1);
-        match files.sweep_uploads().await {
-            Ok(0) => {}
-            Ok(n) => {
-                metrics::counter!("filedock_swept_total", "kind" => "uploads").increment(n as u64);
-                tracing::info!(aborted = n, "swept abandoned uploads")
+/// How long `serve` waits for the first identity check before it listens.
+const IDENTITY_FIRST_WAIT: Duration = Duration::from_secs(10);
+/// How often an unverified identity is checked again.
+const IDENTITY_RETRY: Duration = Duration::from_secs(5);
+
+/// Starts the background jobs under the file service's supervisor (see `filedock_core::jobs`):
+/// the identity check until it holds, the start-up scan (orphans only, once the identity holds),
+/// the sweeper, and webhook deliveries when any are configured.
+fn background_jobs(files: &Arc<FileService>, cfg: &Config) -> Vec<tokio::task::JoinHandle<()>> {
+    let sup = files.jobs().clone();
+    let every = Duration::from_secs(cfg.sweep_interval_secs.max(1));
+    let mut jobs = Vec::new();
+    let f = files.clone();
+    jobs.push(sup.spawn(
+        JobSpec {
+            name: "identity",
+            every: IDENTITY_RETRY,
+            stale_after: Duration::from_secs(60),
+            once: true,
+        },
+        move || {
+            let f = f.clone();
+            async move { f.verify_identity().await.map(|_| ()) }
+        },
+    ));
+    if cfg.startup_scan {
+        let f = files.clone();
+        let grace = cfg.orphan_grace_secs;
+        jobs.push(sup.spawn(
+            JobSpec {
+                name: "startup-scan",
+                every: IDENTITY_RETRY,
+                // A scan of a large bucket takes a while; it is reported only if it keeps failing.
+                stale_after: Duration::from_secs(3600),
+                once: true,
+            },
+            move || {
+                let f = f.clone();
+                async move { startup_scan(&f, grace).await }
+            },
+        ));
+    }
+    let f = files.clone();
+    jobs.push(sup.spawn(
+        JobSpec {
+            name: "sweeper",
+            every,
+            stale_after: (every * 5).max(Duration::from_secs(60)),
+            once: false,
+        },
+        move || {
+            let f = f.clone();
+            async move { sweep(&f).await }
+        },
+    ));
+    // Without webhooks there is nothing to deliver (and no reason to look every second).
+    if files.has_webhooks() {
+        match filedock_server::webhooks::Deliverer::new(files.clone()) {
+            Ok(d) => {
+                let d = Arc::new(d);
+                jobs.push(sup.spawn(
+                    JobSpec {
+                        name: "webhooks",
+                        every: Duration::ZERO,
+                        stale_after: d.stale_after(),
+                        once: false,
+                    },
+                    move || {
+                        let d = d.clone();
+                        async move { d.round().await }
+                    },
+                ));
             }
-            Err(e) => {
-                metrics::counter!("filedock_sweep_errors_total", "kind" => "uploads").increment(1);
-                tracing::warn!(error = %e, "the upload sweep failed; retrying at the next interval")
-            }
+            Err(e) => tracing::error!(error = %e, "cannot build the webhook client; no webhook will be delivered"),
         }
-        match files.sweep_files().await {
+    }
+    jobs
+}
+
+/// The start-up scan: deletes orphans past the grace period and reports the rest. It never
+/// turns a row into a tombstone (that is `doctor --fix`, asked for by a person), and it waits
+/// until the deployment identity holds.
+async fn startup_scan(files: &FileService, grace: u64) -> filedock_core::Result<()> {
+    if let Some(why) = files.refusal() {
+        return Err(filedock_core::Error::Unavailable(why));
+    }
+    let r = files.doctor(Repair::Orphans, grace).await?;
+    if r.orphans.is_empty() && r.missing.is_empty() && r.size_mismatches.is_empty() {
+        tracing::info!(
+            objects = r.objects,
+            files = r.rows,
+            "start-up scan: storage and catalog agree"
+        );
+    } else {
+        tracing::warn!(
+            objects = r.objects,
+            files = r.rows,
+            orphans_deleted = r.orphans.len(),
+            missing = r.missing.len(),
+            size_mismatches = r.size_mismatches.len(),
+            "start-up scan: deleted orphans; files whose object is missing and sizes that differ are left \
+             as they are (see `filedock doctor`)"
+        );
+    }
+    Ok(())
+}
+
+/// One round of the sweeper: aborts abandoned uploads (each under its lock in the catalog),
+/// deletes expired files (one instance at a time, under a lease in the catalog), and queues again
+/// the tasks of runners gone silent (each one conditional statement). Instances sharing a catalog
+/// never do one thing twice. Nothing while the deployment identity does not hold.
+async fn sweep(files: &FileService) -> filedock_core::Result<()> {
+    if let Some(why) = files.refusal() {
+        return Err(filedock_core::Error::Unavailable(why));
+    }
+    metrics::counter!("filedock_sweeper_runs_total").increment(1);
+    let mut failed = None;
+    let outcomes = [
+        ("uploads", "aborted abandoned uploads", files.sweep_uploads().await),
+        ("files", "deleted expired files", files.sweep_files().await),
+        (
+            "tasks",
+            "released the tasks of silent runners",
+            files.sweep_tasks().await,
+        ),
+    ];
+    for (kind, done, outcome) in outcomes {
+        match outcome {
             Ok(0) => {}
             Ok(n) => {
-                metrics::counter!("filedock_swept_total", "kind" => "files").increment(n as u64);
-                tracing::info!(deleted = n, "swept expired files")
+                metrics::counter!("filedock_swept_total", "kind" => kind).increment(n as u64);
+                tracing::info!(count = n, "sweeper: {done}");
             }
             Err(e) => {
-                metrics::counter!("filedock_sweep_errors_total", "kind" => "files").increment(1);
-                tracing::warn!(error = %e, "the retention sweep failed; retrying at the next interval")
-            }
-        }
-        match files.sweep_tasks().await {
-            Ok(0) => {}
-            Ok(n) => {
-                metrics::counter!("filedock_swept_total", "kind" => "tasks").increment(n as u64);
-                tracing::info!(released = n, "released the tasks of silent runners")
-            }
-            Err(e) => {
-                metrics::counter!("filedock_sweep_errors_total", "kind" => "tasks").increment(1);
-                tracing::warn!(error = %e, "the task sweep failed; retrying at the next interval")
+                metrics::counter!("filedock_sweep_errors_total", "kind" => kind).increment(1);
+                tracing::warn!(kind, error = %e, "a sweep failed; retrying at the next interval");
+                failed = Some(e);
             }
         }
     }
+    failed.map_or(Ok(()), Err)
 }
 
 fn print_report(r: &filedock_core::doctor::DoctorReport, json: bool) -> anyhow::Result<()> {
@@ -319,6 +397,16 @@ async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates the data dir as 0700, or makes an existing one 0700 (files made by an older version
+/// under a looser umask are then out of other users' reach too).
+fn private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the data dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making the data dir {} private", dir.display()))?;
+    Ok(())
+}
+
 /// mimalloc rather than glibc's malloc: a creation allocates and frees a few hundred small objects
 /// across threads, and glibc spent ~13% of the CPU on them (64-concurrent tus creations: 15,200 ->
 /// 18,700/s). Built without transparent huge pages, which tripled the resident memory of an idle
@@ -335,6 +423,9 @@ async fn main() -> anyhow::Result<()> {
         // The client needs no server config: a server URL and a key.
         Command::Client(cmd) => std::process::exit(client::run(cmd).await),
     };
+    // Files filedock creates (blobs, the catalog, its logs, the signing key) are for its own user
+    // only, whatever the umask it was started with; an existing data dir is closed the same way.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cfg = Config::load(
         cli.config.as_deref(),
         FlagOverrides {
@@ -343,20 +434,31 @@ async fn main() -> anyhow::Result<()> {
             public_url,
         },
     )?;
+    if matches!(cli.command, Command::Serve { .. }) || cfg.data_dir.exists() {
+        private_data_dir(&cfg.data_dir)?;
+    }
     match cli.command {
         Command::Serve { .. } => {
-            init_logging(&cfg.log_format);
+            let _flush = init_logging(&cfg.log_format);
             serve(cfg).await
         }
         Command::Keys(cmd) => keys(cfg, cmd).await,
         Command::Client(_) => unreachable!("handled above"),
         Command::Doctor { fix, grace_secs, json } => {
-            init_logging(&cfg.log_format);
+            let flush = init_logging(&cfg.log_format);
             let grace = grace_secs.unwrap_or(cfg.orphan_grace_secs);
             let files = app::file_service(&cfg).await?;
-            let report = files.doctor(fix, grace).await?;
+            let repair = if fix {
+                // A repair acts only on a deployment whose catalog and storage belong together.
+                files.verify_identity().await?;
+                Repair::All
+            } else {
+                Repair::None
+            };
+            let report = files.doctor(repair, grace).await?;
             print_report(&report, json)?;
             if !report.is_clean() && !fix {
+                drop(flush);
                 std::process::exit(1);
             }
             Ok(())

@@ -24,6 +24,8 @@ fn object_files(dir: &Path) -> usize {
     };
     entries
         .map(|e| e.unwrap().path())
+        // filedock's own objects (the deployment marker) are no file's.
+        .filter(|p| !p.ends_with(".filedock"))
         .map(|p| if p.is_dir() { object_files(&p) } else { 1 })
         .sum()
 }

@@ -212,4 +212,12 @@ pub trait Catalog: Send + Sync + Debug {
     async fn try_lease(&self, name: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool>;
     /// Gives up a lease `holder` holds.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+
+    /// A deployment-wide setting, if it was ever set.
+    async fn setting(&self, name: &str) -> Result<Option<String>>;
+    /// Sets `name` to `value` unless it is set already; returns the value it holds after (the
+    /// first writer's, when two race).
+    async fn init_setting(&self, name: &str, value: &str) -> Result<String>;
+    /// Whether any file that is not deleted (pending, ready) lives on `backend`.
+    async fn has_files_on(&self, backend: &str) -> Result<bool>;
 }

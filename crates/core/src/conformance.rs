@@ -46,6 +46,25 @@ fn key(s: &str) -> StorageKey {
 /// `atomic_create`: the store promises that of two racing create-only puts exactly one wins (the
 /// local disk and memory do; s3s-fs, the S3 test server, checks `If-None-Match` non-atomically).
 pub async fn blob_store_suite(store: &dyn BlobStore, atomic_create: bool) {
+    // A missing object is NotFound, under filedock's own prefix too (where its markers live),
+    // and an object written there reads back.
+    let internal = key(".filedock/conformance-marker");
+    let missing = store.get(&internal, None).await.map(|g| g.meta);
+    assert!(
+        matches!(missing, Err(Error::NotFound(_))),
+        "get of a missing key: {missing:?}"
+    );
+    assert!(
+        matches!(store.head(&internal).await, Err(Error::NotFound(_))),
+        "head of a missing key"
+    );
+    store
+        .put(&internal, body(&[b"marker"]), PutOptions::default())
+        .await
+        .expect("put under .filedock/");
+    assert_eq!(read_all(store, &internal, None).await, b"marker");
+    store.delete(&internal).await.expect("delete");
+
     let k = key("conformance/a/b/one.txt");
     let meta = store
         .put(&k, body(&[b"hello ", b"world"]), PutOptions::default())
@@ -336,7 +355,36 @@ pub async fn catalog_suite(catalog: &dyn Catalog) {
     task_rules(catalog).await;
     delivery_rules(catalog).await;
     lease_rules(catalog).await;
+    setting_rules(catalog).await;
     concurrent_creation_rules(catalog).await;
+}
+
+/// Settings are written once: the first value stays; `has_files_on` sees live files only.
+async fn setting_rules(catalog: &dyn Catalog) {
+    assert_eq!(catalog.setting("deployment_id").await.expect("read"), None);
+    assert_eq!(catalog.init_setting("deployment_id", "one").await.expect("init"), "one");
+    assert_eq!(
+        catalog.init_setting("deployment_id", "two").await.expect("init again"),
+        "one",
+        "the first value stays"
+    );
+    assert_eq!(
+        catalog.setting("deployment_id").await.expect("read"),
+        Some("one".into())
+    );
+    assert!(!catalog.has_files_on("never-configured").await.expect("has files"));
+    let f = file("alpha", None, "settings/live.bin", FileStatus::Ready);
+    let f = FileRecord {
+        backend: "settings-backend".into(),
+        ..f
+    };
+    catalog.insert_file(&f).await.expect("insert");
+    assert!(catalog.has_files_on("settings-backend").await.expect("has files"));
+    assert!(catalog.delete_file(&f.id, 5_000).await.expect("delete"));
+    assert!(
+        !catalog.has_files_on("settings-backend").await.expect("has files"),
+        "a tombstone is no file"
+    );
 }
 
 /// Pending files and uploads created at once (a catalog may insert them together): each caller

@@ -4,15 +4,18 @@
 //!   between a blob's commit and its row, by a presigned PUT replayed after a delete, or by a
 //!   sweep cut short. Repair deletes it — only once it is older than a grace period, because on a
 //!   shared bucket another instance may be a millisecond from writing its row.
-//! - A **missing** blob is a ready row whose object is gone. Repair turns the row into a
-//!   tombstone, so the file answers 404 rather than failing on every read.
+//! - A **missing** blob is a ready row whose object is gone. Only an explicit repair
+//!   (`doctor --fix`, [`Repair::All`]) turns the row into a tombstone, so the file answers 404
+//!   rather than failing on every read. The start-up scan ([`Repair::Orphans`]) never does: one
+//!   instance's view of a bucket (the wrong one, an empty one, one that lists late) is no reason
+//!   to give up a file.
 //! - A **size mismatch** is a ready row whose object has another size. It is reported, never
 //!   changed: which side is right needs a person.
 
 use std::collections::{BTreeSet, HashSet};
 
 use crate::catalog::FileQuery;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::files::{FileService, secs_to_ms};
 use crate::model::{FileRecord, FileStatus, ProjectId, StorageKey};
 
@@ -31,7 +34,8 @@ pub struct DoctorReport {
     pub missing: Vec<FileRecord>,
     /// Ready rows whose object has another size: `(row, object size)`.
     pub size_mismatches: Vec<(FileRecord, u64)>,
-    /// Whether the orphans were deleted and the missing rows made tombstones.
+    /// Whether the orphans were deleted (and, with [`Repair::All`], the missing rows made
+    /// tombstones).
     pub repaired: bool,
 }
 
@@ -42,10 +46,27 @@ impl DoctorReport {
     }
 }
 
+/// What `doctor` may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// Nothing: report only.
+    None,
+    /// Delete orphans past the grace period (the start-up scan).
+    Orphans,
+    /// Also make rows of missing objects tombstones (`doctor --fix`, asked for by a person).
+    All,
+}
+
 impl FileService {
-    /// Compares every backend's objects with the catalog's rows; with `repair`, deletes orphans
-    /// older than `grace_secs` and makes rows of missing objects tombstones.
-    pub async fn doctor(&self, repair: bool, grace_secs: u64) -> Result<DoctorReport> {
+    /// Compares every backend's objects with the catalog's rows and repairs what `repair` allows:
+    /// orphans older than `grace_secs` deleted, rows of missing objects made tombstones. Refuses
+    /// to repair anything while the deployment identity is not verified.
+    pub async fn doctor(&self, repair: Repair, grace_secs: u64) -> Result<DoctorReport> {
+        if repair != Repair::None
+            && let Some(why) = self.refusal()
+        {
+            return Err(Error::Unavailable(format!("not repairing: {why}")));
+        }
         let mut report = DoctorReport::default();
         let now = self.clock.now();
         let cutoff = now.saturating_sub(secs_to_ms(grace_secs));
@@ -118,17 +139,19 @@ impl FileService {
                 }
             }
         }
-        if repair {
+        if repair != Repair::None {
             for (name, key, _) in &report.orphans {
                 self.backend(Some(name))?.store.delete(key).await?;
                 tracing::info!(backend = %name, key = %key, "doctor: deleted an orphan object");
             }
+        }
+        if repair == Repair::All {
             for rec in &report.missing {
                 self.catalog.delete_file(&rec.id, now).await?;
                 tracing::info!(file = %rec.id, "doctor: the object is gone; the row is now a tombstone");
             }
-            report.repaired = true;
         }
+        report.repaired = repair != Repair::None;
         Ok(report)
     }
 }

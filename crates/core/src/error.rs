@@ -55,6 +55,10 @@ pub enum Error {
     /// The project's storage quota (bytes or files) would be exceeded.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// The disk (or the catalog's database) is full: nothing more can be stored until space is
+    /// freed. Reads and deletes go on working.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// The client stopped sending a request it had started.
     #[error("{0}")]
     Timeout(String),
@@ -88,6 +92,7 @@ impl Error {
             Error::Locked(_) => "locked",
             Error::RateLimited(_, _) => "rate_limited",
             Error::QuotaExceeded(_) => "quota_exceeded",
+            Error::InsufficientStorage(_) => "insufficient_storage",
             Error::Timeout(_) => "timeout",
             Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
@@ -116,12 +121,31 @@ impl Error {
 
     /// True for the 5xx family (the server logs these with their cause).
     pub fn is_server_error(&self) -> bool {
-        matches!(self, Error::Internal(_) | Error::Unavailable(_))
+        matches!(
+            self,
+            Error::Internal(_) | Error::Unavailable(_) | Error::InsufficientStorage(_)
+        )
     }
+
+    /// The disk-full outcome, for a write that failed with no space left.
+    pub fn disk_full() -> Self {
+        Error::InsufficientStorage("no space is left on the storage device; delete files to free space".into())
+    }
+}
+
+/// Whether an I/O error means "no space left" (ENOSPC, or a disk quota).
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(28 | 122))
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
+        if is_disk_full(&e) {
+            tracing::warn!(error = %e, "a write found the disk full");
+            return Error::disk_full();
+        }
         Error::Internal(Box::new(e))
     }
 }

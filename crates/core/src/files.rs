@@ -237,6 +237,8 @@ pub struct FileService {
     slots: crate::limits::UploadSlots,
     pub(crate) upload_facts: crate::uploads::FactsMemory,
     pub(crate) running_digests: crate::uploads::RunningDigests,
+    pub(crate) identity: crate::identity::Identity,
+    jobs: Arc<crate::jobs::Supervisor>,
 }
 
 /// Wake-ups within one instance (other instances are found by polling).
@@ -256,6 +258,10 @@ fn date_parts(at: Timestamp) -> (i32, u8, u8) {
 pub(crate) fn is_visible_to(rec: &FileRecord, who: &Principal) -> bool {
     rec.project == who.project && (who.workspace.is_none() || rec.workspace == who.workspace)
 }
+
+/// How long `/readyz` waits for any one dependency: a probe must answer quickly even when a
+/// dependency hangs.
+pub const READY_DEADLINE: std::time::Duration = std::time::Duration::from_millis(1500);
 
 pub(crate) fn secs_to_ms(s: u64) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
@@ -303,6 +309,8 @@ impl FileService {
             slots: Default::default(),
             upload_facts: Default::default(),
             running_digests: Default::default(),
+            identity: Default::default(),
+            jobs: Default::default(),
         })
     }
 
@@ -372,24 +380,52 @@ impl FileService {
         self.slots.total()
     }
 
-    /// Whether the catalog and every backend answer: a read of the catalog and a HEAD of a key
-    /// that never exists (not found is an answer). Says which one failed, never with a secret.
+    /// The supervisor of this instance's background jobs.
+    pub fn jobs(&self) -> &Arc<crate::jobs::Supervisor> {
+        &self.jobs
+    }
+
+    /// Whether this instance can serve: its deployment identity is verified, the catalog and
+    /// every backend answer (a read of the catalog and a HEAD of a key that never exists: not
+    /// found is an answer), each within [`READY_DEADLINE`], and every background job has
+    /// completed a run recently. Names everything that fails, never with a secret.
     pub async fn check_ready(&self) -> Result<()> {
-        if let Err(e) = self.catalog.credential("readiness-probe").await {
-            tracing::warn!(error = %e, "readiness: the catalog does not answer");
-            return Err(Error::Unavailable("the catalog does not answer".into()));
-        }
+        let catalog = async {
+            match tokio::time::timeout(READY_DEADLINE, self.catalog.credential("readiness-probe")).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "readiness: the catalog does not answer");
+                    Some("the catalog does not answer".to_owned())
+                }
+                Err(_) => Some(format!("the catalog did not answer within {READY_DEADLINE:?}")),
+            }
+        };
         let probe = StorageKey::new(format!("{}readyz", crate::blob::INTERNAL_PREFIX))?;
-        for (name, b) in &self.backends {
-            match b.store.head(&probe).await {
-                Ok(_) | Err(Error::NotFound(_)) => {}
-                Err(e) => {
-                    tracing::warn!(backend = %name, error = %e, "readiness: a backend does not answer");
-                    return Err(Error::Unavailable(format!("storage backend '{name}' does not answer")));
+        let stores = futures_util::future::join_all(self.backends.iter().map(|(name, b)| {
+            let probe = probe.clone();
+            async move {
+                match tokio::time::timeout(READY_DEADLINE, b.store.head(&probe)).await {
+                    Ok(Ok(_) | Err(Error::NotFound(_))) => None,
+                    Ok(Err(e)) => {
+                        tracing::warn!(backend = %name, error = %e, "readiness: a backend does not answer");
+                        Some(format!("storage backend '{name}' does not answer"))
+                    }
+                    Err(_) => Some(format!(
+                        "storage backend '{name}' did not answer within {READY_DEADLINE:?}"
+                    )),
                 }
             }
+        }));
+        let (catalog, stores) = futures_util::future::join(catalog, stores).await;
+        let mut problems: Vec<String> = self.refusal().into_iter().collect();
+        problems.extend(catalog);
+        problems.extend(stores.into_iter().flatten());
+        problems.extend(self.jobs.problems());
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(problems.join("; ")))
         }
-        Ok(())
     }
 
     /// Uploads of a project streaming through this instance now.
@@ -533,11 +569,30 @@ impl FileService {
     }
 
     /// Writes a staged file's record: from now on it is visible.
+    ///
+    /// A failed insert may still have written the row (a COMMIT whose reply was lost with its
+    /// connection), so the row is read back before the blob is dropped: a ready row always has
+    /// its bytes. When even that read fails, the blob is kept (at worst an orphan, which
+    /// `doctor` finds) and the answer is 503: the client cannot know either, and retries.
     pub async fn commit(&self, staged: Staged) -> Result<FileRecord> {
         let rec = staged.rec;
         if let Err(e) = self.catalog.insert_file(&rec).await {
-            self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key).await;
-            return Err(e);
+            match self.catalog.file(&rec.id).await {
+                Ok(Some(stored)) if stored.backend == rec.backend && stored.key == rec.key => {
+                    tracing::warn!(file = %rec.id, error = %e, "the catalog reported a failed insert that was written");
+                }
+                Ok(_) => {
+                    self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key).await;
+                    return Err(e);
+                }
+                Err(read) => {
+                    tracing::error!(file = %rec.id, key = %rec.key, insert = %e, read = %read,
+                        "cannot tell whether a file's row was written; its object is kept");
+                    return Err(Error::Unavailable(
+                        "the catalog does not answer; retry the upload".into(),
+                    ));
+                }
+            }
         }
         self.emit(&rec.project, EventType::FileReady, file_data(&rec)).await;
         Ok(rec)

@@ -17,6 +17,8 @@ pub mod doctor;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod identity;
+pub mod jobs;
 pub mod limits;
 pub mod link;
 pub mod memory;

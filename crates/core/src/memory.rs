@@ -136,12 +136,23 @@ pub struct MemoryCatalog {
     deliveries: Mutex<BTreeMap<String, DeliveryRecord>>,
     /// Named leases: holder and end.
     leases: Mutex<HashMap<String, Lease>>,
+    /// Deployment-wide settings.
+    settings: Mutex<HashMap<String, String>>,
+    /// Fault injection: the next `insert_file` writes its row and then fails, as a COMMIT whose
+    /// reply was lost does.
+    lose_insert_reply: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryCatalog {
     /// An empty catalog.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes the next `insert_file` write its row and then report a failure (a reply lost with
+    /// the connection: the caller cannot tell whether the row was written).
+    pub fn lose_next_insert_reply(&self) {
+        self.lose_insert_reply.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -188,6 +199,9 @@ impl Catalog for MemoryCatalog {
             return Err(Error::Conflict("a file with this id or storage key exists".into()));
         }
         files.insert(f.id.clone(), f.clone());
+        if self.lose_insert_reply.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::internal_msg("connection closed before the COMMIT's reply"));
+        }
         Ok(())
     }
 
@@ -571,6 +585,23 @@ impl Catalog for MemoryCatalog {
             all.remove(name);
         }
         Ok(())
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<String>> {
+        Ok(lock(&self.settings)?.get(name).cloned())
+    }
+
+    async fn init_setting(&self, name: &str, value: &str) -> Result<String> {
+        Ok(lock(&self.settings)?
+            .entry(name.to_owned())
+            .or_insert_with(|| value.to_owned())
+            .clone())
+    }
+
+    async fn has_files_on(&self, backend: &str) -> Result<bool> {
+        Ok(lock(&self.files)?
+            .values()
+            .any(|f| f.backend == backend && f.status != FileStatus::Deleted))
     }
 }
 

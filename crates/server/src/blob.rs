@@ -36,6 +36,7 @@ fn s3_code(e: &Error) -> &'static str {
         Error::Locked(_) => "OperationAborted",
         Error::RateLimited(_, _) => "SlowDown",
         Error::QuotaExceeded(_) => "QuotaExceeded",
+        Error::InsufficientStorage(_) => "InsufficientStorage",
         Error::Timeout(_) => "RequestTimeout",
         Error::Unavailable(_) => "ServiceUnavailable",
         Error::Internal(_) => "InternalError",

@@ -26,11 +26,15 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::Locked(_) => StatusCode::LOCKED,
         Error::RateLimited(_, _) => StatusCode::TOO_MANY_REQUESTS,
         Error::QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
+        Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
+
+/// The `Retry-After` of a 503: a dependency that failed usually answers again within seconds.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 5;
 
 /// Logs a server-side failure once, with its cause chain.
 pub fn log_if_server_error(e: &Error) {
@@ -61,6 +65,11 @@ pub fn with_error_headers(e: &Error, mut resp: Response) -> Response {
         }
         Error::RateLimited(_, secs) => {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+        }
+        // A dependency that did not answer, or a full disk: worth trying again later.
+        Error::Unavailable(_) | Error::InsufficientStorage(_) => {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(UNAVAILABLE_RETRY_SECS));
         }
         _ => {}
     }

@@ -51,7 +51,8 @@ const READ_BUFFER: usize = 128 * 1024;
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     ops::metrics_handle();
-    // Spans name the path only: query strings of signed URLs carry signatures.
+    // Spans name the path only (query strings of signed URLs carry signatures), and a path that
+    // is itself a capability (a stable link's token) only redacted.
     let trace = TraceLayer::new_for_http()
         .make_span_with(|req: &Request<_>| {
             let id = req
@@ -59,7 +60,8 @@ pub fn router(state: AppState) -> Router {
                 .get(&REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            let path = ops::loggable_path(req.uri().path());
+            tracing::info_span!("request", method = %req.method(), path = %path, request_id = %id)
         })
         // One access-log line per request at info: status and latency, in the span above.
         .on_response(
@@ -67,12 +69,8 @@ pub fn router(state: AppState) -> Router {
                 .level(tracing::Level::INFO)
                 .latency_unit(tower_http::LatencyUnit::Micros),
         );
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::serve_metrics))
-        .route("/openapi.json", get(openapi::serve))
-        .merge(openapi::docs())
+    // Everything that reads or writes files waits for the deployment identity (ops::gate).
+    let api = Router::new()
         .merge(dialects::native::routes())
         .merge(dialects::tokenops::routes())
         .merge(dialects::huawei::routes())
@@ -82,6 +80,14 @@ pub fn router(state: AppState) -> Router {
         .merge(dialects::tus::routes())
         .merge(blob::routes())
         .merge(links::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), ops::gate));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::serve_metrics))
+        .route("/openapi.json", get(openapi::serve))
+        .merge(openapi::docs())
+        .merge(api)
         .merge(web::routes())
         .route_layer(axum::middleware::from_fn(ops::track))
         .with_state(state)

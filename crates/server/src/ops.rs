@@ -77,6 +77,28 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Refuses every file route with 503 `unavailable` (and `Retry-After`) while this instance's
+/// deployment identity is not verified: an instance on the wrong bucket or database serves
+/// nothing rather than something wrong. `/healthz`, `/readyz` and `/metrics` stay open.
+pub async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match state.files.refusal() {
+        None => next.run(req).await,
+        Some(why) => crate::error::ApiError(filedock_core::Error::Unavailable(why)).into_response(),
+    }
+}
+
+/// A request path as the access log may show it: a stable link's token (`/l/{token}`) is a
+/// capability, so it is cut to a prefix that tells links apart without opening them.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/l/") {
+        Some(token) => {
+            let shown: String = token.chars().take(6).collect();
+            format!("/l/{shown}…(redacted)").into()
+        }
+        None => path.into(),
+    }
+}
+
 /// `GET /metrics`: Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content((String = "text/plain")))))]

@@ -755,7 +755,7 @@ async fn tus_creation_with_upload_defer_length_termination_and_expiry() {
         assert_eq!(std::fs::read_dir(app.dir.path().join("uploads")).unwrap().count(), 0);
     }
     assert!(
-        app.store.list(".filedock/").await.unwrap().is_empty(),
+        app.store.list(".filedock/append/").await.unwrap().is_empty(),
         "no staging left"
     );
 }

@@ -65,6 +65,7 @@ async fn presigned_bytes_never_pass_through_filedock() {
         )
         .unwrap(),
     );
+    files.verify_identity().await.unwrap();
     let key = files
         .credentials()
         .create(ProjectId::new("demo").unwrap(), None, CredentialKind::Session, None)

@@ -97,6 +97,25 @@ fn append_blocking(
     path: &Path,
     offset: u64,
     buf: usize,
+    next: impl FnMut() -> Option<Vec<bytes::Bytes>>,
+) -> Result<u64> {
+    let written = append_inner(path, offset, buf, next);
+    if written.is_err() {
+        // What a failed append wrote past the recorded offset was never acknowledged: drop it
+        // now, not when the upload expires (on a full disk that space is what is missing).
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path)
+            && f.metadata().is_ok_and(|m| m.len() > offset)
+        {
+            let _ = f.set_len(offset).and_then(|()| f.sync_data());
+        }
+    }
+    written
+}
+
+fn append_inner(
+    path: &Path,
+    offset: u64,
+    buf: usize,
     mut next: impl FnMut() -> Option<Vec<bytes::Bytes>>,
 ) -> Result<u64> {
     use std::io::{Seek as _, Write as _};
@@ -233,7 +252,7 @@ fn not_found(e: std::io::Error) -> Error {
     if e.kind() == ErrorKind::NotFound {
         Error::not_found("no such key")
     } else {
-        Error::internal(e)
+        Error::from(e)
     }
 }
 
@@ -241,7 +260,7 @@ fn no_upload(e: std::io::Error) -> Error {
     if e.kind() == ErrorKind::NotFound {
         Error::not_found("no such upload")
     } else {
-        Error::internal(e)
+        Error::from(e)
     }
 }
 
@@ -479,9 +498,20 @@ impl BlobStore for LocalStore {
             let mut out = Vec::new();
             let mut stack = vec![root.clone()];
             while let Some(dir) = stack.pop() {
-                for entry in std::fs::read_dir(&dir)? {
+                // An object or a directory that goes away while we list (a delete, a sweep, an
+                // upload's temp file) is simply not listed: it is gone, not an error.
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                for entry in entries {
                     let entry = entry?;
-                    let m = entry.metadata()?;
+                    let m = match entry.metadata() {
+                        Ok(m) => m,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e.into()),
+                    };
                     if m.is_dir() {
                         stack.push(entry.path());
                     } else if m.is_file() {

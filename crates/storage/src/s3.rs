@@ -37,6 +37,7 @@ use filedock_core::{
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path;
+use object_store::{ClientOptions, RetryConfig};
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use serde::{Deserialize, Serialize};
@@ -139,11 +140,25 @@ pub struct S3Config {
     /// client, while it is spent; each upload holds at most two parts (one sending, one filling).
     #[serde(default = "default_part_buffer_mib")]
     pub part_buffer_mib: u32,
+    /// The longest one S3 call may take, in seconds (default 30), including 5 s to connect; a
+    /// call whose answer pauses for 10 s is cut off too. A call that runs out is tried once more,
+    /// then answered 503 `unavailable`: a frozen store cannot hold requests for ever.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
 }
 
 fn default_part_buffer_mib() -> u32 {
     48
 }
+
+fn default_timeout_secs() -> u64 {
+    30
+}
+
+/// To connect to the store.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest pause within one answer.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl S3Config {
     fn secret(&self) -> Result<String> {
@@ -217,8 +232,15 @@ fn os_err(e: object_store::Error) -> Error {
         object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
             Error::PreconditionFailed("an object already exists at this key".into())
         }
-        other => Error::internal(other),
+        // Timeouts, refused connections, 5xx answers: the store does not answer now.
+        other => unavailable(other),
     }
+}
+
+/// A store that did not answer (or answered 5xx): 503 `unavailable`, the cause logged here.
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    tracing::warn!(error = %e, "the S3 store does not answer");
+    Error::Unavailable("the storage backend does not answer; retry shortly".into())
 }
 
 fn staging_prefix(key: &StorageKey) -> String {
@@ -276,7 +298,15 @@ impl S3Store {
     /// Connects to a bucket (no request is made until first use).
     pub fn open(cfg: &S3Config) -> Result<Self> {
         let secret = cfg.secret()?;
+        let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
         let store = AmazonS3Builder::new()
+            // First: the client options replace every earlier one (allow_http among them).
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout(timeout)
+                    .with_connect_timeout(CONNECT_TIMEOUT)
+                    .with_read_timeout(READ_TIMEOUT),
+            )
             .with_endpoint(&cfg.endpoint)
             .with_allow_http(cfg.endpoint.starts_with("http://"))
             .with_bucket_name(&cfg.bucket)
@@ -285,6 +315,11 @@ impl S3Store {
             .with_secret_access_key(&secret)
             .with_virtual_hosted_style_request(!cfg.path_style)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_retry(RetryConfig {
+                max_retries: 1,
+                retry_timeout: timeout,
+                ..RetryConfig::default()
+            })
             .build()
             .map_err(|e| Error::invalid(format!("s3 backend: {e}")))?;
         let endpoint = url::Url::parse(&cfg.endpoint).map_err(|e| Error::invalid(format!("s3 endpoint: {e}")))?;
@@ -301,7 +336,9 @@ impl S3Store {
             credentials: Credentials::new(cfg.access_key_id.clone(), secret),
             create_only: cfg.create_only,
             http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(READ_TIMEOUT)
+                .timeout(timeout)
                 .build()
                 .map_err(Error::internal)?,
             parts: PartPool::new(PART, (cfg.part_buffer_mib as usize * 1024 * 1024) / PART),
@@ -312,10 +349,10 @@ impl S3Store {
     /// Sends one signed S3 call; an S3 error answer becomes a core error (`NoSuchUpload` →
     /// `NotFound`, `InvalidPart`/`EntityTooSmall`/`InvalidPartOrder` → `Invalid`).
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<(reqwest::header::HeaderMap, String)> {
-        let resp = req.send().await.map_err(Error::internal)?;
+        let resp = req.send().await.map_err(|e| unavailable(e.without_url()))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let text = resp.text().await.map_err(Error::internal)?;
+        let text = resp.text().await.map_err(|e| unavailable(e.without_url()))?;
         // CompleteMultipartUpload may answer 200 with an error document.
         if status.is_success() && !text.contains("<Error>") {
             return Ok((headers, text));
@@ -331,6 +368,7 @@ impl S3Store {
             "NoSuchUpload" => Error::not_found("no such upload"),
             "InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" => Error::invalid(format!("{code}: {message}")),
             "PreconditionFailed" => Error::PreconditionFailed("an object already exists at this key".into()),
+            _ if status.is_server_error() => unavailable(format!("S3 answered {status}: {code} {message}")),
             _ => Error::internal_msg(format!("S3 answered {status}: {code} {message}")),
         })
     }

@@ -26,6 +26,7 @@ fn store_at(endpoint: &str, create_only: CreateOnly, part_buffer_mib: u32) -> S3
         secret_access_key_file: None,
         create_only,
         part_buffer_mib,
+        timeout_secs: 30,
     })
     .unwrap()
 }

@@ -234,3 +234,128 @@ pub async fn postgres_database() -> Option<String> {
     let (base, _) = admin.rsplit_once('/').expect("TEST_PG_URL ends with /<database>");
     Some(format!("{base}/{name}"))
 }
+
+/// A PostgreSQL server of a test's own (a new cluster in a temp dir, on a free loopback port),
+/// so that the test can stop and start it without touching the shared test server. Needs the
+/// machine's PostgreSQL binaries (`scripts/postgres` installs them) and root, which runs them as
+/// the `postgres` user (`initdb` refuses root). Stopped (`-m immediate`) when dropped.
+pub struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    /// `postgres://filedock@127.0.0.1:<port>/filedock` (trust authentication on loopback).
+    pub url: String,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    /// Creates and starts the cluster with one database, `filedock`.
+    pub fn start() -> PrivatePostgres {
+        let versions =
+            std::fs::read_dir("/usr/lib/postgresql").expect("PostgreSQL is installed (scripts/postgres installs it)");
+        let mut versions: Vec<u32> = versions
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        versions.sort_unstable();
+        let version = versions.last().expect("a PostgreSQL version");
+        let bin = std::path::PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"));
+        let dir = tempfile::Builder::new().prefix("filedock-pg-").tempdir().unwrap();
+        let chown = std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            chown.success(),
+            "chown the cluster's dir to postgres (the tests run as root)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PrivatePostgres {
+            url: format!("postgres://filedock@127.0.0.1:{port}/filedock"),
+            dir,
+            bin,
+            port,
+        };
+        pg.as_postgres(
+            "initdb",
+            &[
+                "-D",
+                &pg.data().to_string_lossy(),
+                "-U",
+                "filedock",
+                "-A",
+                "trust",
+                "--no-sync",
+            ],
+        );
+        pg.start_again();
+        pg.as_postgres(
+            "createdb",
+            &["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "filedock", "filedock"],
+        );
+        pg
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn as_postgres(&self, tool: &str, args: &[&str]) {
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the server (again) and waits until it takes connections.
+    pub fn start_again(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log");
+        self.as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().to_string_lossy(),
+                "-o",
+                &opts,
+                "-l",
+                &log.to_string_lossy(),
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`).
+    pub fn stop_immediately(&self) {
+        self.as_postgres(
+            "pg_ctl",
+            &["-D", &self.data().to_string_lossy(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data().to_string_lossy(), "-m", "immediate", "stop"])
+            .output();
+    }
+}

@@ -94,6 +94,42 @@ impl Server {
         }
     }
 
+    /// Starts on a free port with standard error sent to `stderr` and the given environment,
+    /// and waits until `/healthz` answers (it cannot wait for a log line it does not see).
+    pub fn start_detached(data: &Path, config: Option<&Path>, stderr: Stdio, env: &[(&str, &str)]) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(BIN);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let child = cmd
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--listen", &listen])
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stderr(stderr)
+            .spawn()
+            .expect("start filedock");
+        let server = Server {
+            child,
+            base: format!("http://{listen}"),
+        };
+        let http = reqwest::blocking::Client::new();
+        for _ in 0..300 {
+            if http.get(format!("{}/healthz", server.base)).send().is_ok() {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("filedock did not answer /healthz on {listen}");
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])

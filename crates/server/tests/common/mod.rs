@@ -147,6 +147,7 @@ impl TestApp {
             )
             .unwrap(),
         );
+        files.verify_identity().await.unwrap();
         TestApp {
             router: router(AppState {
                 files: files.clone(),
@@ -272,8 +273,12 @@ impl TestApp {
     }
 
     /// Every object in the store, and every catalog row of a project (any status).
+    /// Objects of files (filedock's own, such as the deployment marker, left out).
     pub async fn stored_objects(&self) -> usize {
-        self.store.list("").await.unwrap().len()
+        let all = self.store.list("").await.unwrap();
+        all.iter()
+            .filter(|(k, _)| !k.as_str().starts_with(filedock_core::blob::INTERNAL_PREFIX))
+            .count()
     }
 
     /// Catalog rows of a project's files, every status.
@@ -407,5 +412,6 @@ pub fn s3_config(s3: &S3Server) -> S3Config {
         secret_access_key_file: None,
         create_only: Default::default(),
         part_buffer_mib: 48,
+        timeout_secs: 30,
     }
 }
