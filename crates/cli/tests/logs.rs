@@ -12,9 +12,31 @@ use std::time::Duration;
 
 use common::{BIN, create_key};
 
+/// Every directory under `dir` is 0700 and every file 0600.
+fn assert_private(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", dir.display());
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            assert_private(&path);
+        } else {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+        }
+    }
+}
+
 #[test]
-fn json_logs_carry_request_ids_and_no_secrets() {
-    let data = tempfile::tempdir().unwrap();
+fn json_logs_carry_request_ids_and_no_secrets_and_the_data_dir_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    // A data dir as a umask of 022 leaves it: open to every local user.
+    let data_dir = root.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = DataDir(data_dir);
     let key = create_key(data.path(), "demo", "integration");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -107,6 +129,11 @@ fn json_logs_carry_request_ids_and_no_secrets() {
         .unwrap();
     assert!(tus.status().is_success());
 
+    // A permanent link (Juniortree's `data.id`, TokenOps' `visit_url`): its path is the secret.
+    let link_path = common::juniortree_link_path(&base, &key, "note.txt", "hello");
+    assert_eq!(http.get(format!("{base}{link_path}")).send().unwrap().status(), 200);
+    let token = link_path.trim_start_matches("/l/").to_owned();
+
     std::thread::sleep(Duration::from_millis(300));
     let _ = child.kill();
     let _ = child.wait();
@@ -131,6 +158,7 @@ fn json_logs_carry_request_ids_and_no_secrets() {
         signature(&put_url),
         "X-Fd-Signature".to_owned(),
         "X-Fd-Expires".to_owned(),
+        token[6..].to_owned(),
     ];
     let mut access = 0;
     let mut ids = std::collections::HashSet::new();
@@ -159,4 +187,13 @@ fn json_logs_carry_request_ids_and_no_secrets() {
         "the client's x-request-id is in the log"
     );
     println!("{} log lines, {access} access lines, none with a secret", lines.len());
+    assert_private(data.path());
+}
+
+struct DataDir(std::path::PathBuf);
+
+impl DataDir {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
 }
