@@ -540,9 +540,15 @@ macro_rules! sql_catalog {
         now: filedock_core::Timestamp,
     ) -> filedock_core::Result<filedock_core::limits::Usage> {
         use sqlx::Row as _;
+        // Live files, and partial uploads (tus concatenation), which hold bytes of no file yet.
         let row = sqlx::query(
-            "SELECT COUNT(*) AS files, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes FROM files
-             WHERE project = $1 AND status <> 'deleted' AND (expires_at IS NULL OR expires_at > $2)",
+            "SELECT CAST(SUM(n) AS BIGINT) AS files, CAST(COALESCE(SUM(b), 0) AS BIGINT) AS bytes FROM (
+                 SELECT COUNT(*) AS n, SUM(size) AS b FROM files
+                 WHERE project = $1 AND status <> 'deleted' AND (expires_at IS NULL OR expires_at > $2)
+                 UNION ALL
+                 SELECT COUNT(*) AS n, SUM(COALESCE(length, upload_offset)) AS b FROM uploads
+                 WHERE project = $1 AND concat = 'partial' AND status <> 'aborted' AND expires_at > $2
+             ) AS usage",
         )
         .bind(project.as_str())
         .bind(now)

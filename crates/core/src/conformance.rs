@@ -497,6 +497,44 @@ async fn usage_rules(catalog: &dyn Catalog) {
         },
         "expired files are left out"
     );
+    // A partial upload (tus concatenation) holds bytes of no file yet: it counts as a file of
+    // its length (or of what it received) until it is aborted or expires.
+    let mut partial = upload(20_000);
+    partial.project = p.clone();
+    partial.file_id = None;
+    partial.length = Some(700);
+    partial.key = key("usage/partial");
+    catalog.insert_upload(&partial).await.expect("insert partial");
+    let mut other = upload(20_000);
+    other.project = p.clone();
+    other.concat = None;
+    other.key = key("usage/not-partial");
+    catalog.insert_upload(&other).await.expect("insert upload");
+    assert_eq!(
+        catalog.usage(&p, 10_000).await.expect("usage"),
+        Usage {
+            files: 2,
+            bytes: 5_000_000_700
+        },
+        "a partial upload counts; an upload with a pending file counts through its file"
+    );
+    assert!(
+        catalog
+            .finish_upload(&partial.id, UploadStatus::Aborted)
+            .await
+            .expect("abort")
+    );
+    assert_eq!(
+        catalog.usage(&p, 10_000).await.expect("usage").files,
+        1,
+        "an aborted partial upload is left out"
+    );
+    assert!(
+        catalog
+            .finish_upload(&other.id, UploadStatus::Aborted)
+            .await
+            .expect("abort")
+    );
 }
 
 fn task(p: &str, ws: Option<&str>, created_at: i64) -> TaskRecord {

@@ -367,12 +367,17 @@ impl FileService {
     /// Fails with [`Error::QuotaExceeded`] if one more file of `add_bytes` would take the project
     /// over its quota. Asks the catalog only when the project has a quota.
     pub async fn check_quota(&self, project: &ProjectId, add_bytes: u64) -> Result<()> {
+        self.check_quota_with(project, 1, add_bytes).await
+    }
+
+    /// [`FileService::check_quota`] for `add_files` more files (0 when a counted upload grows).
+    pub(crate) async fn check_quota_with(&self, project: &ProjectId, add_files: u64, add_bytes: u64) -> Result<()> {
         let limits = self.limits(project);
         if limits.max_files == 0 && limits.max_bytes == 0 {
             return Ok(());
         }
         let usage = self.catalog.usage(project, self.clock.now()).await?;
-        limits.check_quota(usage, 1, add_bytes)
+        limits.check_quota(usage, add_files, add_bytes)
     }
 
     /// Uploads streaming through this instance now, every project together.

@@ -374,6 +374,17 @@ impl Catalog for MemoryCatalog {
             u.files += 1;
             u.bytes = u.bytes.saturating_add(f.size.unwrap_or(0));
         }
+        let uploads = lock(&self.uploads)?;
+        let partials = uploads.values().map(|(u, _)| u).filter(|x| {
+            &x.project == project
+                && x.concat.as_deref() == Some("partial")
+                && x.status != UploadStatus::Aborted
+                && x.expires_at > now
+        });
+        for x in partials {
+            u.files += 1;
+            u.bytes = u.bytes.saturating_add(x.length.unwrap_or(x.offset));
+        }
         Ok(u)
     }
 

@@ -323,9 +323,9 @@ impl FileService {
         if let Some(n) = new.size_hint {
             policy.check_size(n)?;
         }
-        if !partial {
-            self.check_quota(&who.project, new.size_hint.unwrap_or(0)).await?;
-        }
+        // A partial upload (tus concatenation) counts as a file of its length until it is
+        // terminated or expires: its bytes are stored as any file's are.
+        self.check_quota(&who.project, new.size_hint.unwrap_or(0)).await?;
         let backend = self.backend(new.backend.as_deref())?;
         let now = self.clock.now();
         let id = UploadId::generate();
@@ -628,6 +628,8 @@ impl FileService {
         if part_len(&u, number)? != len {
             return Err(Error::Forbidden("the part's length is not the one signed".into()));
         }
+        // A part streaming through this instance is an upload in progress like any other.
+        let _slot = self.upload_slot(&u.project)?;
         let p = backend
             .store
             .put_part(key, &u.handle, number, exact_length(body, len), len)
@@ -764,6 +766,16 @@ impl FileService {
                 if b < u.offset {
                     return Err(Error::invalid("Upload-Length is less than the bytes received"));
                 }
+                // A deferred length, now known, is checked against the quota before a byte
+                // more is stored (the upload itself is counted already: its file, or as a
+                // partial of the bytes it has).
+                policy.check_size(b)?;
+                let counted = if u.concat.as_deref() == Some("partial") {
+                    u.offset
+                } else {
+                    0
+                };
+                self.check_quota_with(&u.project, 0, b.saturating_sub(counted)).await?;
                 Some(b)
             }
             (None, None) => None,

@@ -245,3 +245,154 @@ fn tokio_stream_of(
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+/// Limits for several projects at once.
+fn limits_of(
+    projects: Vec<(&'static str, LimitsOverride)>,
+) -> impl FnOnce(&mut filedock_core::files::FileServiceConfig) {
+    move |c| {
+        c.limits = Limits::default();
+        for (p, o) in projects {
+            c.projects.insert(
+                p.to_owned(),
+                ProjectSettings {
+                    limits: o,
+                    ..ProjectSettings::default()
+                },
+            );
+        }
+    }
+}
+
+async fn tus_post(app: &TestApp, key: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut req = Request::post("/tus/")
+        .header("authorization", format!("Bearer {key}"))
+        .header("tus-resumable", "1.0.0");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    app.send(req.body(Body::empty()).unwrap()).await
+}
+
+/// Quotas and the upload cap on the paths that once slipped past them: tus partial uploads
+/// (concatenation), a deferred length declared later, and multipart part PUTs.
+#[tokio::test]
+async fn quotas_and_caps_hold_for_partial_and_deferred_uploads_and_part_puts() {
+    let quota = LimitsOverride {
+        max_bytes: Some(1000),
+        max_files: Some(5),
+        ..Default::default()
+    };
+    let app = TestApp::configured(limits_of(vec![
+        ("partials", quota),
+        ("deferred", quota),
+        (
+            "parts",
+            LimitsOverride {
+                max_concurrent_uploads: Some(1),
+                ..Default::default()
+            },
+        ),
+    ]))
+    .await;
+
+    // Partial uploads hold bytes: two of 400 fit in 1,000, a third does not.
+    let key = app.key("partials", CredentialKind::Integration).await;
+    for _ in 0..2 {
+        let p = tus_post(&app, &key, &[("upload-length", "400"), ("upload-concat", "partial")]).await;
+        assert_eq!(p.status, StatusCode::CREATED);
+    }
+    let third = tus_post(&app, &key, &[("upload-length", "400"), ("upload-concat", "partial")]).await;
+    assert_eq!(
+        third.status,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "partials count against the quota"
+    );
+    assert_eq!(third.json()["error"]["code"], "quota_exceeded");
+
+    // A deferred length is checked when it is declared, before a byte is stored.
+    let key = app.key("deferred", CredentialKind::Integration).await;
+    let created = tus_post(&app, &key, &[("upload-defer-length", "1")]).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let path = created.header("location").unwrap().replace(BASE, "");
+    let patch = |length: &'static str| {
+        Request::patch(path.clone())
+            .header("authorization", format!("Bearer {key}"))
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", "0")
+            .header("upload-length", length)
+            .header("content-type", "application/offset+octet-stream")
+            .body(Body::from(vec![b'x'; 10]))
+            .unwrap()
+    };
+    let over = app.send(patch("3000")).await;
+    assert_eq!(
+        over.status,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "3,000 bytes under a 1,000-byte quota"
+    );
+    let head = app
+        .send(
+            Request::head(path.clone())
+                .header("authorization", format!("Bearer {key}"))
+                .header("tus-resumable", "1.0.0")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(head.header("upload-offset").as_deref(), Some("0"), "nothing was stored");
+    assert_eq!(
+        app.send(patch("500")).await.status,
+        StatusCode::NO_CONTENT,
+        "within the quota"
+    );
+
+    // A multipart part streaming through filedock holds an upload slot. (On S3 the part goes
+    // to the bucket, which filedock never sees; the local store's signed URL is filedock's.)
+    if app.local.is_some() {
+        let key = app.key("parts", CredentialKind::Integration).await;
+        let init = app
+            .post_json(&key, "/v1/uploads/multipart", json!({"name": "p.bin", "size": 3000}))
+            .await
+            .json();
+        let id = init["upload_id"].as_str().unwrap();
+        let parts = app
+            .post_json(
+                &key,
+                &format!("/v1/uploads/multipart/{id}/parts"),
+                json!({"part_numbers": [1]}),
+            )
+            .await
+            .json();
+        let part = &parts["parts"][0];
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        tx.send(Ok(Bytes::from(vec![b'p'; 1000]))).await.unwrap();
+        let mut req = Request::put(part["url"].as_str().unwrap().replace(BASE, ""));
+        for (k, v) in part["headers"].as_object().unwrap() {
+            req = req.header(k.as_str(), v.as_str().unwrap());
+        }
+        let req = req.body(Body::from_stream(tokio_stream_of(rx))).unwrap();
+        let router = app.router.clone();
+        let put = tokio::spawn(async move {
+            use tower::ServiceExt;
+            router.oneshot(req).await.unwrap().status()
+        });
+        let project = filedock_core::ProjectId::new("parts").unwrap();
+        for _ in 0..500 {
+            if app.files.uploads_in_progress(&project) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(app.files.uploads_in_progress(&project), 1, "the part PUT holds a slot");
+        let second = app.upload_raw(&key, "second.txt", b"2").await;
+        assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS);
+        tx.send(Ok(Bytes::from(vec![b'p'; 2000]))).await.unwrap();
+        drop(tx);
+        assert_eq!(put.await.unwrap(), StatusCode::OK);
+        assert_eq!(
+            app.upload_raw(&key, "third.txt", b"3").await.status,
+            StatusCode::CREATED
+        );
+    }
+}
