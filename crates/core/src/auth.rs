@@ -180,6 +180,20 @@ impl Credentials {
         verify(&presented, &stored)
     }
 
+    /// Whether the credential `id` still exists and is not revoked (a long request, such as a
+    /// task claim that waits, asks again before it hands anything out).
+    pub async fn still_active(&self, id: &str) -> Result<()> {
+        let version = self.catalog.credentials_version();
+        let row = match version.and_then(|v| self.cache().get(v, id)) {
+            Some(row) => Some(row),
+            None => self.catalog.credential(id).await?,
+        };
+        match row {
+            Some(c) if c.revoked_at.is_none() => Ok(()),
+            _ => Err(Error::Unauthenticated("the credential was revoked".into())),
+        }
+    }
+
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

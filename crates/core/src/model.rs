@@ -152,6 +152,23 @@ fn hides_a_path(seg: &str) -> bool {
     false
 }
 
+/// Bidirectional controls (U+061C, U+200E/F, U+202A–E, U+2066–9): they make a name display as
+/// another (`invoice\u{202E}fdp.exe` shows as `invoiceexe.pdf`), so no name or path may hold one.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Whether a name or path segment becomes a path under Unicode compatibility normalization
+/// (NFKC), which file systems, archivers and other services apply: full-width `．．／`, the
+/// two-dot leader `‥`, small or full-width solidi.
+fn normalizes_to_a_path(seg: &str) -> bool {
+    if seg.is_ascii() {
+        return false;
+    }
+    let n = icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().normalize(seg);
+    n.contains(['/', '\\']) || n.split(['/', '\\']).any(|part| part == "." || part == "..")
+}
+
 /// Checks a client-given relative path (TokenOps' `path`, a storage key): non-empty, at most
 /// `max` bytes, not absolute, no `..`/`.`/empty segment, no backslash, no control character.
 pub fn validate_relative_path(s: &str, max: usize) -> Result<()> {
@@ -170,11 +187,24 @@ pub fn validate_relative_path(s: &str, max: usize) -> Result<()> {
     if s.chars().any(char::is_control) {
         return Err(Error::invalid("path must not contain control characters"));
     }
+    if s.chars().any(is_bidi_control) {
+        return Err(Error::invalid("path must not contain bidirectional control characters"));
+    }
     for seg in s.split('/') {
         match seg {
             "" => return Err(Error::invalid("path must not contain empty segments")),
             "." | ".." => return Err(Error::invalid("path must not contain '.' or '..' segments")),
             _ => {}
+        }
+        // A file system takes at most 255 bytes per name (and so does this path's last part,
+        // the file's name).
+        if seg.len() > 255 {
+            return Err(Error::invalid("each segment of a path must be at most 255 bytes"));
+        }
+        if normalizes_to_a_path(seg) {
+            return Err(Error::invalid(
+                "path must not contain characters that normalize to '.', '..' or a slash",
+            ));
         }
         // A segment a proxy or a client would decode into a traversal is refused as one.
         if hides_a_path(seg) {
@@ -202,7 +232,13 @@ impl FileName {
         if s.chars().any(char::is_control) {
             return Err(Error::invalid("file name must not contain control characters"));
         }
-        if s.contains('/') || s.contains('\\') || s == "." || s == ".." || hides_a_path(&s) {
+        if s.chars().any(is_bidi_control) {
+            return Err(Error::invalid(
+                "file name must not contain bidirectional control characters",
+            ));
+        }
+        if s.contains('/') || s.contains('\\') || s == "." || s == ".." || hides_a_path(&s) || normalizes_to_a_path(&s)
+        {
             return Err(Error::invalid("file name must not contain a path"));
         }
         Ok(FileName(s))
@@ -603,7 +639,17 @@ mod tests {
         ] {
             assert!(validate_relative_path(bad, 255).is_err(), "{bad:?}");
         }
+        for bad in ["a/\u{FF0E}\u{FF0E}/b", "x/\u{2025}/y", "a\u{202E}b/c.txt"] {
+            assert!(validate_relative_path(bad, 1024).is_err(), "{bad:?}");
+        }
         assert!(validate_relative_path(&"a".repeat(256), 255).is_err());
+        // 130 characters, 260 bytes: within 255 characters, too long for one file system name.
+        let wide = "é".repeat(130);
+        assert!(
+            validate_relative_path(&format!("dir/{wide}"), 1024).is_err(),
+            "a segment over 255 bytes"
+        );
+        assert!(validate_relative_path(&"é".repeat(100), 1024).is_ok());
     }
 
     #[test]
@@ -622,8 +668,29 @@ mod tests {
         ] {
             assert!(FileName::new(bad).is_err(), "{bad:?}");
         }
-        for ok in ["100%.txt", "50%25 off.pdf", "..hidden", "a..b.txt"] {
+        for ok in [
+            "100%.txt",
+            "50%25 off.pdf",
+            "..hidden",
+            "a..b.txt",
+            "报告.pdf",
+            "ｒéｓｕｍé.txt",
+        ] {
             assert!(FileName::new(ok).is_ok(), "{ok:?}");
+        }
+        // Names that display as another (bidi controls) or become a path under NFKC.
+        for bad in [
+            "invoice\u{202E}fdp.exe",
+            "a\u{2066}b.txt",
+            "\u{200F}x.png",
+            "\u{FF0E}\u{FF0E}",
+            "\u{FF0E}\u{FF0E}\u{FF0F}etc",
+            "\u{2025}",
+            "a\u{FF0F}b.txt",
+            "a\u{FF3C}b.txt",
+            "a\u{FE68}b.txt",
+        ] {
+            assert!(FileName::new(bad).is_err(), "{bad:?}");
         }
         assert!(FileName::new("a\r\nb").is_err());
         assert!(FileName::new("a/b").is_err());

@@ -201,8 +201,14 @@ impl FileService {
         }
         let wait = wait.min(Duration::from_secs(self.config.tasks.max_claim_wait_secs));
         let deadline = tokio::time::Instant::now() + wait;
+        let mut waited = false;
         loop {
             let signal = self.signals.tasks.notified();
+            // A key revoked while its claim waited gets nothing.
+            if waited {
+                self.credentials().still_active(&who.credential_id).await?;
+            }
+            waited = true;
             if let Some(claimed) = self.try_claim(who).await? {
                 return Ok(Some(claimed));
             }

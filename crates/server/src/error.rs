@@ -117,3 +117,60 @@ impl IntoResponse for ApiError {
 
 /// Handler result in the native envelope.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The native code of an HTTP status that an answer made outside a handler carries (an unknown
+/// route, a method the route does not take, a body over an extractor's limit).
+fn code_of_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "invalid_request",
+        401 => "unauthenticated",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "timeout",
+        409 => "conflict",
+        411 => "length_required",
+        412 => "precondition_failed",
+        413 => "too_large",
+        415 => "unsupported_type",
+        429 => "rate_limited",
+        503 => "unavailable",
+        _ => "internal",
+    }
+}
+
+/// Every error answer is JSON in the native envelope, also those no handler made: an unknown
+/// route (404), a method a route does not take (405, `Allow` kept), a body over an extractor's
+/// limit (413), a framework rejection in plain text. Answers that already carry a type (a
+/// dialect's JSON, the signed-URL route's S3 XML) and answers to `HEAD` are left as they are.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let head = req.method() == axum::http::Method::HEAD;
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|t| t.starts_with("text/plain"));
+    if head || !plain || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024).await.unwrap_or_default();
+    let message = match std::str::from_utf8(&text).map(str::trim) {
+        Ok(t) if !t.is_empty() && status.is_client_error() => t.to_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code_of_status(status).to_owned(),
+            message,
+        },
+    };
+    let json = serde_json::to_vec(&body).unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, axum::body::Body::from(json))
+}

@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(ops::track))
         .with_state(state)
         .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(trace)
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,

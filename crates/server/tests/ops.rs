@@ -102,3 +102,54 @@ async fn readiness_fails_when_storage_does_not_answer() {
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.json()["reason"], "storage backend 'local' does not answer");
 }
+
+/// Answers no handler made are JSON in the native envelope: an unknown route, a method a route
+/// does not take, a JSON body over the extractor's limit, a tus request of another version.
+#[tokio::test]
+async fn errors_outside_handlers_are_json() {
+    let app = TestApp::new().await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    let unknown = app.get(&key, "/v1/nothing/here").await;
+    let wrong_method = app
+        .send(
+            Request::put("/v1/files")
+                .header("authorization", format!("Bearer {key}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let huge = app
+        .send(
+            Request::post("/v1/uploads")
+                .header("authorization", format!("Bearer {key}"))
+                .header("content-type", "application/json")
+                .body(Body::from(format!("{{\"name\": \"{}\"}}", "a".repeat(3 << 20))))
+                .unwrap(),
+        )
+        .await;
+    let tus = app
+        .send(
+            Request::post("/tus/")
+                .header("authorization", format!("Bearer {key}"))
+                .header("tus-resumable", "0.2.2")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    for (a, status, code) in [
+        (&unknown, StatusCode::NOT_FOUND, "not_found"),
+        (&wrong_method, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        (&huge, StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        (&tus, StatusCode::PRECONDITION_FAILED, "precondition_failed"),
+    ] {
+        assert_eq!(a.status, status);
+        assert_eq!(
+            a.header("content-type").as_deref(),
+            Some("application/json"),
+            "{status}"
+        );
+        assert_eq!(a.json()["error"]["code"], code, "{status}");
+    }
+    assert!(wrong_method.header("allow").is_some(), "405 keeps Allow");
+    assert_eq!(tus.header("tus-version").as_deref(), Some("1.0.0"));
+}

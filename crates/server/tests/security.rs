@@ -385,6 +385,14 @@ fn hostile_names() -> Vec<(&'static str, String)> {
         ("dot-dot", "..".into()),
         ("256 bytes", format!("{}.txt", "n".repeat(252))),
         ("256 multibyte characters", "é".repeat(256)),
+        // A path segment a file system cannot take: 130 characters, 260 bytes.
+        ("130 two-byte characters", "é".repeat(130)),
+        ("right-to-left override", "invoice\u{202E}fdp.exe".into()),
+        ("bidi isolate", "a\u{2066}b.txt".into()),
+        ("full-width dot-dot", "\u{FF0E}\u{FF0E}".into()),
+        ("full-width dot-dot-slash", "\u{FF0E}\u{FF0E}\u{FF0F}etc".into()),
+        ("two-dot leader", "\u{2025}".into()),
+        ("full-width solidus", "a\u{FF0F}b.txt".into()),
     ]
 }
 
@@ -734,7 +742,8 @@ async fn names_with_quotes_and_unicode_are_served_with_a_safe_disposition() {
     for name in [
         "say \"hi\".txt",
         "semi;colon, comma.txt",
-        "名前 \u{202e}gpj.txt",
+        // (A right-to-left override is refused: see hostile_names.)
+        "名前 ｒéｓｕｍé.txt",
         "back`tick'quote%.txt",
         "=?utf-8?q?x?=.txt",
     ] {

@@ -550,6 +550,34 @@ async fn a_waiting_claim_gets_a_task_queued_while_it_waits() {
 }
 
 #[tokio::test]
+async fn a_device_key_revoked_while_its_claim_waits_gets_no_task() {
+    let app = TestApp::configured(workflows).await;
+    let sk = app.key("demo", CredentialKind::Integration).await;
+    let dk = app.key("demo", CredentialKind::Device).await;
+    let runner = app.files.authenticate(&dk).await.unwrap();
+    let files = app.files.clone();
+    let who = runner.clone();
+    let waiting = tokio::spawn(async move { files.claim_task(&who, Duration::from_secs(10)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.files.credentials().revoke(&runner.credential_id).await.unwrap();
+    let id = app
+        .post_json(&sk, "/api/v1/r/workflows/wf_all/run", json!({}))
+        .await
+        .json()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let claimed = waiting.await.unwrap();
+    assert!(
+        matches!(claimed, Err(filedock_core::Error::Unauthenticated(_))),
+        "a revoked key gets no task: {:?}",
+        claimed.map(|c| c.map(|t| t.task.id))
+    );
+    let task = app.get(&sk, &format!("/api/v1/r/tasks/{id}")).await.json();
+    assert_eq!(task["status"], "queued", "the task waits for a runner that may have it");
+}
+
+#[tokio::test]
 async fn two_instances_claiming_at_once_never_hand_out_one_task_twice() {
     let app = TestApp::configured(workflows).await;
     let sk = app.key("demo", CredentialKind::Integration).await;

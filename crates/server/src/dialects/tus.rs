@@ -57,11 +57,10 @@ async fn protocol(req: axum::extract::Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim() == VERSION);
     let mut resp = if req.method() != Method::OPTIONS && !version_ok {
-        let mut r = (
-            StatusCode::PRECONDITION_FAILED,
-            "this server speaks tus 1.0.0: send Tus-Resumable: 1.0.0",
-        )
-            .into_response();
+        let mut r = crate::error::ApiError(filedock_core::Error::PreconditionFailed(
+            "this server speaks tus 1.0.0: send Tus-Resumable: 1.0.0".into(),
+        ))
+        .into_response();
         r.headers_mut().insert(
             HeaderName::from_static("tus-version"),
             HeaderValue::from_static(VERSION),
