@@ -285,7 +285,8 @@ fn crash_and_recover(backend: &str) {
     let before = doctor(&data, &cfg);
     let server = Server::start_at(&data, Some(&cfg), &addr);
     let mut after = doctor(&data, &cfg);
-    for _ in 0..100 {
+    // The scan runs in the background; on a busy machine it may take a while (at most 30 s).
+    for _ in 0..300 {
         if after["clean"] == true {
             break;
         }

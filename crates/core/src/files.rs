@@ -261,7 +261,7 @@ pub(crate) fn is_visible_to(rec: &FileRecord, who: &Principal) -> bool {
 
 /// How long `/readyz` waits for any one dependency: a probe must answer quickly even when a
 /// dependency hangs.
-pub const READY_DEADLINE: std::time::Duration = std::time::Duration::from_millis(1500);
+pub const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(crate) fn secs_to_ms(s: u64) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
