@@ -346,27 +346,37 @@ fn a_full_data_disk_refuses_writes_with_507_and_keeps_deletes_reads_and_keys_wor
 // ---- log sinks that fail ----
 
 /// Makes a server's standard error.
-type MakeSink = fn() -> Stdio;
+type MakeSink = Box<dyn FnMut() -> Stdio>;
 
 #[test]
 fn a_failing_log_sink_never_stops_requests_or_the_sweeper() {
     let dir = tempfile::tempdir().unwrap();
-    let sinks: [(&str, MakeSink); 3] = [
-        ("standard error on a full device", || {
-            Stdio::from(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap())
-        }),
-        ("a pipe whose reader went away", Stdio::piped),
-        ("a pipe nobody reads", Stdio::piped),
+    // A file on a tmpfs filled to its last byte.
+    let full = Tmpfs::mount(1);
+    let log = std::fs::File::create(full.path().join("filedock.log")).unwrap();
+    full.fill(0);
+    let mut log = Some(log);
+    let sinks: [(&str, MakeSink); 4] = [
+        (
+            "standard error on a full device",
+            Box::new(|| Stdio::from(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap())),
+        ),
+        (
+            "standard error on a full tmpfs",
+            Box::new(move || Stdio::from(log.take().unwrap())),
+        ),
+        ("a pipe whose reader went away", Box::new(Stdio::piped)),
+        ("a pipe nobody reads", Box::new(Stdio::piped)),
     ];
     let mut report = Vec::new();
-    for (n, (what, sink)) in sinks.into_iter().enumerate() {
+    for (n, (what, mut sink)) in sinks.into_iter().enumerate() {
         let data = dir.path().join(format!("data{n}"));
         let config = write_config(dir.path(), &format!("c{n}.toml"), "sweep_interval_secs = 1\n");
         let key = create_key_with(&data, Some(&config), "demo", "integration");
         let mut server = Server::start_detached(&data, Some(&config), sink(), &[("RUST_LOG", "debug")]);
         // The reader goes away (the pipe's read end closes), or stays and never reads.
         let unread = server.child.stderr.take();
-        if n == 1 {
+        if n == 2 {
             drop(unread);
         } else {
             std::mem::forget(unread);
@@ -409,7 +419,7 @@ fn a_failing_log_sink_never_stops_requests_or_the_sweeper() {
             .filter(|l| l.starts_with("filedock_log_lines_dropped_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
-        if n < 2 {
+        if n < 3 {
             assert!(dropped > 0.0, "{what}: lines that could not be written are counted");
         }
         assert!(
