@@ -872,11 +872,10 @@ macro_rules! sql_catalog {
             .execute(&self.pool)
             .await
             .map_err($crate::sql::db_err)?;
-        sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await
-            .map_err($crate::sql::db_err)
+        // Whoever inserted first, the row now holds the value that stays.
+        filedock_core::Catalog::setting(self, name)
+            .await?
+            .ok_or_else(|| filedock_core::Error::internal_msg("a setting vanished after it was written"))
     }
 
     async fn has_files_on(&self, backend: &str) -> filedock_core::Result<bool> {
