@@ -129,10 +129,22 @@ async fn tokenops_errors() {
         .body(Body::from("{nope"))
         .unwrap();
     assert_eq!(app.send(bad_json).await.status, StatusCode::BAD_REQUEST);
+    // 255 characters are fine; a segment over 255 bytes is not (no file system takes it).
+    assert_eq!(
+        upload_url(&app, &key, json!({"path": "é".repeat(127)})).await.status,
+        StatusCode::OK,
+        "254 bytes"
+    );
+    let two = format!("{}/{}", "é".repeat(127), "b".repeat(127));
+    assert_eq!(
+        upload_url(&app, &key, json!({"path": two})).await.status,
+        StatusCode::OK,
+        "255 characters in segments of at most 254 bytes"
+    );
     assert_eq!(
         upload_url(&app, &key, json!({"path": "é".repeat(255)})).await.status,
-        StatusCode::OK,
-        "255 characters"
+        StatusCode::BAD_REQUEST,
+        "one segment of 510 bytes"
     );
     assert_eq!(
         upload_url(&app, &key, json!({"path": "p.txt", "storage_provider": "LOCAL"}))

@@ -140,9 +140,10 @@ pub struct S3Config {
     /// client, while it is spent; each upload holds at most two parts (one sending, one filling).
     #[serde(default = "default_part_buffer_mib")]
     pub part_buffer_mib: u32,
-    /// The longest one S3 call may take, in seconds (default 30), including 5 s to connect; a
-    /// call whose answer pauses for 10 s is cut off too. A call that runs out is tried once more,
-    /// then answered 503 `unavailable`: a frozen store cannot hold requests for ever.
+    /// The longest one S3 call may take, in seconds (default 30), including 5 s to connect; for
+    /// a read, until its first byte (the bytes then stream as fast as their reader takes them).
+    /// A call that runs out is tried once more, then answered 503 `unavailable`: a frozen store
+    /// cannot hold requests for ever.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
 }
@@ -157,7 +158,7 @@ fn default_timeout_secs() -> u64 {
 
 /// To connect to the store.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest pause within one answer.
+/// The longest pause within the answer of a call filedock reads whole (multipart calls).
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl S3Config {
@@ -178,6 +179,10 @@ impl S3Config {
 #[derive(Clone)]
 pub struct S3Store {
     store: Arc<dyn ObjectStore>,
+    /// The same bucket for reads that stream (see `open`).
+    reader: Arc<dyn ObjectStore>,
+    /// How long a call may take (`timeout_secs`); for a read, until its first byte.
+    timeout: Duration,
     bucket: Bucket,
     credentials: Credentials,
     create_only: CreateOnly,
@@ -299,29 +304,32 @@ impl S3Store {
     pub fn open(cfg: &S3Config) -> Result<Self> {
         let secret = cfg.secret()?;
         let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
-        let store = AmazonS3Builder::new()
-            // First: the client options replace every earlier one (allow_http among them).
-            .with_client_options(
-                ClientOptions::new()
-                    .with_timeout(timeout)
-                    .with_connect_timeout(CONNECT_TIMEOUT)
-                    .with_read_timeout(READ_TIMEOUT),
-            )
-            .with_endpoint(&cfg.endpoint)
-            .with_allow_http(cfg.endpoint.starts_with("http://"))
-            .with_bucket_name(&cfg.bucket)
-            .with_region(&cfg.region)
-            .with_access_key_id(&cfg.access_key_id)
-            .with_secret_access_key(&secret)
-            .with_virtual_hosted_style_request(!cfg.path_style)
-            .with_conditional_put(S3ConditionalPut::ETagMatch)
-            .with_retry(RetryConfig {
-                max_retries: 1,
-                retry_timeout: timeout,
-                ..RetryConfig::default()
-            })
-            .build()
-            .map_err(|e| Error::invalid(format!("s3 backend: {e}")))?;
+        // Two object_store clients on one configuration. Calls answer within `timeout` (the
+        // whole call, body included). Reads (`get`) stream for as long as their reader takes, so
+        // they have no overall limit: their first byte must come within `timeout` (see `get`),
+        // and no pause limit either, which would cut a download whose client reads slowly.
+        let build = |options: ClientOptions| {
+            AmazonS3Builder::new()
+                // First: the client options replace every earlier one (allow_http among them).
+                .with_client_options(options.with_connect_timeout(CONNECT_TIMEOUT))
+                .with_endpoint(&cfg.endpoint)
+                .with_allow_http(cfg.endpoint.starts_with("http://"))
+                .with_bucket_name(&cfg.bucket)
+                .with_region(&cfg.region)
+                .with_access_key_id(&cfg.access_key_id)
+                .with_secret_access_key(&secret)
+                .with_virtual_hosted_style_request(!cfg.path_style)
+                .with_conditional_put(S3ConditionalPut::ETagMatch)
+                .with_retry(RetryConfig {
+                    max_retries: 1,
+                    retry_timeout: timeout,
+                    ..RetryConfig::default()
+                })
+                .build()
+                .map_err(|e| Error::invalid(format!("s3 backend: {e}")))
+        };
+        let store = build(ClientOptions::new().with_timeout(timeout))?;
+        let reader = build(ClientOptions::new().with_timeout_disabled())?;
         let endpoint = url::Url::parse(&cfg.endpoint).map_err(|e| Error::invalid(format!("s3 endpoint: {e}")))?;
         let style = if cfg.path_style {
             UrlStyle::Path
@@ -332,6 +340,8 @@ impl S3Store {
             .map_err(|e| Error::invalid(format!("s3 bucket: {e}")))?;
         Ok(S3Store {
             store: Arc::new(store),
+            reader: Arc::new(reader),
+            timeout,
             bucket,
             credentials: Credentials::new(cfg.access_key_id.clone(), secret),
             create_only: cfg.create_only,
@@ -803,7 +813,10 @@ impl BlobStore for S3Store {
             range: range.map(GetRange::Bounded),
             ..Default::default()
         };
-        let got = self.store.get_opts(&p, opts).await.map_err(os_err)?;
+        let got = tokio::time::timeout(self.timeout, self.reader.get_opts(&p, opts))
+            .await
+            .map_err(|_| unavailable(format!("no answer to a GET within {:?}", self.timeout)))?
+            .map_err(os_err)?;
         let meta = meta_of(&got.meta);
         let range = got.range.clone();
         let body = got.into_stream().map_err(os_err).boxed();
