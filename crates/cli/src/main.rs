@@ -402,8 +402,17 @@ async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
 fn private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("creating the data dir {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making the data dir {} private", dir.display()))?;
+    // A dir this user does not own (a mounted volume) keeps its mode; what filedock creates in
+    // it is still 0600/0700 (the umask).
+    if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        // Not eprintln!, which panics when standard error cannot be written.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: could not make the data dir {} private (0700): {e}",
+            dir.display()
+        );
+    }
     Ok(())
 }
 
