@@ -1,7 +1,8 @@
-//! Operations: `/healthz` (the process answers), `/readyz` (the catalog and every storage backend
-//! answer) and `/metrics` (Prometheus text): requests by route, method and status, their
-//! durations, declared bytes in and out, upload durations, uploads in progress, server-side
-//! errors by code; `serve` adds its sweeper runs.
+//! Operations: `/healthz` (the process answers), `/readyz` (the deployment identity holds, the
+//! catalog and every storage backend answer, background jobs run) and `/metrics` (Prometheus
+//! text): requests by route, method and status, their durations, declared bytes in and out,
+//! upload durations, uploads in progress, server-side errors by code; `serve` adds its jobs' runs
+//! and failures and the log lines it dropped.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -61,10 +62,11 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: 200 when the catalog and every backend answer, 503 saying which does not.
+/// `GET /readyz`: 200 when the deployment identity holds, the catalog and every backend answer
+/// (1 s each) and every background job has run recently; 503 naming each that does not.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),
-        (status = 503, description = "The catalog or a backend does not answer", body = Object,
+        (status = 503, description = "The deployment identity does not hold, the catalog or a backend does not answer within 1 s, or a background job has not run recently", body = Object,
             example = json!({"status": "unavailable", "reason": "…"}))))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.files.check_ready().await {
