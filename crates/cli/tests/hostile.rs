@@ -180,18 +180,35 @@ fn hostile_clients(flavour: &str, backend: &str) {
         );
     }
 
-    // Both Content-Length and chunked (request smuggling): refused.
-    tried += 1;
-    let mut both = connect(&base);
-    both.write_all(head("Content-Length: 3\r\nTransfer-Encoding: chunked\r\n").as_bytes())
-        .unwrap();
-    both.write_all(b"5\r\nhello\r\n0\r\n\r\n").unwrap();
-    both.shutdown(Shutdown::Write).unwrap();
-    let (answer, _) = read_until_closed(&mut both, Duration::from_secs(5));
-    assert!(
-        answer.is_empty() || status_of(&answer) == Some(400),
-        "{flavour}: Content-Length with chunked: {answer}"
-    );
+    // Both Content-Length and Transfer-Encoding (request smuggling): 400 and the connection
+    // closed, in either order, also after an honest request on the same connection; no handler
+    // runs (no file is stored, checked at the end).
+    for both in [
+        "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+        "Content-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\n",
+    ] {
+        for after_honest in [false, true] {
+            tried += 1;
+            let mut s = connect(&base);
+            if after_honest {
+                s.write_all(format!("GET /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n").as_bytes())
+                    .unwrap();
+            }
+            s.write_all(head(both).as_bytes()).unwrap();
+            s.write_all(b"5\r\nhello\r\n0\r\n\r\n").unwrap();
+            let (answer, closed) = read_until_closed(&mut s, Duration::from_secs(5));
+            assert!(closed.is_some(), "{flavour}: {both:?}: the connection stays open: {answer}");
+            let last = match answer.rfind("HTTP/1.1 ") {
+                Some(at) => &answer[at..],
+                None => "",
+            };
+            assert_eq!(status_of(last), Some(400), "{flavour}: {both:?}: {answer}");
+            if after_honest {
+                assert_eq!(status_of(&answer), Some(200), "{flavour}: {answer}");
+            }
+        }
+    }
 
     // Oversized headers: refused before any handler runs.
     tried += 1;

@@ -8,6 +8,7 @@ pub mod blob;
 pub mod body;
 pub mod dialects;
 pub mod error;
+mod framing;
 pub mod links;
 pub mod openapi;
 pub mod ops;
@@ -158,6 +159,8 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeouts.header)
                 .max_buf_size(READ_BUFFER);
+            // Requests with both Content-Length and Transfer-Encoding get 400 (see `framing`).
+            let sock = framing::Guarded::new(sock, READ_BUFFER);
             let conn = builder.serve_connection(TokioIo::new(sock), service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
