@@ -1,4 +1,4 @@
-//! filedock-catalog: the record stores — SQLite (embedded default) now, PostgreSQL later — with
+//! filedock-catalog: the record stores — SQLite (the embedded default) and PostgreSQL — with
 //! their migrations, and how config turns into an `Arc<dyn Catalog>`.
 
 mod batch;

@@ -121,9 +121,8 @@ impl SqliteCatalog {
             .synchronous(SqliteSynchronous::Full)
             // A checkpoint runs inside the commit that fills the log past this many pages, and
             // the connection waits for it (its page copies and two fsyncs): under many creations
-            // the relaxed writer stalled ~10 ms several times a second at SQLite's default of
-            // 1,000 (tus creation p99 8-27 ms; at 10,000, 38-40 ms). At 400 they are short
-            // enough: p99 6.6-7.2 ms at the same rate.
+            // SQLite's default of 1,000 pages stalled the relaxed writer several times a second;
+            // at 400 the stalls are short (measured: `bench/TUNING.md`).
             .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT.to_string())
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);

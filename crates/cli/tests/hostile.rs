@@ -192,13 +192,18 @@ fn hostile_clients(flavour: &str, backend: &str) {
             tried += 1;
             let mut s = connect(&base);
             if after_honest {
-                s.write_all(format!("GET /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n").as_bytes())
-                    .unwrap();
+                s.write_all(
+                    format!("GET /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n").as_bytes(),
+                )
+                .unwrap();
             }
             s.write_all(head(both).as_bytes()).unwrap();
             s.write_all(b"5\r\nhello\r\n0\r\n\r\n").unwrap();
             let (answer, closed) = read_until_closed(&mut s, Duration::from_secs(5));
-            assert!(closed.is_some(), "{flavour}: {both:?}: the connection stays open: {answer}");
+            assert!(
+                closed.is_some(),
+                "{flavour}: {both:?}: the connection stays open: {answer}"
+            );
             let last = match answer.rfind("HTTP/1.1 ") {
                 Some(at) => &answer[at..],
                 None => "",

@@ -235,8 +235,8 @@ pub struct FileService {
     pub(crate) signals: Signals,
     rates: crate::limits::RateLimits,
     slots: crate::limits::UploadSlots,
-    pub(crate) upload_facts: crate::uploads::FactsMemory,
-    pub(crate) running_digests: crate::uploads::RunningDigests,
+    pub(crate) upload_facts: crate::memo::FactsMemory,
+    pub(crate) running_digests: crate::memo::RunningDigests,
     pub(crate) identity: crate::identity::Identity,
     jobs: Arc<crate::jobs::Supervisor>,
 }

@@ -4,13 +4,15 @@
 //!
 //! It is not an HTTP server and knows no vendor dialect: those live in `filedock-server`, and call
 //! [`FileService`], which is the one way files come in and go out. It knows no concrete backend
-//! either (those live in `filedock-storage` and `filedock-catalog`); [`memory`] holds in-memory ones
-//! for tests.
+//! either (those live in `filedock-storage` and `filedock-catalog`); `memory` holds in-memory ones
+//! for tests, and `conformance` the suites every backend passes (both behind the `testing`
+//! feature: production builds do not contain them).
 
 pub mod auth;
 pub mod blob;
 pub mod catalog;
 pub mod clock;
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod disposition;
 pub mod doctor;
@@ -21,6 +23,8 @@ pub mod identity;
 pub mod jobs;
 pub mod limits;
 pub mod link;
+pub mod memo;
+#[cfg(feature = "testing")]
 pub mod memory;
 pub mod meter;
 pub mod model;

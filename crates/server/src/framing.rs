@@ -143,12 +143,20 @@ impl Framing {
                 State::Length(left) => {
                     let take = left.min((bytes.len() - at) as u64);
                     at += take as usize;
-                    self.state = if take == left { State::Head } else { State::Length(left - take) };
+                    self.state = if take == left {
+                        State::Head
+                    } else {
+                        State::Length(left - take)
+                    };
                 }
                 State::Chunk(Chunk::Data(left)) => {
                     let take = left.min((bytes.len() - at) as u64);
                     at += take as usize;
-                    self.state = State::Chunk(if take == left { Chunk::DataCr } else { Chunk::Data(left - take) });
+                    self.state = State::Chunk(if take == left {
+                        Chunk::DataCr
+                    } else {
+                        Chunk::Data(left - take)
+                    });
                 }
                 State::Chunk(chunk) => {
                     self.state = step(chunk, bytes[at]);

@@ -1,4 +1,4 @@
-//! filedock-storage: the blob stores — local disk now, S3-compatible later — and how config
+//! filedock-storage: the blob stores — local disk and S3-compatible — and how config
 //! turns into a [`filedock_core::Backend`]. Stores only keep bytes; hashing, limits and types are
 //! core's business.
 
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use filedock_core::link::SelfServed;
+#[cfg(feature = "testing")]
 use filedock_core::memory::MemoryBlobStore;
 use filedock_core::{Backend, Error, Result, UrlSigner};
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,8 @@ pub enum StoreConfig {
     },
     /// An S3-compatible bucket; presigned URLs point straight at it.
     S3(S3Config),
-    /// In memory (tests only: nothing survives a restart).
+    /// In memory (tests only: nothing survives a restart; not in production builds).
+    #[cfg(feature = "testing")]
     Memory,
 }
 
@@ -112,6 +114,7 @@ pub async fn open(name: &str, cfg: &BackendConfig, ctx: &OpenContext) -> Result<
         }
         // `s3://<bucket>/<key>`, as the AWS tools write it.
         StoreConfig::S3(s3) => (Arc::new(S3Store::open(s3)?), s3.bucket.clone(), false),
+        #[cfg(feature = "testing")]
         StoreConfig::Memory => (
             Arc::new(MemoryBlobStore::new(Some(signing))),
             host_of(&ctx.public_url),

@@ -31,8 +31,8 @@ const DIRECT_ALIGN: usize = 4096;
 /// blocking thread, and on these VMs a hand-off costs about as much as copying 100 KiB.
 const DIRECT_BUF: usize = 128 * 1024;
 /// Each buffer once an upload has passed [`DIRECT_GROW_AFTER`]: a large upload makes 1,024
-/// hand-offs per GiB, not 8,192, while many small uploads at once keep 256 KiB each (issue 9:
-/// 1 GiB went from 1.8 to about 1.3 CPU-s/GiB).
+/// hand-offs per GiB, not 8,192, while many small uploads at once keep 256 KiB each (measured:
+/// `bench/TUNING.md`).
 const DIRECT_BUF_LARGE: usize = 1024 * 1024;
 const DIRECT_GROW_AFTER: u64 = 32 * 1024 * 1024;
 /// How much of a tus PATCH's body goes to its blocking writer at a time (and the size of the
