@@ -194,7 +194,7 @@ macro_rules! pool_inserts {
                         .push_bind($crate::sql::i64_of(Some(u.part_size)))
                         .push_bind($crate::sql::i64_of(Some(u.offset)))
                         .push_bind(u.metadata.clone())
-                        .push_bind(u.concat.clone())
+                        .push_bind(u.concat.as_ref().map(filedock_core::model::Concat::to_stored))
                         .push_bind(u.status.as_str())
                         .push_bind(u.created_at)
                         .push_bind(u.expires_at);

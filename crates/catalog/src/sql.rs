@@ -2,7 +2,7 @@
 //! PostgreSQL: `$N` placeholders, `CAST($N AS TEXT) IS NULL`, `RETURNING`-free), row decoding,
 //! and error mapping. [`sql_catalog!`] writes the `Catalog` impl for a struct with a `pool`.
 
-use filedock_core::model::{DeliveryRecord, DeliveryStatus, TaskId, TaskRecord, TaskStatus};
+use filedock_core::model::{Concat, DeliveryRecord, DeliveryStatus, TaskId, TaskRecord, TaskStatus};
 use filedock_core::{
     Class, Credential, CredentialKind, Error, FileId, FileName, FileRecord, FileStatus, ProjectId, Result, StorageKey,
     UploadId, UploadKind, UploadRecord, UploadStatus, WorkspaceId,
@@ -172,7 +172,7 @@ where
         part_size: n("part_size")?.max(0) as u64,
         offset: n("upload_offset")?.max(0) as u64,
         metadata: o("metadata")?,
-        concat: o("concat")?,
+        concat: o("concat")?.map(|c| Concat::parse(&c)).transpose()?,
         status: UploadStatus::parse(&s("status")?)?,
         created_at: n("created_at")?,
         expires_at: n("expires_at")?,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use sha2::Sha256;
 
-use crate::model::{UploadId, UploadKind, UploadRecord};
+use crate::model::{Concat, UploadId, UploadKind, UploadRecord};
 
 /// What never changes about an upload: whose it is, its kind, whether it is a tus final, and
 /// its file's policy. An instance keeps them for the uploads it has made or read, so a PATCH
@@ -79,7 +79,7 @@ impl FactsMemory {
             kind: u.kind,
             project: u.project.clone(),
             workspace: u.workspace.clone(),
-            final_concat: u.concat.as_deref().is_some_and(|c| c.starts_with("final")),
+            final_concat: matches!(u.concat, Some(Concat::Final(_))),
             policy: policy.to_owned(),
         };
         if let Ok(mut all) = self.0.lock() {

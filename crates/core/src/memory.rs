@@ -377,7 +377,7 @@ impl Catalog for MemoryCatalog {
         let uploads = lock(&self.uploads)?;
         let partials = uploads.values().map(|(u, _)| u).filter(|x| {
             &x.project == project
-                && x.concat.as_deref() == Some("partial")
+                && x.concat == Some(crate::model::Concat::Partial)
                 && x.status != UploadStatus::Aborted
                 && x.expires_at > now
         });

@@ -414,6 +414,45 @@ macro_rules! str_enum {
 str_enum!(UploadKind { Multipart => "multipart", Tus => "tus" });
 str_enum!(UploadStatus { Active => "active", Completed => "completed", Aborted => "aborted" });
 
+/// What a tus upload is in a concatenation (tus' `Upload-Concat`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Concat {
+    /// Bytes for a final upload to join; no file of its own.
+    Partial,
+    /// A file made of these partial uploads, in order.
+    Final(Vec<UploadId>),
+}
+
+impl Concat {
+    /// The stored form: `partial`, or `final;<id> <id> …`.
+    pub fn to_stored(&self) -> String {
+        match self {
+            Concat::Partial => "partial".to_owned(),
+            Concat::Final(ids) => {
+                let ids: Vec<&str> = ids.iter().map(UploadId::as_str).collect();
+                format!("final;{}", ids.join(" "))
+            }
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Result<Self> {
+        if s == "partial" {
+            return Ok(Concat::Partial);
+        }
+        let bad = || Error::internal_msg(format!("unknown Concat '{s}'"));
+        let ids = s.strip_prefix("final;").ok_or_else(bad)?;
+        let ids = ids.split(' ').map(UploadId::parse).collect::<Result<Vec<_>>>();
+        ids.map(Concat::Final).map_err(|_| bad())
+    }
+}
+
+impl Serialize for Concat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_stored())
+    }
+}
+
 /// An upload in progress, as the catalog keeps it: enough to resume it on any instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UploadRecord {
@@ -436,8 +475,8 @@ pub struct UploadRecord {
     pub offset: u64,
     /// tus: the `Upload-Metadata` header as sent.
     pub metadata: Option<String>,
-    /// tus concatenation: `partial`, or `final` with the partial upload ids it joins.
-    pub concat: Option<String>,
+    /// tus concatenation: a partial upload, or a final one and the partial uploads it joins.
+    pub concat: Option<Concat>,
     pub status: UploadStatus,
     pub created_at: Timestamp,
     /// After this instant an active upload is abandoned: it is aborted and its parts deleted.

@@ -7,9 +7,9 @@ pub(super) use crate::blob::{BlobStore, ByteStream, PutOptions};
 pub(super) use crate::catalog::{Catalog, Completion, FileQuery};
 pub(super) use crate::error::Error;
 pub(super) use crate::model::{
-    Class, Credential, CredentialKind, DeliveryRecord, DeliveryStatus, FileId, FileName, FileRecord, FileStatus,
-    ProjectId, StorageKey, TaskId, TaskRecord, TaskStatus, UploadId, UploadKind, UploadRecord, UploadStatus,
-    WorkspaceId,
+    Class, Concat, Credential, CredentialKind, DeliveryRecord, DeliveryStatus, FileId, FileName, FileRecord,
+    FileStatus, ProjectId, StorageKey, TaskId, TaskRecord, TaskStatus, UploadId, UploadKind, UploadRecord,
+    UploadStatus, WorkspaceId,
 };
 pub(super) use crate::range::ByteRange;
 
@@ -134,7 +134,7 @@ pub(super) fn upload(expires_at: i64) -> UploadRecord {
         part_size: 5 << 20,
         offset: 0,
         metadata: Some("filename YS5iaW4=".into()),
-        concat: Some("partial".into()),
+        concat: Some(Concat::Partial),
         status: UploadStatus::Active,
         created_at: 1_000,
         expires_at,

@@ -20,27 +20,46 @@ pub(super) struct Lease<'a> {
     renew_at: Instant,
 }
 
+/// Why a lease could not be kept: lost (another writer may hold it now), or the catalog failed.
+/// Private to uploads: it reaches a client as the [`Error`] `From` makes of it.
+#[derive(Debug)]
+pub(super) enum Lapse {
+    Lost,
+    Failed(Error),
+}
+
+impl From<Lapse> for Error {
+    fn from(l: Lapse) -> Error {
+        match l {
+            Lapse::Lost => lock_lost(),
+            Lapse::Failed(e) => e,
+        }
+    }
+}
+
 impl Lease<'_> {
-    /// Renews when due; false when the lease was lost (another writer may now hold it).
-    pub(super) async fn keep(&mut self) -> Result<bool> {
+    /// Renews when due.
+    pub(super) async fn keep(&mut self) -> std::result::Result<(), Lapse> {
         let now = Instant::now();
         if now >= self.valid_until {
-            return Ok(false);
+            return Err(Lapse::Lost);
         }
         if now >= self.renew_at {
             let t = self.files.clock.now();
             let until = t + LOCK_LEASE.as_millis() as i64;
-            if !self.files.catalog.lock_upload(&self.id, &self.token, t, until).await? {
-                return Ok(false);
+            match self.files.catalog.lock_upload(&self.id, &self.token, t, until).await {
+                Ok(true) => {}
+                Ok(false) => return Err(Lapse::Lost),
+                Err(e) => return Err(Lapse::Failed(e)),
             }
             self.valid_until = now + LOCK_LEASE - LOCK_LEASE / 5;
             self.renew_at = now + LOCK_LEASE / 3;
         }
-        Ok(true)
+        Ok(())
     }
 }
 
-pub(super) fn lock_lost() -> Error {
+fn lock_lost() -> Error {
     Error::Conflict("the upload's lock was lost; resume from HEAD".into())
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::files::{FileService, NewFile, secs_to_ms};
-use crate::model::{FileRecord, FileStatus, StorageKey, UploadId, UploadKind, UploadRecord, UploadStatus};
+use crate::model::{Concat, FileRecord, FileStatus, StorageKey, UploadId, UploadKind, UploadRecord, UploadStatus};
 
 /// S3's smallest part (but the last).
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -194,7 +194,7 @@ impl FileService {
             part_size,
             offset: 0,
             metadata: None,
-            concat: partial.then(|| "partial".to_owned()),
+            concat: partial.then_some(Concat::Partial),
             status: UploadStatus::Active,
             created_at: now,
             expires_at: self.unfinished_expiry(),
@@ -229,7 +229,7 @@ impl FileService {
         if let Err(e) = r {
             tracing::error!(upload = %u.id, error = %e, "could not abort an upload's stored parts");
         }
-        if u.concat.as_deref() == Some("partial") {
+        if u.concat == Some(Concat::Partial) {
             self.discard_blob(backend, &u.key).await;
         }
         if let Some(fid) = &u.file_id
@@ -248,7 +248,7 @@ impl FileService {
     /// file forgotten. A completed upload cannot be aborted (delete its file instead).
     pub async fn abort_upload(&self, who: &crate::auth::Principal, id: &str, kind: UploadKind) -> Result<()> {
         let u = self.upload_for(who, id, kind).await?;
-        if u.status == UploadStatus::Completed && u.concat.as_deref() != Some("partial") {
+        if u.status == UploadStatus::Completed && u.concat != Some(Concat::Partial) {
             return Err(Error::Conflict(
                 "the upload is complete; delete its file instead".into(),
             ));

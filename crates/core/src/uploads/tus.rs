@@ -6,20 +6,37 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::lease::{Lease, lock_lost};
-use super::stream::{Digests, limit, tokio_stream_from};
+use super::lease::{Lapse, Lease};
+use super::stream::{Watch, limit, tokio_stream_from};
 use super::{Checksum, TusCreate};
 use crate::blob::ByteStream;
 use crate::error::{Error, Result};
 use crate::files::FileService;
 use crate::files::NewFile;
 use crate::model::StorageKey;
-use crate::model::{FileRecord, UploadId, UploadKind, UploadRecord, UploadStatus};
+use crate::model::{Concat, FileRecord, UploadId, UploadKind, UploadRecord, UploadStatus};
 use crate::policy::UploadPolicy;
 
 /// A PATCH body up to this size is gathered in memory and handed to the store whole: on the
 /// local store one hand-off to a blocking thread, rather than a writer task fed chunk by chunk.
 pub(super) const SMALL_APPEND: usize = 256 << 10;
+
+/// One PATCH: where it starts, the length it may declare, the checksum its body must have.
+struct Patch {
+    offset: u64,
+    length: Option<u64>,
+    checksum: Option<Checksum>,
+}
+
+/// What a PATCH body did on its way to the store.
+struct Written {
+    /// Where the store's bytes end.
+    end: u64,
+    /// The lease lapsed part way.
+    stopped: Option<Lapse>,
+    /// The body's own error (the client went away, sent too much), after the bytes before it.
+    body_failed: Option<Error>,
+}
 
 impl FileService {
     /// Creates a tus upload (a pending file unless it is a partial upload for concatenation).
@@ -103,7 +120,17 @@ impl FileService {
         let _slot = self.upload_slot(&facts.project)?;
         let (mut lease, u) = self.lock_and_read(&uid, true).await?;
         let r = self
-            .append_locked(&mut lease, u, &policy, offset, length, checksum, body)
+            .append_locked(
+                &mut lease,
+                u,
+                &policy,
+                Patch {
+                    offset,
+                    length,
+                    checksum,
+                },
+                body,
+            )
             .await;
         match r {
             // Recorded with the unlock.
@@ -116,17 +143,102 @@ impl FileService {
     }
 
     /// Appends under the lock; returns the upload and whether the lock was freed with the offset.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn append_locked(
+    async fn append_locked(
         &self,
         lease: &mut Lease<'_>,
         u: UploadRecord,
         policy: &UploadPolicy,
-        offset: u64,
-        length: Option<u64>,
-        checksum: Option<Checksum>,
+        patch: Patch,
         body: ByteStream,
     ) -> Result<(UploadRecord, bool)> {
+        let Patch {
+            offset,
+            length,
+            checksum,
+        } = patch;
+        let length = self.check_patch(&u, policy, offset, length).await?;
+        let room = length.unwrap_or(policy.max_size).saturating_sub(u.offset);
+        // The file's SHA-256 goes on as the body passes, from offset 0 or from what this
+        // instance hashed of the PATCHes before: if the file ends here, completing need not
+        // read it back.
+        let running = if offset == 0 {
+            Some(Sha256::new())
+        } else {
+            self.running_digests.at(&u.id, offset)
+        };
+        let watch = Watch::new(checksum.as_ref(), running);
+        let body = watch.watch(limit(body, room, length.is_some()));
+        let written = self.write_patch(lease, &u, offset, body).await?;
+        if matches!(written.stopped, Some(Lapse::Lost)) {
+            // Record nothing; the next writer discards what this one wrote.
+            return Err(Lapse::Lost.into());
+        }
+        let end = written.end;
+        let failed = written.stopped.map(Error::from).or(written.body_failed);
+        if let Some(c) = &checksum {
+            let ok = failed.is_none() && watch.matches(c);
+            if !ok {
+                // Nothing is recorded: the bytes past the offset are discarded by the next append.
+                return Err(failed
+                    .unwrap_or_else(|| Error::ChecksumMismatch("the body does not match its Upload-Checksum".into())));
+            }
+        }
+        lease.keep().await?;
+        let expires_at = self.unfinished_expiry();
+        // The last byte: keep the lock while the file is assembled. Otherwise free it with the
+        // offset, in one step.
+        let finishing = failed.is_none() && Some(end) == length;
+        let recorded = if finishing {
+            self.catalog
+                .advance_upload(&u.id, &lease.token, end, length, expires_at)
+                .await?
+        } else {
+            self.catalog
+                .advance_and_unlock_upload(&u.id, &lease.token, end, length, expires_at)
+                .await?
+        };
+        if !recorded {
+            return Err(Lapse::Lost.into());
+        }
+        let mut now = UploadRecord {
+            offset: end,
+            length,
+            expires_at,
+            ..u
+        };
+        if let Some(e) = failed {
+            // The client is gone or sent too much; what arrived before is kept. The lock went
+            // with the offset.
+            return Err(e);
+        }
+        // Used only if the store took exactly what was hashed.
+        let whole = watch.whole(end - offset);
+        if finishing {
+            self.running_digests.forget(&now.id);
+            let known = whole.map(|h| (end, hex::encode(h.finalize())));
+            self.finish_tus(&now, known).await?;
+            now.status = UploadStatus::Completed;
+            if now.concat.is_some() {
+                // A partial upload stays active (and expires) until a final upload uses it.
+                now.status = UploadStatus::Active;
+            }
+        } else if let Some(h) = whole {
+            // Recorded: bytes 0..end are what was hashed (before the answer, so the client's
+            // next PATCH finds it).
+            self.running_digests.put(&now.id, end, h);
+        }
+        Ok((now, !finishing))
+    }
+
+    /// Checks a PATCH against the upload as it stands under the lock; returns the upload's
+    /// length once this PATCH is taken (a deferred length may come with it).
+    async fn check_patch(
+        &self,
+        u: &UploadRecord,
+        policy: &UploadPolicy,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<Option<u64>> {
         // As `upload_for` says, now under the lock: an aborted, finished or expired upload
         // takes nothing.
         if u.status != UploadStatus::Active || u.expires_at <= self.clock.now() {
@@ -149,11 +261,7 @@ impl FileService {
                 // more is stored (the upload itself is counted already: its file, or as a
                 // partial of the bytes it has).
                 policy.check_size(b)?;
-                let counted = if u.concat.as_deref() == Some("partial") {
-                    u.offset
-                } else {
-                    0
-                };
+                let counted = if u.concat == Some(Concat::Partial) { u.offset } else { 0 };
                 self.check_quota_with(&u.project, 0, b.saturating_sub(counted)).await?;
                 Some(b)
             }
@@ -162,67 +270,39 @@ impl FileService {
         if let Some(l) = length {
             policy.check_size(l)?;
         }
-        let room = length.unwrap_or(policy.max_size).saturating_sub(u.offset);
-        let backend = self.backend(Some(&u.backend))?;
+        Ok(length)
+    }
 
-        // The body, limited to the room left, digested when a checksum came with it, and cut
-        // off the moment the lease is lost.
-        let digest = std::sync::Arc::new(std::sync::Mutex::new(Digests::new(checksum.as_ref())));
-        let seen = digest.clone();
-        // The file's SHA-256 goes on as the body passes, from offset 0 or from what this
-        // instance hashed of the PATCHes before: if the file ends here, completing need not
-        // read it back. It counts what it hashed, to be used only if the store took exactly that.
-        let running = if offset == 0 {
-            Some(Sha256::new())
-        } else {
-            self.running_digests.at(&u.id, offset)
-        };
-        let whole = std::sync::Arc::new(std::sync::Mutex::new(running.map(|h| (0u64, h))));
-        let whole_seen = whole.clone();
-        let limited = limit(body, room, length.is_some());
-        let watched = futures_util::stream::unfold((limited, false), |(mut s, done)| async move {
-            if done {
-                return None;
-            }
-            match s.next().await {
-                Some(Ok(c)) => Some((Ok(c), (s, false))),
-                Some(Err(e)) => Some((Err(e), (s, true))),
-                None => None,
-            }
-        })
-        .map(move |c| {
-            if let (Ok(bytes), Ok(mut d)) = (&c, seen.lock()) {
-                d.update(bytes);
-            }
-            if let (Ok(bytes), Ok(mut w)) = (&c, whole_seen.lock())
-                && let Some((n, h)) = w.as_mut()
-            {
-                h.update(bytes);
-                *n += bytes.len() as u64;
-            }
-            c
-        });
-        // Lease upkeep happens between chunks; the store sees only chunks written under it. A
-        // body that ends within [`SMALL_APPEND`] (a typical PATCH) is gathered first and handed
-        // to the store whole; a larger one streams to it, the gathered chunks first.
-        let mut watched = Box::pin(watched);
+    /// Writes a PATCH body at `offset`, keeping the lease between chunks: the store sees only
+    /// chunks written under it. A body that ends within [`SMALL_APPEND`] (a typical PATCH) is
+    /// gathered first and handed to the store whole; a larger one streams to it, the gathered
+    /// chunks first. An error is the store's; the body's and the lease's are in [`Written`].
+    async fn write_patch(
+        &self,
+        lease: &mut Lease<'_>,
+        u: &UploadRecord,
+        offset: u64,
+        body: ByteStream,
+    ) -> Result<Written> {
+        let store = self.backend(Some(&u.backend))?.store.clone();
+        let mut body = body;
         let mut gathered = Vec::new();
         let mut size = 0;
-        let mut body_error = None;
-        let mut store_saw = None;
         let mut ended = false;
+        let mut written = Written {
+            end: offset,
+            stopped: None,
+            body_failed: None,
+        };
         while size <= SMALL_APPEND {
-            let Some(c) = watched.next().await else {
+            let Some(c) = body.next().await else {
                 ended = true;
                 break;
             };
-            if let Err(e) = lease
-                .keep()
-                .await
-                .and_then(|kept| kept.then_some(()).ok_or_else(lock_lost))
-            {
-                body_error = Some(e);
-                break;
+            if let Err(lapse) = lease.keep().await {
+                // Nothing is written.
+                written.stopped = Some(lapse);
+                return Ok(written);
             }
             match c {
                 Ok(b) => {
@@ -231,113 +311,44 @@ impl FileService {
                 }
                 Err(e) => {
                     // What arrived before the body failed is kept, as from a stream.
-                    store_saw = Some(e);
+                    written.body_failed = Some(e);
                     ended = true;
                     break;
                 }
             }
         }
-        let store = backend.store.clone();
-        let end = if body_error.is_some() {
-            offset
-        } else if ended {
-            store.append_bytes(&u.key, &u.handle, offset, gathered).await?
-        } else {
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(2);
-            let (key, handle) = (u.key.clone(), u.handle.clone());
-            let writer = tokio::spawn(async move {
-                let rx = tokio_stream_from(rx);
-                store.append(&key, &handle, offset, rx).await
-            });
-            let mut rest = futures_util::stream::iter(gathered.into_iter().map(Ok)).chain(watched);
-            while let Some(c) = rest.next().await {
-                match lease.keep().await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        body_error = Some(lock_lost());
-                        let _ = tx.send(Err(Error::Conflict("lock lost".into()))).await;
-                        break;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(Error::Unavailable("lock check failed".into()))).await;
-                        body_error = Some(e);
-                        break;
-                    }
-                }
-                let is_err = c.is_err();
-                if tx.send(c).await.is_err() || is_err {
-                    break;
-                }
-            }
-            drop(tx);
-            let (end, saw) = writer.await.map_err(Error::internal)??;
-            store_saw = saw;
-            end
-        };
-        let failed = body_error.or(store_saw);
-        if matches!(failed, Some(Error::Conflict(_))) {
-            // Lease lost: record nothing; the next writer discards what this one wrote.
-            return Err(failed.unwrap_or_else(|| Error::internal_msg("unreachable")));
+        if ended {
+            written.end = store.append_bytes(&u.key, &u.handle, offset, gathered).await?;
+            return Ok(written);
         }
-        if let Some(c) = &checksum {
-            let ok = failed.is_none() && digest.lock().map(|d| d.matches(c)).unwrap_or(false);
-            if !ok {
-                // Nothing is recorded: the bytes past the offset are discarded by the next append.
-                return Err(failed
-                    .unwrap_or_else(|| Error::ChecksumMismatch("the body does not match its Upload-Checksum".into())));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(2);
+        let (key, handle) = (u.key.clone(), u.handle.clone());
+        let writer = tokio::spawn(async move {
+            let rx = tokio_stream_from(rx);
+            store.append(&key, &handle, offset, rx).await
+        });
+        let mut rest = futures_util::stream::iter(gathered.into_iter().map(Ok)).chain(body);
+        while let Some(c) = rest.next().await {
+            if let Err(lapse) = lease.keep().await {
+                // The store stops at the error; what it wrote is past the recorded offset.
+                let _ = tx
+                    .send(Err(Error::Unavailable("the upload's lease lapsed".into())))
+                    .await;
+                written.stopped = Some(lapse);
+                break;
+            }
+            let is_err = c.is_err();
+            if tx.send(c).await.is_err() || is_err {
+                break;
             }
         }
-        if !lease.keep().await? {
-            return Err(lock_lost());
+        drop(tx);
+        let (end, saw) = writer.await.map_err(Error::internal)??;
+        written.end = end;
+        if written.stopped.is_none() {
+            written.body_failed = saw;
         }
-        let expires_at = self.unfinished_expiry();
-        // The last byte: keep the lock while the file is assembled. Otherwise free it with the
-        // offset, in one step.
-        let finishing = failed.is_none() && Some(end) == length;
-        let recorded = if finishing {
-            self.catalog
-                .advance_upload(&u.id, &lease.token, end, length, expires_at)
-                .await?
-        } else {
-            self.catalog
-                .advance_and_unlock_upload(&u.id, &lease.token, end, length, expires_at)
-                .await?
-        };
-        if !recorded {
-            return Err(lock_lost());
-        }
-        let mut now = UploadRecord {
-            offset: end,
-            length,
-            expires_at,
-            ..u
-        };
-        if let Some(e) = failed {
-            // The client is gone or sent too much; what arrived before is kept. The lock went
-            // with the offset.
-            return Err(e);
-        }
-        let whole = whole
-            .lock()
-            .ok()
-            .and_then(|mut w| w.take())
-            .filter(|(n, _)| *n == end - offset)
-            .map(|(_, h)| h);
-        if finishing {
-            self.running_digests.forget(&now.id);
-            let known = whole.map(|h| (end, hex::encode(h.finalize())));
-            self.finish_tus(&now, known).await?;
-            now.status = UploadStatus::Completed;
-            if now.concat.is_some() {
-                // A partial upload stays active (and expires) until a final upload uses it.
-                now.status = UploadStatus::Active;
-            }
-        } else if let Some(h) = whole {
-            // Recorded: bytes 0..end are what was hashed (before the answer, so the client's
-            // next PATCH finds it).
-            self.running_digests.put(&now.id, end, h);
-        }
-        Ok((now, !finishing))
+        Ok(written)
     }
 
     /// Publishes a tus upload whose last byte arrived and checks its file.
@@ -399,7 +410,7 @@ impl FileService {
         let mut parts = Vec::with_capacity(partials.len());
         for p in partials {
             let u = self.upload_for(who, p, UploadKind::Tus).await?;
-            if u.concat.as_deref() != Some("partial") {
+            if u.concat != Some(Concat::Partial) {
                 return Err(Error::invalid(format!("upload {p} is not a partial upload")));
             }
             if u.length != Some(u.offset) {
@@ -444,7 +455,7 @@ impl FileService {
             part_size: 0,
             offset: total,
             metadata,
-            concat: Some(format!("final;{}", partials.join(" "))),
+            concat: Some(Concat::Final(parts.iter().map(|u| u.id.clone()).collect())),
             status: UploadStatus::Completed,
             created_at: now,
             expires_at: rec.expires_at.unwrap_or(i64::MAX),

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::options;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use filedock_core::model::Concat;
 use filedock_core::uploads::{Checksum, ChecksumAlgorithm, TusCreate};
 use filedock_core::{Class, Error, FileName, KeyLayout, NewFile, UploadRecord, UploadStatus};
 
@@ -202,12 +203,12 @@ async fn describe(state: &AppState, u: &UploadRecord, resp: &mut Response, full:
             h.insert(HeaderName::from_static("upload-metadata"), hv(m));
         }
         if let Some(c) = &u.concat {
-            let shown = match c.strip_prefix("final;") {
-                Some(ids) => {
-                    let urls: Vec<String> = ids.split(' ').map(|id| format!("/tus/{id}")).collect();
+            let shown = match c {
+                Concat::Final(ids) => {
+                    let urls: Vec<String> = ids.iter().map(|id| format!("/tus/{id}")).collect();
                     format!("final;{}", urls.join(" "))
                 }
-                None => c.clone(),
+                Concat::Partial => c.to_stored(),
             };
             h.insert(HeaderName::from_static("upload-concat"), hv(&shown));
         }
