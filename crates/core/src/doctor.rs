@@ -16,8 +16,8 @@ use std::collections::{BTreeSet, HashSet};
 
 use crate::catalog::FileQuery;
 use crate::error::{Error, Result};
-use crate::files::{FileService, secs_to_ms};
 use crate::model::{FileRecord, FileStatus, ProjectId, StorageKey};
+use crate::service::{FileService, secs_to_ms};
 
 /// What `doctor` found (and, with repair, fixed).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

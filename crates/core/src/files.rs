@@ -1,136 +1,28 @@
 //! [`FileService`]: the one way files come in and go out. Every dialect calls it; it checks
 //! credentials and scope, applies the upload policy, mints storage keys, meters bodies into a
-//! [`BlobStore`] and records them in the [`Catalog`].
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
+//! [`BlobStore`](crate::BlobStore) and records them in the [`Catalog`](crate::Catalog).
 
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 
-use crate::auth::{Credentials, Principal};
-use crate::blob::{BlobStore, ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest, PutOptions};
-use crate::catalog::{Catalog, Completion, FileQuery};
-use crate::clock::{Clock, Timestamp};
+use crate::auth::Principal;
+use crate::blob::{ByteStream, GetResult, ObjectMeta, PresignGet, PresignPut, PresignedRequest, PutOptions};
+use crate::catalog::{Completion, FileQuery};
+use crate::clock::Timestamp;
 use crate::disposition;
 use crate::error::{Error, Result};
-use crate::events::{EventType, file_data};
-use crate::link::{UrlSigner, Verified};
+use crate::event_shapes::{EventType, file_data};
+use crate::link::Verified;
 use crate::meter::{exact_length, meter};
 use crate::model::MAX_KEY_LEN;
+use crate::model::TaskId;
 use crate::model::{Class, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey, validate_relative_path};
-use crate::policy::UploadPolicy;
 use crate::range::ByteRange;
+pub use crate::service::FileService;
+use crate::service::{is_visible_to, secs_to_ms};
+pub use crate::settings::{Backend, FileServiceConfig, ProjectSettings, Retention, RetentionOverride};
 
-const DAY_SECS: u64 = 86_400;
 /// TTL of the presigned URL a stable link redirects to.
 const STABLE_LINK_REDIRECT_SECS: u64 = 300;
-
-/// A configured storage target.
-#[derive(Debug, Clone)]
-pub struct Backend {
-    /// The name files record and clients pick (`local`, `cos`, …).
-    pub name: String,
-    pub store: Arc<dyn BlobStore>,
-    /// Scheme of `path` references to its files (`local`, `cos`, `s3`, `gs`).
-    pub scheme: String,
-    /// Host part of `path` references (the bucket host).
-    pub host: String,
-    /// Regions a client may name; empty means none may be named.
-    pub regions: Vec<String>,
-    /// Longest TTL of a URL this backend presigns, in seconds.
-    pub max_presign_ttl_secs: u64,
-    /// Read a direct upload whole when completing it, to record its SHA-256. Off, completion
-    /// checks the size and the first bytes only, and the SHA-256 stays unknown.
-    pub hash_direct_uploads: bool,
-}
-
-/// How long each class is kept, in seconds (`None` or 0: until deleted).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Retention {
-    /// Default 1 day.
-    pub input_secs: Option<u64>,
-    /// Default 7 days.
-    pub output_secs: Option<u64>,
-    /// Default: kept until deleted.
-    pub asset_secs: Option<u64>,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention {
-            input_secs: Some(DAY_SECS),
-            output_secs: Some(7 * DAY_SECS),
-            asset_secs: None,
-        }
-    }
-}
-
-impl Retention {
-    /// The TTL of a class: `None` when it is kept until deleted.
-    pub fn secs(&self, class: Class) -> Option<u64> {
-        match class {
-            Class::Input => self.input_secs,
-            Class::Output => self.output_secs,
-            Class::Asset => self.asset_secs,
-        }
-        .filter(|s| *s > 0)
-    }
-}
-
-/// A project's own retention: each class set here replaces the deployment's (0: until
-/// deleted); a class left out keeps it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionOverride {
-    pub input_secs: Option<u64>,
-    pub output_secs: Option<u64>,
-    pub asset_secs: Option<u64>,
-}
-
-/// Settings of one project.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProjectSettings {
-    #[serde(default)]
-    pub retention: RetentionOverride,
-    /// Receivers of the project's events.
-    #[serde(default)]
-    pub webhooks: Vec<crate::events::Webhook>,
-    /// The project's own limits over the deployment's.
-    #[serde(default)]
-    pub limits: crate::limits::LimitsOverride,
-}
-
-/// The service's settings.
-#[derive(Debug, Clone)]
-pub struct FileServiceConfig {
-    /// The backend used when a request names none.
-    pub default_backend: String,
-    /// Upload policies by name; each way in names one. `native` must exist.
-    pub policies: BTreeMap<String, UploadPolicy>,
-    /// TTL of presigned upload URLs, in seconds.
-    pub upload_ttl_secs: u64,
-    /// Default TTL of download links, in seconds.
-    pub link_ttl_secs: u64,
-    /// Longest TTL a client may ask for a link, in seconds.
-    pub max_link_ttl_secs: u64,
-    pub retention: Retention,
-    /// How long an unfinished multipart or tus upload is kept after its last activity before it
-    /// is aborted and its parts deleted, in seconds.
-    pub unfinished_upload_ttl_secs: u64,
-    /// filedock's public base URL, without a trailing slash (stable links point here).
-    pub public_url: String,
-    /// Per-project settings (retention, webhooks), by project id.
-    pub projects: BTreeMap<String, ProjectSettings>,
-    /// The workflows clients may run.
-    pub workflows: Vec<crate::workflow::Workflow>,
-    pub tasks: crate::tasks::TaskSettings,
-    pub deliveries: crate::events::DeliverySettings,
-    /// Rate, quotas and concurrent uploads per project (each project may override them).
-    pub limits: crate::limits::Limits,
-}
 
 /// A file whose bytes are stored and checked but whose record is not yet written: the caller
 /// [`FileService::commit`]s it (or [`FileService::discard`]s it) once it knows the rest.
@@ -220,236 +112,17 @@ pub struct PresignUpload {
     pub create_only: bool,
 }
 
-/// The files, credentials and links of every project.
-#[derive(Debug)]
-pub struct FileService {
-    pub(crate) catalog: Arc<dyn Catalog>,
-    credentials: Credentials,
-    backends: BTreeMap<String, Backend>,
-    signer: Arc<UrlSigner>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) config: FileServiceConfig,
-    pub(crate) workflows: crate::workflow::Workflows,
-    /// This instance's name in the catalog's leases.
-    pub(crate) instance: String,
-    pub(crate) signals: Signals,
-    rates: crate::limits::RateLimits,
-    slots: crate::limits::UploadSlots,
-    pub(crate) upload_facts: crate::memo::FactsMemory,
-    pub(crate) running_digests: crate::memo::RunningDigests,
-    pub(crate) identity: crate::identity::Identity,
-    jobs: Arc<crate::jobs::Supervisor>,
-}
-
-/// Wake-ups within one instance (other instances are found by polling).
-#[derive(Debug, Default)]
-pub(crate) struct Signals {
-    /// A task was queued.
-    pub(crate) tasks: tokio::sync::Notify,
-    /// An event was recorded.
-    pub(crate) deliveries: tokio::sync::Notify,
-}
-
 fn date_parts(at: Timestamp) -> (i32, u8, u8) {
     let d = time::OffsetDateTime::from_unix_timestamp(at / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     (d.year(), d.month() as u8, d.day())
 }
 
-pub(crate) fn is_visible_to(rec: &FileRecord, who: &Principal) -> bool {
-    rec.project == who.project && (who.workspace.is_none() || rec.workspace == who.workspace)
-}
-
-/// How long `/readyz` waits for any one dependency: a probe must answer quickly even when a
-/// dependency hangs.
-pub const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
-
-pub(crate) fn secs_to_ms(s: u64) -> i64 {
-    i64::try_from(s).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
+/// Where a task's outputs are kept: `outputs/{project}/{task}`.
+pub fn output_prefix(project: &ProjectId, task: &TaskId) -> String {
+    format!("outputs/{project}/{task}")
 }
 
 impl FileService {
-    /// A service over a catalog and its backends. Fails if the default backend or the `native`
-    /// policy is missing.
-    pub fn new(
-        catalog: Arc<dyn Catalog>,
-        backends: Vec<Backend>,
-        signer: Arc<UrlSigner>,
-        clock: Arc<dyn Clock>,
-        config: FileServiceConfig,
-    ) -> Result<Self> {
-        let backends: BTreeMap<String, Backend> = backends.into_iter().map(|b| (b.name.clone(), b)).collect();
-        if !backends.contains_key(&config.default_backend) {
-            return Err(Error::invalid(format!(
-                "default backend '{}' is not configured",
-                config.default_backend
-            )));
-        }
-        if !config.policies.contains_key("native") {
-            return Err(Error::invalid("the 'native' upload policy is not configured"));
-        }
-        for (project, settings) in &config.projects {
-            ProjectId::new(project.clone()).map_err(|e| Error::invalid(format!("[projects.{project}]: {e}")))?;
-            for hook in &settings.webhooks {
-                hook.validate()?;
-            }
-        }
-        let workflows = crate::workflow::Workflows::new(config.workflows.clone())?;
-        let credentials = Credentials::new(catalog.clone(), clock.clone());
-        Ok(FileService {
-            catalog,
-            credentials,
-            backends,
-            signer,
-            clock,
-            config,
-            workflows,
-            instance: hex::encode(crate::auth::random_bytes::<8>()?),
-            signals: Signals::default(),
-            rates: Default::default(),
-            slots: Default::default(),
-            upload_facts: Default::default(),
-            running_digests: Default::default(),
-            identity: Default::default(),
-            jobs: Default::default(),
-        })
-    }
-
-    /// Every configured backend, by name.
-    pub fn backends(&self) -> impl Iterator<Item = (&str, &Backend)> {
-        self.backends.iter().map(|(n, b)| (n.as_str(), b))
-    }
-
-    /// The clock the service decides expiry by.
-    pub fn clock(&self) -> &dyn Clock {
-        self.clock.as_ref()
-    }
-
-    /// The settings.
-    pub fn config(&self) -> &FileServiceConfig {
-        &self.config
-    }
-
-    /// A backend by name (case-insensitive), or the default.
-    pub fn backend(&self, name: Option<&str>) -> Result<&Backend> {
-        let name = name.unwrap_or(&self.config.default_backend);
-        self.backends
-            .get(name)
-            .or_else(|| self.backends.values().find(|b| b.name.eq_ignore_ascii_case(name)))
-            .ok_or_else(|| Error::invalid(format!("unknown storage backend '{name}'")))
-    }
-
-    /// A policy by name.
-    pub fn policy(&self, name: &str) -> Result<&UploadPolicy> {
-        self.config
-            .policies
-            .get(name)
-            .ok_or_else(|| Error::internal_msg(format!("upload policy '{name}' is not configured")))
-    }
-
-    // ---- credentials ----
-
-    /// Finds the principal of a presented bearer token.
-    /// The principal a token stands for, if its project is within its request rate.
-    pub async fn authenticate(&self, token: &str) -> Result<Principal> {
-        let who = self.credentials.authenticate(token).await?;
-        self.rates.check(&who.project, &self.limits(&who.project))?;
-        Ok(who)
-    }
-
-    /// A project's limits: the deployment's with the project's overrides.
-    pub fn limits(&self, project: &ProjectId) -> crate::limits::Limits {
-        match self.config.projects.get(project.as_str()) {
-            Some(p) => self.config.limits.with(&p.limits),
-            None => self.config.limits,
-        }
-    }
-
-    /// Fails with [`Error::QuotaExceeded`] if one more file of `add_bytes` would take the project
-    /// over its quota. Asks the catalog only when the project has a quota.
-    pub async fn check_quota(&self, project: &ProjectId, add_bytes: u64) -> Result<()> {
-        self.check_quota_with(project, 1, add_bytes).await
-    }
-
-    /// [`FileService::check_quota`] for `add_files` more files (0 when a counted upload grows).
-    pub(crate) async fn check_quota_with(&self, project: &ProjectId, add_files: u64, add_bytes: u64) -> Result<()> {
-        let limits = self.limits(project);
-        if limits.max_files == 0 && limits.max_bytes == 0 {
-            return Ok(());
-        }
-        let usage = self.catalog.usage(project, self.clock.now()).await?;
-        limits.check_quota(usage, add_files, add_bytes)
-    }
-
-    /// Uploads streaming through this instance now, every project together.
-    pub fn uploads_in_progress_total(&self) -> u64 {
-        self.slots.total()
-    }
-
-    /// The supervisor of this instance's background jobs.
-    pub fn jobs(&self) -> &Arc<crate::jobs::Supervisor> {
-        &self.jobs
-    }
-
-    /// Whether this instance can serve: its deployment identity is verified, the catalog and
-    /// every backend answer (a read of the catalog and a HEAD of a key that never exists: not
-    /// found is an answer), each within [`READY_DEADLINE`], and every background job has
-    /// completed a run recently. Names everything that fails, never with a secret.
-    pub async fn check_ready(&self) -> Result<()> {
-        let catalog = async {
-            match tokio::time::timeout(READY_DEADLINE, self.catalog.credential("readiness-probe")).await {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "readiness: the catalog does not answer");
-                    Some("the catalog does not answer".to_owned())
-                }
-                Err(_) => Some(format!("the catalog did not answer within {READY_DEADLINE:?}")),
-            }
-        };
-        let probe = StorageKey::new(format!("{}readyz", crate::blob::INTERNAL_PREFIX))?;
-        let stores = futures_util::future::join_all(self.backends.iter().map(|(name, b)| {
-            let probe = probe.clone();
-            async move {
-                match tokio::time::timeout(READY_DEADLINE, b.store.head(&probe)).await {
-                    Ok(Ok(_) | Err(Error::NotFound(_))) => None,
-                    Ok(Err(e)) => {
-                        tracing::warn!(backend = %name, error = %e, "readiness: a backend does not answer");
-                        Some(format!("storage backend '{name}' does not answer"))
-                    }
-                    Err(_) => Some(format!(
-                        "storage backend '{name}' did not answer within {READY_DEADLINE:?}"
-                    )),
-                }
-            }
-        }));
-        let (catalog, stores) = futures_util::future::join(catalog, stores).await;
-        let mut problems: Vec<String> = self.refusal().into_iter().collect();
-        problems.extend(catalog);
-        problems.extend(stores.into_iter().flatten());
-        problems.extend(self.jobs.problems());
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Unavailable(problems.join("; ")))
-        }
-    }
-
-    /// Uploads of a project streaming through this instance now.
-    pub fn uploads_in_progress(&self, project: &ProjectId) -> u32 {
-        self.slots.count(project)
-    }
-
-    /// A slot for an upload streaming through this instance, freed when dropped.
-    pub fn upload_slot(&self, project: &ProjectId) -> Result<crate::limits::UploadSlot> {
-        self.slots.acquire(project, self.limits(project).max_concurrent_uploads)
-    }
-
-    /// The credential operations.
-    pub fn credentials(&self) -> &Credentials {
-        &self.credentials
-    }
-
-    // ---- uploads ----
-
     pub(crate) fn mint_key(&self, who: &Principal, id: &FileId, new: &NewFile, now: Timestamp) -> Result<StorageKey> {
         let ext = new.name.extension().map(|e| format!(".{e}")).unwrap_or_default();
         let (y, m, d) = date_parts(now);
@@ -458,7 +131,7 @@ impl FileService {
             KeyLayout::Dated(prefix) => format!("{prefix}/{y:04}/{m:02}/{d:02}/{id}{ext}"),
             KeyLayout::Named(prefix) => format!("{prefix}/{}/{id}/{}", who.project, new.name),
             KeyLayout::TaskOutput(task) => {
-                format!("{}/{id}/{}", crate::tasks::output_prefix(&who.project, task), new.name)
+                format!("{}/{id}/{}", output_prefix(&who.project, task), new.name)
             }
             KeyLayout::ProjectPath(path) => {
                 if path.chars().count() > 255 {
@@ -469,21 +142,6 @@ impl FileService {
             }
         };
         StorageKey::new(key)
-    }
-
-    /// How long a project keeps a class: its own setting, else the deployment's (`None`: until
-    /// deleted).
-    pub fn retention_secs(&self, project: &ProjectId, class: Class) -> Option<u64> {
-        let own = self.config.projects.get(project.as_str()).and_then(|p| match class {
-            Class::Input => p.retention.input_secs,
-            Class::Output => p.retention.output_secs,
-            Class::Asset => p.retention.asset_secs,
-        });
-        match own {
-            Some(0) => None,
-            Some(s) => Some(s),
-            None => self.config.retention.secs(class),
-        }
     }
 
     fn expiry(&self, project: &ProjectId, class: Class, ttl_secs: Option<u64>, now: Timestamp) -> Option<Timestamp> {
@@ -759,8 +417,6 @@ impl FileService {
         }
     }
 
-    // ---- reading ----
-
     /// A file's record by id, whatever its project or status (for callers that checked the
     /// principal otherwise).
     pub async fn file_record(&self, id: &FileId) -> Result<Option<FileRecord>> {
@@ -959,8 +615,6 @@ impl FileService {
         }
         Ok(())
     }
-
-    // ---- the signed-URL face of self-served stores ----
 
     fn self_served(&self, backend: &str, key: &str) -> Result<(&Backend, StorageKey)> {
         let b = self

@@ -19,7 +19,6 @@ use futures_util::{StreamExt, stream};
 
 use crate::blob::{BlobStore, INTERNAL_PREFIX, PutOptions};
 use crate::error::{Error, Result};
-use crate::files::FileService;
 use crate::model::StorageKey;
 
 /// The catalog setting that holds the id.
@@ -62,7 +61,7 @@ impl Identity {
         }
     }
 
-    fn set(&self, to: IdentityState) {
+    pub(crate) fn set(&self, to: IdentityState) {
         match self.0.write() {
             Ok(mut s) => *s = to,
             Err(p) => *p.into_inner() = to,
@@ -78,7 +77,7 @@ impl Identity {
     }
 }
 
-async fn read_marker(store: &dyn BlobStore) -> Result<Option<String>> {
+pub(crate) async fn read_marker(store: &dyn BlobStore) -> Result<Option<String>> {
     match store.get(&marker_key(), None).await {
         Ok(got) => {
             let mut text = Vec::new();
@@ -93,7 +92,7 @@ async fn read_marker(store: &dyn BlobStore) -> Result<Option<String>> {
     }
 }
 
-async fn write_marker(store: &dyn BlobStore, id: &str) -> Result<()> {
+pub(crate) async fn write_marker(store: &dyn BlobStore, id: &str) -> Result<()> {
     let body = Bytes::from(format!("{id}\n"));
     store
         .put(
@@ -103,87 +102,4 @@ async fn write_marker(store: &dyn BlobStore, id: &str) -> Result<()> {
         )
         .await?;
     Ok(())
-}
-
-impl FileService {
-    /// The identity check's current state.
-    pub fn identity(&self) -> IdentityState {
-        self.identity.state()
-    }
-
-    /// Why this instance refuses requests (identity not verified), if it does.
-    pub fn refusal(&self) -> Option<String> {
-        self.identity.refusal()
-    }
-
-    /// Checks the catalog's and every backend's deployment id (see the module doc), writing what
-    /// is missing and allowed. Records and returns the outcome: `Unavailable` when a dependency
-    /// does not answer (check again later), `Conflict` when they disagree.
-    pub async fn verify_identity(&self) -> Result<String> {
-        let outcome = self.check_identity().await;
-        self.identity.set(match &outcome {
-            Ok(id) => IdentityState::Verified(id.clone()),
-            Err(Error::Conflict(why)) => IdentityState::Refused(why.clone()),
-            Err(e) => IdentityState::Unverified(format!("the deployment identity cannot be checked: {e}")),
-        });
-        match &outcome {
-            Ok(_) => {}
-            Err(Error::Conflict(why)) => tracing::error!("refusing to serve: {why}"),
-            Err(e) => tracing::warn!(error = %e, "the deployment identity cannot be checked yet"),
-        }
-        outcome
-    }
-
-    async fn check_identity(&self) -> Result<String> {
-        let recorded = self.catalog.setting(SETTING).await?;
-        let mut markers = Vec::new();
-        for (name, b) in self.backends() {
-            let marker = read_marker(b.store.as_ref())
-                .await
-                .map_err(|e| Error::Unavailable(format!("storage backend '{name}' does not answer: {e}")))?;
-            markers.push((name.to_owned(), marker));
-        }
-        let fresh = recorded.is_none();
-        let id = match recorded {
-            Some(id) => id,
-            None => {
-                // A new catalog (or one from before identities). A backend that belongs to a
-                // deployment means this is not that deployment's database.
-                if let Some((name, Some(other))) = markers.iter().find(|(_, m)| m.is_some()) {
-                    return Err(Error::Conflict(format!(
-                        "storage backend '{name}' belongs to deployment {other}, but the catalog has no \
-                         deployment id: is this the right database?"
-                    )));
-                }
-                let candidate = uuid::Uuid::now_v7().to_string();
-                self.catalog.init_setting(SETTING, &candidate).await?
-            }
-        };
-        for (name, marker) in markers {
-            match marker {
-                Some(m) if m == id => {}
-                Some(m) => {
-                    return Err(Error::Conflict(format!(
-                        "storage backend '{name}' belongs to deployment {m}, the catalog to deployment {id}: \
-                         the wrong bucket or the wrong database"
-                    )));
-                }
-                None => {
-                    // A catalog that had no id yet adopts its backends as they are.
-                    if !fresh && self.catalog.has_files_on(&name).await? {
-                        return Err(Error::Conflict(format!(
-                            "storage backend '{name}' has no deployment marker, but the catalog of deployment {id} \
-                             holds files on it: the backend is empty or not this deployment's (check its bucket, \
-                             directory and credentials)"
-                        )));
-                    }
-                    write_marker(self.backend(Some(&name))?.store.as_ref(), &id)
-                        .await
-                        .map_err(|e| Error::Unavailable(format!("storage backend '{name}' does not answer: {e}")))?;
-                    tracing::info!(backend = %name, deployment = %id, "wrote the deployment marker");
-                }
-            }
-        }
-        Ok(id)
-    }
 }

@@ -1,6 +1,6 @@
 //! What an instance remembers of the uploads it has seen, to spare catalog reads and second
-//! passes over bytes: [`FactsMemory`] (who may write an upload, under which policy) and
-//! [`RunningDigests`] (a tus upload's SHA-256 so far). Both are bounded, and only ever a
+//! passes over bytes: `FactsMemory` (who may write an upload, under which policy) and
+//! `RunningDigests` (a tus upload's SHA-256 so far). Both are bounded, and only ever a
 //! shortcut: whatever is not remembered is read again.
 
 use std::collections::HashMap;

@@ -7,8 +7,8 @@
 //! link 410), and every URL filedock signed for one was capped at its expiry.
 
 use crate::error::{Error, Result};
-use crate::events::{EventType, file_data};
-use crate::files::FileService;
+use crate::event_shapes::{EventType, file_data};
+use crate::service::FileService;
 
 /// The name of the sweep's lease.
 const LEASE: &str = "sweep:files";

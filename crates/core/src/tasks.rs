@@ -11,53 +11,25 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::auth::Principal;
 use crate::blob::PresignedRequest;
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
-use crate::events::{EventType, task_data};
-use crate::files::{FileService, KeyLayout, PresignUpload, is_visible_to, secs_to_ms};
-use crate::model::{Class, CredentialKind, FileId, FileRecord, FileStatus, ProjectId, TaskId, TaskRecord, TaskStatus};
+use crate::event_shapes::{EventType, task_data};
+pub use crate::files::output_prefix;
+use crate::files::{KeyLayout, PresignUpload};
+use crate::model::{Class, CredentialKind, FileId, FileRecord, FileStatus, TaskId, TaskRecord, TaskStatus};
+use crate::service::{FileService, is_visible_to, secs_to_ms};
+pub use crate::settings::TaskSettings;
 use crate::workflow::{ParamType, Workflow};
-
-/// How tasks are leased and handed out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TaskSettings {
-    /// How long a claim holds without a heartbeat. Default 300 s.
-    pub lease_secs: u64,
-    /// Claims before a task whose runners keep going silent is failed. Default 3.
-    pub max_attempts: u32,
-    /// The longest a claim may wait for a task. Default 30 s.
-    pub max_claim_wait_secs: u64,
-    /// TTL of the download URLs of a claimed task's input files. Default 900 s.
-    pub input_url_ttl_secs: u64,
-}
-
-impl Default for TaskSettings {
-    fn default() -> Self {
-        TaskSettings {
-            lease_secs: 300,
-            max_attempts: 3,
-            max_claim_wait_secs: 30,
-            input_url_ttl_secs: 900,
-        }
-    }
-}
 
 /// How a run names its workflow.
 #[derive(Debug, Clone, Copy)]
 pub enum WorkflowRef<'a> {
     Id(&'a str),
     Slug(&'a str),
-}
-
-/// Where a task's outputs are kept: `outputs/{project}/{task}`.
-pub fn output_prefix(project: &ProjectId, task: &TaskId) -> String {
-    format!("outputs/{project}/{task}")
 }
 
 /// A task handed to a runner, with its parameters as the runner needs them: a file parameter

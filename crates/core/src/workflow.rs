@@ -1,6 +1,6 @@
 //! Workflows as the config declares them (`[[workflows]]`): an id, an optional slug, the project
-//! they belong to, and typed parameters. A run checks its parameters against them (see
-//! [`crate::tasks`]).
+//! they belong to, and typed parameters. A run checks its parameters against them (the
+//! `tasks` module).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -23,8 +23,9 @@ mod tus;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::files::{FileService, NewFile, secs_to_ms};
+use crate::files::NewFile;
 use crate::model::{Concat, FileRecord, FileStatus, StorageKey, UploadId, UploadKind, UploadRecord, UploadStatus};
+use crate::service::{FileService, secs_to_ms};
 
 /// S3's smallest part (but the last).
 pub const MIN_PART_SIZE: u64 = 5 << 20;

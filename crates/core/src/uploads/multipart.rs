@@ -4,10 +4,11 @@
 use super::{MAX_PRESIGN_PARTS, MIN_PART_SIZE, plan_parts};
 use crate::blob::{ByteStream, ObjectMeta, PresignPart, PresignedRequest};
 use crate::error::{Error, Result};
-use crate::files::{FileService, NewFile, secs_to_ms};
+use crate::files::NewFile;
 use crate::meter::exact_length;
 use crate::model::StorageKey;
 use crate::model::{FileRecord, UploadId, UploadKind, UploadRecord, UploadStatus};
+use crate::service::{FileService, secs_to_ms};
 
 pub(super) fn part_len(u: &UploadRecord, number: u32) -> Result<u64> {
     let size = u.length.unwrap_or(0);
