@@ -137,7 +137,7 @@ fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// Implements [`Inserts`] for a [`crate::sql::Relaxed`] writer of one database.
+/// Implements [`Inserts`] for a [`crate::rows::Relaxed`] writer of one database.
 macro_rules! pool_inserts {
     ($ty:ty, $db:ty) => {
         #[async_trait::async_trait]
@@ -155,7 +155,7 @@ macro_rules! pool_inserts {
                         .push_bind(f.backend.clone())
                         .push_bind(f.key.as_str().to_owned())
                         .push_bind(f.name.as_str().to_owned())
-                        .push_bind($crate::sql::i64_of(f.size))
+                        .push_bind($crate::rows::i64_of(f.size))
                         .push_bind(f.declared_type.clone())
                         .push_bind(f.detected_type.clone())
                         .push_bind(f.extension.clone())
@@ -171,8 +171,8 @@ macro_rules! pool_inserts {
                         .push_bind(f.expires_at)
                         .push_bind(f.deleted_at);
                 });
-                let mut c = $crate::sql::Relaxed::conn(self).await?;
-                q.build().execute(&mut *c).await.map_err($crate::sql::db_err)?;
+                let mut c = $crate::rows::Relaxed::conn(self).await?;
+                q.build().execute(&mut *c).await.map_err($crate::rows::db_err)?;
                 Ok(())
             }
 
@@ -190,17 +190,17 @@ macro_rules! pool_inserts {
                         .push_bind(u.backend.clone())
                         .push_bind(u.key.as_str().to_owned())
                         .push_bind(u.handle.clone())
-                        .push_bind($crate::sql::i64_of(u.length))
-                        .push_bind($crate::sql::i64_of(Some(u.part_size)))
-                        .push_bind($crate::sql::i64_of(Some(u.offset)))
+                        .push_bind($crate::rows::i64_of(u.length))
+                        .push_bind($crate::rows::i64_of(Some(u.part_size)))
+                        .push_bind($crate::rows::i64_of(Some(u.offset)))
                         .push_bind(u.metadata.clone())
                         .push_bind(u.concat.as_ref().map(filedock_core::model::Concat::to_stored))
                         .push_bind(u.status.as_str())
                         .push_bind(u.created_at)
                         .push_bind(u.expires_at);
                 });
-                let mut c = $crate::sql::Relaxed::conn(self).await?;
-                q.build().execute(&mut *c).await.map_err($crate::sql::db_err)?;
+                let mut c = $crate::rows::Relaxed::conn(self).await?;
+                q.build().execute(&mut *c).await.map_err($crate::rows::db_err)?;
                 Ok(())
             }
         }

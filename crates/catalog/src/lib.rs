@@ -3,6 +3,7 @@
 
 mod batch;
 pub mod postgres;
+mod rows;
 mod sql;
 pub mod sqlite;
 

@@ -10,7 +10,8 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::batch::{Batcher, pool_inserts};
-use crate::sql::{migrate_err, sql_catalog};
+use crate::rows::migrate_err;
+use crate::sql::sql_catalog;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 

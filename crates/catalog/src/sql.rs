@@ -1,71 +1,6 @@
 //! What the SQL catalogs share: one schema, one set of statements (portable between SQLite and
-//! PostgreSQL: `$N` placeholders, `CAST($N AS TEXT) IS NULL`, `RETURNING`-free), row decoding,
-//! and error mapping. [`sql_catalog!`] writes the `Catalog` impl for a struct with a `pool`.
-
-use filedock_core::model::{Concat, DeliveryRecord, DeliveryStatus, TaskId, TaskRecord, TaskStatus};
-use filedock_core::{
-    Class, Credential, CredentialKind, Error, FileId, FileName, FileRecord, FileStatus, ProjectId, Result, StorageKey,
-    UploadId, UploadKind, UploadRecord, UploadStatus, WorkspaceId,
-};
-use sqlx::{ColumnIndex, Row as AnyRow};
-
-/// A database error as a core outcome: a unique violation is a `Conflict`; a full disk (SQLite's
-/// `SQLITE_FULL`, PostgreSQL's `disk_full` class 53) is `InsufficientStorage`; a database that
-/// cannot be reached, is shutting down or did not answer in time is `Unavailable` (503, retry);
-/// anything else is `Internal`.
-pub(crate) fn db_err(e: sqlx::Error) -> Error {
-    let unavailable = |e: &sqlx::Error| {
-        tracing::warn!(error = %e, "the catalog does not answer");
-        Error::Unavailable("the catalog does not answer; retry shortly".into())
-    };
-    match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => Error::Conflict("that record exists already".into()),
-        sqlx::Error::Database(d) => match d.code().as_deref() {
-            // SQLITE_FULL; PostgreSQL's disk_full and out_of_memory.
-            Some("13" | "53100" | "53200") => {
-                tracing::warn!(error = %e, "the catalog's disk is full");
-                Error::InsufficientStorage("the catalog's disk is full; delete files to free space".into())
-            }
-            // SQLITE_BUSY/LOCKED after the busy timeout; PostgreSQL: connection exceptions (08),
-            // operator intervention (57: shutdown, cannot connect now), statement timeouts.
-            Some(c) if c == "5" || c == "6" || c.starts_with("08") || c.starts_with("57") => unavailable(&e),
-            _ => Error::internal(e),
-        },
-        sqlx::Error::Io(io) if filedock_core::error::is_disk_full(io) => Error::disk_full(),
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_) => unavailable(&e),
-        _ => Error::internal(e),
-    }
-}
-
-/// Where a catalog's relaxed statements run: a connection of a pool (PostgreSQL), or SQLite's
-/// one relaxed connection ([`crate::sqlite`]).
-#[async_trait::async_trait]
-pub(crate) trait Relaxed: Send + Sync + 'static {
-    type Conn: std::ops::DerefMut + Send;
-    async fn conn(&self) -> Result<Self::Conn>;
-}
-
-#[async_trait::async_trait]
-impl<DB: sqlx::Database> Relaxed for sqlx::Pool<DB> {
-    type Conn = sqlx::pool::PoolConnection<DB>;
-    async fn conn(&self) -> Result<Self::Conn> {
-        self.acquire().await.map_err(db_err)
-    }
-}
-
-pub(crate) fn migrate_err(e: sqlx::migrate::MigrateError) -> Error {
-    match e {
-        sqlx::migrate::MigrateError::VersionMissing(v) => Error::Unavailable(format!(
-            "the catalog's schema (migration {v}) is newer than this filedock binary; run a newer filedock"
-        )),
-        other => Error::internal(other),
-    }
-}
+//! PostgreSQL: `$N` placeholders, `CAST($N AS TEXT) IS NULL`, `RETURNING`-free). [`sql_catalog!`]
+//! writes the `Catalog` impl for a struct with a `pool`; rows and errors are decoded in `rows`.
 
 /// Runs a statement that must work on a full disk (a delete, a revocation): if the disk is full,
 /// the catalog gives up the room it keeps (`free_room`) and the statement runs once more; after
@@ -84,161 +19,6 @@ macro_rules! with_room {
     }};
 }
 pub(crate) use with_room;
-
-pub(crate) fn u64_of(v: Option<i64>) -> Option<u64> {
-    v.map(|n| n.max(0) as u64)
-}
-
-pub(crate) fn i64_of(v: Option<u64>) -> Option<i64> {
-    v.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
-}
-
-pub(crate) fn credential_of<R: AnyRow>(r: &R) -> Result<Credential>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(Credential {
-        id: r.try_get("id").map_err(db_err)?,
-        project: ProjectId::new(r.try_get::<String, _>("project").map_err(db_err)?)?,
-        workspace: r
-            .try_get::<Option<String>, _>("workspace")
-            .map_err(db_err)?
-            .map(WorkspaceId::new)
-            .transpose()?,
-        kind: CredentialKind::parse(&r.try_get::<String, _>("kind").map_err(db_err)?)?,
-        name: r.try_get("name").map_err(db_err)?,
-        secret_hash: r.try_get("secret_hash").map_err(db_err)?,
-        created_at: r.try_get("created_at").map_err(db_err)?,
-        revoked_at: r.try_get("revoked_at").map_err(db_err)?,
-    })
-}
-
-pub(crate) fn file_of<R: AnyRow>(r: &R) -> Result<FileRecord>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let s = |name: &str| -> Result<String> { r.try_get::<String, _>(name).map_err(db_err) };
-    let o = |name: &str| -> Result<Option<String>> { r.try_get::<Option<String>, _>(name).map_err(db_err) };
-    let t = |name: &str| -> Result<Option<i64>> { r.try_get::<Option<i64>, _>(name).map_err(db_err) };
-    Ok(FileRecord {
-        id: FileId::parse(&s("id")?).map_err(|_| Error::internal_msg("malformed file id in catalog"))?,
-        project: ProjectId::new(s("project")?)?,
-        workspace: o("workspace")?.map(WorkspaceId::new).transpose()?,
-        backend: s("backend")?,
-        key: StorageKey::new(s("storage_key")?)?,
-        name: FileName::new(s("name")?)?,
-        size: u64_of(t("size")?),
-        declared_type: o("declared_type")?,
-        detected_type: o("detected_type")?,
-        extension: o("extension")?,
-        sha256: o("sha256")?,
-        created_by: o("created_by")?,
-        agent: o("agent")?,
-        credential_id: o("credential_id")?,
-        class: Class::parse(&s("class")?)?,
-        status: FileStatus::parse(&s("status")?)?,
-        policy: s("policy")?,
-        created_at: r.try_get("created_at").map_err(db_err)?,
-        completed_at: t("completed_at")?,
-        expires_at: t("expires_at")?,
-        deleted_at: t("deleted_at")?,
-    })
-}
-
-pub(crate) fn upload_of<R: AnyRow>(r: &R) -> Result<UploadRecord>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let s = |name: &str| -> Result<String> { r.try_get::<String, _>(name).map_err(db_err) };
-    let o = |name: &str| -> Result<Option<String>> { r.try_get::<Option<String>, _>(name).map_err(db_err) };
-    let n = |name: &str| -> Result<i64> { r.try_get::<i64, _>(name).map_err(db_err) };
-    let bad = |_| Error::internal_msg("malformed id in the uploads table");
-    Ok(UploadRecord {
-        id: UploadId::parse(&s("id")?).map_err(bad)?,
-        kind: UploadKind::parse(&s("kind")?)?,
-        project: ProjectId::new(s("project")?)?,
-        workspace: o("workspace")?.map(WorkspaceId::new).transpose()?,
-        file_id: o("file_id")?.map(|f| FileId::parse(&f)).transpose().map_err(bad)?,
-        backend: s("backend")?,
-        key: StorageKey::new(s("storage_key")?)?,
-        handle: s("handle")?,
-        length: u64_of(r.try_get::<Option<i64>, _>("length").map_err(db_err)?),
-        part_size: n("part_size")?.max(0) as u64,
-        offset: n("upload_offset")?.max(0) as u64,
-        metadata: o("metadata")?,
-        concat: o("concat")?.map(|c| Concat::parse(&c)).transpose()?,
-        status: UploadStatus::parse(&s("status")?)?,
-        created_at: n("created_at")?,
-        expires_at: n("expires_at")?,
-    })
-}
-
-pub(crate) fn task_of<R: AnyRow>(r: &R) -> Result<TaskRecord>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let s = |name: &str| -> Result<String> { r.try_get::<String, _>(name).map_err(db_err) };
-    let o = |name: &str| -> Result<Option<String>> { r.try_get::<Option<String>, _>(name).map_err(db_err) };
-    let t = |name: &str| -> Result<Option<i64>> { r.try_get::<Option<i64>, _>(name).map_err(db_err) };
-    let bad = |what: &str| Error::internal_msg(format!("malformed {what} in the tasks table"));
-    let outputs: Vec<String> = serde_json::from_str(&s("outputs")?).map_err(|_| bad("outputs"))?;
-    Ok(TaskRecord {
-        id: TaskId::parse(&s("id")?).map_err(|_| bad("id"))?,
-        project: ProjectId::new(s("project")?)?,
-        workspace: o("workspace")?.map(WorkspaceId::new).transpose()?,
-        workflow: s("workflow")?,
-        parameters: serde_json::from_str(&s("parameters")?).map_err(|_| bad("parameters"))?,
-        status: TaskStatus::parse(&s("status")?)?,
-        created_by: o("created_by")?,
-        runner: o("runner")?,
-        attempts: u32::try_from(r.try_get::<i64, _>("attempts").map_err(db_err)?).unwrap_or(0),
-        lease_until: t("lease_until")?,
-        outputs: outputs
-            .iter()
-            .map(|f| FileId::parse(f).map_err(|_| bad("outputs")))
-            .collect::<Result<_>>()?,
-        error: o("error")?,
-        created_at: r.try_get("created_at").map_err(db_err)?,
-        started_at: t("started_at")?,
-        finished_at: t("finished_at")?,
-    })
-}
-
-pub(crate) fn delivery_of<R: AnyRow>(r: &R) -> Result<DeliveryRecord>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let s = |name: &str| -> Result<String> { r.try_get::<String, _>(name).map_err(db_err) };
-    let n = |name: &str| -> Result<i64> { r.try_get::<i64, _>(name).map_err(db_err) };
-    Ok(DeliveryRecord {
-        id: s("id")?,
-        event_id: s("event_id")?,
-        project: ProjectId::new(s("project")?)?,
-        webhook: s("webhook")?,
-        event: s("event")?,
-        payload: s("payload")?,
-        status: DeliveryStatus::parse(&s("status")?)?,
-        attempts: u32::try_from(n("attempts")?).unwrap_or(0),
-        next_at: n("next_at")?,
-        last_error: r.try_get("last_error").map_err(db_err)?,
-        created_at: n("created_at")?,
-        delivered_at: r.try_get("delivered_at").map_err(db_err)?,
-    })
-}
-
-pub(crate) fn outputs_json(outputs: &[FileId]) -> String {
-    serde_json::to_string(&outputs.iter().map(|f| f.as_str()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
-}
 
 /// Implements `Catalog` for a struct with two sqlx pools on one database (SQLite or PostgreSQL):
 /// `pool`, whose commits are durable before they return (fsync), and `relaxed`, whose commits
@@ -268,7 +48,7 @@ macro_rules! sql_catalog {
         .bind(c.revoked_at)
         .execute(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
+        .map_err($crate::rows::db_err)?;
         self.credentials_changed()
     }
 
@@ -277,8 +57,8 @@ macro_rules! sql_catalog {
             .bind(id)
             .fetch_optional(&self.pool)
             .await
-            .map_err($crate::sql::db_err)?;
-        row.as_ref().map($crate::sql::credential_of).transpose()
+            .map_err($crate::rows::db_err)?;
+        row.as_ref().map($crate::rows::credential_of).transpose()
     }
 
     async fn list_credentials(&self, project: Option<&filedock_core::ProjectId>) -> filedock_core::Result<Vec<filedock_core::Credential>> {
@@ -286,8 +66,8 @@ macro_rules! sql_catalog {
             .bind(project.map(|p| p.as_str()))
             .fetch_all(&self.pool)
             .await
-            .map_err($crate::sql::db_err)?;
-        rows.iter().map($crate::sql::credential_of).collect()
+            .map_err($crate::rows::db_err)?;
+        rows.iter().map($crate::rows::credential_of).collect()
     }
 
     async fn revoke_credential(&self, id: &str, at: filedock_core::Timestamp) -> filedock_core::Result<bool> {
@@ -298,7 +78,7 @@ macro_rules! sql_catalog {
                 .bind(at)
                 .execute(&self.pool)
                 .await
-                .map_err($crate::sql::db_err)
+                .map_err($crate::rows::db_err)
         })?;
         if r.rows_affected() == 1 {
             self.credentials_changed()?;
@@ -323,8 +103,8 @@ macro_rules! sql_catalog {
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
-            .map_err($crate::sql::db_err)?;
-        row.as_ref().map($crate::sql::file_of).transpose()
+            .map_err($crate::rows::db_err)?;
+        row.as_ref().map($crate::rows::file_of).transpose()
     }
 
     async fn file_by_key(&self, backend: &str, key: &filedock_core::StorageKey) -> filedock_core::Result<Option<filedock_core::FileRecord>> {
@@ -333,8 +113,8 @@ macro_rules! sql_catalog {
             .bind(key.as_str())
             .fetch_optional(&self.pool)
             .await
-            .map_err($crate::sql::db_err)?;
-        row.as_ref().map($crate::sql::file_of).transpose()
+            .map_err($crate::rows::db_err)?;
+        row.as_ref().map($crate::rows::file_of).transpose()
     }
 
     async fn list_files(&self, q: &filedock_core::catalog::FileQuery) -> filedock_core::Result<Vec<filedock_core::FileRecord>> {
@@ -354,8 +134,8 @@ macro_rules! sql_catalog {
         .bind(i64::from(q.limit))
         .fetch_all(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
-        rows.iter().map($crate::sql::file_of).collect()
+        .map_err($crate::rows::db_err)?;
+        rows.iter().map($crate::rows::file_of).collect()
     }
 
     async fn complete_file(&self, id: &filedock_core::FileId, c: &filedock_core::catalog::Completion) -> filedock_core::Result<bool> {
@@ -364,13 +144,13 @@ macro_rules! sql_catalog {
              WHERE id = $1 AND status = 'pending'",
         )
         .bind(id.as_str())
-        .bind($crate::sql::i64_of(Some(c.size)))
+        .bind($crate::rows::i64_of(Some(c.size)))
         .bind(&c.sha256)
         .bind(&c.detected_type)
         .bind(c.completed_at)
         .execute(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
+        .map_err($crate::rows::db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -382,7 +162,7 @@ macro_rules! sql_catalog {
                 .bind(at)
                 .execute(&self.pool)
                 .await
-                .map_err($crate::sql::db_err)
+                .map_err($crate::rows::db_err)
         })?;
         Ok(r.rows_affected() == 1)
     }
@@ -392,7 +172,7 @@ macro_rules! sql_catalog {
             .bind(id.as_str())
             .execute(&self.pool)
             .await
-            .map_err($crate::sql::db_err)?;
+            .map_err($crate::rows::db_err)?;
         Ok(())
     }
 
@@ -414,8 +194,8 @@ macro_rules! sql_catalog {
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
-            .map_err($crate::sql::db_err)?;
-        row.as_ref().map($crate::sql::upload_of).transpose()
+            .map_err($crate::rows::db_err)?;
+        row.as_ref().map($crate::rows::upload_of).transpose()
     }
 
     async fn lock_upload(
@@ -429,13 +209,13 @@ macro_rules! sql_catalog {
     }
 
     async fn unlock_upload(&self, id: &filedock_core::UploadId, token: &str) -> filedock_core::Result<()> {
-        let mut c = $crate::sql::Relaxed::conn(&self.relaxed).await?;
+        let mut c = $crate::rows::Relaxed::conn(&self.relaxed).await?;
         sqlx::query("UPDATE uploads SET lock_token = NULL, lock_until = NULL WHERE id = $1 AND lock_token = $2")
             .bind(id.as_str())
             .bind(token)
             .execute(&mut *c)
             .await
-            .map_err($crate::sql::db_err)?;
+            .map_err($crate::rows::db_err)?;
         Ok(())
     }
 
@@ -457,7 +237,7 @@ macro_rules! sql_catalog {
         now: filedock_core::Timestamp,
         until: filedock_core::Timestamp,
     ) -> filedock_core::Result<Option<filedock_core::UploadRecord>> {
-        let mut c = $crate::sql::Relaxed::conn(&self.relaxed).await?;
+        let mut c = $crate::rows::Relaxed::conn(&self.relaxed).await?;
         let row = sqlx::query(
             "UPDATE uploads SET lock_token = $2, lock_until = $4
              WHERE id = $1 AND status = 'active'
@@ -470,8 +250,8 @@ macro_rules! sql_catalog {
         .bind(until)
         .fetch_optional(&mut *c)
         .await
-        .map_err($crate::sql::db_err)?;
-        row.as_ref().map($crate::sql::upload_of).transpose()
+        .map_err($crate::rows::db_err)?;
+        row.as_ref().map($crate::rows::upload_of).transpose()
     }
 
     async fn advance_and_unlock_upload(
@@ -497,7 +277,7 @@ macro_rules! sql_catalog {
         .bind(status.as_str())
         .execute(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
+        .map_err($crate::rows::db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -513,8 +293,8 @@ macro_rules! sql_catalog {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
-        rows.iter().map($crate::sql::upload_of).collect()
+        .map_err($crate::rows::db_err)?;
+        rows.iter().map($crate::rows::upload_of).collect()
     }
 
     async fn expired_files(
@@ -530,8 +310,8 @@ macro_rules! sql_catalog {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
-        rows.iter().map($crate::sql::file_of).collect()
+        .map_err($crate::rows::db_err)?;
+        rows.iter().map($crate::rows::file_of).collect()
     }
 
     async fn usage(
@@ -554,9 +334,9 @@ macro_rules! sql_catalog {
         .bind(now)
         .fetch_one(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
-        let files: i64 = row.try_get("files").map_err($crate::sql::db_err)?;
-        let bytes: i64 = row.try_get("bytes").map_err($crate::sql::db_err)?;
+        .map_err($crate::rows::db_err)?;
+        let files: i64 = row.try_get("files").map_err($crate::rows::db_err)?;
+        let bytes: i64 = row.try_get("bytes").map_err($crate::rows::db_err)?;
         Ok(filedock_core::limits::Usage {
             files: files.max(0) as u64,
             bytes: bytes.max(0) as u64,
@@ -579,14 +359,14 @@ macro_rules! sql_catalog {
         .bind(&t.runner)
         .bind(i64::from(t.attempts))
         .bind(t.lease_until)
-        .bind($crate::sql::outputs_json(&t.outputs))
+        .bind($crate::rows::outputs_json(&t.outputs))
         .bind(&t.error)
         .bind(t.created_at)
         .bind(t.started_at)
         .bind(t.finished_at)
         .execute(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
+        .map_err($crate::rows::db_err)?;
         Ok(())
     }
 
@@ -595,8 +375,8 @@ macro_rules! sql_catalog {
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
-            .map_err($crate::sql::db_err)?;
-        row.as_ref().map($crate::sql::task_of).transpose()
+            .map_err($crate::rows::db_err)?;
+        row.as_ref().map($crate::rows::task_of).transpose()
     }
 
     async fn queued_tasks(
@@ -615,8 +395,8 @@ macro_rules! sql_catalog {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
-        rows.iter().map($crate::sql::task_of).collect()
+        .map_err($crate::rows::db_err)?;
+        rows.iter().map($crate::rows::task_of).collect()
     }
 
     async fn claim_task(
@@ -638,7 +418,7 @@ macro_rules! sql_catalog {
         .bind(until)
         .execute(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
+        .map_err($crate::rows::db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -654,7 +434,7 @@ macro_rules! sql_catalog {
             .bind(until)
             .execute(&self.pool)
             .await
-            .map_err($crate::sql::db_err)?;
+            .map_err($crate::rows::db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -674,12 +454,12 @@ macro_rules! sql_catalog {
         .bind(id.as_str())
         .bind(runner)
         .bind(status.as_str())
-        .bind($crate::sql::outputs_json(outputs))
+        .bind($crate::rows::outputs_json(outputs))
         .bind(error)
         .bind(at)
         .execute(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
+        .map_err($crate::rows::db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -695,8 +475,8 @@ macro_rules! sql_catalog {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
-        rows.iter().map($crate::sql::task_of).collect()
+        .map_err($crate::rows::db_err)?;
+        rows.iter().map($crate::rows::task_of).collect()
     }
 
     async fn release_task(
@@ -724,7 +504,7 @@ macro_rules! sql_catalog {
             .execute(&self.pool)
             .await,
         }
-        .map_err($crate::sql::db_err)?;
+        .map_err($crate::rows::db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -748,7 +528,7 @@ macro_rules! sql_catalog {
         .bind(d.delivered_at)
         .execute(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
+        .map_err($crate::rows::db_err)?;
         Ok(())
     }
 
@@ -764,8 +544,8 @@ macro_rules! sql_catalog {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
-        rows.iter().map($crate::sql::delivery_of).collect()
+        .map_err($crate::rows::db_err)?;
+        rows.iter().map($crate::rows::delivery_of).collect()
     }
 
     async fn lease_delivery(
@@ -780,7 +560,7 @@ macro_rules! sql_catalog {
             .bind(until)
             .execute(&self.pool)
             .await
-            .map_err($crate::sql::db_err)?;
+            .map_err($crate::rows::db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -806,7 +586,7 @@ macro_rules! sql_catalog {
         .bind(at)
         .execute(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
+        .map_err($crate::rows::db_err)?;
         Ok(())
     }
 
@@ -820,8 +600,8 @@ macro_rules! sql_catalog {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
-            .map_err($crate::sql::db_err)?;
-        rows.iter().map($crate::sql::delivery_of).collect()
+            .map_err($crate::rows::db_err)?;
+        rows.iter().map($crate::rows::delivery_of).collect()
     }
 
     async fn try_lease(
@@ -843,7 +623,7 @@ macro_rules! sql_catalog {
         .bind(until)
         .execute(&self.pool)
         .await
-        .map_err($crate::sql::db_err)?;
+        .map_err($crate::rows::db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -853,7 +633,7 @@ macro_rules! sql_catalog {
             .bind(holder)
             .execute(&self.pool)
             .await
-            .map_err($crate::sql::db_err)?;
+            .map_err($crate::rows::db_err)?;
         Ok(())
     }
 
@@ -862,7 +642,7 @@ macro_rules! sql_catalog {
             .bind(name)
             .fetch_optional(&self.pool)
             .await
-            .map_err($crate::sql::db_err)
+            .map_err($crate::rows::db_err)
     }
 
     async fn init_setting(&self, name: &str, value: &str) -> filedock_core::Result<String> {
@@ -871,7 +651,7 @@ macro_rules! sql_catalog {
             .bind(value)
             .execute(&self.pool)
             .await
-            .map_err($crate::sql::db_err)?;
+            .map_err($crate::rows::db_err)?;
         // Whoever inserted first, the row now holds the value that stays.
         filedock_core::Catalog::setting(self, name)
             .await?
@@ -884,7 +664,7 @@ macro_rules! sql_catalog {
                 .bind(backend)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err($crate::sql::db_err)?;
+                .map_err($crate::rows::db_err)?;
         Ok(found.is_some())
     }
 
@@ -901,7 +681,7 @@ macro_rules! sql_catalog {
                 expires_at: filedock_core::Timestamp,
                 release: bool,
             ) -> filedock_core::Result<bool> {
-                let mut c = $crate::sql::Relaxed::conn(&self.relaxed).await?;
+                let mut c = $crate::rows::Relaxed::conn(&self.relaxed).await?;
                 let r = sqlx::query(
                     "UPDATE uploads SET upload_offset = $3, length = COALESCE($4, length), expires_at = $5,
                         lock_token = CASE WHEN $6 THEN NULL ELSE lock_token END,
@@ -910,13 +690,13 @@ macro_rules! sql_catalog {
                 )
                 .bind(id.as_str())
                 .bind(token)
-                .bind($crate::sql::i64_of(Some(offset)))
-                .bind($crate::sql::i64_of(length))
+                .bind($crate::rows::i64_of(Some(offset)))
+                .bind($crate::rows::i64_of(length))
                 .bind(expires_at)
                 .bind(release)
                 .execute(&mut *c)
                 .await
-                .map_err($crate::sql::db_err)?;
+                .map_err($crate::rows::db_err)?;
                 Ok(r.rows_affected() == 1)
             }
         }

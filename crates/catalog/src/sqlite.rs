@@ -15,7 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection as _, SqliteConnection, SqlitePool};
 
 use crate::batch::{Batcher, pool_inserts};
-use crate::sql::{Relaxed, db_err, migrate_err, sql_catalog};
+use crate::rows::{Relaxed, db_err, migrate_err};
+use crate::sql::sql_catalog;
 
 /// Pages in the write-ahead log before a commit checkpoints it (see [`SqliteCatalog::open`]).
 const WAL_AUTOCHECKPOINT: i64 = 400;

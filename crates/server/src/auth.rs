@@ -5,8 +5,8 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use filedock_core::{Error, Principal};
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The token of `Authorization: Bearer <token>`.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {

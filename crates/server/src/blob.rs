@@ -11,8 +11,8 @@ use axum::routing::put;
 use filedock_core::Error;
 use percent_encoding::percent_decode_str;
 
-use crate::AppState;
 use crate::error::{log_if_server_error, status_of, with_error_headers};
+use crate::state::AppState;
 use crate::{body, respond};
 
 /// The routes.

@@ -10,6 +10,7 @@ use axum::http::HeaderMap;
 use bytes::Bytes;
 use filedock_core::{ByteStream, Error};
 use futures_util::{Stream, StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
 
 /// Largest text field of a multipart form.
 pub const MAX_TEXT_FIELD: u64 = 64 * 1024;
@@ -251,4 +252,25 @@ impl FormReader {
         self.fields.insert(name, value);
         Ok(())
     }
+}
+
+/// A query string, with a 400 for anything malformed.
+pub fn query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, Error> {
+    // serde_urlencoded decodes bad UTF-8 lossily (to U+FFFD); a name made of overlong or broken
+    // sequences must be refused, not stored with replacement characters.
+    if percent_encoding::percent_decode(raw.unwrap_or("").as_bytes())
+        .decode_utf8()
+        .is_err()
+    {
+        return Err(Error::invalid("malformed query string: it does not decode to UTF-8"));
+    }
+    serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| Error::invalid(format!("malformed query string: {e}")))
+}
+
+/// A JSON request body, with a 400 for anything malformed.
+pub fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
+    if body.is_empty() {
+        return Err(Error::invalid("a JSON body is required"));
+    }
+    serde_json::from_slice(body).map_err(|e| Error::invalid(format!("malformed JSON body: {e}")))
 }

@@ -8,8 +8,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::AppState;
 use crate::error::{ApiResult, ErrorBody};
+use crate::state::AppState;
 
 /// The routes.
 pub fn routes() -> Router<AppState> {

@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::AppState;
+use crate::state::AppState;
 
 const INDEX: &str = include_str!("../assets/index.html");
 

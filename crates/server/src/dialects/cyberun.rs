@@ -18,15 +18,15 @@ use filedock_core::{Class, CredentialKind, Error, FileName, KeyLayout, NewFile, 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::AppState;
 use crate::auth::Auth;
-use crate::dialects::json_body;
+use crate::body::json_body;
 use crate::error::{ApiResult, ErrorBody};
+use crate::state::AppState;
 
 /// The upload policy Cyberun inputs are checked against (500 MB single PUT by default).
-pub const POLICY: &str = "cyberun";
+pub const POLICY: &str = crate::config::policy::CYBERUN;
 /// The policy of Cyberun's multipart uploads (up to S3's largest object by default).
-pub const MULTIPART_POLICY: &str = "cyberun-multipart";
+pub const MULTIPART_POLICY: &str = crate::config::policy::CYBERUN_MULTIPART;
 
 /// The routes.
 pub fn routes() -> Router<AppState> {

@@ -14,13 +14,13 @@ use filedock_core::{Class, Error, FileName, KeyLayout, NewFile, Principal, Proje
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
 use crate::auth::principal_from;
 use crate::body;
 use crate::error::{log_if_server_error, status_of, with_error_headers};
+use crate::state::AppState;
 
 /// The upload policy (60 MB and the seed's formats by default).
-pub const POLICY: &str = "huawei";
+pub const POLICY: &str = crate::config::policy::HUAWEI;
 /// Longest `expires` accepted, in days.
 const MAX_EXPIRES_DAYS: u64 = 3650;
 
@@ -146,7 +146,7 @@ pub async fn upload_file(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<UploadFileResponse>, HwError> {
-    let q: UploadQuery = crate::dialects::query(raw.as_deref())?;
+    let q: UploadQuery = crate::body::query(raw.as_deref())?;
     let project = ProjectId::new(project_id)?;
     let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok());
     let who = principal_from(&state, token).await?;

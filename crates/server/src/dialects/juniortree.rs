@@ -17,13 +17,13 @@ use filedock_core::{Class, CredentialKind, Error, FileName, KeyLayout, NewFile, 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::AppState;
 use crate::auth::{bearer, principal_from};
 use crate::body;
 use crate::error::{log_if_server_error, status_of, with_error_headers};
+use crate::state::AppState;
 
 /// The upload policy (100 MB and the seed's types by default).
-pub const POLICY: &str = "juniortree";
+pub const POLICY: &str = crate::config::policy::JUNIORTREE;
 
 /// The routes.
 pub fn routes() -> Router<AppState> {

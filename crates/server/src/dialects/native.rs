@@ -16,16 +16,16 @@ use filedock_core::{Class, Error, FileId, FileName, FileRecord, NewFile, Presign
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AppState;
 use crate::auth::Auth;
-use crate::dialects::{json_body, query};
+use crate::body::{json_body, query};
 use crate::error::{ApiResult, ErrorBody};
+use crate::state::AppState;
 use crate::{body, respond};
 
 /// The policy native uploads are checked against.
-pub const POLICY: &str = "native";
+pub const POLICY: &str = crate::config::policy::NATIVE;
 /// The policy of native multipart uploads.
-pub const MULTIPART_POLICY: &str = "multipart";
+pub const MULTIPART_POLICY: &str = crate::config::policy::MULTIPART;
 
 /// The routes.
 pub fn routes() -> Router<AppState> {

@@ -12,13 +12,13 @@ use filedock_core::{Class, Error, FileName, KeyLayout, NewFile, PresignUpload};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::AppState;
 use crate::auth::Auth;
-use crate::dialects::json_body;
+use crate::body::json_body;
 use crate::error::{ApiResult, ErrorBody};
+use crate::state::AppState;
 
 /// The upload policy TokenOps files are checked against.
-pub const POLICY: &str = "tokenops";
+pub const POLICY: &str = crate::config::policy::TOKENOPS;
 
 /// The routes.
 pub fn routes() -> Router<AppState> {

@@ -22,13 +22,13 @@ use filedock_core::model::Concat;
 use filedock_core::uploads::{Checksum, ChecksumAlgorithm, TusCreate};
 use filedock_core::{Class, Error, FileName, KeyLayout, NewFile, UploadRecord, UploadStatus};
 
-use crate::AppState;
 use crate::auth::Auth;
 use crate::body;
 use crate::error::{ApiResult, ErrorBody};
+use crate::state::AppState;
 
 /// The policy tus uploads are checked against.
-pub const POLICY: &str = "tus";
+pub const POLICY: &str = crate::config::policy::TUS;
 /// The protocol version spoken.
 pub const VERSION: &str = "1.0.0";
 /// The extensions supported, as `Tus-Extension` lists them.

@@ -23,11 +23,11 @@ use filedock_core::{ClaimedTask, Error, TaskRecord, WorkflowRef};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::AppState;
 use crate::auth::Auth;
+use crate::body::json_body;
 use crate::dialects::cyberun::{PresignResponse, presign_request, presign_response};
-use crate::dialects::json_body;
 use crate::error::{ApiResult, ErrorBody};
+use crate::state::AppState;
 
 /// The routes.
 pub fn routes() -> Router<AppState> {

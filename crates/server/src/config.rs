@@ -1,0 +1,83 @@
+//! How the dialects are configured: their settings and the upload policy of each way in.
+
+use std::collections::BTreeMap;
+
+use filedock_core::UploadPolicy;
+use serde::{Deserialize, Serialize};
+
+/// The upload policy each way in applies, by name (`[policies.<name>]` in the config).
+pub mod policy {
+    pub const NATIVE: &str = "native";
+    pub const CYBERUN: &str = "cyberun";
+    pub const TOKENOPS: &str = "tokenops";
+    pub const TUS: &str = "tus";
+    pub const HUAWEI: &str = "huawei";
+    pub const JUNIORTREE: &str = "juniortree";
+    pub const MULTIPART: &str = "multipart";
+    pub const CYBERUN_MULTIPART: &str = "cyberun-multipart";
+}
+
+/// Settings of the vendor dialects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialectsConfig {
+    #[serde(default)]
+    pub juniortree: JuniortreeConfig,
+}
+
+/// Juniortree's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JuniortreeConfig {
+    /// Agent names (the `Agent` header) allowed to upload WITHOUT a key, each into a project.
+    /// Off (empty) by default. Anyone who can reach filedock and name such an agent can upload
+    /// into its project: only for a trusted network.
+    #[serde(default)]
+    pub trusted_agents: BTreeMap<String, String>,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn allow(exts: &str) -> Option<Vec<String>> {
+    Some(exts.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The default upload policies: filedock's own (`native`) and each seed's limits and types.
+pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
+    BTreeMap::from([
+        // S3's largest single PUT.
+        (policy::NATIVE.to_owned(), UploadPolicy::max(5 * 1024 * MIB)),
+        (policy::TOKENOPS.to_owned(), UploadPolicy::max(5 * 1024 * MIB)),
+        (
+            policy::HUAWEI.to_owned(),
+            UploadPolicy {
+                max_size: 60 * MIB,
+                allow: allow(
+                    "doc docx xls xlsx ppt pptx pdf numbers csv \
+                     jpg jpeg png gif webp heic heif bmp pcd tif tiff \
+                     wav mp3 flac m4a aac ogg wma mid midi \
+                     js cpp py java c txt css javascript html json md",
+                ),
+                allow_empty: true,
+            },
+        ),
+        (
+            policy::JUNIORTREE.to_owned(),
+            UploadPolicy {
+                max_size: 100 * MIB,
+                allow: allow(
+                    "jpg jpeg png gif webp svg pdf doc docx txt md mp3 wav ogg flac mp4 avi mov wmv zip rar 7z",
+                ),
+                allow_empty: false,
+            },
+        ),
+        (policy::CYBERUN.to_owned(), UploadPolicy::max(500 * MIB)),
+        // S3's largest object: multipart and tus are for files of any size.
+        (policy::MULTIPART.to_owned(), UploadPolicy::max(5 * 1024 * 1024 * MIB)),
+        (
+            policy::CYBERUN_MULTIPART.to_owned(),
+            UploadPolicy::max(5 * 1024 * 1024 * MIB),
+        ),
+        (policy::TUS.to_owned(), UploadPolicy::max(5 * 1024 * 1024 * MIB)),
+    ])
+}

@@ -1,0 +1,14 @@
+//! [`AppState`]: what every handler can reach.
+
+use std::sync::Arc;
+
+use filedock_core::FileService;
+
+use crate::config::DialectsConfig;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub files: Arc<FileService>,
+    pub dialects: Arc<DialectsConfig>,
+}
