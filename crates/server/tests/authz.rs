@@ -483,6 +483,6 @@ async fn every_route_answers_every_principal_as_it_must() {
         failures.len(),
         failures.join("\n")
     );
-    // The figure the README reports.
+    // The figure docs/guarantees.md reports.
     println!("authorization matrix: {checked} route × principal checks");
 }
