@@ -8,6 +8,7 @@
 //! for tests, and `conformance` the suites every backend passes (both behind the `testing`
 //! feature: production builds do not contain them).
 
+pub mod access;
 pub mod auth;
 pub mod blob;
 pub mod catalog;
