@@ -30,6 +30,7 @@ pub mod memo;
 pub mod memory;
 pub mod meter;
 pub mod model;
+pub mod names;
 pub mod policy;
 pub mod range;
 pub mod readiness;
