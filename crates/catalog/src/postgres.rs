@@ -9,15 +9,18 @@ use filedock_core::{Error, Result};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::batch::{Batcher, pool_inserts};
+use crate::batch::{Batcher, Inserts, pool_inserts};
 use crate::rows::migrate_err;
-use crate::sql::sql_catalog;
+use crate::sql::{Engine, Sql};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Records in PostgreSQL.
+pub type PgCatalog = Sql<PgEngine>;
+
+/// PostgreSQL under the SQL catalog.
 #[derive(Debug, Clone)]
-pub struct PgCatalog {
+pub struct PgEngine {
     pool: PgPool,
     /// The same database with `synchronous_commit = off`: a commit returns before its WAL is
     /// flushed (PostgreSQL flushes it within moments, and a later synchronous commit with it).
@@ -65,15 +68,34 @@ impl PgCatalog {
             .connect_with(opts.options([("synchronous_commit", "off")]))
             .await
             .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
-        Ok(PgCatalog {
+        Ok(Sql(PgEngine {
             pool,
             batch: Batcher::spawn(relaxed.clone()),
             relaxed,
-        })
+        }))
     }
 }
 
-impl PgCatalog {
+impl Engine for PgEngine {
+    type Db = sqlx::Postgres;
+    type Relaxed = PgPool;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn relaxed(&self) -> &PgPool {
+        &self.relaxed
+    }
+
+    fn batch(&self) -> &Batcher {
+        &self.batch
+    }
+
+    fn durable(&self) -> &dyn Inserts {
+        &self.pool
+    }
+
     /// Instances learn of credential changes only from the database: every check reads the row.
     fn credentials_seen(&self) -> Option<u128> {
         None
@@ -92,7 +114,6 @@ impl PgCatalog {
 }
 
 pool_inserts!(PgPool, sqlx::Postgres);
-sql_catalog!(PgCatalog);
 
 #[cfg(test)]
 mod tests {
@@ -130,8 +151,8 @@ mod tests {
                     .unwrap()
             }
         };
-        assert_eq!(show(&c.pool).await, "on");
-        assert_eq!(show(&c.relaxed).await, "off");
+        assert_eq!(show(&c.0.pool).await, "on");
+        assert_eq!(show(&c.0.relaxed).await, "off");
     }
 
     #[tokio::test]
@@ -141,7 +162,7 @@ mod tests {
         };
         let c = PgCatalog::open(&url, 1).await.unwrap();
         sqlx::query("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'future', true, '\\x00', 0)")
-            .execute(&c.pool)
+            .execute(&c.0.pool)
             .await
             .unwrap();
         let err = PgCatalog::open(&url, 1).await.unwrap_err();

@@ -1,38 +1,108 @@
-//! What the SQL catalogs share: one schema, one set of statements (portable between SQLite and
-//! PostgreSQL: `$N` placeholders, `CAST($N AS TEXT) IS NULL`, `RETURNING`-free). [`sql_catalog!`]
-//! writes the `Catalog` impl for a struct with a `pool`; rows and errors are decoded in `rows`.
+//! The SQL catalog: one schema and one set of statements for SQLite and PostgreSQL (portable:
+//! `$N` placeholders, `CAST($N AS TEXT) IS NULL`, `RETURNING`-free), written once as ordinary
+//! code over an [`Engine`] — what differs between the two (their pools, how credential changes
+//! are seen, the room SQLite keeps on a full disk). Rows and errors are decoded in `rows`.
+//!
+//! Two pools on one database: `pool`, whose commits are durable before they return (fsync), and
+//! `relaxed`, whose commits survive a crash of the process but may be lost with the last moments
+//! before a power failure. `relaxed` carries only records whose loss is harmless and shows: a
+//! pending file (its upload URL then fails and the client asks again), a new upload (404, the
+//! client starts over), an upload's lock (it lapses anyway) and its offset (recorded after the
+//! bytes are synced, so a lost offset is only lower than the bytes, and the client resends from
+//! it, as tus HEAD tells it). A later durable commit makes the earlier relaxed ones durable too
+//! (one log, in order). New pending files and uploads go through `batch`, a group-commit writer
+//! on `relaxed`.
 
-/// Runs a statement that must work on a full disk (a delete, a revocation): if the disk is full,
-/// the catalog gives up the room it keeps (`free_room`) and the statement runs once more; after
-/// a success, the room is taken again when space allows (`keep_room`).
-macro_rules! with_room {
-    ($self:ident, $run:expr) => {{
-        let first = $run;
-        let outcome = match first {
-            Err(filedock_core::Error::InsufficientStorage(_)) if $self.free_room() => $run,
+use std::future::Future;
+
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
+
+use crate::batch::{Batcher, Inserts};
+use crate::rows::Relaxed;
+
+/// What differs between the engines under the SQL catalog.
+pub(crate) trait Engine: std::fmt::Debug + Send + Sync + 'static {
+    type Db: Database;
+    type Relaxed: Relaxed<Conn: std::ops::DerefMut<Target = <Self::Db as Database>::Connection>>;
+    /// Durable commits.
+    fn pool(&self) -> &sqlx::Pool<Self::Db>;
+    /// Commits that may be lost with a power failure (see the module docs).
+    fn relaxed(&self) -> &Self::Relaxed;
+    /// The group-commit writer of pending files and new uploads.
+    fn batch(&self) -> &Batcher;
+    /// Multi-row inserts with durable commits (`pool`'s).
+    fn durable(&self) -> &dyn Inserts;
+    /// See [`filedock_core::Catalog::credentials_version`].
+    fn credentials_seen(&self) -> Option<u128>;
+    /// Tells other processes that a credential changed.
+    fn credentials_changed(&self) -> filedock_core::Result<()>;
+    /// Gives up room kept for writes on a full disk; true if it freed any.
+    fn free_room(&self) -> bool;
+    /// Takes that room again when the disk allows.
+    fn keep_room(&self);
+}
+
+/// How many rows a statement changed (each engine's result type has it, under no shared trait).
+pub(crate) trait Affected {
+    fn affected(&self) -> u64;
+}
+
+impl Affected for sqlx::sqlite::SqliteQueryResult {
+    fn affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl Affected for sqlx::postgres::PgQueryResult {
+    fn affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+/// A catalog on a SQL engine: `SqliteCatalog` and `PgCatalog` are this over theirs.
+#[derive(Debug, Clone)]
+pub struct Sql<E>(pub(crate) E);
+
+#[expect(
+    private_bounds,
+    reason = "the engines are this crate's own; callers name SqliteCatalog and PgCatalog"
+)]
+impl<E: Engine> Sql<E> {
+    /// Runs a statement that must work on a full disk (a delete, a revocation): if the disk is
+    /// full, the engine gives up the room it keeps and the statement runs once more; after a
+    /// success, the room is taken again when space allows.
+    async fn with_room<T, F, Fut>(&self, run: F) -> filedock_core::Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = filedock_core::Result<T>>,
+    {
+        let outcome = match run().await {
+            Err(filedock_core::Error::InsufficientStorage(_)) if self.0.free_room() => run().await,
             other => other,
         };
         if outcome.is_ok() {
-            $self.keep_room();
+            self.0.keep_room();
         }
         outcome
-    }};
+    }
 }
-pub(crate) use with_room;
 
-/// Implements `Catalog` for a struct with two sqlx pools on one database (SQLite or PostgreSQL):
-/// `pool`, whose commits are durable before they return (fsync), and `relaxed`, whose commits
-/// survive a crash of the process but may be lost with the last moments before a power failure.
-/// `relaxed` carries only records whose loss is harmless and shows: a pending file (its upload
-/// URL then fails and the client asks again), a new upload (404, the client starts over), an
-/// upload's lock (it lapses anyway) and its offset (recorded after the bytes are synced, so a lost
-/// offset is only lower than the bytes, and the client resends from it, as tus HEAD tells it). A
-/// later durable commit makes the earlier relaxed ones durable too (one log, in order). New
-/// pending files and uploads go through `batch`, a group-commit writer on `relaxed`.
-macro_rules! sql_catalog {
-    ($ty:ty) => {
-        #[async_trait::async_trait]
-        impl filedock_core::Catalog for $ty {
+#[async_trait::async_trait]
+impl<E> filedock_core::Catalog for Sql<E>
+where
+    E: Engine,
+    <E::Db as Database>::Arguments: IntoArguments<E::Db>,
+    <E::Db as Database>::QueryResult: Affected,
+    for<'c> &'c mut <E::Db as Database>::Connection: Executor<'c, Database = E::Db>,
+    for<'a> &'a str: Encode<'a, E::Db> + Type<E::Db> + ColumnIndex<<E::Db as Database>::Row>,
+    usize: ColumnIndex<<E::Db as Database>::Row>,
+    String: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
+    i64: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
+    bool: for<'a> Encode<'a, E::Db> + Type<E::Db>,
+    for<'a> Option<&'a str>: Encode<'a, E::Db> + Type<E::Db>,
+    Option<String>: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
+    Option<i64>: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
+{
     async fn insert_credential(&self, c: &filedock_core::Credential) -> filedock_core::Result<()> {
         sqlx::query(
             "INSERT INTO credentials (id, project, workspace, kind, name, secret_hash, created_at, revoked_at)
@@ -46,78 +116,92 @@ macro_rules! sql_catalog {
         .bind(&c.secret_hash)
         .bind(c.created_at)
         .bind(c.revoked_at)
-        .execute(&self.pool)
+        .execute(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
-        self.credentials_changed()
+        .map_err(crate::rows::db_err)?;
+        self.0.credentials_changed()
     }
 
     async fn credential(&self, id: &str) -> filedock_core::Result<Option<filedock_core::Credential>> {
         let row = sqlx::query("SELECT * FROM credentials WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.0.pool())
             .await
-            .map_err($crate::rows::db_err)?;
-        row.as_ref().map($crate::rows::credential_of).transpose()
+            .map_err(crate::rows::db_err)?;
+        row.as_ref().map(crate::rows::credential_of).transpose()
     }
 
-    async fn list_credentials(&self, project: Option<&filedock_core::ProjectId>) -> filedock_core::Result<Vec<filedock_core::Credential>> {
-        let rows = sqlx::query("SELECT * FROM credentials WHERE (CAST($1 AS TEXT) IS NULL OR project = $1) ORDER BY created_at, id")
-            .bind(project.map(|p| p.as_str()))
-            .fetch_all(&self.pool)
-            .await
-            .map_err($crate::rows::db_err)?;
-        rows.iter().map($crate::rows::credential_of).collect()
+    async fn list_credentials(
+        &self,
+        project: Option<&filedock_core::ProjectId>,
+    ) -> filedock_core::Result<Vec<filedock_core::Credential>> {
+        let rows = sqlx::query(
+            "SELECT * FROM credentials WHERE (CAST($1 AS TEXT) IS NULL OR project = $1) ORDER BY created_at, id",
+        )
+        .bind(project.map(|p| p.as_str()))
+        .fetch_all(self.0.pool())
+        .await
+        .map_err(crate::rows::db_err)?;
+        rows.iter().map(crate::rows::credential_of).collect()
     }
 
     async fn revoke_credential(&self, id: &str, at: filedock_core::Timestamp) -> filedock_core::Result<bool> {
         // A revocation must work on a full disk: it may use the room kept for it.
-        let r = $crate::sql::with_room!(self, {
-            sqlx::query("UPDATE credentials SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-                .bind(id)
-                .bind(at)
-                .execute(&self.pool)
-                .await
-                .map_err($crate::rows::db_err)
-        })?;
-        if r.rows_affected() == 1 {
-            self.credentials_changed()?;
+        let r = self
+            .with_room(|| async {
+                sqlx::query("UPDATE credentials SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(id)
+                    .bind(at)
+                    .execute(self.0.pool())
+                    .await
+                    .map_err(crate::rows::db_err)
+            })
+            .await?;
+        if r.affected() == 1 {
+            self.0.credentials_changed()?;
         }
-        Ok(r.rows_affected() == 1)
+        Ok(r.affected() == 1)
     }
 
     fn credentials_version(&self) -> Option<u128> {
-        self.credentials_seen()
+        self.0.credentials_seen()
     }
 
     async fn insert_file(&self, f: &filedock_core::FileRecord) -> filedock_core::Result<()> {
         if f.status == filedock_core::FileStatus::Pending {
-            self.batch.insert(Some(f), None).await
+            self.0.batch().insert(Some(f), None).await
         } else {
-            $crate::batch::Inserts::insert_files(&self.pool, &[f]).await
+            self.0.durable().insert_files(&[f]).await
         }
     }
 
     async fn file(&self, id: &filedock_core::FileId) -> filedock_core::Result<Option<filedock_core::FileRecord>> {
         let row = sqlx::query("SELECT * FROM files WHERE id = $1")
             .bind(id.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.0.pool())
             .await
-            .map_err($crate::rows::db_err)?;
-        row.as_ref().map($crate::rows::file_of).transpose()
+            .map_err(crate::rows::db_err)?;
+        row.as_ref().map(crate::rows::file_of).transpose()
     }
 
-    async fn file_by_key(&self, backend: &str, key: &filedock_core::StorageKey) -> filedock_core::Result<Option<filedock_core::FileRecord>> {
+    async fn file_by_key(
+        &self,
+        backend: &str,
+        key: &filedock_core::StorageKey,
+    ) -> filedock_core::Result<Option<filedock_core::FileRecord>> {
         let row = sqlx::query("SELECT * FROM files WHERE backend = $1 AND storage_key = $2 AND status <> 'deleted'")
             .bind(backend)
             .bind(key.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.0.pool())
             .await
-            .map_err($crate::rows::db_err)?;
-        row.as_ref().map($crate::rows::file_of).transpose()
+            .map_err(crate::rows::db_err)?;
+        row.as_ref().map(crate::rows::file_of).transpose()
     }
 
-    async fn list_files(&self, q: &filedock_core::catalog::FileQuery) -> filedock_core::Result<Vec<filedock_core::FileRecord>> {
+    async fn list_files(
+        &self,
+        q: &filedock_core::catalog::FileQuery,
+    ) -> filedock_core::Result<Vec<filedock_core::FileRecord>> {
         let rows = sqlx::query(
             "SELECT * FROM files
              WHERE project = $1 AND status = $2
@@ -132,70 +216,86 @@ macro_rules! sql_catalog {
         .bind(q.before.as_ref().map(|b| b.as_str()))
         .bind(q.live_at)
         .bind(i64::from(q.limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
-        rows.iter().map($crate::rows::file_of).collect()
+        .map_err(crate::rows::db_err)?;
+        rows.iter().map(crate::rows::file_of).collect()
     }
 
-    async fn complete_file(&self, id: &filedock_core::FileId, c: &filedock_core::catalog::Completion) -> filedock_core::Result<bool> {
+    async fn complete_file(
+        &self,
+        id: &filedock_core::FileId,
+        c: &filedock_core::catalog::Completion,
+    ) -> filedock_core::Result<bool> {
         let r = sqlx::query(
             "UPDATE files SET status = 'ready', size = $2, sha256 = $3, detected_type = $4, completed_at = $5
              WHERE id = $1 AND status = 'pending'",
         )
         .bind(id.as_str())
-        .bind($crate::rows::i64_of(Some(c.size)))
+        .bind(crate::rows::i64_of(Some(c.size)))
         .bind(&c.sha256)
         .bind(&c.detected_type)
         .bind(c.completed_at)
-        .execute(&self.pool)
+        .execute(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
-        Ok(r.rows_affected() == 1)
+        .map_err(crate::rows::db_err)?;
+        Ok(r.affected() == 1)
     }
 
-    async fn delete_file(&self, id: &filedock_core::FileId, at: filedock_core::Timestamp) -> filedock_core::Result<bool> {
+    async fn delete_file(
+        &self,
+        id: &filedock_core::FileId,
+        at: filedock_core::Timestamp,
+    ) -> filedock_core::Result<bool> {
         // A delete frees space: it must work on a full disk, using the room kept for it.
-        let r = $crate::sql::with_room!(self, {
-            sqlx::query("UPDATE files SET status = 'deleted', deleted_at = $2 WHERE id = $1 AND status <> 'deleted'")
+        let r = self
+            .with_room(|| async {
+                sqlx::query(
+                    "UPDATE files SET status = 'deleted', deleted_at = $2 WHERE id = $1 AND status <> 'deleted'",
+                )
                 .bind(id.as_str())
                 .bind(at)
-                .execute(&self.pool)
+                .execute(self.0.pool())
                 .await
-                .map_err($crate::rows::db_err)
-        })?;
-        Ok(r.rows_affected() == 1)
+                .map_err(crate::rows::db_err)
+            })
+            .await?;
+        Ok(r.affected() == 1)
     }
 
     async fn remove_file(&self, id: &filedock_core::FileId) -> filedock_core::Result<()> {
         sqlx::query("DELETE FROM files WHERE id = $1")
             .bind(id.as_str())
-            .execute(&self.pool)
+            .execute(self.0.pool())
             .await
-            .map_err($crate::rows::db_err)?;
+            .map_err(crate::rows::db_err)?;
         Ok(())
     }
 
     async fn insert_upload(&self, u: &filedock_core::UploadRecord) -> filedock_core::Result<()> {
-        self.batch.insert(None, Some(u)).await
+        self.0.batch().insert(None, Some(u)).await
     }
 
-    async fn insert_file_and_upload(&self, f: &filedock_core::FileRecord, u: &filedock_core::UploadRecord) -> filedock_core::Result<()> {
+    async fn insert_file_and_upload(
+        &self,
+        f: &filedock_core::FileRecord,
+        u: &filedock_core::UploadRecord,
+    ) -> filedock_core::Result<()> {
         if f.status == filedock_core::FileStatus::Pending {
-            self.batch.insert(Some(f), Some(u)).await
+            self.0.batch().insert(Some(f), Some(u)).await
         } else {
-            $crate::batch::Inserts::insert_files(&self.pool, &[f]).await?;
-            self.batch.insert(None, Some(u)).await
+            self.0.durable().insert_files(&[f]).await?;
+            self.0.batch().insert(None, Some(u)).await
         }
     }
 
     async fn upload(&self, id: &filedock_core::UploadId) -> filedock_core::Result<Option<filedock_core::UploadRecord>> {
         let row = sqlx::query("SELECT * FROM uploads WHERE id = $1")
             .bind(id.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.0.pool())
             .await
-            .map_err($crate::rows::db_err)?;
-        row.as_ref().map($crate::rows::upload_of).transpose()
+            .map_err(crate::rows::db_err)?;
+        row.as_ref().map(crate::rows::upload_of).transpose()
     }
 
     async fn lock_upload(
@@ -209,13 +309,13 @@ macro_rules! sql_catalog {
     }
 
     async fn unlock_upload(&self, id: &filedock_core::UploadId, token: &str) -> filedock_core::Result<()> {
-        let mut c = $crate::rows::Relaxed::conn(&self.relaxed).await?;
+        let mut c = crate::rows::Relaxed::conn(self.0.relaxed()).await?;
         sqlx::query("UPDATE uploads SET lock_token = NULL, lock_until = NULL WHERE id = $1 AND lock_token = $2")
             .bind(id.as_str())
             .bind(token)
             .execute(&mut *c)
             .await
-            .map_err($crate::rows::db_err)?;
+            .map_err(crate::rows::db_err)?;
         Ok(())
     }
 
@@ -237,7 +337,7 @@ macro_rules! sql_catalog {
         now: filedock_core::Timestamp,
         until: filedock_core::Timestamp,
     ) -> filedock_core::Result<Option<filedock_core::UploadRecord>> {
-        let mut c = $crate::rows::Relaxed::conn(&self.relaxed).await?;
+        let mut c = crate::rows::Relaxed::conn(self.0.relaxed()).await?;
         let row = sqlx::query(
             "UPDATE uploads SET lock_token = $2, lock_until = $4
              WHERE id = $1 AND status = 'active'
@@ -250,8 +350,8 @@ macro_rules! sql_catalog {
         .bind(until)
         .fetch_optional(&mut *c)
         .await
-        .map_err($crate::rows::db_err)?;
-        row.as_ref().map($crate::rows::upload_of).transpose()
+        .map_err(crate::rows::db_err)?;
+        row.as_ref().map(crate::rows::upload_of).transpose()
     }
 
     async fn advance_and_unlock_upload(
@@ -275,10 +375,10 @@ macro_rules! sql_catalog {
         )
         .bind(id.as_str())
         .bind(status.as_str())
-        .execute(&self.pool)
+        .execute(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
-        Ok(r.rows_affected() == 1)
+        .map_err(crate::rows::db_err)?;
+        Ok(r.affected() == 1)
     }
 
     async fn expired_uploads(
@@ -291,10 +391,10 @@ macro_rules! sql_catalog {
         )
         .bind(now)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
-        rows.iter().map($crate::rows::upload_of).collect()
+        .map_err(crate::rows::db_err)?;
+        rows.iter().map(crate::rows::upload_of).collect()
     }
 
     async fn expired_files(
@@ -308,10 +408,10 @@ macro_rules! sql_catalog {
         )
         .bind(now)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
-        rows.iter().map($crate::rows::file_of).collect()
+        .map_err(crate::rows::db_err)?;
+        rows.iter().map(crate::rows::file_of).collect()
     }
 
     async fn usage(
@@ -332,11 +432,11 @@ macro_rules! sql_catalog {
         )
         .bind(project.as_str())
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
-        let files: i64 = row.try_get("files").map_err($crate::rows::db_err)?;
-        let bytes: i64 = row.try_get("bytes").map_err($crate::rows::db_err)?;
+        .map_err(crate::rows::db_err)?;
+        let files: i64 = row.try_get("files").map_err(crate::rows::db_err)?;
+        let bytes: i64 = row.try_get("bytes").map_err(crate::rows::db_err)?;
         Ok(filedock_core::limits::Usage {
             files: files.max(0) as u64,
             bytes: bytes.max(0) as u64,
@@ -359,24 +459,27 @@ macro_rules! sql_catalog {
         .bind(&t.runner)
         .bind(i64::from(t.attempts))
         .bind(t.lease_until)
-        .bind($crate::rows::outputs_json(&t.outputs))
+        .bind(crate::rows::outputs_json(&t.outputs))
         .bind(&t.error)
         .bind(t.created_at)
         .bind(t.started_at)
         .bind(t.finished_at)
-        .execute(&self.pool)
+        .execute(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
+        .map_err(crate::rows::db_err)?;
         Ok(())
     }
 
-    async fn task(&self, id: &filedock_core::model::TaskId) -> filedock_core::Result<Option<filedock_core::model::TaskRecord>> {
+    async fn task(
+        &self,
+        id: &filedock_core::model::TaskId,
+    ) -> filedock_core::Result<Option<filedock_core::model::TaskRecord>> {
         let row = sqlx::query("SELECT * FROM tasks WHERE id = $1")
             .bind(id.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.0.pool())
             .await
-            .map_err($crate::rows::db_err)?;
-        row.as_ref().map($crate::rows::task_of).transpose()
+            .map_err(crate::rows::db_err)?;
+        row.as_ref().map(crate::rows::task_of).transpose()
     }
 
     async fn queued_tasks(
@@ -393,10 +496,10 @@ macro_rules! sql_catalog {
         .bind(project.as_str())
         .bind(workspace.map(|w| w.as_str()))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
-        rows.iter().map($crate::rows::task_of).collect()
+        .map_err(crate::rows::db_err)?;
+        rows.iter().map(crate::rows::task_of).collect()
     }
 
     async fn claim_task(
@@ -416,10 +519,10 @@ macro_rules! sql_catalog {
         .bind(runner)
         .bind(now)
         .bind(until)
-        .execute(&self.pool)
+        .execute(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
-        Ok(r.rows_affected() == 1)
+        .map_err(crate::rows::db_err)?;
+        Ok(r.affected() == 1)
     }
 
     async fn renew_task(
@@ -432,10 +535,10 @@ macro_rules! sql_catalog {
             .bind(id.as_str())
             .bind(runner)
             .bind(until)
-            .execute(&self.pool)
+            .execute(self.0.pool())
             .await
-            .map_err($crate::rows::db_err)?;
-        Ok(r.rows_affected() == 1)
+            .map_err(crate::rows::db_err)?;
+        Ok(r.affected() == 1)
     }
 
     async fn finish_task(
@@ -454,13 +557,13 @@ macro_rules! sql_catalog {
         .bind(id.as_str())
         .bind(runner)
         .bind(status.as_str())
-        .bind($crate::rows::outputs_json(outputs))
+        .bind(crate::rows::outputs_json(outputs))
         .bind(error)
         .bind(at)
-        .execute(&self.pool)
+        .execute(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
-        Ok(r.rows_affected() == 1)
+        .map_err(crate::rows::db_err)?;
+        Ok(r.affected() == 1)
     }
 
     async fn lapsed_tasks(
@@ -473,10 +576,10 @@ macro_rules! sql_catalog {
         )
         .bind(now)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
-        rows.iter().map($crate::rows::task_of).collect()
+        .map_err(crate::rows::db_err)?;
+        rows.iter().map(crate::rows::task_of).collect()
     }
 
     async fn release_task(
@@ -486,26 +589,30 @@ macro_rules! sql_catalog {
         failure: Option<&str>,
     ) -> filedock_core::Result<bool> {
         let r = match failure {
-            None => sqlx::query(
-                "UPDATE tasks SET status = 'queued', runner = NULL, lease_until = NULL
+            None => {
+                sqlx::query(
+                    "UPDATE tasks SET status = 'queued', runner = NULL, lease_until = NULL
                  WHERE id = $1 AND status = 'running' AND lease_until < $2",
-            )
-            .bind(id.as_str())
-            .bind(now)
-            .execute(&self.pool)
-            .await,
-            Some(reason) => sqlx::query(
-                "UPDATE tasks SET status = 'failed', error = $3, finished_at = $2, lease_until = NULL
+                )
+                .bind(id.as_str())
+                .bind(now)
+                .execute(self.0.pool())
+                .await
+            }
+            Some(reason) => {
+                sqlx::query(
+                    "UPDATE tasks SET status = 'failed', error = $3, finished_at = $2, lease_until = NULL
                  WHERE id = $1 AND status = 'running' AND lease_until < $2",
-            )
-            .bind(id.as_str())
-            .bind(now)
-            .bind(reason)
-            .execute(&self.pool)
-            .await,
+                )
+                .bind(id.as_str())
+                .bind(now)
+                .bind(reason)
+                .execute(self.0.pool())
+                .await
+            }
         }
-        .map_err($crate::rows::db_err)?;
-        Ok(r.rows_affected() == 1)
+        .map_err(crate::rows::db_err)?;
+        Ok(r.affected() == 1)
     }
 
     async fn insert_delivery(&self, d: &filedock_core::model::DeliveryRecord) -> filedock_core::Result<()> {
@@ -526,9 +633,9 @@ macro_rules! sql_catalog {
         .bind(&d.last_error)
         .bind(d.created_at)
         .bind(d.delivered_at)
-        .execute(&self.pool)
+        .execute(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
+        .map_err(crate::rows::db_err)?;
         Ok(())
     }
 
@@ -542,10 +649,10 @@ macro_rules! sql_catalog {
         )
         .bind(now)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
-        rows.iter().map($crate::rows::delivery_of).collect()
+        .map_err(crate::rows::db_err)?;
+        rows.iter().map(crate::rows::delivery_of).collect()
     }
 
     async fn lease_delivery(
@@ -554,14 +661,15 @@ macro_rules! sql_catalog {
         now: filedock_core::Timestamp,
         until: filedock_core::Timestamp,
     ) -> filedock_core::Result<bool> {
-        let r = sqlx::query("UPDATE deliveries SET next_at = $3 WHERE id = $1 AND status = 'pending' AND next_at <= $2")
-            .bind(id)
-            .bind(now)
-            .bind(until)
-            .execute(&self.pool)
-            .await
-            .map_err($crate::rows::db_err)?;
-        Ok(r.rows_affected() == 1)
+        let r =
+            sqlx::query("UPDATE deliveries SET next_at = $3 WHERE id = $1 AND status = 'pending' AND next_at <= $2")
+                .bind(id)
+                .bind(now)
+                .bind(until)
+                .execute(self.0.pool())
+                .await
+                .map_err(crate::rows::db_err)?;
+        Ok(r.affected() == 1)
     }
 
     async fn settle_delivery(
@@ -584,9 +692,9 @@ macro_rules! sql_catalog {
         .bind(next_at)
         .bind(last_error)
         .bind(at)
-        .execute(&self.pool)
+        .execute(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
+        .map_err(crate::rows::db_err)?;
         Ok(())
     }
 
@@ -598,10 +706,10 @@ macro_rules! sql_catalog {
         let rows = sqlx::query("SELECT * FROM deliveries WHERE project = $1 ORDER BY id DESC LIMIT $2")
             .bind(project.as_str())
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(self.0.pool())
             .await
-            .map_err($crate::rows::db_err)?;
-        rows.iter().map($crate::rows::delivery_of).collect()
+            .map_err(crate::rows::db_err)?;
+        rows.iter().map(crate::rows::delivery_of).collect()
     }
 
     async fn try_lease(
@@ -621,37 +729,37 @@ macro_rules! sql_catalog {
         .bind(holder)
         .bind(now)
         .bind(until)
-        .execute(&self.pool)
+        .execute(self.0.pool())
         .await
-        .map_err($crate::rows::db_err)?;
-        Ok(r.rows_affected() == 1)
+        .map_err(crate::rows::db_err)?;
+        Ok(r.affected() == 1)
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> filedock_core::Result<()> {
         sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
             .bind(name)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(self.0.pool())
             .await
-            .map_err($crate::rows::db_err)?;
+            .map_err(crate::rows::db_err)?;
         Ok(())
     }
 
     async fn setting(&self, name: &str) -> filedock_core::Result<Option<String>> {
         sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.0.pool())
             .await
-            .map_err($crate::rows::db_err)
+            .map_err(crate::rows::db_err)
     }
 
     async fn init_setting(&self, name: &str, value: &str) -> filedock_core::Result<String> {
         sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name)
             .bind(value)
-            .execute(&self.pool)
+            .execute(self.0.pool())
             .await
-            .map_err($crate::rows::db_err)?;
+            .map_err(crate::rows::db_err)?;
         // Whoever inserted first, the row now holds the value that stays.
         filedock_core::Catalog::setting(self, name)
             .await?
@@ -662,44 +770,58 @@ macro_rules! sql_catalog {
         let found: Option<String> =
             sqlx::query_scalar("SELECT id FROM files WHERE backend = $1 AND status <> 'deleted' LIMIT 1")
                 .bind(backend)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.0.pool())
                 .await
-                .map_err($crate::rows::db_err)?;
+                .map_err(crate::rows::db_err)?;
         Ok(found.is_some())
     }
+}
 
-        }
-
-        impl $ty {
-            /// Records an upload's progress under `token`'s lock, freeing the lock if `release`.
-            async fn advance(
-                &self,
-                id: &filedock_core::UploadId,
-                token: &str,
-                offset: u64,
-                length: Option<u64>,
-                expires_at: filedock_core::Timestamp,
-                release: bool,
-            ) -> filedock_core::Result<bool> {
-                let mut c = $crate::rows::Relaxed::conn(&self.relaxed).await?;
-                let r = sqlx::query(
-                    "UPDATE uploads SET upload_offset = $3, length = COALESCE($4, length), expires_at = $5,
+#[expect(
+    private_bounds,
+    reason = "the engines are this crate's own; callers name SqliteCatalog and PgCatalog"
+)]
+impl<E> Sql<E>
+where
+    E: Engine,
+    <E::Db as Database>::Arguments: IntoArguments<E::Db>,
+    <E::Db as Database>::QueryResult: Affected,
+    for<'c> &'c mut <E::Db as Database>::Connection: Executor<'c, Database = E::Db>,
+    for<'a> &'a str: Encode<'a, E::Db> + Type<E::Db> + ColumnIndex<<E::Db as Database>::Row>,
+    usize: ColumnIndex<<E::Db as Database>::Row>,
+    String: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
+    i64: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
+    bool: for<'a> Encode<'a, E::Db> + Type<E::Db>,
+    for<'a> Option<&'a str>: Encode<'a, E::Db> + Type<E::Db>,
+    Option<String>: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
+    Option<i64>: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
+{
+    /// Records an upload's progress under `token`'s lock, freeing the lock if `release`.
+    async fn advance(
+        &self,
+        id: &filedock_core::UploadId,
+        token: &str,
+        offset: u64,
+        length: Option<u64>,
+        expires_at: filedock_core::Timestamp,
+        release: bool,
+    ) -> filedock_core::Result<bool> {
+        let mut c = crate::rows::Relaxed::conn(self.0.relaxed()).await?;
+        let r = sqlx::query(
+            "UPDATE uploads SET upload_offset = $3, length = COALESCE($4, length), expires_at = $5,
                         lock_token = CASE WHEN $6 THEN NULL ELSE lock_token END,
                         lock_until = CASE WHEN $6 THEN NULL ELSE lock_until END
                      WHERE id = $1 AND lock_token = $2 AND status = 'active'",
-                )
-                .bind(id.as_str())
-                .bind(token)
-                .bind($crate::rows::i64_of(Some(offset)))
-                .bind($crate::rows::i64_of(length))
-                .bind(expires_at)
-                .bind(release)
-                .execute(&mut *c)
-                .await
-                .map_err($crate::rows::db_err)?;
-                Ok(r.rows_affected() == 1)
-            }
-        }
-    };
+        )
+        .bind(id.as_str())
+        .bind(token)
+        .bind(crate::rows::i64_of(Some(offset)))
+        .bind(crate::rows::i64_of(length))
+        .bind(expires_at)
+        .bind(release)
+        .execute(&mut *c)
+        .await
+        .map_err(crate::rows::db_err)?;
+        Ok(r.affected() == 1)
+    }
 }
-pub(crate) use sql_catalog;

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection as _, SqliteConnection, SqlitePool};
 
-use crate::batch::{Batcher, pool_inserts};
+use crate::batch::{Batcher, Inserts, pool_inserts};
 use crate::rows::{Relaxed, db_err, migrate_err};
-use crate::sql::sql_catalog;
+use crate::sql::{Engine, Sql};
 
 /// Pages in the write-ahead log before a commit checkpoints it (see [`SqliteCatalog::open`]).
 const WAL_AUTOCHECKPOINT: i64 = 400;
@@ -24,8 +24,11 @@ const WAL_AUTOCHECKPOINT: i64 = 400;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Records in a SQLite file.
+pub type SqliteCatalog = Sql<SqliteEngine>;
+
+/// SQLite under the SQL catalog.
 #[derive(Debug, Clone)]
-pub struct SqliteCatalog {
+pub struct SqliteEngine {
     pool: SqlitePool,
     relaxed: Writer,
     batch: Batcher,
@@ -139,13 +142,13 @@ impl SqliteCatalog {
         bump(&keys_file, false)?;
         let mut room = path.as_os_str().to_owned();
         room.push("-room");
-        Ok(SqliteCatalog {
+        Ok(Sql(SqliteEngine {
             batch: Batcher::spawn(relaxed.clone()),
             relaxed,
             keys_file: Some(keys_file),
             room: Some(Arc::new(Room::new(PathBuf::from(room)))),
-            ..catalog
-        })
+            ..catalog.0
+        }))
     }
 
     /// A private in-memory database (tests).
@@ -165,13 +168,34 @@ impl SqliteCatalog {
             .await
             .map_err(db_err)?;
         MIGRATOR.run(&pool).await.map_err(migrate_err)?;
-        Ok(SqliteCatalog {
+        Ok(Sql(SqliteEngine {
             relaxed: Writer::Pool(pool.clone()),
             batch: Batcher::spawn(Writer::Pool(pool.clone())),
             pool,
             keys_file: None,
             room: None,
-        })
+        }))
+    }
+}
+
+impl Engine for SqliteEngine {
+    type Db = sqlx::Sqlite;
+    type Relaxed = Writer;
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn relaxed(&self) -> &Writer {
+        &self.relaxed
+    }
+
+    fn batch(&self) -> &Batcher {
+        &self.batch
+    }
+
+    fn durable(&self) -> &dyn Inserts {
+        &self.pool
     }
 
     /// Gives up the room kept for deletes and revocations (see [`Room`]); true if it freed any.
@@ -231,12 +255,12 @@ fn bump(path: &Path, append: bool) -> Result<()> {
 /// task of its own after every statement, a wake-up more on every PATCH. An in-memory catalog
 /// writes through its one pooled connection (another connection would be another database).
 #[derive(Debug, Clone)]
-enum Writer {
+pub(crate) enum Writer {
     One(Arc<tokio::sync::Mutex<SqliteConnection>>),
     Pool(SqlitePool),
 }
 
-enum WriterConn {
+pub(crate) enum WriterConn {
     One(tokio::sync::OwnedMutexGuard<SqliteConnection>),
     Pool(sqlx::pool::PoolConnection<sqlx::Sqlite>),
 }
@@ -273,7 +297,6 @@ impl Relaxed for Writer {
 
 pool_inserts!(SqlitePool, sqlx::Sqlite);
 pool_inserts!(Writer, sqlx::Sqlite);
-sql_catalog!(SqliteCatalog);
 
 #[cfg(test)]
 mod tests {
@@ -304,8 +327,11 @@ mod tests {
         let c = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
         let sync = "PRAGMA synchronous";
         // 2 = FULL, 1 = NORMAL (in WAL mode: no fsync at commit).
-        assert_eq!(sqlx::query_scalar::<_, i64>(sync).fetch_one(&c.pool).await.unwrap(), 2);
-        let mut relaxed = c.relaxed.conn().await.unwrap();
+        assert_eq!(
+            sqlx::query_scalar::<_, i64>(sync).fetch_one(&c.0.pool).await.unwrap(),
+            2
+        );
+        let mut relaxed = c.0.relaxed.conn().await.unwrap();
         assert_eq!(
             sqlx::query_scalar::<_, i64>(sync)
                 .fetch_one(&mut *relaxed)
@@ -327,7 +353,7 @@ mod tests {
         );
         assert_eq!(
             sqlx::query_scalar::<_, i64>(checkpoint)
-                .fetch_one(&c.pool)
+                .fetch_one(&c.0.pool)
                 .await
                 .unwrap(),
             WAL_AUTOCHECKPOINT
@@ -363,7 +389,7 @@ mod tests {
         let id = parse_token(&key).unwrap().id.to_owned();
         sqlx::query("DELETE FROM credentials WHERE id = $1")
             .bind(&id)
-            .execute(&cli.pool)
+            .execute(&cli.0.pool)
             .await
             .unwrap();
         on_server.authenticate(&key).await.unwrap();
@@ -413,7 +439,7 @@ mod tests {
         let path = dir.path().join("c.db");
         let c = SqliteCatalog::open(&path).await.unwrap();
         sqlx::query("INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) VALUES (9999, 'future', CURRENT_TIMESTAMP, 1, x'00', 0)")
-            .execute(&c.pool)
+            .execute(&c.0.pool)
             .await
             .unwrap();
         drop(c);
