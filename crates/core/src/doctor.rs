@@ -70,6 +70,16 @@ impl FileService {
         let mut report = DoctorReport::default();
         let now = self.clock.now();
         let cutoff = now.saturating_sub(secs_to_ms(grace_secs));
+        let present = self.scan_objects(&mut report, cutoff).await?;
+        self.scan_rows(&mut report, &present).await?;
+        self.repair(&report, repair, now).await?;
+        report.repaired = repair != Repair::None;
+        Ok(report)
+    }
+
+    /// Lists every backend: counts objects, notes orphans (old enough to delete, or too young)
+    /// and size mismatches; returns the (backend, key) of every object a live row owns.
+    async fn scan_objects(&self, report: &mut DoctorReport, cutoff: i64) -> Result<HashSet<(String, String)>> {
         let mut present: HashSet<(String, String)> = HashSet::new();
         for (name, backend) in self.backends() {
             for (key, meta) in backend.store.list("").await? {
@@ -98,6 +108,12 @@ impl FileService {
                 }
             }
         }
+        Ok(present)
+    }
+
+    /// Reads every ready row and notes those whose object is gone (checked with a HEAD, since
+    /// it may have been written after the listing).
+    async fn scan_rows(&self, report: &mut DoctorReport, present: &HashSet<(String, String)>) -> Result<()> {
         // Every project that has ever had a key (files are only made by principals).
         let projects: BTreeSet<ProjectId> = self
             .catalog
@@ -139,6 +155,11 @@ impl FileService {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Deletes the orphans found (any repair), and makes rows without objects tombstones (all).
+    async fn repair(&self, report: &DoctorReport, repair: Repair, now: i64) -> Result<()> {
         if repair != Repair::None {
             for (name, key, _) in &report.orphans {
                 self.backend(Some(name))?.store.delete(key).await?;
@@ -151,7 +172,6 @@ impl FileService {
                 tracing::info!(file = %rec.id, "doctor: the object is gone; the row is now a tombstone");
             }
         }
-        report.repaired = repair != Repair::None;
-        Ok(report)
+        Ok(())
     }
 }

@@ -5,7 +5,7 @@
 use futures_util::StreamExt;
 
 use crate::auth::Principal;
-use crate::blob::{ByteStream, PresignPut, PresignedRequest, PutOptions};
+use crate::blob::{ByteStream, ObjectMeta, PresignPut, PresignedRequest, PutOptions};
 use crate::catalog::{Completion, FileQuery};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
@@ -337,47 +337,7 @@ impl FileService {
             }
             Err(e) => return Err(e),
         };
-        let checked = async {
-            if let Some(expected) = rec.size
-                && expected != meta.size
-            {
-                return Err(Error::invalid(format!(
-                    "received {} bytes, but {expected} were announced",
-                    meta.size
-                )));
-            }
-            let policy = self.policy(&rec.policy)?.clone();
-            policy.check_size(meta.size)?;
-            let known = known
-                .filter(|(n, _)| *n == meta.size && !crate::sniff::is_text_extension(rec.extension.as_deref()))
-                .map(|(_, sha)| sha);
-            if backend.hash_direct_uploads && known.is_none() {
-                let got = store.get(&rec.key, None).await?;
-                let (mut body, handle) = meter(got.body, policy, rec.extension.clone(), Some(meta.size));
-                while let Some(chunk) = body.next().await {
-                    chunk?;
-                }
-                let m = handle
-                    .outcome()
-                    .ok_or_else(|| Error::internal_msg("metered read ended without an outcome"))?;
-                return Ok((m.size, Some(m.sha256), m.detected_type));
-            }
-            // Only the size and the first bytes: the bytes never pass through filedock.
-            if meta.size == 0 && !policy.allow_empty {
-                return Err(Error::invalid("the file is empty"));
-            }
-            let n = meta.size.min(crate::sniff::HEAD_LEN as u64);
-            let mut head = Vec::with_capacity(n as usize);
-            if n > 0 {
-                let mut body = store.get(&rec.key, Some(ByteRange::Bounded(0, n - 1))).await?.body;
-                while let Some(chunk) = body.next().await {
-                    head.extend_from_slice(&chunk?);
-                }
-            }
-            let detected = policy.check_content(rec.extension.as_deref(), &head, n == meta.size)?;
-            Ok((meta.size, known, detected))
-        }
-        .await;
+        let checked = self.check_arrived(backend, &rec, &meta, known).await;
         let (size, sha256, detected_type) = match checked {
             Ok(m) => m,
             Err(e) => {
@@ -404,6 +364,57 @@ impl FileService {
             self.emit(&rec.project, EventType::FileReady, file_data(&rec)).await;
         }
         Ok(rec)
+    }
+
+    /// What arrived for a pending file, checked: its size against the announced size and the
+    /// policy, its type, and (read whole when the backend hashes direct uploads and no SHA-256
+    /// is `known`) its SHA-256. Returns the size, SHA-256 and detected type.
+    async fn check_arrived(
+        &self,
+        backend: &Backend,
+        rec: &FileRecord,
+        meta: &ObjectMeta,
+        known: Option<(u64, String)>,
+    ) -> Result<(u64, Option<String>, String)> {
+        let store = &backend.store;
+        if let Some(expected) = rec.size
+            && expected != meta.size
+        {
+            return Err(Error::invalid(format!(
+                "received {} bytes, but {expected} were announced",
+                meta.size
+            )));
+        }
+        let policy = self.policy(&rec.policy)?.clone();
+        policy.check_size(meta.size)?;
+        let known = known
+            .filter(|(n, _)| *n == meta.size && !crate::sniff::is_text_extension(rec.extension.as_deref()))
+            .map(|(_, sha)| sha);
+        if backend.hash_direct_uploads && known.is_none() {
+            let got = store.get(&rec.key, None).await?;
+            let (mut body, handle) = meter(got.body, policy, rec.extension.clone(), Some(meta.size));
+            while let Some(chunk) = body.next().await {
+                chunk?;
+            }
+            let m = handle
+                .outcome()
+                .ok_or_else(|| Error::internal_msg("metered read ended without an outcome"))?;
+            return Ok((m.size, Some(m.sha256), m.detected_type));
+        }
+        // Only the size and the first bytes: the bytes never pass through filedock.
+        if meta.size == 0 && !policy.allow_empty {
+            return Err(Error::invalid("the file is empty"));
+        }
+        let n = meta.size.min(crate::sniff::HEAD_LEN as u64);
+        let mut head = Vec::with_capacity(n as usize);
+        if n > 0 {
+            let mut body = store.get(&rec.key, Some(ByteRange::Bounded(0, n - 1))).await?.body;
+            while let Some(chunk) = body.next().await {
+                head.extend_from_slice(&chunk?);
+            }
+        }
+        let detected = policy.check_content(rec.extension.as_deref(), &head, n == meta.size)?;
+        Ok((meta.size, known, detected))
     }
 
     pub(crate) async fn discard_blob(&self, backend: &Backend, key: &StorageKey) {

@@ -186,35 +186,16 @@ impl UrlSigner {
         now: i64,
     ) -> Result<Verified> {
         let denied = |m: &str| Error::Forbidden(m.to_owned());
-        let mut expires = None;
-        let mut signed_names = None;
-        let mut max_size = None;
-        let mut rct = None;
-        let mut rcd = None;
-        let mut sig = None;
-        let mut upload = None;
-        let mut part_number = None;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_decode_str(&v.replace('+', " "))
-                .decode_utf8()
-                .map_err(|_| denied("malformed query"))?
-                .into_owned();
-            let slot = match k {
-                "X-Fd-Expires" => &mut expires,
-                "X-Fd-SignedHeaders" => &mut signed_names,
-                "X-Fd-Max" => &mut max_size,
-                "response-content-type" => &mut rct,
-                "response-content-disposition" => &mut rcd,
-                "X-Fd-Signature" => &mut sig,
-                "X-Fd-Upload" => &mut upload,
-                "X-Fd-Part" => &mut part_number,
-                _ => continue,
-            };
-            if slot.replace(v).is_some() {
-                return Err(denied("a signed URL parameter appears twice"));
-            }
-        }
+        let UrlParams {
+            expires,
+            signed_names,
+            max_size,
+            rct,
+            rcd,
+            sig,
+            upload,
+            part_number,
+        } = UrlParams::parse(query)?;
         let (Some(expires), Some(sig)) = (expires, sig) else {
             return Err(denied("this URL carries no signature"));
         };
@@ -520,5 +501,48 @@ mod tests {
         assert_eq!(v.response_content_type, p.response_content_type);
         let swapped = q.replace("text%2Fplain", "text%2Fhtml");
         assert!(s.verify("GET", &b, &k, &swapped, |_| None, 5).is_err());
+    }
+}
+
+/// A signed URL's own query parameters, each at most once (other parameters are not signed and
+/// are ignored).
+#[derive(Default)]
+struct UrlParams {
+    expires: Option<String>,
+    signed_names: Option<String>,
+    max_size: Option<String>,
+    rct: Option<String>,
+    rcd: Option<String>,
+    sig: Option<String>,
+    upload: Option<String>,
+    part_number: Option<String>,
+}
+
+impl UrlParams {
+    fn parse(query: &str) -> Result<Self> {
+        let denied = |m: &str| Error::Forbidden(m.to_owned());
+        let mut p = UrlParams::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode_str(&v.replace('+', " "))
+                .decode_utf8()
+                .map_err(|_| denied("malformed query"))?
+                .into_owned();
+            let slot = match k {
+                "X-Fd-Expires" => &mut p.expires,
+                "X-Fd-SignedHeaders" => &mut p.signed_names,
+                "X-Fd-Max" => &mut p.max_size,
+                "response-content-type" => &mut p.rct,
+                "response-content-disposition" => &mut p.rcd,
+                "X-Fd-Signature" => &mut p.sig,
+                "X-Fd-Upload" => &mut p.upload,
+                "X-Fd-Part" => &mut p.part_number,
+                _ => continue,
+            };
+            if slot.replace(v).is_some() {
+                return Err(denied("a signed URL parameter appears twice"));
+            }
+        }
+        Ok(p)
     }
 }

@@ -138,33 +138,17 @@ pub async fn get(api: &Api, id: &str, output: Option<PathBuf>) -> Result<(), Fai
         let mut f = std::fs::File::open(&part).map_err(|e| Failure::io(part.display(), e))?;
         super::hash_reader(&mut f, &mut hasher, start).map_err(|e| Failure::io(part.display(), e))?;
     }
-    let mut written = start;
-    if let Some(resp) = resp {
-        let mut sink: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if to_stdout {
-            Box::new(tokio::io::stdout())
-        } else {
-            let f = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(start > 0)
-                .write(true)
-                .truncate(start == 0)
-                .open(&part)
-                .await
-                .map_err(|e| Failure::io(part.display(), e))?;
-            Box::new(f)
-        };
-        let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            hasher.update(&chunk);
-            sink.write_all(&chunk)
-                .await
-                .map_err(|e| Failure::io(part.display(), e))?;
-            written += chunk.len() as u64;
-            pb.set_position(written);
+    let written = match resp {
+        Some(resp) => {
+            let to = if to_stdout {
+                Sink::Stdout
+            } else {
+                Sink::File(&part, start)
+            };
+            write_body(resp, to, &mut hasher, &pb, start).await?
         }
-        sink.flush().await.map_err(|e| Failure::io(part.display(), e))?;
-    }
+        None => start,
+    };
     pb.finish();
     if view.size.is_some_and(|s| s != written) {
         return Err(Failure::new(
@@ -197,6 +181,50 @@ pub async fn get(api: &Api, id: &str, output: Option<PathBuf>) -> Result<(), Fai
         println!("{}  {}", out.display(), size(written));
     }
     Ok(())
+}
+
+/// Where a download goes: standard output, or the `.part` file, appended from `start`.
+enum Sink<'a> {
+    Stdout,
+    File(&'a std::path::Path, u64),
+}
+
+/// Streams a download's body into its sink, hashing it and moving the bar; returns where the
+/// file now ends.
+async fn write_body(
+    resp: reqwest::Response,
+    to: Sink<'_>,
+    hasher: &mut Sha256,
+    pb: &indicatif::ProgressBar,
+    start: u64,
+) -> Result<u64, Failure> {
+    let (mut sink, part): (Box<dyn tokio::io::AsyncWrite + Unpin + Send>, _) = match to {
+        Sink::Stdout => (Box::new(tokio::io::stdout()), std::path::Path::new("-")),
+        Sink::File(part, start) => {
+            let f = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(start > 0)
+                .write(true)
+                .truncate(start == 0)
+                .open(part)
+                .await
+                .map_err(|e| Failure::io(part.display(), e))?;
+            (Box::new(f), part)
+        }
+    };
+    let mut written = start;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        hasher.update(&chunk);
+        sink.write_all(&chunk)
+            .await
+            .map_err(|e| Failure::io(part.display(), e))?;
+        written += chunk.len() as u64;
+        pb.set_position(written);
+    }
+    sink.flush().await.map_err(|e| Failure::io(part.display(), e))?;
+    Ok(written)
 }
 
 pub async fn rm(api: &Api, id: &str) -> Result<(), Failure> {

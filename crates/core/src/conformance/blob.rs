@@ -5,6 +5,7 @@ use super::fixtures::*;
 /// Checks a [`BlobStore`] against its contract. The store should be empty under `conformance/`.
 /// `atomic_create`: the store promises that of two racing create-only puts exactly one wins (the
 /// local disk and memory do; s3s-fs, the S3 test server, checks `If-None-Match` non-atomically).
+/// One function on purpose: a suite reads as the contract's rules in order, each an assertion.
 pub async fn blob_store_suite(store: &dyn BlobStore, atomic_create: bool) {
     // A missing object is NotFound, under filedock's own prefix too (where its markers live),
     // and an object written there reads back.
@@ -179,6 +180,7 @@ pub async fn multipart_suite(store: &dyn BlobStore) {
 }
 
 /// Checks a store's resumable appends (tus), across its minimum part size where it has one.
+/// One function on purpose: a suite reads as the contract's rules in order, each an assertion.
 pub async fn append_suite(store: &dyn BlobStore) {
     let k = key("conformance/appended.bin");
     let data = pattern((6 << 20) + 123, 3);

@@ -4,6 +4,7 @@ use super::fixtures::*;
 use super::work::{delivery_rules, lease_rules, task_rules, upload_rules};
 
 /// Checks a [`Catalog`] against its contract. The catalog should be empty.
+/// One function on purpose: a suite reads as the contract's rules in order, each an assertion.
 pub async fn catalog_suite(catalog: &dyn Catalog) {
     // Credentials.
     let c1 = credential("00000000000000c1", "alpha", CredentialKind::Integration);

@@ -2,6 +2,7 @@
 
 use super::fixtures::*;
 
+/// One function on purpose: a suite reads as the contract's rules in order, each an assertion.
 pub(super) async fn task_rules(catalog: &dyn Catalog) {
     let t1 = task("alpha", None, 100);
     let t2 = task("alpha", Some("ws1"), 200);
@@ -218,6 +219,7 @@ pub(super) async fn lease_rules(catalog: &dyn Catalog) {
     );
 }
 
+/// One function on purpose: a suite reads as the contract's rules in order, each an assertion.
 pub(super) async fn upload_rules(catalog: &dyn Catalog) {
     let u = upload(50_000);
     catalog.insert_upload(&u).await.expect("insert upload");

@@ -213,21 +213,28 @@ impl FileService {
         }
         // Used only if the store took exactly what was hashed.
         let whole = watch.whole(end - offset);
+        self.settle_patch(&mut now, finishing, whole).await?;
+        Ok((now, !finishing))
+    }
+
+    /// After a PATCH is recorded: at the last byte, assembles and checks the file (a partial
+    /// upload stays active until a final one joins it); otherwise keeps the running SHA-256 for
+    /// the next PATCH (before the answer, so the client's next PATCH finds it).
+    async fn settle_patch(&self, now: &mut UploadRecord, finishing: bool, whole: Option<Sha256>) -> Result<()> {
+        let end = now.offset;
         if finishing {
             self.running_digests.forget(&now.id);
             let known = whole.map(|h| (end, hex::encode(h.finalize())));
-            self.finish_tus(&now, known).await?;
-            now.status = UploadStatus::Completed;
-            if now.concat.is_some() {
-                // A partial upload stays active (and expires) until a final upload uses it.
-                now.status = UploadStatus::Active;
-            }
+            self.finish_tus(now, known).await?;
+            now.status = if now.concat.is_some() {
+                UploadStatus::Active
+            } else {
+                UploadStatus::Completed
+            };
         } else if let Some(h) = whole {
-            // Recorded: bytes 0..end are what was hashed (before the answer, so the client's
-            // next PATCH finds it).
             self.running_digests.put(&now.id, end, h);
         }
-        Ok((now, !finishing))
+        Ok(())
     }
 
     /// Checks a PATCH against the upload as it stands under the lock; returns the upload's

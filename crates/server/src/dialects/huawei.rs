@@ -207,24 +207,28 @@ pub async fn upload_file(
     }
     let rec = state.files.commit(staged).await?;
     let (url, _) = state.files.download_url(&rec, expires.map(|d| d * 86_400))?;
-    let host = url
-        .split_once("://")
-        .map(|(_, r)| r)
-        .unwrap_or(&url)
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_owned();
-    let host = if host.contains(':') {
-        host
-    } else if url.starts_with("https://") {
-        format!("{host}:443")
-    } else {
-        format!("{host}:80")
-    };
+    let host = host_header(&url);
     Ok(Json(UploadFileResponse {
         url,
         headers: vec![[("Host".to_owned(), host)].into_iter().collect()],
         file_name: rec.name.to_string(),
     }))
+}
+
+/// The `Host` header a client sends to `url`, with its port (as the seed's example shows it).
+fn host_header(url: &str) -> String {
+    let host = url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    if host.contains(':') {
+        host.to_owned()
+    } else if url.starts_with("https://") {
+        format!("{host}:443")
+    } else {
+        format!("{host}:80")
+    }
 }

@@ -50,32 +50,11 @@ pub(super) async fn tus(
 ) -> Result<(FileView, u64), Failure> {
     let (url, resumed_from) = match tus_resume(api, state, size).await {
         Some(found) => found,
-        None => {
-            let resp = api
-                .send(
-                    api.request(Method::POST, "/tus/")
-                        .header("Tus-Resumable", TUS)
-                        .header("Upload-Length", size)
-                        .header("Upload-Metadata", format!("filename {}", STANDARD.encode(name))),
-                )
-                .await?;
-            if let Some(id) = resp.headers().get("filedock-file-id").and_then(|v| v.to_str().ok()) {
-                // An empty file is finished at creation.
-                return Ok((file_view(api, id).await?, 0));
-            }
-            let location = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| Failure::new("protocol", "the tus creation answer had no Location"))?;
-            let url = resp
-                .url()
-                .join(location)
-                .map_err(|e| Failure::new("protocol", format!("the tus Location: {e}")))?
-                .to_string();
-            state.save(&State::Tus { url: url.clone() })?;
-            (url, 0)
-        }
+        None => match tus_create(api, state, name, size).await? {
+            Created::Url(url) => (url, 0),
+            // An empty file is finished at creation.
+            Created::Done(view) => return Ok((view, 0)),
+        },
     };
     meter.resuming(name, resumed_from, size);
     meter.add(resumed_from);
@@ -133,4 +112,37 @@ pub(super) async fn tus(
             Err(f) => return Err(f),
         }
     }
+}
+
+/// What a tus creation made: an upload to PATCH, or (an empty file) the file itself.
+enum Created {
+    Url(String),
+    Done(FileView),
+}
+
+/// Creates a tus upload for a file of `size` bytes and saves its URL for a later resume.
+async fn tus_create(api: &Api, state: &StateFile, name: &str, size: u64) -> Result<Created, Failure> {
+    let resp = api
+        .send(
+            api.request(Method::POST, "/tus/")
+                .header("Tus-Resumable", TUS)
+                .header("Upload-Length", size)
+                .header("Upload-Metadata", format!("filename {}", STANDARD.encode(name))),
+        )
+        .await?;
+    if let Some(id) = resp.headers().get("filedock-file-id").and_then(|v| v.to_str().ok()) {
+        return Ok(Created::Done(file_view(api, id).await?));
+    }
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Failure::new("protocol", "the tus creation answer had no Location"))?;
+    let url = resp
+        .url()
+        .join(location)
+        .map_err(|e| Failure::new("protocol", format!("the tus Location: {e}")))?
+        .to_string();
+    state.save(&State::Tus { url: url.clone() })?;
+    Ok(Created::Url(url))
 }
