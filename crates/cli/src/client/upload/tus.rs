@@ -53,7 +53,7 @@ pub(super) async fn tus(
         None => match tus_create(api, state, name, size).await? {
             Created::Url(url) => (url, 0),
             // An empty file is finished at creation.
-            Created::Done(view) => return Ok((view, 0)),
+            Created::Done(view) => return Ok((*view, 0)),
         },
     };
     meter.resuming(name, resumed_from, size);
@@ -117,7 +117,7 @@ pub(super) async fn tus(
 /// What a tus creation made: an upload to PATCH, or (an empty file) the file itself.
 enum Created {
     Url(String),
-    Done(FileView),
+    Done(Box<FileView>),
 }
 
 /// Creates a tus upload for a file of `size` bytes and saves its URL for a later resume.
@@ -131,7 +131,7 @@ async fn tus_create(api: &Api, state: &StateFile, name: &str, size: u64) -> Resu
         )
         .await?;
     if let Some(id) = resp.headers().get("filedock-file-id").and_then(|v| v.to_str().ok()) {
-        return Ok(Created::Done(file_view(api, id).await?));
+        return Ok(Created::Done(Box::new(file_view(api, id).await?)));
     }
     let location = resp
         .headers()
