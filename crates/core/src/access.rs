@@ -5,20 +5,21 @@
 use crate::auth::Principal;
 use crate::blob::{ByteStream, GetResult, ObjectMeta, PresignGet, PresignedRequest, PutOptions};
 use crate::clock::Timestamp;
+use crate::context::{is_visible_to, secs_to_ms};
 use crate::disposition;
 use crate::error::{Error, Result};
+use crate::files::Files;
 use crate::link::Verified;
 use crate::meter::exact_length;
 use crate::model::{FileId, FileRecord, FileStatus, StorageKey};
 use crate::range::ByteRange;
-pub use crate::service::FileService;
-use crate::service::{is_visible_to, secs_to_ms};
+
 pub use crate::settings::{Backend, FileServiceConfig, ProjectSettings, Retention, RetentionOverride};
 
 /// TTL of the presigned URL a stable link redirects to.
 const STABLE_LINK_REDIRECT_SECS: u64 = 300;
 
-impl FileService {
+impl Files {
     /// Opens a file's bytes (or a range of them).
     pub async fn download(
         &self,
@@ -27,7 +28,7 @@ impl FileService {
         range: Option<ByteRange>,
     ) -> Result<(FileRecord, GetResult)> {
         let rec = self.ready_file(who, id).await?;
-        let got = self.backend(Some(&rec.backend))?.store.get(&rec.key, range).await?;
+        let got = self.ctx.backend(Some(&rec.backend))?.store.get(&rec.key, range).await?;
         Ok((rec, got))
     }
 
@@ -40,16 +41,16 @@ impl FileService {
 
     /// A signed download URL for a record already checked.
     pub fn link_for(&self, rec: &FileRecord, ttl_secs: Option<u64>) -> Result<PresignedRequest> {
-        let ttl = ttl_secs.unwrap_or(self.config.link_ttl_secs);
-        if ttl == 0 || ttl > self.config.max_link_ttl_secs {
+        let ttl = ttl_secs.unwrap_or(self.ctx.config.link_ttl_secs);
+        if ttl == 0 || ttl > self.ctx.config.max_link_ttl_secs {
             return Err(Error::invalid(format!(
                 "ttl must be between 1 and {} seconds",
-                self.config.max_link_ttl_secs
+                self.ctx.config.max_link_ttl_secs
             )));
         }
-        let backend = self.backend(Some(&rec.backend))?;
+        let backend = self.ctx.backend(Some(&rec.backend))?;
         let ttl = ttl.min(backend.max_presign_ttl_secs);
-        let expires_at = self.clock.now().saturating_add(secs_to_ms(ttl));
+        let expires_at = self.ctx.clock.now().saturating_add(secs_to_ms(ttl));
         self.presign_download(backend, rec, expires_at)
     }
 
@@ -58,8 +59,8 @@ impl FileService {
     /// deleted or expires) a stable filedock link. Never valid past the file's own expiry.
     /// Returns the URL and when it stops working (`None`: when the file is deleted).
     pub fn download_url(&self, rec: &FileRecord, ttl_secs: Option<u64>) -> Result<(String, Option<Timestamp>)> {
-        let backend = self.backend(Some(&rec.backend))?;
-        let now = self.clock.now();
+        let backend = self.ctx.backend(Some(&rec.backend))?;
+        let now = self.ctx.clock.now();
         let wanted = ttl_secs.map(|t| now.saturating_add(secs_to_ms(t)));
         let until = match (wanted, rec.expires_at) {
             (Some(w), Some(e)) => Some(w.min(e)),
@@ -78,7 +79,7 @@ impl FileService {
     /// `expires_at` but never past the file's own expiry.
     fn presign_download(&self, backend: &Backend, rec: &FileRecord, expires_at: Timestamp) -> Result<PresignedRequest> {
         let expires_at = rec.expires_at.map_or(expires_at, |e| expires_at.min(e));
-        let expires_in_secs = u64::try_from((expires_at - self.clock.now()).div_euclid(1000))
+        let expires_in_secs = u64::try_from((expires_at - self.ctx.clock.now()).div_euclid(1000))
             .unwrap_or(0)
             .max(1);
         backend.store.presign_get(&PresignGet {
@@ -93,18 +94,20 @@ impl FileService {
     /// `{public_url}/l/{token}`: answered with a fresh presigned download while the file exists.
     pub fn stable_link(&self, rec: &FileRecord, until: Option<Timestamp>) -> Result<String> {
         let token = self
+            .ctx
             .signer
             .link_token(rec.id.as_str(), until.map(|u| u.div_euclid(1000).max(1)).unwrap_or(0))?;
-        Ok(format!("{}/l/{token}", self.config.public_url))
+        Ok(format!("{}/l/{token}", self.ctx.config.public_url))
     }
 
     /// Resolves a stable link to a short-lived presigned download (completing a direct upload
     /// whose bytes have arrived). A deleted or expired file is `Gone`.
     pub async fn open_link(&self, token: &str) -> Result<PresignedRequest> {
-        let now = self.clock.now();
-        let id = self.signer.verify_link_token(token, now / 1000)?;
+        let now = self.ctx.clock.now();
+        let id = self.ctx.signer.verify_link_token(token, now / 1000)?;
         let id = FileId::parse(&id)?;
         let rec = self
+            .ctx
             .catalog
             .file(&id)
             .await?
@@ -113,14 +116,14 @@ impl FileService {
             return Err(Error::Gone("the file has been deleted or has expired".into()));
         }
         let rec = self.complete(rec).await?;
-        let backend = self.backend(Some(&rec.backend))?;
+        let backend = self.ctx.backend(Some(&rec.backend))?;
         let expires_at = now + secs_to_ms(STABLE_LINK_REDIRECT_SECS.min(backend.max_presign_ttl_secs));
         self.presign_download(backend, &rec, expires_at)
     }
 
     /// A file's `path` reference: `{scheme}://{host}/{key}` (TokenOps' `path`).
     pub fn reference(&self, rec: &FileRecord) -> Result<String> {
-        let b = self.backend(Some(&rec.backend))?;
+        let b = self.ctx.backend(Some(&rec.backend))?;
         Ok(format!("{}://{}/{}", b.scheme, b.host, rec.key))
     }
 
@@ -133,22 +136,24 @@ impl FileService {
             Some((scheme, rest)) => {
                 let (host, key) = rest.split_once('/').ok_or_else(missing)?;
                 let b = self
+                    .ctx
                     .backends
                     .values()
                     .find(|b| b.scheme.eq_ignore_ascii_case(scheme) && b.host == host)
                     .ok_or_else(missing)?;
                 (b, key)
             }
-            None => (self.backend(None)?, reference),
+            None => (self.ctx.backend(None)?, reference),
         };
         let key = StorageKey::new(key).map_err(|_| missing())?;
         let rec = self
+            .ctx
             .catalog
             .file_by_key(&backend.name, &key)
             .await?
             .filter(|r| is_visible_to(r, who))
             .ok_or_else(missing)?;
-        if rec.expires_at.is_some_and(|e| e <= self.clock.now()) {
+        if rec.expires_at.is_some_and(|e| e <= self.ctx.clock.now()) {
             return Err(missing());
         }
         self.complete(rec).await
@@ -156,6 +161,7 @@ impl FileService {
 
     fn self_served(&self, backend: &str, key: &str) -> Result<(&Backend, StorageKey)> {
         let b = self
+            .ctx
             .backends
             .get(backend)
             .filter(|b| b.store.self_served())
@@ -172,8 +178,9 @@ impl FileService {
         query: &str,
         header: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<Verified> {
-        self.signer
-            .verify(method, backend, key, query, header, self.clock.now() / 1000)
+        self.ctx
+            .signer
+            .verify(method, backend, key, query, header, self.ctx.clock.now() / 1000)
     }
 
     /// Serves a presigned PUT to a self-served store, with S3's rules — a valid signature with
@@ -203,12 +210,12 @@ impl FileService {
             )));
         }
         if let Some((upload, number)) = &v.part {
-            return self.direct_put_part(b, &key_, upload, *number, len, body).await;
+            return self.ctx.direct_put_part(b, &key_, upload, *number, len, body).await;
         }
         // filedock knows what it expects at this key, which S3 cannot: only a pending upload
         // takes bytes. A completed file is never replaced, and a URL is dead after a delete.
-        let _slot = match self.catalog.file_by_key(&b.name, &key_).await? {
-            Some(rec) if rec.status == FileStatus::Pending => self.upload_slot(&rec.project)?,
+        let _slot = match self.ctx.catalog.file_by_key(&b.name, &key_).await? {
+            Some(rec) if rec.status == FileStatus::Pending => self.ctx.upload_slot(&rec.project)?,
             Some(_) => return Err(Error::PreconditionFailed("the file at this key is complete".into())),
             None => return Err(Error::Forbidden("no upload is expected at this key".into())),
         };

@@ -15,9 +15,10 @@
 use std::collections::{BTreeSet, HashSet};
 
 use crate::catalog::FileQuery;
+use crate::context::secs_to_ms;
 use crate::error::{Error, Result};
 use crate::model::{FileRecord, FileStatus, ProjectId, StorageKey};
-use crate::service::{FileService, secs_to_ms};
+use crate::readiness::Readiness;
 
 /// What `doctor` found (and, with repair, fixed).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -57,7 +58,7 @@ pub enum Repair {
     All,
 }
 
-impl FileService {
+impl Readiness {
     /// Compares every backend's objects with the catalog's rows and repairs what `repair` allows:
     /// orphans older than `grace_secs` deleted, rows of missing objects made tombstones. Refuses
     /// to repair anything while the deployment identity is not verified.
@@ -68,7 +69,7 @@ impl FileService {
             return Err(Error::Unavailable(format!("not repairing: {why}")));
         }
         let mut report = DoctorReport::default();
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         let cutoff = now.saturating_sub(secs_to_ms(grace_secs));
         let present = self.scan_objects(&mut report, cutoff).await?;
         self.scan_rows(&mut report, &present).await?;
@@ -81,13 +82,13 @@ impl FileService {
     /// and size mismatches; returns the (backend, key) of every object a live row owns.
     async fn scan_objects(&self, report: &mut DoctorReport, cutoff: i64) -> Result<HashSet<(String, String)>> {
         let mut present: HashSet<(String, String)> = HashSet::new();
-        for (name, backend) in self.backends() {
+        for (name, backend) in self.ctx.backends() {
             for (key, meta) in backend.store.list("").await? {
                 if key.as_str().starts_with(crate::blob::INTERNAL_PREFIX) {
                     continue;
                 }
                 report.objects += 1;
-                let owned = match self.catalog.file_by_key(name, &key).await? {
+                let owned = match self.ctx.catalog.file_by_key(name, &key).await? {
                     Some(rec) if rec.status != FileStatus::Deleted => {
                         if rec.status == FileStatus::Ready
                             && let Some(size) = rec.size
@@ -116,6 +117,7 @@ impl FileService {
     async fn scan_rows(&self, report: &mut DoctorReport, present: &HashSet<(String, String)>) -> Result<()> {
         // Every project that has ever had a key (files are only made by principals).
         let projects: BTreeSet<ProjectId> = self
+            .ctx
             .catalog
             .list_credentials(None)
             .await?
@@ -126,6 +128,7 @@ impl FileService {
             let mut before = None;
             loop {
                 let page = self
+                    .ctx
                     .catalog
                     .list_files(&FileQuery {
                         project: project.clone(),
@@ -144,7 +147,7 @@ impl FileService {
                         continue;
                     }
                     // Not in the listing: perhaps written since. Only the object itself can say.
-                    let gone = match self.backend(Some(&rec.backend))?.store.head(&rec.key).await {
+                    let gone = match self.ctx.backend(Some(&rec.backend))?.store.head(&rec.key).await {
                         Ok(_) => false,
                         Err(crate::error::Error::NotFound(_)) => true,
                         Err(e) => return Err(e),
@@ -162,13 +165,13 @@ impl FileService {
     async fn repair(&self, report: &DoctorReport, repair: Repair, now: i64) -> Result<()> {
         if repair != Repair::None {
             for (name, key, _) in &report.orphans {
-                self.backend(Some(name))?.store.delete(key).await?;
+                self.ctx.backend(Some(name))?.store.delete(key).await?;
                 tracing::info!(backend = %name, key = %key, "doctor: deleted an orphan object");
             }
         }
         if repair == Repair::All {
             for rec in &report.missing {
-                self.catalog.delete_file(&rec.id, now).await?;
+                self.ctx.catalog.delete_file(&rec.id, now).await?;
                 tracing::info!(file = %rec.id, "doctor: the object is gone; the row is now a tombstone");
             }
         }

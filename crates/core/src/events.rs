@@ -9,18 +9,39 @@
 //! with `Filedock-Timestamp: <unix seconds>` (the instant of sending, so receivers can refuse
 //! stale replays).
 
+use std::sync::Arc;
+
+use crate::context::Context;
+use crate::context::secs_to_ms;
 use crate::error::Result;
 use crate::event_shapes::secs;
-pub use crate::event_shapes::{EventType, Outgoing, Webhook, signature};
 use crate::model::{DeliveryRecord, DeliveryStatus, FileId, ProjectId};
-use crate::service::{FileService, secs_to_ms};
+
+pub use crate::event_shapes::{EventType, Outgoing, Webhook, signature};
 pub use crate::settings::DeliverySettings;
 
-impl FileService {
+/// Events and their deliveries; wakes this instance's sender when one is recorded.
+#[derive(Debug)]
+pub struct Events {
+    pub(crate) ctx: Arc<Context>,
+    deliveries: tokio::sync::Notify,
+}
+
+impl Events {
+    pub(crate) fn new(ctx: Arc<Context>) -> Self {
+        Events {
+            ctx,
+            deliveries: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl Events {
     /// Records an event for every webhook of the project that wants it. A failure to record is
     /// logged, never returned: the change it reports has happened already.
     pub(crate) async fn emit(&self, project: &ProjectId, event: EventType, data: serde_json::Value) {
         let hooks: Vec<&Webhook> = self
+            .ctx
             .config
             .projects
             .get(project.as_str())
@@ -29,7 +50,7 @@ impl FileService {
         if hooks.is_empty() {
             return;
         }
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         let event_id = FileId::generate().to_string();
         let payload = serde_json::json!({
             "id": event_id,
@@ -54,31 +75,32 @@ impl FileService {
                 created_at: now,
                 delivered_at: None,
             };
-            if let Err(e) = self.catalog.insert_delivery(&d).await {
+            if let Err(e) = self.ctx.catalog.insert_delivery(&d).await {
                 tracing::error!(%project, event = event.as_str(), webhook = hook.id(), error = %e, "could not record an event");
             }
         }
-        self.signals.deliveries.notify_one();
+        self.deliveries.notify_one();
     }
 
     /// Wakes when an event was recorded on this instance (deliveries from other instances are
     /// found by polling).
     pub fn deliveries_signal(&self) -> &tokio::sync::Notify {
-        &self.signals.deliveries
+        &self.deliveries
     }
 
     /// Whether any project has a webhook (else nothing is ever delivered).
     pub fn has_webhooks(&self) -> bool {
-        self.config.projects.values().any(|p| !p.webhooks.is_empty())
+        self.ctx.config.projects.values().any(|p| !p.webhooks.is_empty())
     }
 
     /// The delivery settings.
     pub fn delivery_settings(&self) -> &DeliverySettings {
-        &self.config.deliveries
+        &self.ctx.config.deliveries
     }
 
     fn webhook(&self, d: &DeliveryRecord) -> Option<&Webhook> {
-        self.config
+        self.ctx
+            .config
             .projects
             .get(d.project.as_str())?
             .webhooks
@@ -88,15 +110,16 @@ impl FileService {
 
     /// Takes up to `limit` due deliveries (each leased for one attempt) and signs them.
     pub async fn take_deliveries(&self, limit: u32) -> Result<Vec<Outgoing>> {
-        let now = self.clock.now();
-        let lease = secs_to_ms(self.config.deliveries.timeout_secs + 5);
+        let now = self.ctx.clock.now();
+        let lease = secs_to_ms(self.ctx.config.deliveries.timeout_secs + 5);
         let mut out = Vec::new();
-        for d in self.catalog.due_deliveries(now, limit).await? {
-            if !self.catalog.lease_delivery(&d.id, now, now + lease).await? {
+        for d in self.ctx.catalog.due_deliveries(now, limit).await? {
+            if !self.ctx.catalog.lease_delivery(&d.id, now, now + lease).await? {
                 continue; // another instance took it
             }
             let Some(hook) = self.webhook(&d) else {
-                self.catalog
+                self.ctx
+                    .catalog
                     .settle_delivery(
                         &d.id,
                         DeliveryStatus::Failed,
@@ -132,9 +155,9 @@ impl FileService {
     /// answer came. A 2xx is delivered; anything else is retried after
     /// `retry_base_secs × 2^(attempt-1)` (at most an hour) until `max_attempts`.
     pub async fn settle_delivery(&self, d: &DeliveryRecord, outcome: std::result::Result<u16, String>) -> Result<()> {
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         let attempts = d.attempts + 1;
-        let s = &self.config.deliveries;
+        let s = &self.ctx.config.deliveries;
         let (status, error) = match outcome {
             Ok(code) if (200..300).contains(&code) => (DeliveryStatus::Delivered, None),
             Ok(code) => (
@@ -155,7 +178,8 @@ impl FileService {
         if let Some(e) = &error {
             tracing::warn!(delivery = %d.id, webhook = %d.webhook, attempts, error = %e, "a webhook delivery failed");
         }
-        self.catalog
+        self.ctx
+            .catalog
             .settle_delivery(&d.id, status, attempts, now + secs_to_ms(delay), error.as_deref(), now)
             .await
     }

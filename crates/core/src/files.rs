@@ -1,6 +1,10 @@
-//! [`FileService`]: the one way files come in and go out. Every dialect calls it; it checks
-//! credentials and scope, applies the upload policy, mints storage keys, meters bodies into a
-//! [`BlobStore`](crate::BlobStore) and records them in the [`Catalog`](crate::Catalog).
+//! [`Files`]: files taken through filedock (stage, commit) or uploaded direct (presign,
+//! complete). Every dialect reaches it through [`crate::FileService`]; it checks scope, applies
+//! the upload policy, mints storage keys, meters bodies into a [`BlobStore`](crate::BlobStore)
+//! and records them in the [`Catalog`](crate::Catalog). Reads and links are in `access`,
+//! expiry in `retention`.
+
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 
@@ -8,6 +12,8 @@ use crate::auth::Principal;
 use crate::blob::{ByteStream, ObjectMeta, PresignPut, PresignedRequest, PutOptions};
 use crate::catalog::{Completion, FileQuery};
 use crate::clock::Timestamp;
+use crate::context::Context;
+use crate::context::{is_visible_to, secs_to_ms};
 use crate::error::{Error, Result};
 use crate::event_shapes::{EventType, file_data};
 use crate::meter::meter;
@@ -15,12 +21,11 @@ use crate::model::MAX_KEY_LEN;
 use crate::model::TaskId;
 use crate::model::{Class, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey, validate_relative_path};
 use crate::range::ByteRange;
-pub use crate::service::FileService;
-use crate::service::{is_visible_to, secs_to_ms};
+
 pub use crate::settings::{Backend, FileServiceConfig, ProjectSettings, Retention, RetentionOverride};
 
 /// A file whose bytes are stored and checked but whose record is not yet written: the caller
-/// [`FileService::commit`]s it (or [`FileService::discard`]s it) once it knows the rest.
+/// [`FileService::commit`](crate::FileService::commit)(crate::FileService::commit)s it (or [`FileService::discard`](crate::FileService::discard)(crate::FileService::discard)s it) once it knows the rest.
 #[derive(Debug)]
 #[must_use = "a staged file must be committed or discarded"]
 pub struct Staged {
@@ -117,7 +122,20 @@ pub fn output_prefix(project: &ProjectId, task: &TaskId) -> String {
     format!("outputs/{project}/{task}")
 }
 
-impl FileService {
+/// Files: taken through filedock or uploaded direct, read, linked, deleted and expired.
+#[derive(Debug)]
+pub struct Files {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) events: Arc<crate::events::Events>,
+}
+
+impl Files {
+    pub(crate) fn new(ctx: Arc<Context>, events: Arc<crate::events::Events>) -> Self {
+        Files { ctx, events }
+    }
+}
+
+impl Files {
     pub(crate) fn mint_key(&self, who: &Principal, id: &FileId, new: &NewFile, now: Timestamp) -> Result<StorageKey> {
         let ext = new.name.extension().map(|e| format!(".{e}")).unwrap_or_default();
         let (y, m, d) = date_parts(now);
@@ -141,7 +159,7 @@ impl FileService {
 
     fn expiry(&self, project: &ProjectId, class: Class, ttl_secs: Option<u64>, now: Timestamp) -> Option<Timestamp> {
         ttl_secs
-            .or(self.retention_secs(project, class))
+            .or(self.ctx.retention_secs(project, class))
             .map(|s| now.saturating_add(secs_to_ms(s)))
     }
 
@@ -179,8 +197,8 @@ impl FileService {
         }
     }
 
-    /// Takes a file whose bytes pass through filedock: [`FileService::stage`] then
-    /// [`FileService::commit`].
+    /// Takes a file whose bytes pass through filedock: [`FileService::stage`](crate::FileService::stage) then
+    /// [`FileService::commit`](crate::FileService::commit).
     pub async fn upload(&self, who: &Principal, new: NewFile, body: ByteStream) -> Result<FileRecord> {
         let staged = self.stage(who, new, body).await?;
         self.commit(staged).await
@@ -190,16 +208,16 @@ impl FileService {
     /// passed. The record is not written yet: a crash now leaves at most an unrecorded blob, never
     /// a record of a partial file.
     pub async fn stage(&self, who: &Principal, new: NewFile, body: ByteStream) -> Result<Staged> {
-        let policy = self.policy(&new.policy)?.clone();
+        let policy = self.ctx.policy(&new.policy)?.clone();
         let ext = new.name.extension();
         policy.check_extension(ext.as_deref())?;
         if let Some(n) = new.size_hint {
             policy.check_size(n)?;
         }
-        let backend = self.backend(new.backend.as_deref())?;
-        let _slot = self.upload_slot(&who.project)?;
-        self.check_quota(&who.project, new.size_hint.unwrap_or(0)).await?;
-        let now = self.clock.now();
+        let backend = self.ctx.backend(new.backend.as_deref())?;
+        let _slot = self.ctx.upload_slot(&who.project)?;
+        self.ctx.check_quota(&who.project, new.size_hint.unwrap_or(0)).await?;
+        let now = self.ctx.clock.now();
         let id = FileId::generate();
         let key = self.mint_key(who, &id, &new, now)?;
         let (metered, handle) = meter(body, policy, ext, new.size_hint);
@@ -212,7 +230,7 @@ impl FileService {
             .ok_or_else(|| Error::internal_msg("store committed a body that did not end cleanly"))?;
         // A body without a declared length is counted once its size is known.
         if new.size_hint.is_none()
-            && let Err(e) = self.check_quota(&who.project, m.size).await
+            && let Err(e) = self.ctx.check_quota(&who.project, m.size).await
         {
             self.discard_blob(backend, &key).await;
             return Err(e);
@@ -222,7 +240,7 @@ impl FileService {
         rec.sha256 = Some(m.sha256);
         rec.detected_type = Some(m.detected_type);
         rec.status = FileStatus::Ready;
-        rec.completed_at = Some(self.clock.now());
+        rec.completed_at = Some(self.ctx.clock.now());
         Ok(Staged { rec })
     }
 
@@ -234,13 +252,13 @@ impl FileService {
     /// `doctor` finds) and the answer is 503: the client cannot know either, and retries.
     pub async fn commit(&self, staged: Staged) -> Result<FileRecord> {
         let rec = staged.rec;
-        if let Err(e) = self.catalog.insert_file(&rec).await {
-            match self.catalog.file(&rec.id).await {
+        if let Err(e) = self.ctx.catalog.insert_file(&rec).await {
+            match self.ctx.catalog.file(&rec.id).await {
                 Ok(Some(stored)) if stored.backend == rec.backend && stored.key == rec.key => {
                     tracing::warn!(file = %rec.id, error = %e, "the catalog reported a failed insert that was written");
                 }
                 Ok(_) => {
-                    self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key).await;
+                    self.discard_blob(self.ctx.backend(Some(&rec.backend))?, &rec.key).await;
                     return Err(e);
                 }
                 Err(read) => {
@@ -252,33 +270,35 @@ impl FileService {
                 }
             }
         }
-        self.emit(&rec.project, EventType::FileReady, file_data(&rec)).await;
+        self.events
+            .emit(&rec.project, EventType::FileReady, file_data(&rec))
+            .await;
         Ok(rec)
     }
 
     /// Drops a staged file's blob.
     pub async fn discard(&self, staged: Staged) {
-        if let Ok(b) = self.backend(Some(&staged.rec.backend)) {
+        if let Ok(b) = self.ctx.backend(Some(&staged.rec.backend)) {
             self.discard_blob(b, &staged.rec.key).await;
         }
     }
 
     /// Announces a direct upload: records a pending file and presigns a PUT straight to its
-    /// backend. The file becomes ready on [`FileService::complete_upload`] (or first use).
+    /// backend. The file becomes ready on [`FileService::complete_upload`](crate::FileService::complete_upload) (or first use).
     pub async fn presign_upload(&self, who: &Principal, req: PresignUpload) -> Result<(FileRecord, PresignedRequest)> {
         let new = &req.file;
-        let policy = self.policy(&new.policy)?;
+        let policy = self.ctx.policy(&new.policy)?;
         policy.check_extension(new.name.extension().as_deref())?;
         if let Some(n) = new.size_hint {
             policy.check_size(n)?;
         }
-        let backend = self.backend(new.backend.as_deref())?;
-        self.check_quota(&who.project, new.size_hint.unwrap_or(0)).await?;
-        let now = self.clock.now();
+        let backend = self.ctx.backend(new.backend.as_deref())?;
+        self.ctx.check_quota(&who.project, new.size_hint.unwrap_or(0)).await?;
+        let now = self.ctx.clock.now();
         let id = FileId::generate();
         let key = self.mint_key(who, &id, new, now)?;
         let rec = self.record(who, id, key, new, backend, now);
-        let ttl = self.config.upload_ttl_secs.min(backend.max_presign_ttl_secs);
+        let ttl = self.ctx.config.upload_ttl_secs.min(backend.max_presign_ttl_secs);
         let presign = PresignPut {
             key: rec.key.clone(),
             content_length: new.size_hint,
@@ -293,12 +313,12 @@ impl FileService {
             expires_in_secs: ttl.max(1),
         };
         let signed = backend.store.presign_put(&presign)?;
-        match self.catalog.insert_file(&rec).await {
+        match self.ctx.catalog.insert_file(&rec).await {
             Ok(()) => Ok((rec, signed)),
             // A client path (TokenOps) asked again: a pending upload there gets a fresh URL; a
             // ready file is not overwritten.
             Err(Error::Conflict(_)) if matches!(new.key, KeyLayout::ProjectPath(_)) => {
-                match self.catalog.file_by_key(&backend.name, &rec.key).await? {
+                match self.ctx.catalog.file_by_key(&backend.name, &rec.key).await? {
                     Some(existing) if existing.status == FileStatus::Pending && is_visible_to(&existing, who) => {
                         Ok((existing, signed))
                     }
@@ -328,7 +348,7 @@ impl FileService {
         if rec.status == FileStatus::Ready {
             return Ok(rec);
         }
-        let backend = self.backend(Some(&rec.backend))?;
+        let backend = self.ctx.backend(Some(&rec.backend))?;
         let store = &backend.store;
         let meta = match store.head(&rec.key).await {
             Ok(m) => m,
@@ -351,17 +371,20 @@ impl FileService {
             size,
             sha256,
             detected_type,
-            completed_at: self.clock.now(),
+            completed_at: self.ctx.clock.now(),
         };
-        let won = self.catalog.complete_file(&rec.id, &c).await?;
+        let won = self.ctx.catalog.complete_file(&rec.id, &c).await?;
         // Whoever won a race to complete, the row now says what is true.
         let rec = self
+            .ctx
             .catalog
             .file(&rec.id)
             .await?
             .ok_or_else(|| Error::not_found("no such file"))?;
         if won {
-            self.emit(&rec.project, EventType::FileReady, file_data(&rec)).await;
+            self.events
+                .emit(&rec.project, EventType::FileReady, file_data(&rec))
+                .await;
         }
         Ok(rec)
     }
@@ -385,7 +408,7 @@ impl FileService {
                 meta.size
             )));
         }
-        let policy = self.policy(&rec.policy)?.clone();
+        let policy = self.ctx.policy(&rec.policy)?.clone();
         policy.check_size(meta.size)?;
         let known = known
             .filter(|(n, _)| *n == meta.size && !crate::sniff::is_text_extension(rec.extension.as_deref()))
@@ -426,13 +449,14 @@ impl FileService {
     /// A file's record by id, whatever its project or status (for callers that checked the
     /// principal otherwise).
     pub async fn file_record(&self, id: &FileId) -> Result<Option<FileRecord>> {
-        self.catalog.file(id).await
+        self.ctx.catalog.file(id).await
     }
 
     /// A file the principal may see (pending or ready, not deleted, not expired). Anything else
     /// — another project's file included — is `NotFound`.
     pub async fn visible_file(&self, who: &Principal, id: &FileId) -> Result<FileRecord> {
         let rec = self
+            .ctx
             .catalog
             .file(id)
             .await?
@@ -440,7 +464,7 @@ impl FileService {
             .ok_or_else(|| Error::not_found("no such file"))?;
         match rec.status {
             FileStatus::Deleted => Err(Error::not_found("no such file")),
-            _ if rec.expires_at.is_some_and(|e| e <= self.clock.now()) => Err(Error::not_found("no such file")),
+            _ if rec.expires_at.is_some_and(|e| e <= self.ctx.clock.now()) => Err(Error::not_found("no such file")),
             _ => Ok(rec),
         }
     }
@@ -464,10 +488,10 @@ impl FileService {
             workspace: who.workspace.clone(),
             status: FileStatus::Ready,
             before,
-            live_at: self.clock.now(),
+            live_at: self.ctx.clock.now(),
             limit: limit + 1,
         };
-        let mut files = self.catalog.list_files(&q).await?;
+        let mut files = self.ctx.catalog.list_files(&q).await?;
         let next = if files.len() > limit as usize {
             files.truncate(limit as usize);
             files.last().map(|f| f.id.clone())
@@ -480,9 +504,11 @@ impl FileService {
     /// Deletes a file: the record first (so it disappears at once), then the blob.
     pub async fn delete(&self, who: &Principal, id: &FileId) -> Result<()> {
         let rec = self.visible_file(who, id).await?;
-        if self.catalog.delete_file(&rec.id, self.clock.now()).await? {
-            self.discard_blob(self.backend(Some(&rec.backend))?, &rec.key).await;
-            self.emit(&rec.project, EventType::FileDeleted, file_data(&rec)).await;
+        if self.ctx.catalog.delete_file(&rec.id, self.ctx.clock.now()).await? {
+            self.discard_blob(self.ctx.backend(Some(&rec.backend))?, &rec.key).await;
+            self.events
+                .emit(&rec.project, EventType::FileDeleted, file_data(&rec))
+                .await;
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod clock;
 #[cfg(feature = "testing")]
 pub mod conformance;
+pub mod context;
 pub mod disposition;
 pub mod doctor;
 pub mod error;
@@ -52,8 +53,7 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, Result};
 pub use events::{DeliverySettings, EventType, Webhook};
 pub use files::{
-    Backend, FileService, FileServiceConfig, KeyLayout, NewFile, PresignUpload, ProjectSettings, RetentionOverride,
-    Staged,
+    Backend, FileServiceConfig, KeyLayout, NewFile, PresignUpload, ProjectSettings, RetentionOverride, Staged,
 };
 pub use link::UrlSigner;
 pub use model::{
@@ -63,6 +63,7 @@ pub use model::{
 };
 pub use policy::UploadPolicy;
 pub use range::ByteRange;
+pub use service::FileService;
 pub use tasks::{ClaimedTask, TaskOutput, TaskSettings, WorkflowRef};
 pub use uploads::{Checksum, ChecksumAlgorithm, TusCreate};
 pub use workflow::{ParamType, ParameterSpec, Workflow};

@@ -1,23 +1,41 @@
 //! Whether an instance may serve: its deployment identity verified (see [`crate::identity`]),
 //! its catalog and backends answering within [`READY_DEADLINE`], its background jobs running.
 
+use std::sync::Arc;
+
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::identity::{IdentityState, SETTING, read_marker, write_marker};
 use crate::model::StorageKey;
-use crate::service::FileService;
 
 /// How long `/readyz` waits for any one dependency: a probe must answer quickly even when a
 /// dependency hangs.
 pub const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
 
-impl FileService {
+/// Whether this instance may serve, and the repairs `doctor` makes.
+#[derive(Debug)]
+pub struct Readiness {
+    pub(crate) ctx: Arc<Context>,
+    identity: crate::identity::Identity,
+}
+
+impl Readiness {
+    pub(crate) fn new(ctx: Arc<Context>) -> Self {
+        Readiness {
+            ctx,
+            identity: Default::default(),
+        }
+    }
+}
+
+impl Readiness {
     /// Whether this instance can serve: its deployment identity is verified, the catalog and
     /// every backend answer (a read of the catalog and a HEAD of a key that never exists: not
     /// found is an answer), each within [`READY_DEADLINE`], and every background job has
     /// completed a run recently. Names everything that fails, never with a secret.
     pub async fn check_ready(&self) -> Result<()> {
         let catalog = async {
-            match tokio::time::timeout(READY_DEADLINE, self.catalog.credential("readiness-probe")).await {
+            match tokio::time::timeout(READY_DEADLINE, self.ctx.catalog.credential("readiness-probe")).await {
                 Ok(Ok(_)) => None,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "readiness: the catalog does not answer");
@@ -27,7 +45,7 @@ impl FileService {
             }
         };
         let probe = StorageKey::new(format!("{}readyz", crate::blob::INTERNAL_PREFIX))?;
-        let stores = futures_util::future::join_all(self.backends.iter().map(|(name, b)| {
+        let stores = futures_util::future::join_all(self.ctx.backends.iter().map(|(name, b)| {
             let probe = probe.clone();
             async move {
                 match tokio::time::timeout(READY_DEADLINE, b.store.head(&probe)).await {
@@ -46,7 +64,7 @@ impl FileService {
         let mut problems: Vec<String> = self.refusal().into_iter().collect();
         problems.extend(catalog);
         problems.extend(stores.into_iter().flatten());
-        problems.extend(self.jobs.problems());
+        problems.extend(self.ctx.jobs.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -83,9 +101,9 @@ impl FileService {
     }
 
     async fn check_identity(&self) -> Result<String> {
-        let recorded = self.catalog.setting(SETTING).await?;
+        let recorded = self.ctx.catalog.setting(SETTING).await?;
         let mut markers = Vec::new();
-        for (name, b) in self.backends() {
+        for (name, b) in self.ctx.backends() {
             let marker = read_marker(b.store.as_ref())
                 .await
                 .map_err(|e| Error::Unavailable(format!("storage backend '{name}' does not answer: {e}")))?;
@@ -104,7 +122,7 @@ impl FileService {
                     )));
                 }
                 let candidate = uuid::Uuid::now_v7().to_string();
-                self.catalog.init_setting(SETTING, &candidate).await?
+                self.ctx.catalog.init_setting(SETTING, &candidate).await?
             }
         };
         for (name, marker) in markers {
@@ -118,14 +136,14 @@ impl FileService {
                 }
                 None => {
                     // A catalog that had no id yet adopts its backends as they are.
-                    if !fresh && self.catalog.has_files_on(&name).await? {
+                    if !fresh && self.ctx.catalog.has_files_on(&name).await? {
                         return Err(Error::Conflict(format!(
                             "storage backend '{name}' has no deployment marker, but the catalog of deployment {id} \
                              holds files on it: the backend is empty or not this deployment's (check its bucket, \
                              directory and credentials)"
                         )));
                     }
-                    write_marker(self.backend(Some(&name))?.store.as_ref(), &id)
+                    write_marker(self.ctx.backend(Some(&name))?.store.as_ref(), &id)
                         .await
                         .map_err(|e| Error::Unavailable(format!("storage backend '{name}' does not answer: {e}")))?;
                     tracing::info!(backend = %name, deployment = %id, "wrote the deployment marker");

@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::event_shapes::{EventType, file_data};
-use crate::service::FileService;
+use crate::files::Files;
 
 /// The name of the sweep's lease.
 const LEASE: &str = "sweep:files";
@@ -17,20 +17,21 @@ const LEASE_MS: i64 = 120_000;
 /// Files per batch.
 const BATCH: u32 = 100;
 
-impl FileService {
+impl Files {
     /// Deletes expired files until none is left, if no other instance is sweeping. Returns how
     /// many it deleted.
     pub async fn sweep_files(&self) -> Result<usize> {
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         if !self
+            .ctx
             .catalog
-            .try_lease(LEASE, &self.instance, now, now + LEASE_MS)
+            .try_lease(LEASE, &self.ctx.instance, now, now + LEASE_MS)
             .await?
         {
             return Ok(0);
         }
         let swept = self.sweep_files_held().await;
-        if let Err(e) = self.catalog.release_lease(LEASE, &self.instance).await {
+        if let Err(e) = self.ctx.catalog.release_lease(LEASE, &self.ctx.instance).await {
             tracing::warn!(error = %e, "could not release the sweep lease; it ends by itself");
         }
         swept
@@ -39,14 +40,14 @@ impl FileService {
     async fn sweep_files_held(&self) -> Result<usize> {
         let mut swept = 0;
         loop {
-            let now = self.clock.now();
-            let batch = self.catalog.expired_files(now, BATCH).await?;
+            let now = self.ctx.clock.now();
+            let batch = self.ctx.catalog.expired_files(now, BATCH).await?;
             if batch.is_empty() {
                 return Ok(swept);
             }
             let mut progressed = false;
             for rec in batch {
-                let backend = self.backend(Some(&rec.backend))?;
+                let backend = self.ctx.backend(Some(&rec.backend))?;
                 match backend.store.delete(&rec.key).await {
                     Ok(()) | Err(Error::NotFound(_)) => {}
                     Err(e) => {
@@ -54,19 +55,22 @@ impl FileService {
                         continue;
                     }
                 }
-                if self.catalog.delete_file(&rec.id, now).await? {
+                if self.ctx.catalog.delete_file(&rec.id, now).await? {
                     swept += 1;
-                    self.emit(&rec.project, EventType::FileDeleted, file_data(&rec)).await;
+                    self.events
+                        .emit(&rec.project, EventType::FileDeleted, file_data(&rec))
+                        .await;
                 }
                 progressed = true;
             }
             if !progressed {
                 return Ok(swept);
             }
-            let now = self.clock.now();
+            let now = self.ctx.clock.now();
             if !self
+                .ctx
                 .catalog
-                .try_lease(LEASE, &self.instance, now, now + LEASE_MS)
+                .try_lease(LEASE, &self.ctx.instance, now, now + LEASE_MS)
                 .await?
             {
                 tracing::warn!("the sweep lease was taken over; stopping this sweep");

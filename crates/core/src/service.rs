@@ -1,62 +1,48 @@
-//! [`FileService`]: the one way files come in and go out, and what every capability shares —
-//! the catalog, the backends, the clock, the settings, the limits and what this instance
-//! remembers. The capabilities are `impl FileService` blocks in their own modules: files
-//! (`files`), uploads (`uploads`), tasks (`tasks`), events (`events`), readiness and identity
-//! (`readiness`), retention and repair (`retention`, `doctor`). None of them is imported here.
+//! [`FileService`]: the one way files come in and go out — a facade over the capabilities,
+//! each in its own module with its own state, sharing a [`Context`]: events (`events`), files
+//! (`files`, `access`, `retention`), uploads (`uploads`), tasks (`tasks`), readiness, identity
+//! and repair (`readiness`, `doctor`). Its methods only forward.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::auth::{Credentials, Principal};
-use crate::catalog::Catalog;
-use crate::clock::Clock;
-use crate::error::{Error, Result};
-use crate::link::UrlSigner;
-use crate::model::{Class, FileRecord, ProjectId};
+use serde_json::Value;
+
+use crate::auth::*;
+use crate::blob::*;
+use crate::catalog::*;
+use crate::clock::*;
+use crate::context::Context;
+use crate::doctor::*;
+use crate::error::Result;
+use crate::event_shapes::*;
+use crate::events::Events;
+use crate::files::*;
+use crate::identity::*;
+use crate::link::*;
+use crate::model::*;
 use crate::policy::UploadPolicy;
-use crate::settings::{Backend, FileServiceConfig};
+use crate::range::ByteRange;
+use crate::readiness::Readiness;
+use crate::settings::*;
+use crate::tasks::*;
+use crate::uploads::*;
+use crate::workflow::Workflow;
 
-/// The files, credentials and links of every project.
+/// The files, credentials, uploads, tasks and events of every project.
 #[derive(Debug)]
 pub struct FileService {
-    pub(crate) catalog: Arc<dyn Catalog>,
-    pub(crate) credentials: Credentials,
-    pub(crate) backends: BTreeMap<String, Backend>,
-    pub(crate) signer: Arc<UrlSigner>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) config: FileServiceConfig,
-    pub(crate) workflows: crate::workflow::Workflows,
-    /// This instance's name in the catalog's leases.
-    pub(crate) instance: String,
-    pub(crate) signals: Signals,
-    pub(crate) rates: crate::limits::RateLimits,
-    pub(crate) slots: crate::limits::UploadSlots,
-    pub(crate) upload_facts: crate::memo::FactsMemory,
-    pub(crate) running_digests: crate::memo::RunningDigests,
-    pub(crate) identity: crate::identity::Identity,
-    pub(crate) jobs: Arc<crate::jobs::Supervisor>,
-}
-
-/// Wake-ups within one instance (other instances are found by polling).
-#[derive(Debug, Default)]
-pub(crate) struct Signals {
-    /// A task was queued.
-    pub(crate) tasks: tokio::sync::Notify,
-    /// An event was recorded.
-    pub(crate) deliveries: tokio::sync::Notify,
-}
-
-pub(crate) fn is_visible_to(rec: &FileRecord, who: &Principal) -> bool {
-    rec.project == who.project && (who.workspace.is_none() || rec.workspace == who.workspace)
-}
-
-pub(crate) fn secs_to_ms(s: u64) -> i64 {
-    i64::try_from(s).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
+    ctx: Arc<Context>,
+    events: Arc<Events>,
+    files: Arc<Files>,
+    uploads: Uploads,
+    tasks: Tasks,
+    readiness: Readiness,
 }
 
 impl FileService {
     /// A service over a catalog and its backends. Fails if the default backend or the `native`
-    /// policy is missing.
+    /// policy is missing, or a setting is invalid.
     pub fn new(
         catalog: Arc<dyn Catalog>,
         backends: Vec<Backend>,
@@ -64,144 +50,357 @@ impl FileService {
         clock: Arc<dyn Clock>,
         config: FileServiceConfig,
     ) -> Result<Self> {
-        let backends: BTreeMap<String, Backend> = backends.into_iter().map(|b| (b.name.clone(), b)).collect();
-        if !backends.contains_key(&config.default_backend) {
-            return Err(Error::invalid(format!(
-                "default backend '{}' is not configured",
-                config.default_backend
-            )));
-        }
-        if !config.policies.contains_key("native") {
-            return Err(Error::invalid("the 'native' upload policy is not configured"));
-        }
-        for (project, settings) in &config.projects {
-            ProjectId::new(project.clone()).map_err(|e| Error::invalid(format!("[projects.{project}]: {e}")))?;
-            for hook in &settings.webhooks {
-                hook.validate()?;
-            }
-        }
-        let workflows = crate::workflow::Workflows::new(config.workflows.clone())?;
-        let credentials = Credentials::new(catalog.clone(), clock.clone());
+        let ctx = Arc::new(Context::new(catalog, backends, signer, clock, config)?);
+        let events = Arc::new(Events::new(ctx.clone()));
+        let files = Arc::new(Files::new(ctx.clone(), events.clone()));
         Ok(FileService {
-            catalog,
-            credentials,
-            backends,
-            signer,
-            clock,
-            config,
-            workflows,
-            instance: hex::encode(crate::auth::random_bytes::<8>()?),
-            signals: Signals::default(),
-            rates: Default::default(),
-            slots: Default::default(),
-            upload_facts: Default::default(),
-            running_digests: Default::default(),
-            identity: Default::default(),
-            jobs: Default::default(),
+            uploads: Uploads::new(ctx.clone(), files.clone()),
+            tasks: Tasks::new(ctx.clone(), files.clone(), events.clone())?,
+            readiness: Readiness::new(ctx.clone()),
+            ctx,
+            events,
+            files,
         })
     }
 
-    /// Every configured backend, by name.
+    // ---- shared: backends, settings, keys, limits ----
+    /// See [`Context::backends`](crate::context::Context::backends).
     pub fn backends(&self) -> impl Iterator<Item = (&str, &Backend)> {
-        self.backends.iter().map(|(n, b)| (n.as_str(), b))
+        self.ctx.backends()
     }
-
-    /// The clock the service decides expiry by.
+    /// See [`Context::clock`](crate::context::Context::clock).
     pub fn clock(&self) -> &dyn Clock {
-        self.clock.as_ref()
+        self.ctx.clock()
     }
-
-    /// The settings.
+    /// See [`Context::config`](crate::context::Context::config).
     pub fn config(&self) -> &FileServiceConfig {
-        &self.config
+        self.ctx.config()
     }
-
-    /// A backend by name (case-insensitive), or the default.
+    /// See [`Context::backend`](crate::context::Context::backend).
     pub fn backend(&self, name: Option<&str>) -> Result<&Backend> {
-        let name = name.unwrap_or(&self.config.default_backend);
-        self.backends
-            .get(name)
-            .or_else(|| self.backends.values().find(|b| b.name.eq_ignore_ascii_case(name)))
-            .ok_or_else(|| Error::invalid(format!("unknown storage backend '{name}'")))
+        self.ctx.backend(name)
     }
-
-    /// A policy by name.
+    /// See [`Context::policy`](crate::context::Context::policy).
     pub fn policy(&self, name: &str) -> Result<&UploadPolicy> {
-        self.config
-            .policies
-            .get(name)
-            .ok_or_else(|| Error::internal_msg(format!("upload policy '{name}' is not configured")))
+        self.ctx.policy(name)
     }
-
-    /// Finds the principal of a presented bearer token.
-    /// The principal a token stands for, if its project is within its request rate.
+    /// See [`Context::authenticate`](crate::context::Context::authenticate).
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
-        let who = self.credentials.authenticate(token).await?;
-        self.rates.check(&who.project, &self.limits(&who.project))?;
-        Ok(who)
+        self.ctx.authenticate(token).await
     }
-
-    /// A project's limits: the deployment's with the project's overrides.
+    /// See [`Context::limits`](crate::context::Context::limits).
     pub fn limits(&self, project: &ProjectId) -> crate::limits::Limits {
-        match self.config.projects.get(project.as_str()) {
-            Some(p) => self.config.limits.with(&p.limits),
-            None => self.config.limits,
-        }
+        self.ctx.limits(project)
     }
-
-    /// Fails with [`Error::QuotaExceeded`] if one more file of `add_bytes` would take the project
-    /// over its quota. Asks the catalog only when the project has a quota.
+    /// See [`Context::check_quota`](crate::context::Context::check_quota).
     pub async fn check_quota(&self, project: &ProjectId, add_bytes: u64) -> Result<()> {
-        self.check_quota_with(project, 1, add_bytes).await
+        self.ctx.check_quota(project, add_bytes).await
     }
-
-    /// [`FileService::check_quota`] for `add_files` more files (0 when a counted upload grows).
-    pub(crate) async fn check_quota_with(&self, project: &ProjectId, add_files: u64, add_bytes: u64) -> Result<()> {
-        let limits = self.limits(project);
-        if limits.max_files == 0 && limits.max_bytes == 0 {
-            return Ok(());
-        }
-        let usage = self.catalog.usage(project, self.clock.now()).await?;
-        limits.check_quota(usage, add_files, add_bytes)
-    }
-
-    /// Uploads streaming through this instance now, every project together.
+    /// See [`Context::uploads_in_progress_total`](crate::context::Context::uploads_in_progress_total).
     pub fn uploads_in_progress_total(&self) -> u64 {
-        self.slots.total()
+        self.ctx.uploads_in_progress_total()
     }
-
-    /// The supervisor of this instance's background jobs.
+    /// See [`Context::jobs`](crate::context::Context::jobs).
     pub fn jobs(&self) -> &Arc<crate::jobs::Supervisor> {
-        &self.jobs
+        self.ctx.jobs()
     }
-
-    /// Uploads of a project streaming through this instance now.
+    /// See [`Context::uploads_in_progress`](crate::context::Context::uploads_in_progress).
     pub fn uploads_in_progress(&self, project: &ProjectId) -> u32 {
-        self.slots.count(project)
+        self.ctx.uploads_in_progress(project)
     }
-
-    /// A slot for an upload streaming through this instance, freed when dropped.
+    /// See [`Context::upload_slot`](crate::context::Context::upload_slot).
     pub fn upload_slot(&self, project: &ProjectId) -> Result<crate::limits::UploadSlot> {
-        self.slots.acquire(project, self.limits(project).max_concurrent_uploads)
+        self.ctx.upload_slot(project)
     }
-
-    /// The credential operations.
+    /// See [`Context::credentials`](crate::context::Context::credentials).
     pub fn credentials(&self) -> &Credentials {
-        &self.credentials
+        self.ctx.credentials()
+    }
+    /// See [`Context::retention_secs`](crate::context::Context::retention_secs).
+    pub fn retention_secs(&self, project: &ProjectId, class: Class) -> Option<u64> {
+        self.ctx.retention_secs(project, class)
     }
 
-    /// How long a project keeps a class: its own setting, else the deployment's (`None`: until
-    /// deleted).
-    pub fn retention_secs(&self, project: &ProjectId, class: Class) -> Option<u64> {
-        let own = self.config.projects.get(project.as_str()).and_then(|p| match class {
-            Class::Input => p.retention.input_secs,
-            Class::Output => p.retention.output_secs,
-            Class::Asset => p.retention.asset_secs,
-        });
-        match own {
-            Some(0) => None,
-            Some(s) => Some(s),
-            None => self.config.retention.secs(class),
-        }
+    // ---- events ----
+    /// See [`Events::deliveries_signal`](crate::events::Events::deliveries_signal).
+    pub fn deliveries_signal(&self) -> &tokio::sync::Notify {
+        self.events.deliveries_signal()
+    }
+    /// See [`Events::has_webhooks`](crate::events::Events::has_webhooks).
+    pub fn has_webhooks(&self) -> bool {
+        self.events.has_webhooks()
+    }
+    /// See [`Events::delivery_settings`](crate::events::Events::delivery_settings).
+    pub fn delivery_settings(&self) -> &DeliverySettings {
+        self.events.delivery_settings()
+    }
+    /// See [`Events::take_deliveries`](crate::events::Events::take_deliveries).
+    pub async fn take_deliveries(&self, limit: u32) -> Result<Vec<Outgoing>> {
+        self.events.take_deliveries(limit).await
+    }
+    /// See [`Events::settle_delivery`](crate::events::Events::settle_delivery).
+    pub async fn settle_delivery(&self, d: &DeliveryRecord, outcome: std::result::Result<u16, String>) -> Result<()> {
+        self.events.settle_delivery(d, outcome).await
+    }
+
+    // ---- files ----
+    /// See [`Files::upload`](crate::files::Files::upload).
+    pub async fn upload(&self, who: &Principal, new: NewFile, body: ByteStream) -> Result<FileRecord> {
+        self.files.upload(who, new, body).await
+    }
+    /// See [`Files::stage`](crate::files::Files::stage).
+    pub async fn stage(&self, who: &Principal, new: NewFile, body: ByteStream) -> Result<Staged> {
+        self.files.stage(who, new, body).await
+    }
+    /// See [`Files::commit`](crate::files::Files::commit).
+    pub async fn commit(&self, staged: Staged) -> Result<FileRecord> {
+        self.files.commit(staged).await
+    }
+    /// See [`Files::discard`](crate::files::Files::discard).
+    pub async fn discard(&self, staged: Staged) {
+        self.files.discard(staged).await
+    }
+    /// See [`Files::presign_upload`](crate::files::Files::presign_upload).
+    pub async fn presign_upload(&self, who: &Principal, req: PresignUpload) -> Result<(FileRecord, PresignedRequest)> {
+        self.files.presign_upload(who, req).await
+    }
+    /// See [`Files::complete_upload`](crate::files::Files::complete_upload).
+    pub async fn complete_upload(&self, who: &Principal, id: &FileId) -> Result<FileRecord> {
+        self.files.complete_upload(who, id).await
+    }
+    /// See [`Files::file_record`](crate::files::Files::file_record).
+    pub async fn file_record(&self, id: &FileId) -> Result<Option<FileRecord>> {
+        self.files.file_record(id).await
+    }
+    /// See [`Files::visible_file`](crate::files::Files::visible_file).
+    pub async fn visible_file(&self, who: &Principal, id: &FileId) -> Result<FileRecord> {
+        self.files.visible_file(who, id).await
+    }
+    /// See [`Files::ready_file`](crate::files::Files::ready_file).
+    pub async fn ready_file(&self, who: &Principal, id: &FileId) -> Result<FileRecord> {
+        self.files.ready_file(who, id).await
+    }
+    /// See [`Files::list`](crate::files::Files::list).
+    pub async fn list(
+        &self,
+        who: &Principal,
+        before: Option<FileId>,
+        limit: u32,
+    ) -> Result<(Vec<FileRecord>, Option<FileId>)> {
+        self.files.list(who, before, limit).await
+    }
+    /// See [`Files::delete`](crate::files::Files::delete).
+    pub async fn delete(&self, who: &Principal, id: &FileId) -> Result<()> {
+        self.files.delete(who, id).await
+    }
+    /// See [`Files::download`](crate::files::Files::download).
+    pub async fn download(
+        &self,
+        who: &Principal,
+        id: &FileId,
+        range: Option<ByteRange>,
+    ) -> Result<(FileRecord, GetResult)> {
+        self.files.download(who, id, range).await
+    }
+    /// See [`Files::link`](crate::files::Files::link).
+    pub async fn link(&self, who: &Principal, id: &FileId, ttl_secs: Option<u64>) -> Result<PresignedRequest> {
+        self.files.link(who, id, ttl_secs).await
+    }
+    /// See [`Files::link_for`](crate::files::Files::link_for).
+    pub fn link_for(&self, rec: &FileRecord, ttl_secs: Option<u64>) -> Result<PresignedRequest> {
+        self.files.link_for(rec, ttl_secs)
+    }
+    /// See [`Files::download_url`](crate::files::Files::download_url).
+    pub fn download_url(&self, rec: &FileRecord, ttl_secs: Option<u64>) -> Result<(String, Option<Timestamp>)> {
+        self.files.download_url(rec, ttl_secs)
+    }
+    /// See [`Files::stable_link`](crate::files::Files::stable_link).
+    pub fn stable_link(&self, rec: &FileRecord, until: Option<Timestamp>) -> Result<String> {
+        self.files.stable_link(rec, until)
+    }
+    /// See [`Files::open_link`](crate::files::Files::open_link).
+    pub async fn open_link(&self, token: &str) -> Result<PresignedRequest> {
+        self.files.open_link(token).await
+    }
+    /// See [`Files::reference`](crate::files::Files::reference).
+    pub fn reference(&self, rec: &FileRecord) -> Result<String> {
+        self.files.reference(rec)
+    }
+    /// See [`Files::file_by_reference`](crate::files::Files::file_by_reference).
+    pub async fn file_by_reference(&self, who: &Principal, reference: &str) -> Result<FileRecord> {
+        self.files.file_by_reference(who, reference).await
+    }
+    /// See [`Files::direct_put`](crate::files::Files::direct_put).
+    pub async fn direct_put(
+        &self,
+        backend: &str,
+        key: &str,
+        query: &str,
+        header: &(dyn Fn(&str) -> Option<String> + Sync),
+        body: ByteStream,
+    ) -> Result<ObjectMeta> {
+        self.files.direct_put(backend, key, query, header, body).await
+    }
+    /// See [`Files::direct_get`](crate::files::Files::direct_get).
+    pub async fn direct_get(
+        &self,
+        backend: &str,
+        key: &str,
+        query: &str,
+        range: Option<ByteRange>,
+    ) -> Result<(Verified, GetResult)> {
+        self.files.direct_get(backend, key, query, range).await
+    }
+    /// See [`Files::sweep_files`](crate::files::Files::sweep_files).
+    pub async fn sweep_files(&self) -> Result<usize> {
+        self.files.sweep_files().await
+    }
+
+    // ---- uploads (multipart, tus) ----
+    /// See [`Uploads::upload_for`](crate::uploads::Uploads::upload_for).
+    pub async fn upload_for(&self, who: &crate::auth::Principal, id: &str, kind: UploadKind) -> Result<UploadRecord> {
+        self.uploads.upload_for(who, id, kind).await
+    }
+    /// See [`Uploads::abort_upload`](crate::uploads::Uploads::abort_upload).
+    pub async fn abort_upload(&self, who: &crate::auth::Principal, id: &str, kind: UploadKind) -> Result<()> {
+        self.uploads.abort_upload(who, id, kind).await
+    }
+    /// See [`Uploads::sweep_uploads`](crate::uploads::Uploads::sweep_uploads).
+    pub async fn sweep_uploads(&self) -> Result<usize> {
+        self.uploads.sweep_uploads().await
+    }
+    /// See [`Uploads::initiate_multipart`](crate::uploads::Uploads::initiate_multipart).
+    pub async fn initiate_multipart(
+        &self,
+        who: &crate::auth::Principal,
+        new: NewFile,
+        part_size: Option<u64>,
+    ) -> Result<(UploadRecord, FileRecord)> {
+        self.uploads.initiate_multipart(who, new, part_size).await
+    }
+    /// See [`Uploads::part_count`](crate::uploads::Uploads::part_count).
+    pub fn part_count(u: &UploadRecord) -> u64 {
+        Uploads::part_count(u)
+    }
+    /// See [`Uploads::presign_parts`](crate::uploads::Uploads::presign_parts).
+    pub async fn presign_parts(
+        &self,
+        who: &crate::auth::Principal,
+        id: &str,
+        numbers: &[u32],
+    ) -> Result<Vec<(u32, PresignedRequest)>> {
+        self.uploads.presign_parts(who, id, numbers).await
+    }
+    /// See [`Uploads::complete_multipart`](crate::uploads::Uploads::complete_multipart).
+    pub async fn complete_multipart(
+        &self,
+        who: &crate::auth::Principal,
+        id: &str,
+        parts: &[(u32, String)],
+    ) -> Result<FileRecord> {
+        self.uploads.complete_multipart(who, id, parts).await
+    }
+    /// See [`Uploads::tus_create`](crate::uploads::Uploads::tus_create).
+    pub async fn tus_create(&self, who: &crate::auth::Principal, req: TusCreate) -> Result<UploadRecord> {
+        self.uploads.tus_create(who, req).await
+    }
+    /// See [`Uploads::tus_upload`](crate::uploads::Uploads::tus_upload).
+    pub async fn tus_upload(&self, who: &crate::auth::Principal, id: &str) -> Result<UploadRecord> {
+        self.uploads.tus_upload(who, id).await
+    }
+    /// See [`Uploads::tus_append`](crate::uploads::Uploads::tus_append).
+    pub async fn tus_append(
+        &self,
+        who: &crate::auth::Principal,
+        id: &str,
+        offset: u64,
+        length: Option<u64>,
+        checksum: Option<Checksum>,
+        body: ByteStream,
+    ) -> Result<UploadRecord> {
+        self.uploads.tus_append(who, id, offset, length, checksum, body).await
+    }
+    /// See [`Uploads::tus_file`](crate::uploads::Uploads::tus_file).
+    pub async fn tus_file(&self, u: &UploadRecord) -> Result<Option<FileRecord>> {
+        self.uploads.tus_file(u).await
+    }
+    /// See [`Uploads::tus_concat`](crate::uploads::Uploads::tus_concat).
+    pub async fn tus_concat(
+        &self,
+        who: &crate::auth::Principal,
+        partials: &[String],
+        file: NewFile,
+        metadata: Option<String>,
+    ) -> Result<UploadRecord> {
+        self.uploads.tus_concat(who, partials, file, metadata).await
+    }
+
+    // ---- workflows and tasks ----
+    /// See [`Tasks::find_workflow`](crate::tasks::Tasks::find_workflow).
+    pub fn find_workflow(&self, who: &Principal, r: WorkflowRef<'_>) -> Result<&Workflow> {
+        self.tasks.find_workflow(who, r)
+    }
+    /// See [`Tasks::run_workflow`](crate::tasks::Tasks::run_workflow).
+    pub async fn run_workflow(&self, who: &Principal, r: WorkflowRef<'_>, params: Option<Value>) -> Result<TaskRecord> {
+        self.tasks.run_workflow(who, r, params).await
+    }
+    /// See [`Tasks::task`](crate::tasks::Tasks::task).
+    pub async fn task(&self, who: &Principal, id: &str) -> Result<TaskRecord> {
+        self.tasks.task(who, id).await
+    }
+    /// See [`Tasks::claim_task`](crate::tasks::Tasks::claim_task).
+    pub async fn claim_task(&self, who: &Principal, wait: Duration) -> Result<Option<ClaimedTask>> {
+        self.tasks.claim_task(who, wait).await
+    }
+    /// See [`Tasks::heartbeat`](crate::tasks::Tasks::heartbeat).
+    pub async fn heartbeat(&self, who: &Principal, id: &str) -> Result<TaskRecord> {
+        self.tasks.heartbeat(who, id).await
+    }
+    /// See [`Tasks::presign_output`](crate::tasks::Tasks::presign_output).
+    pub async fn presign_output(
+        &self,
+        who: &Principal,
+        id: &str,
+        req: PresignUpload,
+    ) -> Result<(FileRecord, PresignedRequest)> {
+        self.tasks.presign_output(who, id, req).await
+    }
+    /// See [`Tasks::complete_task`](crate::tasks::Tasks::complete_task).
+    pub async fn complete_task(&self, who: &Principal, id: &str, outputs: &[String]) -> Result<TaskRecord> {
+        self.tasks.complete_task(who, id, outputs).await
+    }
+    /// See [`Tasks::fail_task`](crate::tasks::Tasks::fail_task).
+    pub async fn fail_task(&self, who: &Principal, id: &str, reason: &str) -> Result<TaskRecord> {
+        self.tasks.fail_task(who, id, reason).await
+    }
+    /// See [`Tasks::task_outputs`](crate::tasks::Tasks::task_outputs).
+    pub async fn task_outputs(&self, who: &Principal, id: &str) -> Result<(TaskRecord, Vec<TaskOutput>)> {
+        self.tasks.task_outputs(who, id).await
+    }
+    /// See [`Tasks::sweep_tasks`](crate::tasks::Tasks::sweep_tasks).
+    pub async fn sweep_tasks(&self) -> Result<usize> {
+        self.tasks.sweep_tasks().await
+    }
+
+    // ---- readiness, identity and repair ----
+    /// See [`Readiness::check_ready`](crate::readiness::Readiness::check_ready).
+    pub async fn check_ready(&self) -> Result<()> {
+        self.readiness.check_ready().await
+    }
+    /// See [`Readiness::identity`](crate::readiness::Readiness::identity).
+    pub fn identity(&self) -> IdentityState {
+        self.readiness.identity()
+    }
+    /// See [`Readiness::refusal`](crate::readiness::Readiness::refusal).
+    pub fn refusal(&self) -> Option<String> {
+        self.readiness.refusal()
+    }
+    /// See [`Readiness::verify_identity`](crate::readiness::Readiness::verify_identity).
+    pub async fn verify_identity(&self) -> Result<String> {
+        self.readiness.verify_identity().await
+    }
+    /// See [`Readiness::doctor`](crate::readiness::Readiness::doctor).
+    pub async fn doctor(&self, repair: Repair, grace_secs: u64) -> Result<DoctorReport> {
+        self.readiness.doctor(repair, grace_secs).await
     }
 }

@@ -9,6 +9,7 @@
 //! presigns its outputs (class `output`, keys under `outputs/{project}/{task}/`) and completes
 //! the task with their keys, or fails it with a reason.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -16,14 +17,16 @@ use serde_json::{Map, Value};
 use crate::auth::Principal;
 use crate::blob::PresignedRequest;
 use crate::clock::Timestamp;
+use crate::context::Context;
+use crate::context::{is_visible_to, secs_to_ms};
 use crate::error::{Error, Result};
 use crate::event_shapes::{EventType, task_data};
-pub use crate::files::output_prefix;
 use crate::files::{KeyLayout, PresignUpload};
 use crate::model::{Class, CredentialKind, FileId, FileRecord, FileStatus, TaskId, TaskRecord, TaskStatus};
-use crate::service::{FileService, is_visible_to, secs_to_ms};
-pub use crate::settings::TaskSettings;
 use crate::workflow::{ParamType, Workflow};
+
+pub use crate::files::output_prefix;
+pub use crate::settings::TaskSettings;
 
 /// How a run names its workflow.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +62,34 @@ fn param_error(name: &str, e: Error) -> Error {
 /// The lease that a poll-for-work loop sleeps between looks, at most.
 const CLAIM_POLL: Duration = Duration::from_millis(250);
 
-impl FileService {
+/// Workflow runs and the runners' tasks; wakes this instance's waiting claims when one is queued.
+#[derive(Debug)]
+pub struct Tasks {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) files: Arc<crate::files::Files>,
+    pub(crate) events: Arc<crate::events::Events>,
+    workflows: crate::workflow::Workflows,
+    task_signal: tokio::sync::Notify,
+}
+
+impl Tasks {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        files: Arc<crate::files::Files>,
+        events: Arc<crate::events::Events>,
+    ) -> Result<Self> {
+        let workflows = crate::workflow::Workflows::new(ctx.config.workflows.clone())?;
+        Ok(Tasks {
+            ctx,
+            files,
+            events,
+            workflows,
+            task_signal: tokio::sync::Notify::new(),
+        })
+    }
+}
+
+impl Tasks {
     /// A workflow of the principal's project (404 otherwise).
     pub fn find_workflow(&self, who: &Principal, r: WorkflowRef<'_>) -> Result<&Workflow> {
         match r {
@@ -107,6 +137,7 @@ impl FileService {
                 | (ParamType::Boolean, Value::Bool(_)) => v.clone(),
                 (ParamType::File, Value::String(reference)) => {
                     let rec = self
+                        .files
                         .file_by_reference(who, reference)
                         .await
                         .map_err(|e| param_error(name, e))?;
@@ -142,19 +173,20 @@ impl FileService {
             lease_until: None,
             outputs: vec![],
             error: None,
-            created_at: self.clock.now(),
+            created_at: self.ctx.clock.now(),
             started_at: None,
             finished_at: None,
         };
-        self.catalog.insert_task(&t).await?;
-        self.signals.tasks.notify_waiters();
+        self.ctx.catalog.insert_task(&t).await?;
+        self.task_signal.notify_waiters();
         Ok(t)
     }
 
     /// A task the principal may see (its project, and its workspace when the key has one).
     pub async fn task(&self, who: &Principal, id: &str) -> Result<TaskRecord> {
         let id = TaskId::parse(id)?;
-        self.catalog
+        self.ctx
+            .catalog
             .task(&id)
             .await?
             .filter(|t| t.project == who.project && (who.workspace.is_none() || t.workspace == who.workspace))
@@ -162,7 +194,7 @@ impl FileService {
     }
 
     fn lease_end(&self) -> Timestamp {
-        self.clock.now() + secs_to_ms(self.config.tasks.lease_secs)
+        self.ctx.clock.now() + secs_to_ms(self.ctx.config.tasks.lease_secs)
     }
 
     /// Hands the oldest queued task of the device key's project to it, waiting up to `wait`
@@ -171,14 +203,14 @@ impl FileService {
         if who.kind != CredentialKind::Device {
             return Err(Error::Forbidden("only device keys (dk-) claim tasks".into()));
         }
-        let wait = wait.min(Duration::from_secs(self.config.tasks.max_claim_wait_secs));
+        let wait = wait.min(Duration::from_secs(self.ctx.config.tasks.max_claim_wait_secs));
         let deadline = tokio::time::Instant::now() + wait;
         let mut waited = false;
         loop {
-            let signal = self.signals.tasks.notified();
+            let signal = self.task_signal.notified();
             // A key revoked while its claim waited gets nothing.
             if waited {
-                self.credentials().still_active(&who.credential_id).await?;
+                self.ctx.credentials().still_active(&who.credential_id).await?;
             }
             waited = true;
             if let Some(claimed) = self.try_claim(who).await? {
@@ -197,6 +229,7 @@ impl FileService {
         self.sweep_tasks().await?;
         loop {
             let queued = self
+                .ctx
                 .catalog
                 .queued_tasks(&who.project, who.workspace.as_ref(), 16)
                 .await?;
@@ -204,8 +237,9 @@ impl FileService {
                 return Ok(None);
             }
             for t in queued {
-                let now = self.clock.now();
+                let now = self.ctx.clock.now();
                 if !self
+                    .ctx
                     .catalog
                     .claim_task(&t.id, &who.credential_id, now, self.lease_end())
                     .await?
@@ -213,6 +247,7 @@ impl FileService {
                     continue; // another runner won it
                 }
                 let t = self
+                    .ctx
                     .catalog
                     .task(&t.id)
                     .await?
@@ -241,7 +276,7 @@ impl FileService {
         let Value::Object(params) = &t.parameters else {
             return Err(Error::internal_msg("a task's parameters are not an object"));
         };
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         for (name, v) in params {
             let file_id = match v {
                 Value::Object(o) => o.get("file_id").and_then(Value::as_str),
@@ -252,6 +287,7 @@ impl FileService {
                 continue;
             };
             let rec = self
+                .ctx
                 .catalog
                 .file(&FileId::parse(file_id)?)
                 .await?
@@ -261,7 +297,9 @@ impl FileService {
                     "the input file of parameter '{name}' was deleted or expired before a runner claimed the task"
                 )));
             };
-            let url = self.link_for(&rec, Some(self.config.tasks.input_url_ttl_secs))?;
+            let url = self
+                .files
+                .link_for(&rec, Some(self.ctx.config.tasks.input_url_ttl_secs))?;
             out.insert(
                 name.clone(),
                 serde_json::json!({
@@ -295,6 +333,7 @@ impl FileService {
     pub async fn heartbeat(&self, who: &Principal, id: &str) -> Result<TaskRecord> {
         let t = self.held_task(who, id).await?;
         if !self
+            .ctx
             .catalog
             .renew_task(&t.id, &who.credential_id, self.lease_end())
             .await?
@@ -316,7 +355,7 @@ impl FileService {
         req.file.class = Class::Output;
         req.file.ttl_secs = None;
         req.file.key = KeyLayout::TaskOutput(t.id);
-        self.presign_upload(who, req).await
+        self.files.presign_upload(who, req).await
     }
 
     /// Completes a task the caller runs with its outputs (their `file_key`s or `path`s): each
@@ -328,6 +367,7 @@ impl FileService {
         let prefix = format!("{}/", output_prefix(&t.project, &t.id));
         for reference in outputs {
             let rec = self
+                .files
                 .file_by_reference(who, reference)
                 .await
                 .map_err(|e| param_error(&format!("outputs: {reference}"), e))?;
@@ -368,8 +408,9 @@ impl FileService {
         outputs: &[FileId],
         error: Option<&str>,
     ) -> Result<TaskRecord> {
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         if !self
+            .ctx
             .catalog
             .finish_task(&t.id, &who.credential_id, status, outputs, error, now)
             .await?
@@ -379,6 +420,7 @@ impl FileService {
             ));
         }
         let t = self
+            .ctx
             .catalog
             .task(&t.id)
             .await?
@@ -395,11 +437,11 @@ impl FileService {
         };
         let mut keys = Vec::with_capacity(t.outputs.len());
         for id in &t.outputs {
-            if let Ok(Some(f)) = self.catalog.file(id).await {
+            if let Ok(Some(f)) = self.ctx.catalog.file(id).await {
                 keys.push(f.key.to_string());
             }
         }
-        self.emit(&t.project, event, task_data(t, &keys)).await;
+        self.events.emit(&t.project, event, task_data(t, &keys)).await;
     }
 
     /// A task and, once it succeeded, its outputs that are still kept, each with a download URL
@@ -407,17 +449,17 @@ impl FileService {
     /// that long, else a stable filedock link).
     pub async fn task_outputs(&self, who: &Principal, id: &str) -> Result<(TaskRecord, Vec<TaskOutput>)> {
         let t = self.task(who, id).await?;
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         let mut outputs = Vec::with_capacity(t.outputs.len());
         for fid in &t.outputs {
-            let Some(rec) = self.catalog.file(fid).await? else {
+            let Some(rec) = self.ctx.catalog.file(fid).await? else {
                 continue;
             };
             if rec.status != FileStatus::Ready || rec.expires_at.is_some_and(|e| e <= now) || !is_visible_to(&rec, who)
             {
                 continue;
             }
-            let (download_url, _) = self.download_url(&rec, None)?;
+            let (download_url, _) = self.files.download_url(&rec, None)?;
             outputs.push(TaskOutput {
                 file: rec,
                 download_url,
@@ -430,19 +472,19 @@ impl FileService {
     /// was claimed `max_attempts` times. Safe on every instance at once (each change is one
     /// conditional statement).
     pub async fn sweep_tasks(&self) -> Result<usize> {
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         let mut released = 0;
-        for t in self.catalog.lapsed_tasks(now, 100).await? {
-            let failure = (t.attempts >= self.config.tasks.max_attempts)
+        for t in self.ctx.catalog.lapsed_tasks(now, 100).await? {
+            let failure = (t.attempts >= self.ctx.config.tasks.max_attempts)
                 .then(|| format!("its runner went silent past the lease {} times", t.attempts));
-            if self.catalog.release_task(&t.id, now, failure.as_deref()).await? {
+            if self.ctx.catalog.release_task(&t.id, now, failure.as_deref()).await? {
                 released += 1;
                 if failure.is_some() {
-                    if let Some(t) = self.catalog.task(&t.id).await? {
+                    if let Some(t) = self.ctx.catalog.task(&t.id).await? {
                         self.emit_task(&t).await;
                     }
                 } else {
-                    self.signals.tasks.notify_waiters();
+                    self.task_signal.notify_waiters();
                 }
             }
         }

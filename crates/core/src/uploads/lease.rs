@@ -5,15 +5,15 @@ use std::time::{Duration, Instant};
 
 use super::LOCK_LEASE;
 use crate::error::{Error, Result};
-use crate::files::FileService;
 use crate::model::{UploadId, UploadRecord, UploadStatus};
+use crate::uploads::Uploads;
 
 /// How long a request waits for another's lock on an upload before answering 423.
 pub(super) const LOCK_WAIT: Duration = Duration::from_secs(12);
 
 /// The lease a writer holds on an upload, renewed as bytes flow.
 pub(super) struct Lease<'a> {
-    files: &'a FileService,
+    files: &'a Uploads,
     id: UploadId,
     pub(super) token: String,
     valid_until: Instant,
@@ -45,9 +45,15 @@ impl Lease<'_> {
             return Err(Lapse::Lost);
         }
         if now >= self.renew_at {
-            let t = self.files.clock.now();
+            let t = self.files.ctx.clock.now();
             let until = t + LOCK_LEASE.as_millis() as i64;
-            match self.files.catalog.lock_upload(&self.id, &self.token, t, until).await {
+            match self
+                .files
+                .ctx
+                .catalog
+                .lock_upload(&self.id, &self.token, t, until)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => return Err(Lapse::Lost),
                 Err(e) => return Err(Lapse::Failed(e)),
@@ -63,7 +69,7 @@ fn lock_lost() -> Error {
     Error::Conflict("the upload's lock was lost; resume from HEAD".into())
 }
 
-impl FileService {
+impl Uploads {
     /// Takes an upload's lock, waiting up to [`LOCK_WAIT`] for another holder's lease to end.
     pub(super) async fn lock(&self, id: &UploadId, wait: bool) -> Result<Lease<'_>> {
         self.lock_and_read(id, wait).await.map(|(lease, _)| lease)
@@ -75,9 +81,9 @@ impl FileService {
         let token = uuid::Uuid::now_v7().simple().to_string();
         let started = Instant::now();
         loop {
-            let now = self.clock.now();
+            let now = self.ctx.clock.now();
             let until = now + LOCK_LEASE.as_millis() as i64;
-            if let Some(u) = self.catalog.lock_and_read_upload(id, &token, now, until).await? {
+            if let Some(u) = self.ctx.catalog.lock_and_read_upload(id, &token, now, until).await? {
                 let at = Instant::now();
                 let lease = Lease {
                     files: self,
@@ -88,7 +94,7 @@ impl FileService {
                 };
                 return Ok((lease, u));
             }
-            let current = self.catalog.upload(id).await?;
+            let current = self.ctx.catalog.upload(id).await?;
             if current.is_none_or(|u| u.status != UploadStatus::Active) {
                 return Err(Error::not_found("no such upload"));
             }
@@ -102,7 +108,7 @@ impl FileService {
     }
 
     pub(super) async fn unlock(&self, lease: Lease<'_>) {
-        if let Err(e) = self.catalog.unlock_upload(&lease.id, &lease.token).await {
+        if let Err(e) = self.ctx.catalog.unlock_upload(&lease.id, &lease.token).await {
             tracing::warn!(upload = %lease.id, error = %e, "could not free an upload lock (it lapses by itself)");
         }
     }

@@ -20,12 +20,14 @@ mod multipart;
 mod stream;
 mod tus;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::context::Context;
+use crate::context::secs_to_ms;
 use crate::error::{Error, Result};
 use crate::files::NewFile;
 use crate::model::{Concat, FileRecord, FileStatus, StorageKey, UploadId, UploadKind, UploadRecord, UploadStatus};
-use crate::service::{FileService, secs_to_ms};
 
 /// S3's smallest part (but the last).
 pub const MIN_PART_SIZE: u64 = 5 << 20;
@@ -120,11 +122,32 @@ pub fn plan_parts(size: u64, part_size: Option<u64>) -> Result<(u64, u64)> {
     Ok((part_size, count))
 }
 
-impl FileService {
+/// Large files (multipart, tus), and what this instance remembers of the uploads it has seen.
+#[derive(Debug)]
+pub struct Uploads {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) files: Arc<crate::files::Files>,
+    pub(crate) upload_facts: crate::memo::FactsMemory,
+    pub(crate) running_digests: crate::memo::RunningDigests,
+}
+
+impl Uploads {
+    pub(crate) fn new(ctx: Arc<Context>, files: Arc<crate::files::Files>) -> Self {
+        Uploads {
+            ctx,
+            files,
+            upload_facts: Default::default(),
+            running_digests: Default::default(),
+        }
+    }
+}
+
+impl Uploads {
     fn unfinished_expiry(&self) -> i64 {
-        self.clock
+        self.ctx
+            .clock
             .now()
-            .saturating_add(secs_to_ms(self.config.unfinished_upload_ttl_secs))
+            .saturating_add(secs_to_ms(self.ctx.config.unfinished_upload_ttl_secs))
     }
 
     /// An upload the principal may see, of the given kind. Another project's upload (or a
@@ -132,6 +155,7 @@ impl FileService {
     pub async fn upload_for(&self, who: &crate::auth::Principal, id: &str, kind: UploadKind) -> Result<UploadRecord> {
         let id = UploadId::parse(id)?;
         let u = self
+            .ctx
             .catalog
             .upload(&id)
             .await?
@@ -140,7 +164,7 @@ impl FileService {
             .ok_or_else(|| Error::not_found("no such upload"))?;
         match u.status {
             UploadStatus::Aborted => Err(Error::not_found("no such upload")),
-            UploadStatus::Active if u.expires_at <= self.clock.now() => Err(Error::not_found("no such upload")),
+            UploadStatus::Active if u.expires_at <= self.ctx.clock.now() => Err(Error::not_found("no such upload")),
             _ => Ok(u),
         }
     }
@@ -156,23 +180,23 @@ impl FileService {
         part_size: u64,
         partial: bool,
     ) -> Result<(UploadRecord, Option<FileRecord>)> {
-        let policy = self.policy(policy)?;
+        let policy = self.ctx.policy(policy)?;
         policy.check_extension(new.name.extension().as_deref())?;
         if let Some(n) = new.size_hint {
             policy.check_size(n)?;
         }
         // A partial upload (tus concatenation) counts as a file of its length until it is
         // terminated or expires: its bytes are stored as any file's are.
-        self.check_quota(&who.project, new.size_hint.unwrap_or(0)).await?;
-        let backend = self.backend(new.backend.as_deref())?;
-        let now = self.clock.now();
+        self.ctx.check_quota(&who.project, new.size_hint.unwrap_or(0)).await?;
+        let backend = self.ctx.backend(new.backend.as_deref())?;
+        let now = self.ctx.clock.now();
         let id = UploadId::generate();
         let file = if partial {
             None
         } else {
             let fid = crate::model::FileId::generate();
-            let key = self.mint_key(who, &fid, new, now)?;
-            Some(self.record(who, fid, key, new, backend, now))
+            let key = self.files.mint_key(who, &fid, new, now)?;
+            Some(self.files.record(who, fid, key, new, backend, now))
         };
         let key = match &file {
             Some(f) => f.key.clone(),
@@ -207,8 +231,8 @@ impl FileService {
     /// for it (the store's handle, the file's row).
     async fn insert_upload(&self, u: &UploadRecord, file: Option<&FileRecord>) -> Result<()> {
         let r = match file {
-            Some(f) => self.catalog.insert_file_and_upload(f, u).await,
-            None => self.catalog.insert_upload(u).await,
+            Some(f) => self.ctx.catalog.insert_file_and_upload(f, u).await,
+            None => self.ctx.catalog.insert_upload(u).await,
         };
         if let Err(e) = r {
             self.drop_upload(u).await;
@@ -219,7 +243,7 @@ impl FileService {
 
     /// Aborts an upload's stored bytes, its pending file and its row (idempotent).
     async fn drop_upload(&self, u: &UploadRecord) {
-        let Ok(backend) = self.backend(Some(&u.backend)) else {
+        let Ok(backend) = self.ctx.backend(Some(&u.backend)) else {
             return;
         };
         let store = &backend.store;
@@ -231,16 +255,16 @@ impl FileService {
             tracing::error!(upload = %u.id, error = %e, "could not abort an upload's stored parts");
         }
         if u.concat == Some(Concat::Partial) {
-            self.discard_blob(backend, &u.key).await;
+            self.files.discard_blob(backend, &u.key).await;
         }
         if let Some(fid) = &u.file_id
-            && let Ok(Some(f)) = self.catalog.file(fid).await
+            && let Ok(Some(f)) = self.ctx.catalog.file(fid).await
             && f.status == FileStatus::Pending
-            && let Err(e) = self.catalog.remove_file(fid).await
+            && let Err(e) = self.ctx.catalog.remove_file(fid).await
         {
             tracing::error!(upload = %u.id, error = %e, "could not remove an aborted upload's file record");
         }
-        if let Err(e) = self.catalog.finish_upload(&u.id, UploadStatus::Aborted).await {
+        if let Err(e) = self.ctx.catalog.finish_upload(&u.id, UploadStatus::Aborted).await {
             tracing::error!(upload = %u.id, error = %e, "could not mark an upload aborted");
         }
     }
@@ -269,7 +293,7 @@ impl FileService {
     pub async fn sweep_uploads(&self) -> Result<usize> {
         let mut swept = 0;
         loop {
-            let expired = self.catalog.expired_uploads(self.clock.now(), 100).await?;
+            let expired = self.ctx.catalog.expired_uploads(self.ctx.clock.now(), 100).await?;
             if expired.is_empty() {
                 return Ok(swept);
             }
@@ -293,6 +317,7 @@ impl FileService {
     async fn upload_policy_name(&self, u: &UploadRecord) -> Result<String> {
         Ok(match &u.file_id {
             Some(fid) => self
+                .ctx
                 .catalog
                 .file(fid)
                 .await?

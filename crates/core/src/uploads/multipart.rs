@@ -3,12 +3,14 @@
 
 use super::{MAX_PRESIGN_PARTS, MIN_PART_SIZE, plan_parts};
 use crate::blob::{ByteStream, ObjectMeta, PresignPart, PresignedRequest};
+use crate::context::Context;
+use crate::context::secs_to_ms;
 use crate::error::{Error, Result};
 use crate::files::NewFile;
 use crate::meter::exact_length;
 use crate::model::StorageKey;
 use crate::model::{FileRecord, UploadId, UploadKind, UploadRecord, UploadStatus};
-use crate::service::{FileService, secs_to_ms};
+use crate::uploads::Uploads;
 
 pub(super) fn part_len(u: &UploadRecord, number: u32) -> Result<u64> {
     let size = u.length.unwrap_or(0);
@@ -24,7 +26,7 @@ pub(super) fn bare_etag(e: &str) -> &str {
     e.trim().trim_start_matches("W/").trim_matches('"')
 }
 
-impl FileService {
+impl Uploads {
     /// Starts a multipart upload of a file of `new.size_hint` bytes: a pending file and an
     /// upload whose parts the client PUTs to presigned URLs. Returns the upload and its file.
     pub async fn initiate_multipart(
@@ -67,9 +69,9 @@ impl FileService {
         if u.status != UploadStatus::Active {
             return Err(Error::Conflict("the upload is already complete".into()));
         }
-        let backend = self.backend(Some(&u.backend))?;
-        let now = self.clock.now();
-        let ttl = self.config.upload_ttl_secs.min(backend.max_presign_ttl_secs);
+        let backend = self.ctx.backend(Some(&u.backend))?;
+        let now = self.ctx.clock.now();
+        let ttl = self.ctx.config.upload_ttl_secs.min(backend.max_presign_ttl_secs);
         let expires_at = (now + secs_to_ms(ttl)).min(u.expires_at);
         let expires_in_secs = u64::try_from((expires_at - now) / 1000).unwrap_or(0).max(1);
         numbers
@@ -105,7 +107,7 @@ impl FileService {
             .clone()
             .ok_or_else(|| Error::internal_msg("a multipart upload without its file"))?;
         if u.status == UploadStatus::Completed {
-            return self.visible_file(who, &fid).await;
+            return self.files.visible_file(who, &fid).await;
         }
         if parts.is_empty() {
             return Err(Error::invalid("parts must list at least one part"));
@@ -126,14 +128,14 @@ impl FileService {
             Err(e) if e.is_server_error() => self.unlock(lease).await,
             Err(_) => self.drop_upload(&u).await,
             Ok(_) => {
-                self.catalog.finish_upload(&u.id, UploadStatus::Completed).await?;
+                self.ctx.catalog.finish_upload(&u.id, UploadStatus::Completed).await?;
             }
         }
         r
     }
 
     pub(super) async fn complete_locked(&self, u: &UploadRecord, parts: &[(u32, String)]) -> Result<FileRecord> {
-        let backend = self.backend(Some(&u.backend))?;
+        let backend = self.ctx.backend(Some(&u.backend))?;
         let stored = backend.store.list_parts(&u.key, &u.handle).await?;
         let mut chosen = Vec::with_capacity(parts.len());
         let mut total = 0u64;
@@ -169,13 +171,16 @@ impl FileService {
             .as_ref()
             .ok_or_else(|| Error::internal_msg("a multipart upload without its file"))?;
         let rec = self
+            .ctx
             .catalog
             .file(fid)
             .await?
             .ok_or_else(|| Error::internal_msg("a multipart upload's file record is missing"))?;
-        self.complete(rec).await
+        self.files.complete(rec).await
     }
+}
 
+impl Context {
     /// Serves a presigned part PUT to a self-served store (see [`FileService::direct_put`]).
     pub(crate) async fn direct_put_part(
         &self,

@@ -11,11 +11,11 @@ use super::stream::{Watch, limit, tokio_stream_from};
 use super::{Checksum, TusCreate};
 use crate::blob::ByteStream;
 use crate::error::{Error, Result};
-use crate::files::FileService;
 use crate::files::NewFile;
 use crate::model::StorageKey;
 use crate::model::{Concat, FileRecord, UploadId, UploadKind, UploadRecord, UploadStatus};
 use crate::policy::UploadPolicy;
+use crate::uploads::Uploads;
 
 /// A PATCH body up to this size is gathered in memory and handed to the store whole: on the
 /// local store one hand-off to a blocking thread, rather than a writer task fed chunk by chunk.
@@ -38,7 +38,7 @@ struct Written {
     body_failed: Option<Error>,
 }
 
-impl FileService {
+impl Uploads {
     /// Creates a tus upload (a pending file unless it is a partial upload for concatenation).
     pub async fn tus_create(&self, who: &crate::auth::Principal, req: TusCreate) -> Result<UploadRecord> {
         if req.file.size_hint.is_none() && !req.defer_length {
@@ -69,6 +69,7 @@ impl FileService {
         let lease = self.lock(&u.id, true).await?;
         let r = async {
             let u = self
+                .ctx
                 .catalog
                 .upload(&u.id)
                 .await?
@@ -77,7 +78,8 @@ impl FileService {
                 tracing::info!(upload = %u.id, "finishing a tus upload whose last byte arrived before a restart");
                 self.finish_tus(&u, None).await?;
             }
-            self.catalog
+            self.ctx
+                .catalog
                 .upload(&u.id)
                 .await?
                 .ok_or_else(|| Error::not_found("no such upload"))
@@ -116,8 +118,8 @@ impl FileService {
         if facts.final_concat {
             return Err(Error::Forbidden("a final upload takes no PATCH".into()));
         }
-        let policy = self.policy(&facts.policy)?.clone();
-        let _slot = self.upload_slot(&facts.project)?;
+        let policy = self.ctx.policy(&facts.policy)?.clone();
+        let _slot = self.ctx.upload_slot(&facts.project)?;
         let (mut lease, u) = self.lock_and_read(&uid, true).await?;
         let r = self
             .append_locked(
@@ -189,11 +191,13 @@ impl FileService {
         // offset, in one step.
         let finishing = failed.is_none() && Some(end) == length;
         let recorded = if finishing {
-            self.catalog
+            self.ctx
+                .catalog
                 .advance_upload(&u.id, &lease.token, end, length, expires_at)
                 .await?
         } else {
-            self.catalog
+            self.ctx
+                .catalog
                 .advance_and_unlock_upload(&u.id, &lease.token, end, length, expires_at)
                 .await?
         };
@@ -248,7 +252,7 @@ impl FileService {
     ) -> Result<Option<u64>> {
         // As `upload_for` says, now under the lock: an aborted, finished or expired upload
         // takes nothing.
-        if u.status != UploadStatus::Active || u.expires_at <= self.clock.now() {
+        if u.status != UploadStatus::Active || u.expires_at <= self.ctx.clock.now() {
             return Err(Error::not_found("no such upload"));
         }
         if offset != u.offset {
@@ -269,7 +273,9 @@ impl FileService {
                 // partial of the bytes it has).
                 policy.check_size(b)?;
                 let counted = if u.concat == Some(Concat::Partial) { u.offset } else { 0 };
-                self.check_quota_with(&u.project, 0, b.saturating_sub(counted)).await?;
+                self.ctx
+                    .check_quota_with(&u.project, 0, b.saturating_sub(counted))
+                    .await?;
                 Some(b)
             }
             (None, None) => None,
@@ -291,7 +297,7 @@ impl FileService {
         offset: u64,
         body: ByteStream,
     ) -> Result<Written> {
-        let store = self.backend(Some(&u.backend))?.store.clone();
+        let store = self.ctx.backend(Some(&u.backend))?.store.clone();
         let mut body = body;
         let mut gathered = Vec::new();
         let mut size = 0;
@@ -361,7 +367,7 @@ impl FileService {
     /// Publishes a tus upload whose last byte arrived and checks its file.
     /// `known`: the size and SHA-256 of the whole file, when it came in this process's one PATCH.
     pub(super) async fn finish_tus(&self, u: &UploadRecord, known: Option<(u64, String)>) -> Result<()> {
-        let backend = self.backend(Some(&u.backend))?;
+        let backend = self.ctx.backend(Some(&u.backend))?;
         let length = u.length.unwrap_or(u.offset);
         if let Err(e) = backend.store.append_finish(&u.key, &u.handle, length).await {
             // Published before a crash cut the rest short: the object is there, whole.
@@ -374,13 +380,14 @@ impl FileService {
             return Ok(()); // a partial upload: its bytes wait for a final upload
         };
         let rec = self
+            .ctx
             .catalog
             .file(fid)
             .await?
             .ok_or_else(|| Error::internal_msg("a tus upload's file record is missing"))?;
-        match self.complete_known(rec, known).await {
+        match self.files.complete_known(rec, known).await {
             Ok(_) => {
-                self.catalog.finish_upload(&u.id, UploadStatus::Completed).await?;
+                self.ctx.catalog.finish_upload(&u.id, UploadStatus::Completed).await?;
                 Ok(())
             }
             Err(e) => {
@@ -395,7 +402,7 @@ impl FileService {
     /// The file a tus upload ended in, once complete.
     pub async fn tus_file(&self, u: &UploadRecord) -> Result<Option<FileRecord>> {
         match (&u.file_id, u.status) {
-            (Some(fid), UploadStatus::Completed) => self.catalog.file(fid).await,
+            (Some(fid), UploadStatus::Completed) => self.ctx.catalog.file(fid).await,
             _ => Ok(None),
         }
     }
@@ -433,7 +440,7 @@ impl FileService {
         let mut new = file;
         new.size_hint = Some(total);
         new.backend = Some(backend_name.clone());
-        let store = self.backend(Some(&backend_name))?.store.clone();
+        let store = self.ctx.backend(Some(&backend_name))?.store.clone();
         let keys: Vec<StorageKey> = parts.iter().map(|u| u.key.clone()).collect();
         let body = futures_util::stream::iter(keys)
             .then(move |k| {
@@ -446,9 +453,9 @@ impl FileService {
             })
             .flatten()
             .boxed();
-        let staged = self.stage(who, new, body).await?;
-        let rec = self.commit(staged).await?;
-        let now = self.clock.now();
+        let staged = self.files.stage(who, new, body).await?;
+        let rec = self.files.commit(staged).await?;
+        let now = self.ctx.clock.now();
         let u = UploadRecord {
             id: UploadId::generate(),
             kind: UploadKind::Tus,
@@ -467,7 +474,7 @@ impl FileService {
             created_at: now,
             expires_at: rec.expires_at.unwrap_or(i64::MAX),
         };
-        self.catalog.insert_upload(&u).await?;
+        self.ctx.catalog.insert_upload(&u).await?;
         Ok(u)
     }
 }
