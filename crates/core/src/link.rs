@@ -209,19 +209,7 @@ impl UrlSigner {
             (Some(u), Some(n)) => Some((u, n.parse::<u32>().map_err(|_| denied("malformed part number"))?)),
             _ => return Err(denied("signature does not match")),
         };
-        let mut headers = Vec::new();
-        for name in signed_names
-            .as_deref()
-            .unwrap_or("")
-            .split(';')
-            .filter(|n| !n.is_empty())
-        {
-            if !SIGNABLE_HEADERS.contains(&name) {
-                return Err(denied("unknown signed header"));
-            }
-            let value = header(name).ok_or_else(|| denied(&format!("the signed header {name} is missing")))?;
-            headers.push((name.to_owned(), value.trim().to_owned()));
-        }
+        let headers = signed_headers(signed_names.as_deref().unwrap_or(""), header)?;
         let params = SignedParams {
             method: method.to_owned(),
             backend: backend.to_owned(),
@@ -502,6 +490,21 @@ mod tests {
         let swapped = q.replace("text%2Fplain", "text%2Fhtml");
         assert!(s.verify("GET", &b, &k, &swapped, |_| None, 5).is_err());
     }
+}
+
+/// The headers a URL signs (`X-Fd-SignedHeaders`, `;`-separated), with the values the request
+/// sent; each must be one that can be signed, and present.
+fn signed_headers(names: &str, header: impl Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>> {
+    let denied = |m: &str| Error::Forbidden(m.to_owned());
+    let mut headers = Vec::new();
+    for name in names.split(';').filter(|n| !n.is_empty()) {
+        if !SIGNABLE_HEADERS.contains(&name) {
+            return Err(denied("unknown signed header"));
+        }
+        let value = header(name).ok_or_else(|| denied(&format!("the signed header {name} is missing")))?;
+        headers.push((name.to_owned(), value.trim().to_owned()));
+    }
+    Ok(headers)
 }
 
 /// A signed URL's own query parameters, each at most once (other parameters are not signed and

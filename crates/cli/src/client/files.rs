@@ -102,21 +102,13 @@ pub async fn get(api: &Api, id: &str, output: Option<PathBuf>) -> Result<(), Fai
     let to_stdout = output.as_deref().is_some_and(|p| p.as_os_str() == "-");
     // The server refuses names with a path in them; a name is safe to use in this directory.
     let out = output.unwrap_or_else(|| PathBuf::from(&view.name));
-    let part = {
-        let mut s = out.clone().into_os_string();
-        s.push(".part");
-        PathBuf::from(s)
-    };
+    let part = part_path(&out);
     let have = if to_stdout {
         0
     } else {
         tokio::fs::metadata(&part).await.map(|m| m.len()).unwrap_or(0)
     };
-    let mut req = api.request(Method::GET, &format!("/v1/files/{id}/content"));
-    if have > 0 {
-        req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
-    }
-    let resp = req.send().await?;
+    let resp = request_from(api, id, have).await?;
     let (resp, start) = if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE && view.size == Some(have) {
         (None, have)
     } else {
@@ -181,6 +173,22 @@ pub async fn get(api: &Api, id: &str, output: Option<PathBuf>) -> Result<(), Fai
         println!("{}  {}", out.display(), size(written));
     }
     Ok(())
+}
+
+/// Where a download to `out` is written until it is whole and checked.
+fn part_path(out: &std::path::Path) -> PathBuf {
+    let mut s = out.to_path_buf().into_os_string();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+/// Asks for a file's bytes from offset `have` on (all of them when 0).
+async fn request_from(api: &Api, id: &str, have: u64) -> Result<reqwest::Response, Failure> {
+    let mut req = api.request(Method::GET, &format!("/v1/files/{id}/content"));
+    if have > 0 {
+        req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+    }
+    Ok(req.send().await?)
 }
 
 /// Where a download goes: standard output, or the `.part` file, appended from `start`.

@@ -127,6 +127,17 @@ impl S3Store {
         Ok((parts, staged))
     }
 
+    /// Keeps bytes that make no whole part yet as a staging object at offset `at`.
+    pub(super) async fn stage_rest(&self, key: &StorageKey, at: u64, buf: PartBuf) -> Result<StorageKey> {
+        let staged = StorageKey::new(format!("{}{at:020}", staging_prefix(key)))?;
+        let o = object_store::PutOptions::default();
+        self.store
+            .put_opts(&path(&staged)?, buf.freeze().into(), o)
+            .await
+            .map_err(os_err)?;
+        Ok(staged)
+    }
+
     /// Appends `body` at `offset` to a resumable upload holding `parts` and the staging objects
     /// `staged` up to it; returns what the upload then holds.
     pub(super) async fn append_after(
@@ -172,13 +183,8 @@ impl S3Store {
                     if let Some(sender) = sender.as_mut() {
                         sender.wait().await?;
                     }
-                    let at = StorageKey::new(format!("{}{:020}", staging_prefix(key), end - buf.len() as u64))?;
-                    let o = object_store::PutOptions::default();
-                    self.store
-                        .put_opts(&path(&at)?, buf.freeze().into(), o)
-                        .await
-                        .map_err(os_err)?;
-                    staged_now.push(at);
+                    let at = end - buf.len() as u64;
+                    staged_now.push(self.stage_rest(key, at, buf).await?);
                 }
                 break;
             }

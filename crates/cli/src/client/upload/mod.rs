@@ -50,19 +50,7 @@ pub struct UploadArgs {
 /// Runs `filedock upload`.
 pub async fn run(args: UploadArgs) -> Result<(), Failure> {
     let api = Api::connect(&args.conn)?;
-    let mut files = Vec::with_capacity(args.files.len());
-    for p in &args.files {
-        let meta = std::fs::metadata(p).map_err(|e| Failure::io(p.display(), e))?;
-        if !meta.is_file() {
-            return Err(Failure::usage(format!("{} is not a file", p.display())));
-        }
-        let name = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| Failure::usage(format!("{}: the file name must be UTF-8", p.display())))?
-            .to_owned();
-        files.push((p.clone(), name, meta));
-    }
+    let files = local_files(&args.files)?;
     let bars = api.bars();
     let total: u64 = files.iter().map(|(_, _, m)| m.len()).sum();
     let overall = (files.len() > 1).then(|| byte_bar(&bars, total, format!("{} files", files.len())));
@@ -134,6 +122,24 @@ pub async fn run(args: UploadArgs) -> Result<(), Failure> {
             Err(f)
         }
     }
+}
+
+/// The files to upload, each with its name (UTF-8) and metadata; anything not a file is refused.
+fn local_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, String, std::fs::Metadata)>, Failure> {
+    let mut files = Vec::with_capacity(paths.len());
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| Failure::io(p.display(), e))?;
+        if !meta.is_file() {
+            return Err(Failure::usage(format!("{} is not a file", p.display())));
+        }
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Failure::usage(format!("{}: the file name must be UTF-8", p.display())))?
+            .to_owned();
+        files.push((p.clone(), name, meta));
+    }
+    Ok(files)
 }
 
 /// One file: returns what the server made of it and the offset it resumed from (0 if new).
