@@ -40,6 +40,7 @@ pub mod service;
 pub mod settings;
 pub mod sniff;
 pub mod tasks;
+pub mod text;
 pub mod uploads;
 pub mod workflow;
 

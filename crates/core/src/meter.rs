@@ -1,6 +1,6 @@
 //! The checks every body passes on its way to a store: byte count against the limit and the
 //! declared length, SHA-256, the type of the first bytes (and UTF-8 throughout for text), and
-//! empty files. A failed check becomes an `Err` item, so the store never commits the body.
+//! empty files; text stays text to the end, in the encoding its first non-ASCII bytes chose. A failed check becomes an `Err` item, so the store never commits the body.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -14,6 +14,7 @@ use crate::blob::ByteStream;
 use crate::error::{Error, Result};
 use crate::policy::UploadPolicy;
 use crate::sniff;
+use crate::text::{NotText, TextCheck};
 
 /// What a finished body turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,12 +41,11 @@ struct Meter {
     policy: UploadPolicy,
     ext: Option<String>,
     expected: Option<u64>,
-    text: bool,
+    text: Option<TextCheck>,
     count: u64,
     hasher: Sha256,
     head: Vec<u8>,
     detected: Option<String>,
-    utf8_carry: Vec<u8>,
     done: bool,
     out: Arc<Mutex<Option<Metered>>>,
 }
@@ -58,7 +58,7 @@ pub fn meter(
     expected: Option<u64>,
 ) -> (ByteStream, MeterHandle) {
     let out = Arc::new(Mutex::new(None));
-    let text = sniff::is_text_extension(ext.as_deref());
+    let text = sniff::is_text_extension(ext.as_deref()).then(TextCheck::new);
     let m = Meter {
         inner,
         policy,
@@ -69,32 +69,14 @@ pub fn meter(
         hasher: Sha256::new(),
         head: Vec::new(),
         detected: None,
-        utf8_carry: Vec::new(),
         done: false,
         out: out.clone(),
     };
     (Box::pin(m), MeterHandle(out))
 }
 
-/// Feeds a chunk to an incremental UTF-8 check; `carry` holds an incomplete trailing character.
-fn utf8_feed(carry: &mut Vec<u8>, mut chunk: &[u8]) -> bool {
-    while !carry.is_empty() && !chunk.is_empty() {
-        carry.push(chunk[0]);
-        chunk = &chunk[1..];
-        match std::str::from_utf8(carry) {
-            Ok(_) => carry.clear(),
-            Err(e) if e.error_len().is_none() && carry.len() < 4 => {}
-            Err(_) => return false,
-        }
-    }
-    match std::str::from_utf8(chunk) {
-        Ok(_) => true,
-        Err(e) if e.error_len().is_none() => {
-            carry.extend_from_slice(&chunk[e.valid_up_to()..]);
-            true
-        }
-        Err(_) => false,
-    }
+fn not_text(why: NotText) -> Error {
+    Error::UnsupportedType(format!("text files must be text throughout: {}", why.0))
 }
 
 impl Meter {
@@ -128,8 +110,8 @@ impl Meter {
                 self.check_head(false)?;
             }
         }
-        if self.text && !utf8_feed(&mut self.utf8_carry, chunk) {
-            return Err(Error::UnsupportedType("text files must be valid UTF-8".into()));
+        if let Some(text) = &mut self.text {
+            text.feed(chunk).map_err(not_text)?;
         }
         Ok(())
     }
@@ -147,14 +129,15 @@ impl Meter {
             )));
         }
         self.check_head(true)?;
-        if self.text && !self.utf8_carry.is_empty() {
-            return Err(Error::UnsupportedType("text files must be valid UTF-8".into()));
-        }
-        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
-        let detected_type = self
+        let mut detected_type = self
             .detected
             .clone()
             .unwrap_or_else(|| "application/octet-stream".into());
+        if let Some(text) = self.text.take() {
+            let charset = text.finish().map_err(not_text)?;
+            detected_type = crate::text::with_charset(&detected_type, &charset);
+        }
+        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         Ok(Metered {
             size: self.count,
             sha256,
@@ -303,14 +286,14 @@ mod tests {
         let (s, _) = meter(body(vec![a, b]), UploadPolicy::max(50), Some("md".into()), None);
         assert!(drain(s).await.is_ok());
         let (s, _) = meter(
-            body(vec![b"ok", &[0xC3]]),
+            body(vec![b"ok", &[0xC3, 0x00]]),
             UploadPolicy::max(50),
             Some("md".into()),
             None,
         );
         assert!(matches!(drain(s).await, Err(Error::UnsupportedType(_))));
         let (s, _) = meter(
-            body(vec![b"ok", &[0xFF, b'a']]),
+            body(vec![b"ok", &[0xFF, 0x00, 0x01]]),
             UploadPolicy::max(50),
             Some("md".into()),
             None,

@@ -1,5 +1,5 @@
 //! Content type detection: magic bytes (via `infer`) checked against the name's extension, and
-//! UTF-8 for text formats. The rules are data ([`rule_for`]); the decision is [`check_head`].
+//! text in a known encoding for text formats ([`crate::text`]). The rules are data ([`rule_for`]); the decision is [`check_head`].
 
 /// How many leading bytes the sniffer looks at.
 pub const HEAD_LEN: usize = 8192;
@@ -30,7 +30,8 @@ const ZIP_FAMILY: &[&str] = &[
 pub enum Rule {
     /// Binary: the sniffed type must be one of these; the first is the canonical type.
     Magic(&'static [&'static str]),
-    /// Text: valid UTF-8 with no binary signature; served as this type.
+    /// Text: decodable text (UTF-8, UTF-16 with a BOM or a detected legacy encoding) with no
+    /// binary signature; served as this type, with the detected charset.
     Text(&'static str),
     /// Kodak Photo CD or a point cloud file (`.pcd`): checked by hand.
     Pcd,
@@ -143,13 +144,11 @@ pub fn check_head(ext: Option<&str>, head: &[u8], complete: bool) -> Result<Stri
             ))),
             None => Err(Mismatch(format!("content does not look like a .{ext} file"))),
         },
-        Some(Rule::Text(t)) => {
-            if text_sniff(sniffed) && utf8_prefix_ok(head, complete) {
-                Ok(t.to_owned())
-            } else {
-                Err(Mismatch(format!(".{ext} files must be UTF-8 text")))
-            }
-        }
+        Some(Rule::Text(t)) => match crate::text::check(head, complete) {
+            Ok(charset) if text_sniff(sniffed) => Ok(crate::text::with_charset(t, &charset)),
+            Ok(_) => Err(Mismatch(format!(".{ext} files must be text"))),
+            Err(why) => Err(Mismatch(format!(".{ext} files must be text: {}", why.0))),
+        },
         Some(Rule::Pcd) => {
             let photo_cd = head.len() >= 2055 && &head[2048..2055] == b"PCD_IPI";
             let point_cloud =
@@ -165,7 +164,7 @@ pub fn check_head(ext: Option<&str>, head: &[u8], complete: bool) -> Result<Stri
     }
 }
 
-/// Whether text must stay valid UTF-8 beyond the head (checked by the meter on the stream).
+/// Whether content must stay text beyond the head (checked by the meter on the stream).
 pub fn is_text_extension(ext: Option<&str>) -> bool {
     matches!(ext.and_then(rule_for), Some(Rule::Text(_)))
 }
@@ -199,12 +198,18 @@ mod tests {
             check_head(Some("txt"), "héllo".as_bytes(), true).unwrap(),
             "text/plain; charset=utf-8"
         );
-        assert!(check_head(Some("txt"), b"\xff\xfe\x00bad", true).is_err());
+        assert!(check_head(Some("txt"), b"\x00\x01\x02\xff\x00bad", true).is_err());
+        let gbk = encoding_rs::GBK
+            .encode(&"中文的逗号分隔文件，默认编码。\n".repeat(20))
+            .0
+            .into_owned();
+        assert_eq!(check_head(Some("csv"), &gbk, true).unwrap(), "text/csv; charset=gbk");
         assert!(check_head(Some("md"), PNG, true).is_err());
         // A head cut in the middle of a character is fine while more bytes may follow.
         let cut = &"é".as_bytes()[..1];
         assert!(check_head(Some("txt"), cut, false).is_ok());
-        assert!(check_head(Some("txt"), cut, true).is_err());
+        // Whole, the lone byte is not UTF-8: a legacy encoding reads it (as "Ă" in windows-1250).
+        assert_ne!(check_head(Some("txt"), cut, true).unwrap(), "text/plain; charset=utf-8");
     }
 
     #[test]

@@ -1,0 +1,139 @@
+//! The clients people already have (issue 22): text in the encodings people use, TokenOps' 2xx
+//! that is final, links that serve bytes, files without an extension, the vendors' own texts.
+
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use encoding_rs::Encoding;
+use filedock_core::CredentialKind;
+
+// ---------------------------------------------------------------- text encodings
+
+const CHINESE: &str = "姓名,城市,备注\n张三,北京,这是一个用简体中文写的文件，默认编码来自中文版视窗系统。\n李四,上海,第二行也是中文内容。\n";
+const TRADITIONAL: &str = "這是一個用繁體中文寫的文字檔案，常見於臺灣與香港的舊系統，編碼為大五碼。\n";
+const JAPANESE: &str = "これは日本語のテキストファイルです。古いウィンドウズではシフトJISが使われていました。\n";
+const WESTERN: &str = "Café au lait, naïve façade, señor, Müller: “quoted” and ½ price.\n";
+
+/// Text files as the world's editors save them: (name, bytes, the charset filedock must find).
+fn legacy_texts() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let enc = |e: &'static Encoding, s: &str| e.encode(&s.repeat(8)).0.into_owned();
+    let mut utf16 = vec![0xFF, 0xFE];
+    utf16.extend(CHINESE.repeat(8).encode_utf16().flat_map(u16::to_le_bytes));
+    vec![
+        ("gbk.txt", enc(encoding_rs::GBK, CHINESE), "gbk"),
+        ("big5.txt", enc(encoding_rs::BIG5, TRADITIONAL), "big5"),
+        ("sjis.txt", enc(encoding_rs::SHIFT_JIS, JAPANESE), "shift_jis"),
+        ("utf16.txt", utf16, "utf-16le"),
+        ("latin.txt", enc(encoding_rs::WINDOWS_1252, WESTERN), "windows-1252"),
+    ]
+}
+
+/// Bytes no text encoding holds.
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut x = 0x2545_F491_4F6C_DD1D_u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn huawei(project: &str, token: &str, name: &str, bytes: &[u8]) -> Request<Body> {
+    let (ct, body) = multipart(&[], name, "text/plain", bytes);
+    Request::post(format!("/v1/{project}/agent-runtime/upload-file"))
+        .header("content-type", ct)
+        .header("x-auth-token", token)
+        .body(Body::from(body))
+        .unwrap()
+}
+
+fn juniortree(key: &str, name: &str, bytes: &[u8]) -> Request<Body> {
+    let (ct, body) = multipart(&[("created_by", "xiaoming")], name, "application/octet-stream", bytes);
+    Request::post("/api/v1/upload")
+        .header("content-type", ct)
+        .header("agent", "fastgpt")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn legacy_encodings_are_text_on_every_way_in() {
+    let app = TestApp::new().await;
+    let key = app.key("p", CredentialKind::Integration).await;
+    for (name, bytes, charset) in legacy_texts() {
+        let native = app.upload_raw(&key, name, &bytes).await;
+        assert_eq!(
+            native.status,
+            StatusCode::CREATED,
+            "native {name}: {}",
+            String::from_utf8_lossy(&native.body)
+        );
+        let id = native.json()["id"].as_str().unwrap().to_owned();
+        let got = app.get(&key, &format!("/v1/files/{id}/content")).await;
+        assert_eq!(got.body, bytes, "{name} served as stored");
+        assert_eq!(
+            got.header("content-type").as_deref(),
+            Some(format!("text/plain; charset={charset}").as_str()),
+            "{name}"
+        );
+
+        let hw = app.send(huawei("p", &key, name, &bytes)).await;
+        assert_eq!(
+            hw.status,
+            StatusCode::OK,
+            "huawei {name}: {}",
+            String::from_utf8_lossy(&hw.body)
+        );
+        let jt = app.send(juniortree(&key, name, &bytes)).await;
+        assert_eq!(
+            jt.status,
+            StatusCode::OK,
+            "juniortree {name}: {}",
+            String::from_utf8_lossy(&jt.body)
+        );
+        assert_eq!(
+            jt.json()["data"]["mime_type"].as_str(),
+            Some(format!("text/plain; charset={charset}").as_str())
+        );
+    }
+    // A CSV through Huawei (Juniortree takes no CSV).
+    let gbk_csv = encoding_rs::GBK.encode(CHINESE).0.into_owned();
+    assert_eq!(
+        app.send(huawei("p", &key, "表格.csv", &gbk_csv)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn binary_named_txt_is_still_refused() {
+    let app = TestApp::new().await;
+    let key = app.key("p", CredentialKind::Integration).await;
+    let junk = random_bytes(20_000);
+    assert_eq!(
+        app.upload_raw(&key, "junk.txt", &junk).await.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        app.send(huawei("p", &key, "junk.txt", &junk)).await.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        app.send(juniortree(&key, "junk.txt", &junk)).await.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    // GBK text whose bytes turn to binary after the first 8 KiB: refused whole.
+    let mut late = encoding_rs::GBK.encode(&CHINESE.repeat(200)).0.into_owned();
+    late.extend_from_slice(&random_bytes(4096));
+    assert_eq!(
+        app.upload_raw(&key, "late.txt", &late).await.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(app.stored_objects().await, 0, "nothing refused is kept");
+}
