@@ -14,6 +14,7 @@ pub mod config;
 pub mod dialects;
 pub mod error;
 mod framing;
+mod linger;
 pub mod links;
 pub mod openapi;
 pub mod ops;

@@ -1,5 +1,6 @@
 //! The accept loop: each connection served by hyper (HTTP/1.1), under the client timeouts, with
-//! requests that smuggle refused (see `framing`) and a graceful end.
+//! requests that smuggle refused (see `framing`), refusals that reach clients still sending
+//! (see `linger`) and a graceful end.
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use crate::{framing, repoll};
+use crate::{framing, linger, repoll};
 
 /// The most a connection's read buffer grows to (hyper's default is about 400 KiB). Body chunks
 /// are slices of it: smaller keeps the memory of many slow uploads down, and 128 KiB reads are
@@ -45,7 +46,10 @@ pub async fn serve(
     timeouts: Timeouts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router.layer(RequestBodyTimeoutLayer::new(timeouts.body_idle));
+    // Outermost, so a body dropped unread drains as it came off the socket (see `linger`).
+    let router = router
+        .layer(RequestBodyTimeoutLayer::new(timeouts.body_idle))
+        .layer(tower::util::MapRequestLayer::new(linger::lingering));
     let service = TowerToHyperService::new(router);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
