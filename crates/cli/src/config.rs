@@ -11,6 +11,7 @@ use filedock_catalog::CatalogConfig;
 use filedock_core::files::Retention;
 use filedock_core::limits::Limits;
 use filedock_core::{DeliverySettings, ProjectSettings, TaskSettings, UploadPolicy, Workflow};
+use filedock_server::config::{CorsConfig, LinksConfig};
 use filedock_server::dialects::DialectsConfig;
 use filedock_storage::BackendConfig;
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,10 @@ pub struct Config {
     pub policies: BTreeMap<String, UploadPolicy>,
     /// Settings of the vendor dialects.
     pub dialects: DialectsConfig,
+    /// Which web pages (origins) may call filedock from a browser. Default: any.
+    pub cors: CorsConfig,
+    /// Whether stable links serve the bytes (default) or redirect to a presigned URL.
+    pub links: LinksConfig,
     /// TTL of presigned upload URLs, in seconds.
     pub upload_ttl_secs: u64,
     /// Default TTL of download links, in seconds.
@@ -93,6 +98,8 @@ impl Default for Config {
             catalog: CatalogConfig::default(),
             policies: filedock_server::dialects::default_policies(),
             dialects: DialectsConfig::default(),
+            cors: CorsConfig::default(),
+            links: LinksConfig::default(),
             upload_ttl_secs: 15 * 60,
             link_ttl_secs: 60 * 60,
             max_link_ttl_secs: 7 * 86_400,

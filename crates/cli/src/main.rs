@@ -139,6 +139,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let router = filedock_server::router(filedock_server::AppState {
         files,
         dialects: Arc::new(cfg.dialects.clone()),
+        http: Arc::new(filedock_server::config::HttpConfig {
+            cors: cfg.cors.clone(),
+            links: cfg.links.clone(),
+        }),
     });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let timeouts = filedock_server::Timeouts {

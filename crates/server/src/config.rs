@@ -81,3 +81,45 @@ pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
         (policy::TUS.to_owned(), UploadPolicy::max(5 * 1024 * 1024 * MIB)),
     ])
 }
+
+/// Settings of the HTTP front that are not a dialect's: CORS and how stable links answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub cors: CorsConfig,
+    pub links: LinksConfig,
+}
+
+/// Which web pages (origins) may call filedock from a browser (`[cors]`).
+///
+/// Any origin by default: filedock's credentials are keys sent in headers and signatures in
+/// URLs, never cookies, so a page on another origin can do nothing its user's key could not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// `["*"]` (any origin), exact origins (`"https://chat.example.com"`), or `[]` (no CORS
+    /// headers at all).
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may keep a preflight's answer, in seconds.
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: vec!["*".into()],
+            max_age_secs: 86_400,
+        }
+    }
+}
+
+/// How stable links (`/l/…`: TokenOps' `visit_url`, Juniortree's `id`, `POST /v1/files/{id}/links`
+/// with a long TTL) answer (`[links]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinksConfig {
+    /// `false` (the default): the link serves the bytes itself (200 or 206, like a download).
+    /// `true`: it answers 302 to a short-lived presigned URL, so on S3 the bytes go from the
+    /// bucket to the client without passing through filedock (clients must follow redirects).
+    pub redirect: bool,
+}

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod blob;
 pub mod body;
 pub mod config;
+pub mod cors;
 pub mod dialects;
 pub mod error;
 mod framing;

@@ -16,6 +16,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     ops::metrics_handle();
+    let cors = crate::cors::layer(&state.http.cors);
     // Spans name the path only (query strings of signed URLs carry signatures), and a path that
     // is itself a capability (a stable link's token) only redacted.
     let trace = TraceLayer::new_for_http()
@@ -65,4 +66,7 @@ pub fn router(state: AppState) -> Router {
         ]))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Outermost: preflights are answered before any route, key or gate, and every answer
+        // (refusals included) carries the headers a browser needs to read it.
+        .layer(tower::util::option_layer(cors))
 }

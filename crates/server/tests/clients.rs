@@ -137,3 +137,136 @@ async fn binary_named_txt_is_still_refused() {
     );
     assert_eq!(app.stored_objects().await, 0, "nothing refused is kept");
 }
+
+// ---------------------------------------------------------------- CORS
+
+fn preflight(path: &str, origin: &str, method: &str, headers: &str) -> Request<Body> {
+    Request::options(path)
+        .header("origin", origin)
+        .header("access-control-request-method", method)
+        .header("access-control-request-headers", headers)
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn browsers_on_other_origins_may_call_every_route() {
+    let app = TestApp::new().await;
+    let key = app.key("p", CredentialKind::Integration).await;
+    let origin = "http://chat.example.com:5173";
+    // tus-js-client's preflight, then its creation: the headers it reads are exposed.
+    let pre = app
+        .send(preflight(
+            "/tus/",
+            origin,
+            "POST",
+            "authorization,tus-resumable,upload-length,upload-metadata",
+        ))
+        .await;
+    assert!(pre.status.is_success(), "{}", pre.status);
+    assert_eq!(pre.header("access-control-allow-origin").as_deref(), Some("*"));
+    let allowed = pre.header("access-control-allow-headers").unwrap().to_ascii_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("upload-length"),
+        "{allowed}"
+    );
+    assert!(pre.header("access-control-allow-methods").unwrap().contains("PATCH"));
+    assert_eq!(pre.header("access-control-max-age").as_deref(), Some("86400"));
+    let created = app
+        .send(
+            Request::post("/tus/")
+                .header("origin", origin)
+                .header("authorization", format!("Bearer {key}"))
+                .header("tus-resumable", "1.0.0")
+                .header("upload-length", "5")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(created.header("access-control-allow-origin").as_deref(), Some("*"));
+    let exposed = created
+        .header("access-control-expose-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    for h in [
+        "location",
+        "upload-offset",
+        "upload-length",
+        "upload-expires",
+        "tus-resumable",
+        "filedock-file-id",
+        "etag",
+    ] {
+        assert!(exposed.contains(h), "{h} not exposed: {exposed}");
+    }
+    // A refusal is readable too; so are the vendor routes, signed PUTs and links.
+    let refused = app
+        .send(
+            Request::post("/v1/files?name=a.txt")
+                .header("origin", origin)
+                .body(Body::from("x"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.header("access-control-allow-origin").as_deref(), Some("*"));
+    for (path, method) in [
+        ("/api/v1/upload", "POST"),
+        ("/v1/p/agent-runtime/upload-file", "POST"),
+        ("/v1/files/upload_url", "POST"),
+        ("/api/v1/r/files/presign", "POST"),
+        ("/blob/local/p/x.bin?sig=1", "PUT"),
+        ("/l/anything", "GET"),
+        ("/v1/uploads/multipart/abc/parts", "POST"),
+    ] {
+        let pre = app
+            .send(preflight(path, origin, method, "content-type,x-auth-token,agent"))
+            .await;
+        assert!(pre.status.is_success(), "{path}: {}", pre.status);
+        assert_eq!(
+            pre.header("access-control-allow-origin").as_deref(),
+            Some("*"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cors_can_name_its_origins_or_be_off() {
+    use filedock_server::config::{CorsConfig, HttpConfig};
+    let app = TestApp::with_http(HttpConfig {
+        cors: CorsConfig {
+            allowed_origins: vec!["https://app.example.com".into()],
+            max_age_secs: 60,
+        },
+        ..Default::default()
+    })
+    .await;
+    let ok = app
+        .send(preflight("/tus/", "https://app.example.com", "POST", "tus-resumable"))
+        .await;
+    assert_eq!(
+        ok.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    let other = app
+        .send(preflight("/tus/", "https://evil.example", "POST", "tus-resumable"))
+        .await;
+    assert_eq!(other.header("access-control-allow-origin"), None);
+
+    let off = TestApp::with_http(HttpConfig {
+        cors: CorsConfig {
+            allowed_origins: vec![],
+            max_age_secs: 60,
+        },
+        ..Default::default()
+    })
+    .await;
+    let none = off
+        .send(preflight("/tus/", "https://app.example.com", "POST", "tus-resumable"))
+        .await;
+    assert_eq!(none.header("access-control-allow-origin"), None);
+    // Without CORS, OPTIONS on /tus/ is tus's own discovery answer.
+    assert!(none.header("tus-version").is_some());
+}

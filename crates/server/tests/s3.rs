@@ -79,6 +79,7 @@ async fn presigned_bytes_never_pass_through_filedock() {
     let app = router(AppState {
         files,
         dialects: Default::default(),
+        http: Default::default(),
     })
     .layer(axum::middleware::map_request(move |req: Request<Body>| {
         let counter = counter.clone();

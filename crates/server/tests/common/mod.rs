@@ -19,6 +19,7 @@ use filedock_core::model::FileStatus;
 use filedock_core::{
     Catalog, Clock, CredentialKind, FileService, ManualClock, ProjectId, UploadPolicy, UrlSigner, WorkspaceId,
 };
+use filedock_server::config::HttpConfig;
 use filedock_server::dialects::DialectsConfig;
 use filedock_server::{AppState, router};
 use filedock_storage::{LocalStore, S3Config, S3Store, Secret};
@@ -73,6 +74,17 @@ impl TestApp {
     /// [`TestApp::with_policies`] with dialect settings.
     pub async fn with_config(overrides: BTreeMap<String, UploadPolicy>, dialects: DialectsConfig) -> TestApp {
         Self::build(overrides, dialects, |_| {}).await
+    }
+
+    /// The default app with the HTTP front's settings (CORS, links) changed.
+    pub async fn with_http(http: HttpConfig) -> TestApp {
+        let mut app = Self::new().await;
+        app.router = router(AppState {
+            files: app.files.clone(),
+            dialects: Default::default(),
+            http: Arc::new(http),
+        });
+        app
     }
 
     /// The default app with the service's settings changed (workflows, projects, tasks).
@@ -152,6 +164,7 @@ impl TestApp {
             router: router(AppState {
                 files: files.clone(),
                 dialects: Arc::new(dialects),
+                http: Default::default(),
             }),
             clock,
             catalog,
