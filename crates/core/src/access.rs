@@ -10,7 +10,7 @@ use crate::disposition;
 use crate::error::{Error, Result};
 use crate::files::Files;
 use crate::link::Verified;
-use crate::meter::exact_length;
+use crate::meter::{exact_length, meter};
 use crate::model::{FileId, FileRecord, FileStatus, StorageKey};
 use crate::range::ByteRange;
 
@@ -100,9 +100,9 @@ impl Files {
         Ok(format!("{}/l/{token}", self.ctx.config.public_url))
     }
 
-    /// Resolves a stable link to a short-lived presigned download (completing a direct upload
-    /// whose bytes have arrived). A deleted or expired file is `Gone`.
-    pub async fn open_link(&self, token: &str) -> Result<PresignedRequest> {
+    /// The ready file a stable link names (completing a direct upload whose bytes have
+    /// arrived). A deleted or expired file is `Gone`.
+    pub async fn link_file(&self, token: &str) -> Result<FileRecord> {
         let now = self.ctx.clock.now();
         let id = self.ctx.signer.verify_link_token(token, now / 1000)?;
         let id = FileId::parse(&id)?;
@@ -115,10 +115,23 @@ impl Files {
         if rec.status == FileStatus::Deleted || rec.expires_at.is_some_and(|e| e <= now) {
             return Err(Error::Gone("the file has been deleted or has expired".into()));
         }
-        let rec = self.complete(rec).await?;
+        self.complete(rec).await
+    }
+
+    /// Resolves a stable link to a short-lived presigned download (for links that redirect).
+    pub async fn open_link(&self, token: &str) -> Result<PresignedRequest> {
+        let rec = self.link_file(token).await?;
         let backend = self.ctx.backend(Some(&rec.backend))?;
+        let now = self.ctx.clock.now();
         let expires_at = now + secs_to_ms(STABLE_LINK_REDIRECT_SECS.min(backend.max_presign_ttl_secs));
         self.presign_download(backend, &rec, expires_at)
+    }
+
+    /// Reads the file a stable link names (for links that serve the bytes), or a range of it.
+    pub async fn read_link(&self, token: &str, range: Option<ByteRange>) -> Result<(FileRecord, GetResult)> {
+        let rec = self.link_file(token).await?;
+        let got = self.ctx.backend(Some(&rec.backend))?.store.get(&rec.key, range).await?;
+        Ok((rec, got))
     }
 
     /// A file's `path` reference: `{scheme}://{host}/{key}` (TokenOps' `path`).
@@ -214,23 +227,34 @@ impl Files {
         }
         // filedock knows what it expects at this key, which S3 cannot: only a pending upload
         // takes bytes. A completed file is never replaced, and a URL is dead after a delete.
-        let _slot = match self.ctx.catalog.file_by_key(&b.name, &key_).await? {
-            Some(rec) if rec.status == FileStatus::Pending => self.ctx.upload_slot(&rec.project)?,
+        let rec = match self.ctx.catalog.file_by_key(&b.name, &key_).await? {
+            Some(rec) if rec.status == FileStatus::Pending => rec,
             Some(_) => return Err(Error::PreconditionFailed("the file at this key is complete".into())),
             None => return Err(Error::Forbidden("no upload is expected at this key".into())),
         };
+        let _slot = self.ctx.upload_slot(&rec.project)?;
         if v.create_only && b.store.head(&key_).await.is_ok() {
             return Err(Error::PreconditionFailed("an object already exists at this key".into()));
         }
-        b.store
+        // The bytes pass the file's checks on their way in, so a refusal is this PUT's answer
+        // and what it answers 2xx for is final: the file is ready when the PUT returns.
+        let policy = self.ctx.policy(&rec.policy)?.clone();
+        let (body, metered) = meter(exact_length(body, len), policy, rec.extension.clone(), Some(len));
+        let meta = b
+            .store
             .put(
                 &key_,
-                exact_length(body, len),
+                body,
                 PutOptions {
                     create_only: v.create_only,
                 },
             )
-            .await
+            .await?;
+        let m = metered
+            .outcome()
+            .ok_or_else(|| Error::internal_msg("metered PUT ended without an outcome"))?;
+        self.settle(&rec, m.size, Some(m.sha256), m.detected_type).await?;
+        Ok(meta)
     }
 
     /// Serves a presigned GET from a self-served store; returns the response overrides that were

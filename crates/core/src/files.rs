@@ -367,6 +367,18 @@ impl Files {
                 return Err(e);
             }
         };
+        self.settle(&rec, size, sha256, detected_type).await
+    }
+
+    /// Records what arrived for a pending file, checked, and makes it ready (`file.ready` once,
+    /// whoever wins a race to complete it).
+    pub(crate) async fn settle(
+        &self,
+        rec: &FileRecord,
+        size: u64,
+        sha256: Option<String>,
+        detected_type: String,
+    ) -> Result<FileRecord> {
         let c = Completion {
             size,
             sha256,

@@ -82,7 +82,12 @@ fn not_text(why: NotText) -> Error {
 impl Meter {
     fn check_head(&mut self, complete: bool) -> Result<()> {
         if self.detected.is_none() {
-            self.detected = Some(self.policy.check_content(self.ext.as_deref(), &self.head, complete)?);
+            let detected = self.policy.check_content(self.ext.as_deref(), &self.head, complete)?;
+            if detected == crate::policy::UNMATCHED {
+                // Kept unmatched content (or no text rule): nothing more to check as text.
+                self.text = None;
+            }
+            self.detected = Some(detected);
         }
         Ok(())
     }
@@ -110,9 +115,21 @@ impl Meter {
                 self.check_head(false)?;
             }
         }
-        if let Some(text) = &mut self.text {
-            text.feed(chunk).map_err(not_text)?;
+        if let Some(text) = &mut self.text
+            && let Err(why) = text.feed(chunk)
+        {
+            self.not_text(why)?;
         }
+        Ok(())
+    }
+
+    /// Text that turned out not to be: refused, or kept as unmatched content if the policy says.
+    fn not_text(&mut self, why: NotText) -> Result<()> {
+        if !self.policy.keep_unmatched {
+            return Err(not_text(why));
+        }
+        self.text = None;
+        self.detected = Some(crate::policy::UNMATCHED.to_owned());
         Ok(())
     }
 
@@ -134,8 +151,13 @@ impl Meter {
             .clone()
             .unwrap_or_else(|| "application/octet-stream".into());
         if let Some(text) = self.text.take() {
-            let charset = text.finish().map_err(not_text)?;
-            detected_type = crate::text::with_charset(&detected_type, &charset);
+            match text.finish() {
+                Ok(charset) => detected_type = crate::text::with_charset(&detected_type, &charset),
+                Err(why) => {
+                    self.not_text(why)?;
+                    detected_type = crate::policy::UNMATCHED.to_owned();
+                }
+            }
         }
         let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         Ok(Metered {

@@ -19,7 +19,15 @@ pub struct UploadPolicy {
     /// Whether a zero-byte file is accepted.
     #[serde(default = "yes")]
     pub allow_empty: bool,
+    /// Content that does not match its name's extension (or text that is not text) is kept and
+    /// served as `application/octet-stream` instead of refused. For ways in whose clients were
+    /// told "stored" before filedock saw the bytes (TokenOps' presigned PUT: a 2xx is final).
+    #[serde(default)]
+    pub keep_unmatched: bool,
 }
+
+/// The type of kept content that does not match its name.
+pub const UNMATCHED: &str = "application/octet-stream";
 
 fn yes() -> bool {
     true
@@ -32,6 +40,7 @@ impl UploadPolicy {
             max_size,
             allow: None,
             allow_empty: true,
+            keep_unmatched: false,
         }
     }
 
@@ -64,10 +73,15 @@ impl UploadPolicy {
         }
     }
 
-    /// Checks a file's first bytes; returns the detected type.
+    /// Checks a file's first bytes; returns the detected type (`application/octet-stream` for
+    /// content that does not match, if the policy keeps it).
     pub fn check_content(&self, ext: Option<&str>, head: &[u8], complete: bool) -> Result<String> {
         self.check_extension(ext)?;
-        sniff::check_head(ext, head, complete).map_err(|m| Error::UnsupportedType(m.0))
+        match sniff::check_head(ext, head, complete) {
+            Ok(t) => Ok(t),
+            Err(_) if self.keep_unmatched => Ok(UNMATCHED.to_owned()),
+            Err(m) => Err(Error::UnsupportedType(m.0)),
+        }
     }
 }
 
@@ -81,6 +95,7 @@ mod tests {
             max_size: 10,
             allow: Some(vec!["pdf".into()]),
             allow_empty: true,
+            keep_unmatched: false,
         };
         assert!(p.check_extension(Some("pdf")).is_ok());
         assert!(matches!(p.check_extension(Some("png")), Err(Error::UnsupportedType(_))));

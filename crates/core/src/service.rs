@@ -222,6 +222,10 @@ impl FileService {
     pub async fn open_link(&self, token: &str) -> Result<PresignedRequest> {
         self.files.open_link(token).await
     }
+    /// See [`Files::read_link`](crate::files::Files::read_link).
+    pub async fn read_link(&self, token: &str, range: Option<ByteRange>) -> Result<(FileRecord, GetResult)> {
+        self.files.read_link(token, range).await
+    }
     /// See [`Files::reference`](crate::files::Files::reference).
     pub fn reference(&self, rec: &FileRecord) -> Result<String> {
         self.files.reference(rec)

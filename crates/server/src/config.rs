@@ -47,7 +47,14 @@ pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
     BTreeMap::from([
         // S3's largest single PUT.
         (policy::NATIVE.to_owned(), UploadPolicy::max(5 * 1024 * MIB)),
-        (policy::TOKENOPS.to_owned(), UploadPolicy::max(5 * 1024 * MIB)),
+        // TokenOps is an object-store contract: what a PUT was answered 2xx for is kept.
+        (
+            policy::TOKENOPS.to_owned(),
+            UploadPolicy {
+                keep_unmatched: true,
+                ..UploadPolicy::max(5 * 1024 * MIB)
+            },
+        ),
         (
             policy::HUAWEI.to_owned(),
             UploadPolicy {
@@ -59,6 +66,7 @@ pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
                      js cpp py java c txt css javascript html json md",
                 ),
                 allow_empty: true,
+                keep_unmatched: false,
             },
         ),
         (
@@ -69,6 +77,7 @@ pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
                     "jpg jpeg png gif webp svg pdf doc docx txt md mp3 wav ogg flac mp4 avi mov wmv zip rar 7z",
                 ),
                 allow_empty: false,
+                keep_unmatched: false,
             },
         ),
         (policy::CYBERUN.to_owned(), UploadPolicy::max(500 * MIB)),

@@ -270,3 +270,173 @@ async fn cors_can_name_its_origins_or_be_off() {
     // Without CORS, OPTIONS on /tus/ is tus's own discovery answer.
     assert!(none.header("tus-version").is_some());
 }
+
+// ---------------------------------------------------------------- TokenOps: a 2xx is final
+
+async fn tokenops_put(app: &TestApp, key: &str, path: &str, bytes: &[u8]) -> (Answer, String) {
+    let ans = app
+        .post_json(key, "/v1/files/upload_url", serde_json::json!({ "path": path }))
+        .await;
+    assert_eq!(ans.status, StatusCode::OK, "{}", String::from_utf8_lossy(&ans.body));
+    let r = ans.json();
+    let put = app
+        .call(
+            "PUT",
+            r["upload_url"].as_str().unwrap(),
+            &[("content-length", bytes.len().to_string())],
+            bytes.to_vec(),
+        )
+        .await;
+    (put, r["visit_url"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn tokenops_keeps_what_it_answered_200_for() {
+    let app = TestApp::new().await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    let junk = random_bytes(300_000);
+    let gbk = encoding_rs::GBK.encode(&CHINESE.repeat(50)).0.into_owned();
+    for (path, bytes, served_as) in [
+        ("clips/random.mp4", junk.clone(), "application/octet-stream"),
+        ("notes/gbk.txt", gbk.clone(), "text/plain; charset=gbk"),
+        ("clips/real.mp4", MP4.to_vec(), "video/mp4"),
+        ("notes/junk.txt", junk.clone(), "application/octet-stream"),
+    ] {
+        let (put, visit) = tokenops_put(&app, &key, path, &bytes).await;
+        assert_eq!(
+            put.status,
+            StatusCode::OK,
+            "{path}: {}",
+            String::from_utf8_lossy(&put.body)
+        );
+        // The link serves the bytes, as `curl URL` without -L reads them.
+        let got = app.call("GET", &visit, &[], vec![]).await;
+        assert_eq!(got.status, StatusCode::OK, "{path}");
+        assert!(got.body == bytes, "{path}: the bytes served are the bytes stored");
+        assert_eq!(got.header("content-type").as_deref(), Some(served_as), "{path}");
+        assert_eq!(got.header("x-content-type-options").as_deref(), Some("nosniff"));
+        let lookup = app
+            .get(
+                &key,
+                &format!(
+                    "/v1/files/lookup?path={}",
+                    urlencode(&format!("local://filedock.test/demo/{path}"))
+                ),
+            )
+            .await;
+        assert_eq!(lookup.json()["status"], "ready", "{path}");
+        if !scaled() {
+            // On S3 the bucket takes the PUT; its SHA-256 is read back only with
+            // hash_direct_uploads (issue 23 makes it known on every path).
+            assert_eq!(
+                lookup.json()["sha256"].as_str(),
+                Some(sha256_hex(&bytes).as_str()),
+                "{path}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn presigned_puts_on_local_disk_refuse_in_their_own_answer() {
+    if scaled() {
+        return; // On S3 the bucket answers the PUT; filedock sees the bytes only at completion.
+    }
+    let app = TestApp::new().await;
+    let key = app.key("p", CredentialKind::Integration).await;
+    let presigned = app
+        .post_json(
+            &key,
+            "/v1/uploads",
+            serde_json::json!({ "name": "clip.png", "size": 4096 }),
+        )
+        .await;
+    assert_eq!(
+        presigned.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&presigned.body)
+    );
+    let r = presigned.json();
+    let url = r["upload"]["url"].as_str().unwrap();
+    let signed: Vec<(String, String)> = r["upload"]["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().unwrap().to_owned()))
+        .collect();
+    let headers: Vec<(&str, String)> = signed.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let put = app.call("PUT", url, &headers, random_bytes(4096)).await;
+    assert_eq!(
+        put.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "refused in the PUT's answer"
+    );
+    assert_eq!(app.stored_objects().await, 0, "nothing refused is kept");
+}
+
+// ---------------------------------------------------------------- links serve bytes
+
+#[tokio::test]
+async fn links_serve_the_bytes_with_ranges_and_validators() {
+    let app = TestApp::new().await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    let bytes = random_bytes(10_000);
+    let (put, visit) = tokenops_put(&app, &key, "data/blob.bin", &bytes).await;
+    assert_eq!(put.status, StatusCode::OK);
+    let whole = app.call("GET", &visit, &[], vec![]).await;
+    assert_eq!((whole.status, whole.body.len()), (StatusCode::OK, bytes.len()));
+    let etag = whole.header("etag").expect("an ETag");
+    assert!(whole.header("last-modified").is_some());
+    assert_eq!(whole.header("accept-ranges").as_deref(), Some("bytes"));
+    assert!(whole.header("content-disposition").unwrap().starts_with("attachment;"));
+    let part = app
+        .call("GET", &visit, &[("range", "bytes=100-199".into())], vec![])
+        .await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.body, &bytes[100..200]);
+    assert_eq!(part.header("content-range").as_deref(), Some("bytes 100-199/10000"));
+    assert_eq!(part.header("etag"), Some(etag));
+    let head = app.call("HEAD", &visit, &[], vec![]).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("content-length").as_deref(), Some("10000"));
+    assert!(head.body.is_empty());
+
+    // Juniortree's id is such a link too.
+    let jt = app.send(juniortree(&key, "photo.png", PNG)).await;
+    assert_eq!(jt.status, StatusCode::OK);
+    let id = jt.json()["data"]["id"].as_str().unwrap().to_owned();
+    let got = app.call("GET", &id, &[], vec![]).await;
+    assert_eq!((got.status, got.body.as_slice()), (StatusCode::OK, PNG));
+    assert_eq!(got.header("content-type").as_deref(), Some("image/png"));
+
+    // Deleted: gone.
+    let file = app
+        .get(
+            &key,
+            "/v1/files/lookup?path=local%3A%2F%2Ffiledock.test%2Fdemo%2Fdata%2Fblob.bin",
+        )
+        .await;
+    let fid = file.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.delete(&key, &format!("/v1/files/{fid}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(app.call("GET", &visit, &[], vec![]).await.status, StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn links_can_redirect_instead() {
+    use filedock_server::config::{HttpConfig, LinksConfig};
+    let app = TestApp::with_http(HttpConfig {
+        links: LinksConfig { redirect: true },
+        ..Default::default()
+    })
+    .await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    let (put, visit) = tokenops_put(&app, &key, "a/b.bin", b"hello").await;
+    assert_eq!(put.status, StatusCode::OK);
+    let first = app.call("GET", &visit, &[], vec![]).await;
+    assert_eq!(first.status, StatusCode::FOUND);
+    assert_eq!(follow(&app, &visit).await.body, b"hello");
+}

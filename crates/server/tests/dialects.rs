@@ -283,6 +283,7 @@ async fn huawei_errors() {
             max_size: 4096,
             allow: filedock_server::dialects::default_policies()["huawei"].allow.clone(),
             allow_empty: true,
+            keep_unmatched: false,
         },
     )]))
     .await;
@@ -506,6 +507,7 @@ async fn juniortree_errors() {
                 .allow
                 .clone(),
             allow_empty: false,
+            keep_unmatched: false,
         },
     )]))
     .await;
