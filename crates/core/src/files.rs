@@ -239,6 +239,9 @@ impl Files {
         rec.size = Some(m.size);
         rec.sha256 = Some(m.sha256);
         rec.detected_type = Some(m.detected_type);
+        if rec.extension.is_none() {
+            rec.extension = m.extension;
+        }
         rec.status = FileStatus::Ready;
         rec.completed_at = Some(self.ctx.clock.now());
         Ok(Staged { rec })

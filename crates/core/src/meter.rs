@@ -23,6 +23,8 @@ pub struct Metered {
     /// Lowercase hex.
     pub sha256: String,
     pub detected_type: String,
+    /// The allowed extension the content sniffed to, for a name without one under an allowlist.
+    pub extension: Option<String>,
 }
 
 /// Reads the outcome once the metered stream has ended.
@@ -160,10 +162,12 @@ impl Meter {
             }
         }
         let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        let extension = self.policy.sniffed_extension(self.ext.as_deref(), &self.head);
         Ok(Metered {
             size: self.count,
             sha256,
             detected_type,
+            extension,
         })
     }
 }

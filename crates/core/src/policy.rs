@@ -56,6 +56,7 @@ impl UploadPolicy {
     }
 
     /// Checks an extension against the allowlist (by name only; the content is checked later).
+    /// A name without an extension passes here: its content must then sniff to an allowed type.
     pub fn check_extension(&self, ext: Option<&str>) -> Result<()> {
         let Some(allow) = &self.allow else {
             return Ok(());
@@ -66,18 +67,33 @@ impl UploadPolicy {
                 ".{e} files are not accepted here (allowed: {})",
                 allow.join(", ")
             ))),
-            None => Err(Error::UnsupportedType(format!(
-                "files without an extension are not accepted here (allowed: {})",
-                allow.join(", ")
-            ))),
+            None => Ok(()),
         }
+    }
+
+    /// For a name without an extension under an allowlist: the allowed extension the content
+    /// sniffs to (`jpg` for a JPEG), which the file then takes.
+    pub fn sniffed_extension(&self, ext: Option<&str>, head: &[u8]) -> Option<String> {
+        let allow = self.allow.as_ref()?;
+        if ext.is_some() {
+            return None;
+        }
+        let sniffed = infer::get(head)?.extension();
+        allow.iter().find(|a| a.as_str() == sniffed).cloned()
     }
 
     /// Checks a file's first bytes; returns the detected type (`application/octet-stream` for
     /// content that does not match, if the policy keeps it).
     pub fn check_content(&self, ext: Option<&str>, head: &[u8], complete: bool) -> Result<String> {
         self.check_extension(ext)?;
-        match sniff::check_head(ext, head, complete) {
+        let sniffed = self.sniffed_extension(ext, head);
+        if let (None, Some(allow)) = (ext.or(sniffed.as_deref()), &self.allow) {
+            return Err(Error::UnsupportedType(format!(
+                "a file without an extension must be one of the types accepted here (allowed: {})",
+                allow.join(", ")
+            )));
+        }
+        match sniff::check_head(ext.or(sniffed.as_deref()), head, complete) {
             Ok(t) => Ok(t),
             Err(_) if self.keep_unmatched => Ok(UNMATCHED.to_owned()),
             Err(m) => Err(Error::UnsupportedType(m.0)),
@@ -99,7 +115,18 @@ mod tests {
         };
         assert!(p.check_extension(Some("pdf")).is_ok());
         assert!(matches!(p.check_extension(Some("png")), Err(Error::UnsupportedType(_))));
-        assert!(matches!(p.check_extension(None), Err(Error::UnsupportedType(_))));
+        // Without an extension the content decides: a PDF passes, anything else does not.
+        assert!(p.check_extension(None).is_ok());
+        assert_eq!(p.sniffed_extension(None, b"%PDF-1.7\n").as_deref(), Some("pdf"));
+        assert!(p.check_content(None, b"%PDF-1.7\n", true).is_ok());
+        assert!(matches!(
+            p.check_content(None, b"\x89PNG\r\n\x1a\n", true),
+            Err(Error::UnsupportedType(_))
+        ));
+        assert!(matches!(
+            p.check_content(None, b"plain text", true),
+            Err(Error::UnsupportedType(_))
+        ));
         assert!(matches!(p.check_size(11), Err(Error::TooLarge(_))));
         assert!(p.check_size(10).is_ok());
     }

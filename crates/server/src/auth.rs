@@ -17,7 +17,12 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Authenticates a bearer token (missing → unauthenticated).
 pub async fn principal_from(state: &AppState, token: Option<&str>) -> Result<Principal, Error> {
-    let token = token.ok_or_else(|| Error::Unauthenticated("a bearer credential is required".into()))?;
+    principal_from_header(state, token, "Authorization: Bearer <key>").await
+}
+
+/// Authenticates a token sent in `header` (named in the refusal when it is missing).
+pub async fn principal_from_header(state: &AppState, token: Option<&str>, header: &str) -> Result<Principal, Error> {
+    let token = token.ok_or_else(|| Error::Unauthenticated(format!("a key is required: send '{header}'")))?;
     state.files.authenticate(token).await
 }
 

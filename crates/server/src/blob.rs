@@ -119,7 +119,9 @@ pub(crate) struct SignedQuery {
         (status = 403, description = "AccessDenied: a bad, expired or altered signature", content_type = "application/xml"),
         (status = 411, description = "MissingContentLength", content_type = "application/xml"),
         (status = 412, description = "PreconditionFailed: the key exists (create-only)", content_type = "application/xml"),
-        (status = 413, description = "EntityTooLarge", content_type = "application/xml")))]
+        (status = 404, description = "NoSuchKey: no such backend", content_type = "application/xml"),
+        (status = 413, description = "EntityTooLarge", content_type = "application/xml"),
+        (status = 415, description = "InvalidRequest: the content does not match the file's name or policy (the PUT stores nothing)", content_type = "application/xml")))]
 pub(crate) async fn put_object(
     State(state): State<AppState>,
     uri: Uri,

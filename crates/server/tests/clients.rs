@@ -440,3 +440,92 @@ async fn links_can_redirect_instead() {
     assert_eq!(first.status, StatusCode::FOUND);
     assert_eq!(follow(&app, &visit).await.body, b"hello");
 }
+
+// ---------------------------------------------------------------- the seeds' own words
+
+/// The start of a JPEG (JFIF), enough for the sniffer.
+const JPEG: &[u8] = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xdb\x00\x43\x00\xff\xd9";
+
+#[tokio::test]
+async fn juniortree_takes_the_reference_example_file_without_an_extension() {
+    let app = TestApp::new().await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    // `curl … --form file='@example-file' --form created_by=…`: a JPEG named without an extension.
+    let ans = app.send(juniortree(&key, "example-file", JPEG)).await;
+    assert_eq!(ans.status, StatusCode::OK, "{}", String::from_utf8_lossy(&ans.body));
+    let data = &ans.json()["data"];
+    assert_eq!(
+        (data["extension"].as_str(), data["mime_type"].as_str()),
+        (Some("jpg"), Some("image/jpeg"))
+    );
+    assert_eq!(data["name"], "example-file");
+    // Content that sniffs to nothing listed is still refused.
+    for bytes in [
+        &b"plain words"[..],
+        b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+    ] {
+        let ans = app.send(juniortree(&key, "example-file", bytes)).await;
+        assert_eq!(ans.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(ans.json()["code"], 415);
+    }
+}
+
+#[tokio::test]
+async fn the_vendors_documented_texts() {
+    let app = TestApp::new().await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    // Juniortree's documented missing-file error, word for word.
+    let (ct, body) = (
+        "multipart/form-data; boundary=b",
+        "--b\r\nContent-Disposition: form-data; name=\"created_by\"\r\n\r\nx\r\n--b--\r\n",
+    );
+    let ans = app
+        .send(
+            Request::post("/api/v1/upload")
+                .header("content-type", ct)
+                .header("agent", "fastgpt")
+                .header("authorization", format!("Bearer {key}"))
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(ans.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        ans.json(),
+        serde_json::json!({"code": 400, "msg": "Missing required parameter: file", "detail": "请确保上传了文件"})
+    );
+    // Huawei's credential is the X-Auth-Token header, and its refusal says so.
+    let (ct, body) = multipart(&[], "a.txt", "text/plain", b"hi");
+    let ans = app
+        .send(
+            Request::post("/v1/demo/agent-runtime/upload-file")
+                .header("content-type", ct)
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(ans.status, StatusCode::UNAUTHORIZED);
+    let msg = ans.json()["error_msg"].as_str().unwrap().to_owned();
+    assert!(msg.contains("X-Auth-Token") && !msg.contains("bearer"), "{msg}");
+    // TokenOps: an unknown provider is 400, as /openapi.json says.
+    let ans = app
+        .post_json(
+            &key,
+            "/v1/files/upload_url",
+            serde_json::json!({"path": "a.txt", "storage_provider": "NOPE"}),
+        )
+        .await;
+    assert_eq!(ans.status, StatusCode::BAD_REQUEST);
+    let doc = app
+        .send(Request::get("/openapi.json").body(Body::empty()).unwrap())
+        .await
+        .json();
+    let documented = doc["paths"]["/v1/files/upload_url"]["post"]["responses"]
+        .as_object()
+        .unwrap()
+        .clone();
+    assert!(
+        documented.contains_key("400") && !documented.contains_key("404"),
+        "{documented:?}"
+    );
+}

@@ -14,7 +14,7 @@ use filedock_core::{Class, Error, FileName, KeyLayout, NewFile, Principal, Proje
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::principal_from;
+use crate::auth::principal_from_header;
 use crate::body;
 use crate::error::{log_if_server_error, status_of, with_error_headers};
 use crate::state::AppState;
@@ -149,7 +149,7 @@ pub async fn upload_file(
     let q: UploadQuery = crate::body::query(raw.as_deref())?;
     let project = ProjectId::new(project_id)?;
     let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok());
-    let who = principal_from(&state, token).await?;
+    let who = principal_from_header(&state, token, "X-Auth-Token: <key>").await?;
     let workspace = q.workspace_id.as_deref().map(WorkspaceId::new).transpose()?;
     let who = scoped(who, &project, workspace)?;
     let max = state.files.policy(POLICY)?.max_size;

@@ -49,8 +49,12 @@ impl From<Error> for JuniortreeError {
     }
 }
 
+/// The seed's message for a form without a file, and its documented detail.
+const MISSING_FILE: &str = "Missing required parameter: file";
+
 fn detail_for(e: &Error) -> &'static str {
     match e {
+        Error::Invalid(m) if m == MISSING_FILE => "请确保上传了文件",
         Error::Invalid(_) => "Check that every required parameter is present and the file is not empty",
         Error::TooLarge(_) => "A single file may be at most 100MB",
         Error::UnsupportedType(_) => {
@@ -153,10 +157,7 @@ pub async fn upload(
     let who = principal(&state, &headers, &agent).await?;
     let max = state.files.policy(POLICY)?.max_size;
     let mut form = body::form(&headers, body, max, "the body must be multipart/form-data")?;
-    let part = form
-        .file()
-        .await?
-        .ok_or_else(|| Error::invalid("Missing required parameter: file"))?;
+    let part = form.file().await?.ok_or_else(|| Error::invalid(MISSING_FILE))?;
     let mut new = NewFile::named(FileName::new(part.file_name.as_deref().unwrap_or(""))?);
     new.policy = POLICY.into();
     new.class = Class::Asset;

@@ -55,8 +55,8 @@ pub struct UploadUrlResponse {
 /// TokenOps: presign a PUT of a client-chosen path.
 #[utoipa::path(post, path = "/v1/files/upload_url", tag = "tokenops", request_body = UploadUrlRequest,
     responses((status = 200, body = UploadUrlResponse),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, description = "No such storage provider", body = ErrorBody),
+        (status = 400, description = "A missing or bad path, or an unknown storage provider or region", body = ErrorBody),
+        (status = 401, body = ErrorBody),
         (status = 409, description = "A ready file already has this path", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn upload_url(

@@ -190,7 +190,7 @@ impl From<ClaimedTask> for ClaimResponse {
 #[utoipa::path(post, path = "/api/v1/r/tasks/claim", tag = "workflows",
     request_body(content = ClaimRequest, content_type = "application/json"),
     responses((status = 200, body = ClaimResponse), (status = 204, description = "No task was queued within the wait"),
-        (status = 401, body = ErrorBody), (status = 403, description = "Not a device (dk-) key", body = ErrorBody)),
+        (status = 400, description = "A body that is not a claim", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "Not a device (dk-) key", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn claim(State(state): State<AppState>, Auth(who): Auth, body: Bytes) -> ApiResult<Response> {
     let req: ClaimRequest = if body.is_empty() {
@@ -270,7 +270,7 @@ pub async fn result(
     params(("task_id" = String, Path)),
     request_body(content = Object, content_type = "application/json", description = "As /api/v1/r/files/presign: {file_name, file_size, content_type}"),
     responses((status = 200, description = "As /api/v1/r/files/presign: {file_key, upload_url, upload_headers}; the key is under outputs/"),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "The key does not hold the task", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn presign_output(
@@ -285,7 +285,7 @@ pub async fn presign_output(
 
 #[utoipa::path(post, path = "/api/v1/r/tasks/{task_id}/heartbeat", tag = "workflows",
     params(("task_id" = String, Path)),
-    responses((status = 200, description = "The lease was extended", body = TaskView), (status = 404, body = ErrorBody),
+    responses((status = 200, description = "The lease was extended", body = TaskView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "The key does not hold the task", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn heartbeat(
@@ -310,7 +310,7 @@ pub struct CompleteRequest {
     request_body(content = CompleteRequest, content_type = "application/json"),
     responses((status = 200, body = TaskView),
         (status = 400, description = "An output that is not this task's, or not uploaded", body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, description = "The key does not hold the task", body = ErrorBody)),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "The key does not hold the task", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn complete(
     State(state): State<AppState>,
@@ -336,8 +336,8 @@ pub struct FailRequest {
 #[utoipa::path(post, path = "/api/v1/r/tasks/{task_id}/fail", tag = "workflows",
     params(("task_id" = String, Path)),
     request_body(content = FailRequest, content_type = "application/json"),
-    responses((status = 200, body = TaskView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "The key does not hold the task", body = ErrorBody)),
+    responses((status = 200, body = TaskView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The key does not hold the task", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn fail(
     State(state): State<AppState>,

@@ -156,7 +156,8 @@ pub async fn get_file(
 
 /// Find a file by its `path` reference (completing a direct upload whose bytes have arrived).
 #[utoipa::path(get, path = "/v1/files/lookup", tag = "files", params(LookupQuery),
-    responses((status = 200, body = FileView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = FileView), (status = 400, description = "No path given", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn lookup(
     State(state): State<AppState>,
@@ -208,7 +209,8 @@ pub async fn delete_file(
 /// Make a signed download link.
 #[utoipa::path(post, path = "/v1/files/{id}/links", tag = "files", params(("id" = String, Path)),
     request_body(content = LinkRequest, content_type = "application/json"),
-    responses((status = 201, body = LinkResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 201, body = LinkResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "The upload has not arrived yet", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_link(
     State(state): State<AppState>,
