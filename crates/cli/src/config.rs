@@ -140,7 +140,7 @@ pub struct FlagOverrides {
 }
 
 /// Variables the client commands read, not server settings.
-const CLIENT_ENV: &[&str] = &["config", "key", "server", "state_dir", "client_config"];
+const CLIENT_ENV: &[&str] = &["config", "key", "server", "state_dir", "client_config", "admin_key"];
 
 impl Config {
     /// Loads the layers in order.

@@ -5,6 +5,7 @@
 mod app;
 mod client;
 mod config;
+mod keys;
 mod logsink;
 
 use std::path::PathBuf;
@@ -13,9 +14,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use filedock_core::FileService;
 use filedock_core::doctor::Repair;
 use filedock_core::jobs::JobSpec;
-use filedock_core::{CredentialKind, FileService, ProjectId, WorkspaceId};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, FlagOverrides};
@@ -47,7 +48,7 @@ enum Command {
     },
     /// Manage credentials.
     #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(keys::KeysCommand),
     /// Compare storage with the catalog: objects no file owns (orphans), files whose object is
     /// gone, sizes that differ. Exits 0 when clean (or repaired), 1 when something was found.
     Doctor {
@@ -64,32 +65,6 @@ enum Command {
     },
     #[command(flatten)]
     Client(client::ClientCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum KeysCommand {
-    /// Create a key; its secret is the last line of stdout, shown only once.
-    Create {
-        #[arg(long)]
-        project: String,
-        #[arg(long)]
-        workspace: Option<String>,
-        /// session (st-), integration (sk-), device (dk-) or admin (ad-).
-        #[arg(long)]
-        kind: String,
-        #[arg(long)]
-        name: Option<String>,
-    },
-    /// List keys (never their secrets).
-    List {
-        #[arg(long)]
-        project: Option<String>,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Revoke a key by id; it stops working at once.
-    Revoke { id: String },
 }
 
 /// Logs to standard error through [`logsink::LogSink`]: a failing or stalled sink drops lines,
@@ -354,53 +329,6 @@ fn print_report(r: &filedock_core::doctor::DoctorReport, json: bool) -> anyhow::
     Ok(())
 }
 
-async fn keys(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
-    let creds = app::credentials(&cfg).await?;
-    match cmd {
-        KeysCommand::Create {
-            project,
-            workspace,
-            kind,
-            name,
-        } => {
-            let project = ProjectId::new(project)?;
-            let workspace = workspace.map(WorkspaceId::new).transpose()?;
-            let kind = CredentialKind::parse(&kind)?;
-            let (c, token) = creds.create(project, workspace, kind, name).await?;
-            println!("created {} key {} for project {}", c.kind.as_str(), c.id, c.project);
-            println!("{token}");
-        }
-        KeysCommand::List { project, json } => {
-            let project = project.map(ProjectId::new).transpose()?;
-            for c in creds.list(project.as_ref()).await? {
-                if json {
-                    println!("{}", serde_json::to_string(&c)?);
-                } else {
-                    let state = if c.revoked_at.is_some() { "revoked" } else { "active" };
-                    let ws = c.workspace.as_ref().map(|w| w.as_str()).unwrap_or("-");
-                    let name = c.name.as_deref().unwrap_or("-");
-                    println!(
-                        "{}  {}{}…  {:<11}  {:<7}  project={}  workspace={}  name={}",
-                        c.id,
-                        c.kind.prefix(),
-                        c.id,
-                        c.kind.as_str(),
-                        state,
-                        c.project,
-                        ws,
-                        name
-                    );
-                }
-            }
-        }
-        KeysCommand::Revoke { id } => {
-            creds.revoke(&id).await?;
-            println!("revoked {id}");
-        }
-    }
-    Ok(())
-}
-
 /// Creates the data dir as 0700, or makes an existing one 0700 (files made by an older version
 /// under a looser umask are then out of other users' reach too).
 fn private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
@@ -455,7 +383,7 @@ async fn main() -> anyhow::Result<()> {
             let _flush = init_logging(&cfg.log_format);
             serve(cfg).await
         }
-        Command::Keys(cmd) => keys(cfg, cmd).await,
+        Command::Keys(cmd) => keys::run(cfg, cmd).await,
         Command::Client(_) => unreachable!("handled above"),
         Command::Doctor { fix, grace_secs, json } => {
             let flush = init_logging(&cfg.log_format);

@@ -510,3 +510,66 @@ fn a_run_started_while_an_earlier_patch_is_still_open_goes_on_from_the_true_offs
     assert_eq!(l["size"], body.len() as u64);
     assert_eq!(l["resumed_from"], (start + (1 << 20)) as u64, "{l}");
 }
+
+/// `filedock keys … --server`: keys managed over a running server's admin API, with an admin key
+/// and no access to its catalog.
+#[test]
+fn keys_over_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let admin = create_key_with(&data, None, "demo", "admin");
+    let server = Server::start(&data);
+    let elsewhere = dir.path().join("elsewhere"); // no catalog here
+    let keys = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&elsewhere)
+            .arg("keys")
+            .args(args)
+            .args(["--server", &server.base])
+            .env("FILEDOCK_ADMIN_KEY", &admin)
+            .env_remove("FILEDOCK_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let made = keys(&["create", "--kind", "integration", "--name", "ci"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let out = String::from_utf8(made.stdout).unwrap();
+    let secret = out.lines().last().unwrap().to_owned();
+    assert!(secret.starts_with("sk-") && out.contains("for project demo"), "{out}");
+    let http = reqwest::blocking::Client::new();
+    let files = |k: &str| {
+        http.get(format!("{}/v1/files", server.base))
+            .bearer_auth(k)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(files(&secret), 200);
+    let listed = keys(&["list", "--json"]);
+    let lines = String::from_utf8(listed.stdout).unwrap();
+    let id = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|k| k["name"] == "ci")
+        .expect("the new key is listed")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!lines.contains(&secret), "a listing never shows a secret");
+    // Another project than the admin key's: refused, and nothing is left made.
+    let other = keys(&["create", "--kind", "device", "--project", "other"]);
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("manages project 'demo'"));
+    let revoked = keys(&["revoke", &id]);
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    assert_eq!(files(&secret), 401);
+    // Not an admin key: the server's refusal is shown.
+    let refused = Command::new(BIN)
+        .args(["keys", "list", "--server", &server.base, "--admin-key", &secret])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(!elsewhere.exists(), "no catalog was opened");
+}

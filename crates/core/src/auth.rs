@@ -236,6 +236,68 @@ impl Credentials {
     }
 }
 
+/// Key management over the API: an admin (`ad-`) key manages the keys of its own project (and
+/// of its workspace only, if it has one); no other kind may.
+impl Credentials {
+    fn admin_of(who: &Principal) -> Result<()> {
+        if who.kind == CredentialKind::Admin {
+            Ok(())
+        } else {
+            Err(Error::Forbidden("managing keys needs an admin (ad-) key".into()))
+        }
+    }
+
+    /// Creates a key in the admin's project; its secret is in the answer only.
+    pub async fn create_as(
+        &self,
+        who: &Principal,
+        workspace: Option<WorkspaceId>,
+        kind: CredentialKind,
+        name: Option<String>,
+    ) -> Result<(Credential, String)> {
+        Self::admin_of(who)?;
+        let workspace = match (&who.workspace, workspace) {
+            (Some(own), Some(w)) if *own != w => {
+                return Err(Error::Forbidden(format!("this key manages workspace '{own}' only")));
+            }
+            (Some(own), _) => Some(own.clone()),
+            (None, w) => w,
+        };
+        if let Some(n) = &name
+            && (n.chars().count() > 128 || n.chars().any(char::is_control))
+        {
+            return Err(Error::invalid(
+                "a key's name is at most 128 characters, none of them control characters",
+            ));
+        }
+        self.create(who.project.clone(), workspace, kind, name).await
+    }
+
+    /// The keys of the admin's project (and workspace), never their secrets.
+    pub async fn list_as(&self, who: &Principal) -> Result<Vec<Credential>> {
+        Self::admin_of(who)?;
+        let mut keys = self.list(Some(&who.project)).await?;
+        if let Some(own) = &who.workspace {
+            keys.retain(|c| c.workspace.as_ref() == Some(own));
+        }
+        Ok(keys)
+    }
+
+    /// Revokes a key of the admin's project (another project's key is not found).
+    pub async fn revoke_as(&self, who: &Principal, id: &str) -> Result<()> {
+        Self::admin_of(who)?;
+        let mine = self
+            .catalog
+            .credential(id)
+            .await?
+            .is_some_and(|c| c.project == who.project && (who.workspace.is_none() || c.workspace == who.workspace));
+        if !mine {
+            return Err(Error::not_found(format!("no active key with id '{id}'")));
+        }
+        self.revoke(id).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,6 +122,7 @@ impl Modify for TusAliases {
         native::upload, native::list, native::lookup, native::get_file, native::download, native::delete_file, native::create_link,
         native::presign, native::complete,
         native::initiate_multipart, native::presign_parts, native::complete_multipart, native::abort_multipart,
+        native::create_key, native::list_keys, native::revoke_key,
         cyberun::initiate, cyberun::presign_parts, cyberun::complete, cyberun::abort,
         workflows::run_by_id, workflows::run_by_slug, workflows::claim, workflows::get_task, workflows::result,
         workflows::presign_output, workflows::heartbeat, workflows::complete, workflows::fail
@@ -131,6 +132,7 @@ impl Modify for TusAliases {
         native::LinkRequest, native::LinkResponse, native::UploadForm, ErrorBody, ErrorDetail,
         native::MultipartRequest, native::MultipartResponse, native::PartsRequest, native::PartUpload,
         native::PartsResponse, native::CompletedPart, native::CompleteMultipartRequest,
+        native::KeyRequest, native::KeyView, native::NewKey, native::KeyList,
         cyberun::InitiateRequest, cyberun::InitiateResponse, cyberun::PresignPartsRequest, cyberun::PartUrl,
         cyberun::PresignPartsResponse, cyberun::CompletedPart, cyberun::CompleteRequest, cyberun::CompleteResponse,
         cyberun::AbortRequest,
@@ -148,6 +150,7 @@ impl Modify for TusAliases {
         (name = "juniortree", description = "Juniortree's Agent-header upload (errors are `{code, msg, detail}`)"),
         (name = "cyberun", description = "Cyberun's presign (any key) and multipart upload routes (session keys only)"),
         (name = "blob", description = "Presigned URLs of stores filedock serves itself; errors in S3's XML shape"),
+        (name = "admin", description = "Keys, managed by an admin (ad-) key within its project"),
         (name = "operations", description = "Health, readiness, metrics, this document and the web page"),
         (name = "workflows", description = "Workflow runs with file parameters, and the tasks runners (device keys) claim"))
 )]

@@ -251,8 +251,22 @@ async fn every_route_answers_every_principal_as_it_must() {
         Who::Revoked | Who::NoKey => UNAUTHORIZED,
         _ => OK,
     });
+    // Keys are managed by admin keys only, each in its own project.
+    let admins_only = |ok: StatusCode| -> Rule {
+        Box::new(move |w| match w {
+            Who::Admin => ok,
+            Who::Revoked | Who::NoKey => UNAUTHORIZED,
+            _ => FORBIDDEN,
+        })
+    };
     let out = json!({"file_name": "o.txt", "file_size": 1});
     let routes: Vec<(&str, Call, Rule)> = vec![
+        ("list keys", call("GET", "/v1/admin/keys"), admins_only(OK)),
+        (
+            "create a key",
+            call("POST", "/v1/admin/keys").json(json!({"kind": "integration"})),
+            admins_only(StatusCode::CREATED),
+        ),
         (
             "get a file",
             call("GET", format!("/v1/files/{fid}")),
@@ -442,6 +456,31 @@ async fn every_route_answers_every_principal_as_it_must() {
         ),
         ("tus DELETE", call("DELETE", tus_path.clone()).tus(), NO_CONTENT),
     ];
+    // Revoking a key: no one but alpha's admin (others get 403 or 401; nothing is revoked).
+    let victim = app.key("alpha", CredentialKind::Device).await;
+    let victim_id = creds
+        .list(Some(&alpha))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| victim.contains(&c.id))
+        .unwrap()
+        .id;
+    let revoke = call("DELETE", format!("/v1/admin/keys/{victim_id}"));
+    for w in EVERYONE.into_iter().filter(|w| *w != Who::Admin) {
+        let a = send(&app, &revoke, keys.of(w)).await;
+        checked += 1;
+        if a.status != admins_only(NO_CONTENT)(w) {
+            failures.push(format!("revoke a key as {w:?}: {}", a.status));
+        }
+    }
+    assert_eq!(app.get(&victim, "/v1/files").await.status, OK, "the key still works");
+    assert_eq!(send(&app, &revoke, Some(&keys.admin)).await.status, NO_CONTENT);
+    assert_eq!(
+        app.get(&victim, "/v1/files").await.status,
+        UNAUTHORIZED,
+        "revoked at once"
+    );
     for (name, c, done) in &once {
         for w in [
             Who::OtherProject,

@@ -529,3 +529,72 @@ async fn the_vendors_documented_texts() {
         "{documented:?}"
     );
 }
+
+// ---------------------------------------------------------------- the admin API for keys
+
+#[tokio::test]
+async fn admin_keys_create_list_and_revoke_within_their_project() {
+    let app = TestApp::new().await;
+    let admin = app.key("alpha", CredentialKind::Admin).await;
+    let beta_admin = app.key("beta", CredentialKind::Admin).await;
+    let made = app
+        .post_json(
+            &admin,
+            "/v1/admin/keys",
+            serde_json::json!({"kind": "device", "name": "runner 1"}),
+        )
+        .await;
+    assert_eq!(
+        made.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&made.body)
+    );
+    let r = made.json();
+    let secret = r["secret"].as_str().unwrap().to_owned();
+    let id = r["key"]["id"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("dk-"));
+    assert_eq!(
+        (r["key"]["project"].as_str(), r["key"]["kind"].as_str()),
+        (Some("alpha"), Some("device"))
+    );
+    // The new key works; the listing never shows a secret.
+    assert_eq!(app.get(&secret, "/v1/files").await.status, StatusCode::OK);
+    let list = app.get(&admin, "/v1/admin/keys").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(!String::from_utf8_lossy(&list.body).contains(&secret));
+    let ids: Vec<String> = list.json()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(ids.contains(&id));
+    // Another project's admin sees none of alpha's keys and cannot revoke them.
+    assert!(!String::from_utf8_lossy(&app.get(&beta_admin, "/v1/admin/keys").await.body).contains(&id));
+    assert_eq!(
+        app.delete(&beta_admin, &format!("/v1/admin/keys/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(app.get(&secret, "/v1/files").await.status, StatusCode::OK);
+    // Revoked: it stops at once; a second revoke is 404.
+    assert_eq!(
+        app.delete(&admin, &format!("/v1/admin/keys/{id}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(app.get(&secret, "/v1/files").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.delete(&admin, &format!("/v1/admin/keys/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Bad input is 400.
+    for bad in [
+        serde_json::json!({"kind": "root"}),
+        serde_json::json!({"kind": "device", "extra": 1}),
+        serde_json::json!({"kind": "device", "name": "x".repeat(200)}),
+        serde_json::json!({"kind": "device", "workspace": "no/slashes"}),
+    ] {
+        let a = app.post_json(&admin, "/v1/admin/keys", bad.clone()).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}

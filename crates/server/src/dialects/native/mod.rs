@@ -4,6 +4,7 @@
 //!
 //! The shapes are in `views`, the multipart routes in `multipart`.
 
+mod keys;
 mod multipart;
 mod views;
 
@@ -23,6 +24,7 @@ use crate::error::{ApiResult, ErrorBody};
 use crate::state::AppState;
 use crate::{body, respond};
 
+pub use keys::*;
 pub use multipart::*;
 pub use views::*;
 
@@ -46,6 +48,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/uploads/multipart/{id}", axum::routing::delete(abort_multipart))
         .route("/v1/uploads/multipart/{id}/parts", post(presign_parts))
         .route("/v1/uploads/multipart/{id}/complete", post(complete_multipart))
+        .merge(keys::routes())
 }
 
 /// Upload a file through filedock (raw body or multipart/form-data).
