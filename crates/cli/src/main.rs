@@ -5,6 +5,7 @@
 mod app;
 mod client;
 mod config;
+mod init;
 mod keys;
 mod logsink;
 
@@ -49,6 +50,16 @@ enum Command {
     /// Manage credentials.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Write a commented config and a new signing key into a directory (for one instance, or
+    /// the first of a fleet: copy both to the others). Never overwrites.
+    Init {
+        /// Where to write filedock.toml and signing.key.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The data dir the config names (default: <dir>/data).
+        #[arg(long = "data")]
+        data: Option<PathBuf>,
+    },
     /// Compare storage with the catalog: objects no file owns (orphans), files whose object is
     /// gone, sizes that differ. Exits 0 when clean (or repaired), 1 when something was found.
     Doctor {
@@ -361,6 +372,7 @@ async fn main() -> anyhow::Result<()> {
     let (listen, public_url) = match cli.command {
         Command::Serve { listen, ref public_url } => (listen, public_url.clone()),
         Command::Keys(_) | Command::Doctor { .. } => (None, None),
+        Command::Init { ref dir, ref data } => return init::run(dir, data.as_deref()),
         // The client needs no server config: a server URL and a key.
         Command::Client(cmd) => std::process::exit(client::run(cmd).await),
     };
@@ -384,7 +396,7 @@ async fn main() -> anyhow::Result<()> {
             serve(cfg).await
         }
         Command::Keys(cmd) => keys::run(cfg, cmd).await,
-        Command::Client(_) => unreachable!("handled above"),
+        Command::Client(_) | Command::Init { .. } => unreachable!("handled above"),
         Command::Doctor { fix, grace_secs, json } => {
             let flush = init_logging(&cfg.log_format);
             let grace = grace_secs.unwrap_or(cfg.orphan_grace_secs);

@@ -269,3 +269,54 @@ fn bad_workflow_and_webhook_settings_stop_the_server_with_a_clear_message() {
         assert!(err.contains(says), "{text}\n→ {err}");
     }
 }
+
+/// `filedock init` writes a config that starts as written and a private signing key; it never
+/// overwrites either.
+#[test]
+fn init_writes_a_config_that_runs_and_a_signing_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    let out = std::process::Command::new(BIN)
+        .args(["init", "--dir"])
+        .arg(&etc)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = std::fs::read_to_string(etc.join("signing.key")).unwrap();
+    assert_eq!(key.len(), 64);
+    assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+    for f in ["signing.key", "filedock.toml"] {
+        let mode = std::fs::metadata(etc.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    let again = std::process::Command::new(BIN)
+        .args(["init", "--dir"])
+        .arg(&etc)
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "a second init must not overwrite");
+    assert_eq!(std::fs::read_to_string(etc.join("signing.key")).unwrap(), key);
+    // The config runs (the data dir it names, etc/data, given as the harness gives it).
+    let config = etc.join("filedock.toml");
+    let data = etc.join("data");
+    let api_key = create_key_with(&data, Some(&config), "demo", "integration");
+    let server = Server::start_with(&data, Some(&config));
+    let up = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/files?name=a.txt", server.base))
+        .bearer_auth(&api_key)
+        .body("hello")
+        .send()
+        .unwrap();
+    assert_eq!(up.status().as_u16(), 201);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let canonical = etc.canonicalize().unwrap();
+    assert!(
+        text.contains(&format!("data_dir = \"{}/data\"", canonical.display())),
+        "{text}"
+    );
+    assert!(text.contains(&format!(
+        "signing_secret_file = \"{}/signing.key\"",
+        canonical.display()
+    )));
+}
