@@ -26,6 +26,8 @@ allow = ["txt", "pdf"]
 [policies.juniortree]
 max_size = {max}
 allow = ["txt", "png"]
+[policies.tus]
+max_size = {max}
 [limits]
 requests_per_second = 0
 "#
@@ -34,7 +36,7 @@ requests_per_second = 0
 
 #[test]
 fn node_fetch_reads_refusals_of_keys_offsets_and_sizes() {
-    node_reads(1 << 20, "401,409,413", 9);
+    node_reads(1 << 20, "401,403,409,413", 11);
 }
 
 #[test]

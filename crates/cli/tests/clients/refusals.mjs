@@ -50,7 +50,7 @@ async function setup() {
   const auth = { authorization: `Bearer ${KEY}` };
   const tus = await fetch(`${BASE}/tus/`, {
     method: "POST",
-    headers: { ...auth, "tus-resumable": "1.0.0", "upload-length": String(60 * MIB) },
+    headers: { ...auth, "tus-resumable": "1.0.0", "upload-length": "1000" },
   });
   if (tus.status !== 201) throw new Error(`tus creation: ${tus.status}`);
   const tusUrl = new URL(tus.headers.get("location"), BASE).href;
@@ -60,11 +60,17 @@ async function setup() {
     body: JSON.stringify({ path: `refusals/${Date.now()}.bin` }),
   });
   if (presigned.status !== 200) throw new Error(`upload_url: ${presigned.status}`);
-  return { tusUrl, putUrl: presigned.body.upload_url };
+  const cyberun = await json(`${BASE}/api/v1/r/files/presign`, {
+    method: "POST",
+    headers: { ...auth, "content-type": "application/json" },
+    body: JSON.stringify({ file_name: "c.bin", file_size: 1000 }),
+  });
+  if (cyberun.status !== 200) throw new Error(`cyberun presign: ${cyberun.status}`);
+  return { tusUrl, putUrl: presigned.body.upload_url, cyberunUrl: cyberun.body.upload_url };
 }
 
 // Each case: a request for a body, and the status and JSON field the answer must have.
-function cases({ tusUrl, putUrl }) {
+function cases({ tusUrl, putUrl, cyberunUrl }) {
   const auth = { authorization: `Bearer ${KEY}` };
   const bad = { authorization: "Bearer fd_not_a_key" };
   const huawei = (bytes, name, token) => [`${BASE}/v1/demo/agent-runtime/upload-file`,
@@ -92,6 +98,13 @@ function cases({ tusUrl, putUrl }) {
     ["tus PATCH 401", (b) => tusPatch(b, bad), 401, "error"],
     ["tus PATCH 409", (b) => tusPatch(b, auth), 409, "error"],
     ["presigned PUT 413", (b) => [putUrl, { method: "PUT", body: b }], 413, null],
+    // A length other than the signed one: refused by the signature, before the body.
+    ["cyberun PUT 403", (b) => [cyberunUrl, { method: "PUT", headers: { "if-none-match": "*" }, body: b }], 403, null],
+    ["tus POST 413", (b) => [`${BASE}/tus/`, {
+      method: "POST",
+      headers: { ...auth, "tus-resumable": "1.0.0", "upload-length": String(b.length), "content-type": "application/offset+octet-stream" },
+      body: b,
+    }], 413, "error"],
   ];
 }
 
@@ -99,7 +112,7 @@ const bodies = SIZES.map(random);
 const texts = SIZES.map((n) => Buffer.alloc(n, "a"));
 // CASES: which statuses to try (a server with small limits answers 413 before it looks at a
 // type, so 415 needs a server with large ones).
-const wanted = (process.env.CASES || "401,409,413,415").split(",").map(Number);
+const wanted = (process.env.CASES || "401,403,409,413,415").split(",").map(Number);
 const all = cases(await setup()).filter(([, , status]) => wanted.includes(status));
 let failed = 0;
 for (const [name, make, status, field] of all) {

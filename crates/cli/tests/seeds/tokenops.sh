@@ -26,7 +26,8 @@ curl -X PUT "$upload_url" \
   --upload-file ./test.mp4 --fail-with-body -sS
 
 # 上传完成后,可通过返回的 visit_url 访问文件
-curl -sS --fail-with-body -L "$visit_url" -o back.mp4
+# The visit_url serves the file itself: no redirect to follow (no -L).
+curl -sS --fail-with-body "$visit_url" -o back.mp4
 cmp test.mp4 back.mp4
 
 # The request body of the page's first example (no storage_provider: the configured default).
