@@ -359,3 +359,105 @@ impl Drop for PrivatePostgres {
             .output();
     }
 }
+
+/// moto's S3 server (`moto[server]` from PyPI, pinned by `scripts/moto`, which `scripts/test`
+/// runs and whose printed path it exports as `TEST_MOTO`): an S3 implementation no one here
+/// wrote, one process per test on a free loopback port, with the bucket [`S3_BUCKET`]. Killed
+/// when dropped.
+pub struct MotoServer {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    child: std::process::Child,
+    _log: tempfile::NamedTempFile,
+}
+
+impl MotoServer {
+    /// Starts one. Without `TEST_MOTO`: under `CI=true` this panics — the moto tests never skip
+    /// in CI — elsewhere it returns `None` and the caller skips, saying so.
+    pub fn start() -> Option<MotoServer> {
+        let bin = match std::env::var("TEST_MOTO") {
+            Ok(b) if !b.is_empty() => b,
+            _ if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") => {
+                panic!("TEST_MOTO is not set: the moto tests must run in CI (run scripts/test)")
+            }
+            _ => {
+                eprintln!("SKIPPED: TEST_MOTO is not set; export TEST_MOTO=$(scripts/moto)");
+                return None;
+            }
+        };
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let log = tempfile::NamedTempFile::new().unwrap();
+            let mut child = std::process::Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(log.reopen().unwrap())
+                .stderr(log.reopen().unwrap())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run TEST_MOTO={bin}: {e}"));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while std::time::Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if let Ok(status) = raw_http(port, "PUT", &format!("/{S3_BUCKET}")) {
+                    assert!(status == 200, "moto answered {status} to creating the bucket");
+                    return Some(MotoServer {
+                        endpoint: format!("http://127.0.0.1:{port}"),
+                        child,
+                        _log: log,
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!(
+                "moto did not start on port {port}: {}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            );
+        }
+        panic!("moto did not start in 5 attempts")
+    }
+
+    /// A TOML table body for a filedock `s3` backend on this server.
+    pub fn backend_toml(&self) -> String {
+        format!(
+            "type = \"s3\"\nendpoint = \"{}\"\nbucket = \"{S3_BUCKET}\"\npath_style = true\naccess_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n",
+            self.endpoint
+        )
+    }
+
+    /// The process id (to freeze it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends one bodiless request to `127.0.0.1:port` and returns the answer's status.
+fn raw_http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)?;
+    let head = String::from_utf8_lossy(&answer);
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status line"))
+}

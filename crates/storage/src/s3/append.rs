@@ -5,16 +5,12 @@ use bytes::Bytes;
 use filedock_core::{BlobStore, ByteStream, Error, Part, Result, StorageKey};
 use futures_util::StreamExt;
 
-use object_store::ObjectStore;
-
 use crate::parts::{Filled, PartBuf};
 
 use super::common::APPEND_PART;
 use super::common::APPENDS_REMEMBERED;
 use super::common::AppendState;
 use super::common::LAZY_HANDLE;
-use super::common::os_err;
-use super::common::path;
 use super::common::staging_prefix;
 use super::common::upload_id_key;
 use super::sender::PartSender;
@@ -61,15 +57,11 @@ impl S3Store {
         if handle != LAZY_HANDLE {
             return Ok(Some(handle.to_owned()));
         }
-        let mut body = match self.get(&upload_id_key(key)?, None).await {
-            Ok(got) => got.body,
+        let id = match self.get_object(&upload_id_key(key)?, None).await {
+            Ok(body) => super::rest::read_all(body).await?,
             Err(Error::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut id = Vec::new();
-        while let Some(chunk) = body.next().await {
-            id.extend_from_slice(&chunk?);
-        }
         let id = String::from_utf8(id)
             .map_err(|_| Error::internal_msg(format!("resumable upload {key}: its upload id is not text")))?;
         Ok(Some(id))
@@ -130,11 +122,7 @@ impl S3Store {
     /// Keeps bytes that make no whole part yet as a staging object at offset `at`.
     pub(super) async fn stage_rest(&self, key: &StorageKey, at: u64, buf: PartBuf) -> Result<StorageKey> {
         let staged = StorageKey::new(format!("{}{at:020}", staging_prefix(key)))?;
-        let o = object_store::PutOptions::default();
-        self.store
-            .put_opts(&path(&staged)?, buf.freeze().into(), o)
-            .await
-            .map_err(os_err)?;
+        self.put_bytes(&staged, buf.freeze(), false).await?;
         Ok(staged)
     }
 

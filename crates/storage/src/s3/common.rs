@@ -1,14 +1,12 @@
 //! What the S3 store's modules share: the sizes bodies are cut into, what it keeps in the bucket
-//! beside files (under `.filedock/append/`), what it remembers of appends, and conversions
-//! between object_store and filedock.
+//! beside files (under `.filedock/append/`), what it remembers of appends, and how S3's
+//! answers are read.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use filedock_core::{ByteStream, Error, ObjectMeta, Part, Result, StorageKey};
+use filedock_core::{ByteStream, Error, Part, Result, StorageKey};
 use futures_util::StreamExt;
-
-use object_store::path::Path;
 
 /// The handle of a resumable upload made by [`BlobStore::append_create`]: no multipart upload
 /// exists for it yet. One is made when its first part is complete, and its id is written to
@@ -102,31 +100,8 @@ pub(super) fn part_size(number: u32) -> usize {
 /// Attempts at sending one part (it is held whole in memory, so it can be sent again).
 pub(super) const PART_ATTEMPTS: u32 = 3;
 
-pub(super) fn os_err(e: object_store::Error) -> Error {
-    match e {
-        object_store::Error::NotFound { .. } => Error::not_found("no such key"),
-        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
-            Error::PreconditionFailed("an object already exists at this key".into())
-        }
-        // Timeouts, refused connections, 5xx answers: the store does not answer now.
-        other => unavailable(other),
-    }
-}
-
 /// A store that did not answer (or answered 5xx): 503 `unavailable`, the cause logged here.
 pub(super) fn unavailable(e: impl std::fmt::Display) -> Error {
     tracing::warn!(error = %e, "the S3 store does not answer");
     Error::Unavailable("the storage backend does not answer; retry shortly".into())
-}
-
-pub(super) fn path(key: &StorageKey) -> Result<Path> {
-    Path::parse(key.as_str()).map_err(Error::internal)
-}
-
-pub(super) fn meta_of(m: &object_store::ObjectMeta) -> ObjectMeta {
-    ObjectMeta {
-        size: m.size,
-        etag: m.e_tag.clone().unwrap_or_default(),
-        modified: m.last_modified.timestamp_millis(),
-    }
 }

@@ -1,5 +1,6 @@
 //! An S3-compatible store (AWS S3, MinIO, Ceph RGW, Garage, COS, OBS, OSS, R2, GCS interop).
-//! A body that passes through filedock goes up in one PUT (with `object_store`) when it is
+//! Every call goes through one client (`rest`: `rusty-s3` signs, `reqwest` sends).
+//! A body that passes through filedock goes up in one PUT when it is
 //! smaller than a part, otherwise as a multipart upload whose parts are copied into buffers of
 //! one pool with a memory budget ([`crate::parts`]); every presigned URL is made with `rusty-s3` and
 //! points straight at the bucket, with `Content-Length`, `Content-Type` (when given) and the
@@ -24,7 +25,7 @@
 //! catalog counts covers them.
 //!
 //! - `config`: the settings; `store`: [`S3Store`] and its `BlobStore` impl;
-//! - `sender`: bodies larger than a part; `append`: tus on multipart; `rest`: S3's multipart calls;
+//! - `sender`: bodies larger than a part; `append`: tus on multipart; `rest`: the client, every S3 call;
 //! - `common`: sizes, internal keys and conversions they share.
 
 mod append;

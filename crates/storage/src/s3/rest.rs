@@ -1,61 +1,257 @@
-//! S3's own multipart calls (create, list parts, complete, abort), signed with `rusty-s3` and
-//! sent with `reqwest`, for uploads whose parts clients PUT straight to the bucket.
+//! The one S3 client: every call filedock makes to the bucket (objects, listings and the
+//! multipart calls) is signed with `rusty-s3` (query-string SigV4, payload unsigned) and sent with
+//! `reqwest`, in the forms AWS documents: `POST /key?uploads` (an empty value, which moto, Garage
+//! and AWS take; `?uploads=1` makes moto answer 500), `GET /?list-type=2&prefix=…`, one
+//! `If-None-Match: *` (or the store's own header) signed with a create-only PUT.
+//!
+//! One client rather than an SDK plus a signer: presigned URLs for parts and PUTs need the signer
+//! anyway, and a second client is a second chance for a store to differ (see
+//! `docs/configuration.md`). Errors: 404 → `NotFound`, 412 → `PreconditionFailed`, 5xx, timeouts
+//! and refused connections → 503 `unavailable`; a call whose body is in memory is tried once more
+//! before that.
+
+use std::time::Duration;
 
 use bytes::Bytes;
-use filedock_core::{BlobStore, Error, ObjectMeta, Part, Result, StorageKey};
-
-use object_store::ObjectStore;
+use filedock_core::{BlobStore, ByteStream, Error, ObjectMeta, Part, Result, StorageKey};
+use futures_util::{StreamExt, TryStreamExt};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use rusty_s3::S3Action;
 
 use super::common::CALL_TTL;
-use super::common::os_err;
-use super::common::path;
 use super::common::unavailable;
 use super::common::upload_id_key;
+use super::common::xml_tag;
+use super::config::CreateOnly;
 use super::store::S3Store;
 
+/// Attempts at a call whose request can be sent again (no streamed body).
+const CALL_ATTEMPTS: u32 = 2;
+
 impl S3Store {
-    /// Sends one signed S3 call; an S3 error answer becomes a core error (`NoSuchUpload` →
-    /// `NotFound`, `InvalidPart`/`EntityTooSmall`/`InvalidPartOrder` → `Invalid`).
-    pub(super) async fn call(&self, req: reqwest::RequestBuilder) -> Result<(reqwest::header::HeaderMap, String)> {
-        let resp = req.send().await.map_err(|e| unavailable(e.without_url()))?;
-        let status = resp.status();
+    /// Sends a request made by `make` (called again for a retry), and reads its answer's status:
+    /// an S3 error answer becomes a core error (`NoSuchUpload` → `NotFound`,
+    /// `InvalidPart`/`EntityTooSmall`/`InvalidPartOrder` → `Invalid`). A transport error or a 5xx
+    /// is tried again when `retry`.
+    pub(super) async fn send(&self, retry: bool, make: impl Fn() -> RequestBuilder) -> Result<Response> {
+        let mut attempt = 1;
+        loop {
+            let again = retry && attempt < CALL_ATTEMPTS;
+            match make().send().await {
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) if resp.status().is_server_error() && again => {
+                    tracing::warn!(status = %resp.status(), attempt, "the S3 store answered an error; trying again");
+                }
+                Ok(resp) => return Err(error_of(resp).await),
+                Err(e) if again => tracing::warn!(error = %e.without_url(), attempt, "an S3 call failed; trying again"),
+                Err(e) => return Err(unavailable(e.without_url())),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            attempt += 1;
+        }
+    }
+
+    /// Sends a call whose whole answer is read: its headers and text. CompleteMultipartUpload
+    /// may answer 200 with an error document, which is an error here.
+    pub(super) async fn call(&self, retry: bool, make: impl Fn() -> RequestBuilder) -> Result<(HeaderMap, String)> {
+        let resp = self.send(retry, make).await?;
         let headers = resp.headers().clone();
         let text = resp.text().await.map_err(|e| unavailable(e.without_url()))?;
-        // CompleteMultipartUpload may answer 200 with an error document.
-        if status.is_success() && !text.contains("<Error>") {
-            return Ok((headers, text));
+        if text.contains("<Error>") {
+            return Err(s3_error(StatusCode::OK, &text));
         }
-        let tag = |t: &str| {
-            text.split_once(&format!("<{t}>"))
-                .and_then(|(_, rest)| rest.split_once(&format!("</{t}>")))
-                .map(|(v, _)| v.to_owned())
-                .unwrap_or_default()
-        };
-        let (code, message) = (tag("Code"), tag("Message"));
-        Err(match code.as_str() {
-            "NoSuchUpload" => Error::not_found("no such upload"),
-            "InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" => Error::invalid(format!("{code}: {message}")),
-            "PreconditionFailed" => Error::PreconditionFailed("an object already exists at this key".into()),
-            _ if status.is_server_error() => unavailable(format!("S3 answered {status}: {code} {message}")),
-            _ => Error::internal_msg(format!("S3 answered {status}: {code} {message}")),
+        Ok((headers, text))
+    }
+
+    fn request(&self, method: Method, url: url::Url) -> RequestBuilder {
+        self.http.request(method, url)
+    }
+
+    /// PUTs one object held in memory; `create_only` sends (and signs) the store's create-only
+    /// header, so an existing object is refused with `PreconditionFailed` where the store
+    /// honours it.
+    pub(super) async fn put_bytes(&self, key: &StorageKey, bytes: Bytes, create_only: bool) -> Result<()> {
+        let header = create_only.then(|| self.create_only.header()).flatten();
+        let mut action = self.bucket.put_object(Some(&self.credentials), key.as_str());
+        if let Some((h, v)) = header {
+            action.headers_mut().insert(h.to_ascii_lowercase(), v);
+        }
+        let url = action.sign(CALL_TTL);
+        self.send(true, || {
+            let req = self.request(Method::PUT, url.clone()).body(bytes.clone());
+            match header {
+                Some((h, v)) => req.header(h, v),
+                None => req,
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The object's size, ETag and modification time, or `NotFound`.
+    pub(super) async fn head_object(&self, key: &StorageKey) -> Result<ObjectMeta> {
+        let url = self
+            .bucket
+            .head_object(Some(&self.credentials), key.as_str())
+            .sign(CALL_TTL);
+        let resp = self.send(true, || self.request(Method::HEAD, url.clone())).await?;
+        let h = resp.headers();
+        let size = header(h, "content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error::internal_msg("S3 answered a HEAD without a Content-Length"))?;
+        Ok(ObjectMeta {
+            size,
+            etag: header(h, "etag").unwrap_or_default().to_owned(),
+            modified: header(h, "last-modified").map(http_date_millis).unwrap_or_default(),
         })
     }
 
-    /// Makes the multipart upload of a [`LAZY_HANDLE`] upload and records its id. A crash
-    /// between the two leaves a multipart upload nobody knows (the next append makes another):
-    /// the bucket's lifecycle rule for incomplete uploads removes it.
+    /// Streams an object, or bytes `start..end` of it. Its first byte must come within the
+    /// call timeout; then the body streams for as long as its reader takes.
+    pub(super) async fn get_object(&self, key: &StorageKey, range: Option<(u64, u64)>) -> Result<ByteStream> {
+        let url = self
+            .bucket
+            .get_object(Some(&self.credentials), key.as_str())
+            .sign(CALL_TTL);
+        let make = || {
+            let req = self.reader.get(url.clone());
+            match range {
+                Some((start, end)) => req.header("range", format!("bytes={start}-{}", end - 1)),
+                None => req,
+            }
+        };
+        let resp = tokio::time::timeout(self.timeout, self.send(true, make))
+            .await
+            .map_err(|_| unavailable(format!("no answer to a GET within {:?}", self.timeout)))??;
+        Ok(resp.bytes_stream().map_err(|e| unavailable(e.without_url())).boxed())
+    }
+
+    /// Deletes an object; one that is not there is deleted already.
+    pub(super) async fn delete_object(&self, key: &StorageKey) -> Result<()> {
+        let url = self
+            .bucket
+            .delete_object(Some(&self.credentials), key.as_str())
+            .sign(CALL_TTL);
+        match self.send(true, || self.request(Method::DELETE, url.clone())).await {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every object whose key starts with `prefix`, page after page.
+    pub(super) async fn list_objects(&self, prefix: &str) -> Result<Vec<(StorageKey, ObjectMeta)>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
+            if !prefix.is_empty() {
+                action.with_prefix(prefix);
+            }
+            if let Some(t) = &token {
+                action.with_continuation_token(t.clone());
+            }
+            let url = action.sign(CALL_TTL);
+            let (_, body) = self.call(true, || self.request(Method::GET, url.clone())).await?;
+            let page = rusty_s3::actions::ListObjectsV2::parse_response(&body)
+                .map_err(|e| Error::internal_msg(format!("malformed ListObjectsV2 answer: {e}")))?;
+            for o in page.contents {
+                let meta = ObjectMeta {
+                    size: o.size.unwrap_or_default(),
+                    etag: o.etag.unwrap_or_default(),
+                    modified: o.last_modified.as_deref().map(iso_millis).unwrap_or_default(),
+                };
+                out.push((StorageKey::new(o.key)?, meta));
+            }
+            match page.next_continuation_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// CreateMultipartUpload, as `POST /key?uploads` (signed by hand: `rusty-s3` sends
+    /// `?uploads=1`, which moto answers with a 500 after making the upload).
+    pub(super) async fn create_multipart_upload(&self, key: &StorageKey) -> Result<String> {
+        let url = rusty_s3::signing::sign(
+            &jiff::Timestamp::now(),
+            rusty_s3::Method::Post,
+            self.bucket.object_url(key.as_str()),
+            self.credentials.key(),
+            self.credentials.secret(),
+            self.credentials.token(),
+            self.bucket.region(),
+            CALL_TTL.as_secs(),
+            std::iter::once(("uploads", "")),
+            std::iter::empty(),
+        );
+        let (_, body) = self.call(false, || self.request(Method::POST, url.clone())).await?;
+        xml_tag(&body, "UploadId")
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| Error::internal_msg("S3 answered CreateMultipartUpload without an UploadId"))
+    }
+
+    /// Makes the multipart upload of a [`LAZY_HANDLE`](super::common::LAZY_HANDLE) upload and
+    /// records its id. A crash between the two leaves a multipart upload nobody knows (the next
+    /// append makes another): the bucket's lifecycle rule for incomplete uploads removes it.
     pub(super) async fn start_multipart(&self, key: &StorageKey) -> Result<String> {
         let id = self.create_multipart(key).await?;
-        self.store
-            .put_opts(
-                &path(&upload_id_key(key)?)?,
-                Bytes::from(id.clone()).into(),
-                object_store::PutOptions::default(),
-            )
-            .await
-            .map_err(os_err)?;
+        self.put_bytes(&upload_id_key(key)?, Bytes::from(id.clone()), false)
+            .await?;
         Ok(id)
+    }
+
+    /// Sends one part from a stream of `len` bytes (not retried: the stream is spent).
+    pub(super) async fn upload_part(
+        &self,
+        key: &StorageKey,
+        handle: &str,
+        number: u32,
+        body: ByteStream,
+        len: u64,
+    ) -> Result<Part> {
+        let n = u16::try_from(number).map_err(|_| Error::invalid("part numbers go up to 10000"))?;
+        let url = self
+            .bucket
+            .upload_part(Some(&self.credentials), key.as_str(), n, handle)
+            .sign(CALL_TTL);
+        // Keep the body's own error (too large, client gone) rather than the transport's.
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let slot = failed.clone();
+        let body = body.map(move |c| {
+            c.map_err(|e| {
+                let msg = e.to_string();
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(e);
+                }
+                std::io::Error::other(msg)
+            })
+        });
+        let body = std::sync::Mutex::new(Some(reqwest::Body::wrap_stream(body)));
+        let sent = self
+            .send(false, || {
+                let req = self
+                    .request(Method::PUT, url.clone())
+                    .header(reqwest::header::CONTENT_LENGTH, len);
+                match body.lock().ok().and_then(|mut b| b.take()) {
+                    Some(b) => req.body(b),
+                    None => req,
+                }
+            })
+            .await;
+        if let Some(e) = failed.lock().ok().and_then(|mut s| s.take()) {
+            return Err(e);
+        }
+        let resp = sent?;
+        let etag = header(resp.headers(), "etag")
+            .ok_or_else(|| Error::internal_msg("S3 answered an UploadPart without an ETag"))?;
+        Ok(Part {
+            number,
+            etag: etag.to_owned(),
+            size: len,
+        })
     }
 
     /// Completes a multipart upload; `create_only` refuses (by a HEAD first, not atomically)
@@ -88,7 +284,134 @@ impl S3Store {
                 std::iter::empty::<&str>(),
             )
             .sign(CALL_TTL);
-        self.call(self.http.post(url).body(xml)).await?;
+        // Not retried: a second complete of a completed upload is `NoSuchUpload`.
+        self.call(false, || self.request(Method::POST, url.clone()).body(xml.clone()))
+            .await?;
         self.head(key).await
+    }
+
+    /// Aborts a multipart upload; one that is gone is aborted already.
+    pub(super) async fn abort_upload(&self, key: &StorageKey, handle: &str) -> Result<()> {
+        let url = self
+            .bucket
+            .abort_multipart_upload(Some(&self.credentials), key.as_str(), handle)
+            .sign(CALL_TTL);
+        match self.call(true, || self.request(Method::DELETE, url.clone())).await {
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of ListParts from `marker`: its parts, and whether more follow.
+    pub(super) async fn list_parts_page(
+        &self,
+        key: &StorageKey,
+        handle: &str,
+        marker: Option<u16>,
+    ) -> Result<(Vec<Part>, bool)> {
+        let mut action = self.bucket.list_parts(Some(&self.credentials), key.as_str(), handle);
+        action.set_max_parts(1000);
+        if let Some(m) = marker {
+            action.set_part_number_marker(m);
+        }
+        let url = action.sign(CALL_TTL);
+        let (_, body) = self.call(true, || self.request(Method::GET, url.clone())).await?;
+        super::common::parse_list_parts(&body)
+    }
+
+    /// Whether `create_only` PUTs are refused by the store itself.
+    pub(super) fn atomic_create(&self) -> bool {
+        self.create_only != CreateOnly::None
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// An S3 error answer as a core error.
+async fn error_of(resp: Response) -> Error {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    s3_error(status, &text)
+}
+
+fn s3_error(status: StatusCode, text: &str) -> Error {
+    let code = xml_tag(text, "Code").unwrap_or_default();
+    let message = xml_tag(text, "Message").unwrap_or_default();
+    match (status, code.as_str()) {
+        (_, "NoSuchUpload") => Error::not_found("no such upload"),
+        (_, "InvalidPart" | "InvalidPartOrder" | "EntityTooSmall") => Error::invalid(format!("{code}: {message}")),
+        (StatusCode::NOT_FOUND, _) | (_, "NoSuchKey") => Error::not_found("no such key"),
+        (StatusCode::PRECONDITION_FAILED, _) | (_, "PreconditionFailed") => {
+            Error::PreconditionFailed("an object already exists at this key".into())
+        }
+        (StatusCode::RANGE_NOT_SATISFIABLE, _) => Error::invalid("range not satisfiable"),
+        (s, _) if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+            unavailable(format!("S3 answered {status}: {code} {message}"))
+        }
+        _ => Error::internal_msg(format!("S3 answered {status}: {code} {message}")),
+    }
+}
+
+/// An HTTP date (`Last-Modified`) in milliseconds since the epoch (0 when unreadable).
+fn http_date_millis(s: &str) -> i64 {
+    jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(s)
+        .map(|t| t.as_millisecond())
+        .unwrap_or_default()
+}
+
+/// An ISO 8601 time (a listing's `LastModified`) in milliseconds since the epoch.
+fn iso_millis(s: &str) -> i64 {
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .unwrap_or_default()
+}
+
+/// Reads a stream whole (small objects only: upload ids).
+pub(super) async fn read_all(mut body: ByteStream) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_from_s3_answers() {
+        assert_eq!(http_date_millis("Sun, 06 Nov 1994 08:49:37 GMT"), 784_111_777_000);
+        assert_eq!(iso_millis("1994-11-06T08:49:37.000Z"), 784_111_777_000);
+        assert_eq!(http_date_millis("garbage"), 0);
+    }
+
+    #[test]
+    fn error_answers_map_to_core_errors() {
+        let doc = |code: &str| format!("<Error><Code>{code}</Code><Message>m</Message></Error>");
+        assert!(matches!(
+            s3_error(StatusCode::NOT_FOUND, &doc("NoSuchUpload")),
+            Error::NotFound(_)
+        ));
+        assert!(matches!(s3_error(StatusCode::NOT_FOUND, ""), Error::NotFound(_)));
+        assert!(matches!(
+            s3_error(StatusCode::PRECONDITION_FAILED, ""),
+            Error::PreconditionFailed(_)
+        ));
+        assert!(matches!(
+            s3_error(StatusCode::OK, &doc("InvalidPart")),
+            Error::Invalid(_)
+        ));
+        assert!(matches!(
+            s3_error(StatusCode::SERVICE_UNAVAILABLE, &doc("SlowDown")),
+            Error::Unavailable(_)
+        ));
+        assert!(matches!(
+            s3_error(StatusCode::FORBIDDEN, &doc("AccessDenied")),
+            Error::Internal(_)
+        ));
     }
 }

@@ -11,26 +11,16 @@ use filedock_core::{
     BlobStore, ByteRange, ByteStream, Error, GetResult, ObjectMeta, Part, PresignGet, PresignPart, PresignPut,
     PresignedRequest, PutOptions, Result, StorageKey,
 };
-use futures_util::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
-use object_store::path::Path;
-use object_store::{ClientOptions, RetryConfig};
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode};
+use futures_util::StreamExt;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use crate::parts::{Filled, PartPool};
 
 use super::common::AppendState;
-use super::common::CALL_TTL;
 use super::common::LAZY_HANDLE;
 use super::common::PART;
-use super::common::meta_of;
 use super::common::one_chunk;
-use super::common::os_err;
-use super::common::parse_list_parts;
 use super::common::part_size;
-use super::common::path;
-use super::common::unavailable;
 use super::config::CONNECT_TIMEOUT;
 use super::config::CreateOnly;
 use super::config::READ_TIMEOUT;
@@ -39,15 +29,15 @@ use super::config::S3Config;
 /// Bytes in an S3-compatible bucket.
 #[derive(Clone)]
 pub struct S3Store {
-    pub(super) store: Arc<dyn ObjectStore>,
-    /// The same bucket for reads that stream (see `open`).
-    pub(super) reader: Arc<dyn ObjectStore>,
+    /// For calls that answer within `timeout`, body included.
+    pub(super) http: reqwest::Client,
+    /// For reads that stream (see `open`).
+    pub(super) reader: reqwest::Client,
     /// How long a call may take (`timeout_secs`); for a read, until its first byte.
     pub(super) timeout: Duration,
     pub(super) bucket: Bucket,
     pub(super) credentials: Credentials,
     pub(super) create_only: CreateOnly,
-    pub(super) http: reqwest::Client,
     pub(super) parts: PartPool,
     /// What this instance last left in each resumable upload it appended to, by key (see
     /// [`AppendState`]).
@@ -68,32 +58,6 @@ impl S3Store {
     pub fn open(cfg: &S3Config) -> Result<Self> {
         let secret = cfg.secret()?;
         let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
-        // Two object_store clients on one configuration. Calls answer within `timeout` (the
-        // whole call, body included). Reads (`get`) stream for as long as their reader takes, so
-        // they have no overall limit: their first byte must come within `timeout` (see `get`),
-        // and no pause limit either, which would cut a download whose client reads slowly.
-        let build = |options: ClientOptions| {
-            AmazonS3Builder::new()
-                // First: the client options replace every earlier one (allow_http among them).
-                .with_client_options(options.with_connect_timeout(CONNECT_TIMEOUT))
-                .with_endpoint(&cfg.endpoint)
-                .with_allow_http(cfg.endpoint.starts_with("http://"))
-                .with_bucket_name(&cfg.bucket)
-                .with_region(&cfg.region)
-                .with_access_key_id(&cfg.access_key_id)
-                .with_secret_access_key(&secret)
-                .with_virtual_hosted_style_request(!cfg.path_style)
-                .with_conditional_put(S3ConditionalPut::ETagMatch)
-                .with_retry(RetryConfig {
-                    max_retries: 1,
-                    retry_timeout: timeout,
-                    ..RetryConfig::default()
-                })
-                .build()
-                .map_err(|e| Error::invalid(format!("s3 backend: {e}")))
-        };
-        let store = build(ClientOptions::new().with_timeout(timeout))?;
-        let reader = build(ClientOptions::new().with_timeout_disabled())?;
         let endpoint = url::Url::parse(&cfg.endpoint).map_err(|e| Error::invalid(format!("s3 endpoint: {e}")))?;
         let style = if cfg.path_style {
             UrlStyle::Path
@@ -102,19 +66,26 @@ impl S3Store {
         };
         let bucket = Bucket::new(endpoint, style, cfg.bucket.clone(), cfg.region.clone())
             .map_err(|e| Error::invalid(format!("s3 bucket: {e}")))?;
+        // Calls answer within `timeout` (the whole call, body included), with no pause longer
+        // than READ_TIMEOUT. Reads (`get`) stream for as long as their reader takes, so they
+        // have neither: their first byte must come within `timeout` (see `get_object`), and a
+        // pause limit would cut a download whose client reads slowly.
+        let client = |calls: bool| {
+            let b = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
+            let b = if calls {
+                b.read_timeout(READ_TIMEOUT).timeout(timeout)
+            } else {
+                b
+            };
+            b.build().map_err(Error::internal)
+        };
         Ok(S3Store {
-            store: Arc::new(store),
-            reader: Arc::new(reader),
+            http: client(true)?,
+            reader: client(false)?,
             timeout,
             bucket,
             credentials: Credentials::new(cfg.access_key_id.clone(), secret),
             create_only: cfg.create_only,
-            http: reqwest::Client::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .read_timeout(READ_TIMEOUT)
-                .timeout(timeout)
-                .build()
-                .map_err(Error::internal)?,
             parts: PartPool::new(PART, (cfg.part_buffer_mib as usize * 1024 * 1024) / PART),
             appends: Arc::default(),
         })
@@ -137,19 +108,10 @@ impl BlobStore for S3Store {
             }
         }
         if filled == Filled::End {
-            let atomic = opts.create_only && self.create_only == CreateOnly::IfNoneMatch;
-            if opts.create_only && !atomic && self.head(key).await.is_ok() {
+            if opts.create_only && !self.atomic_create() && self.head(key).await.is_ok() {
                 return Err(Error::PreconditionFailed("an object already exists at this key".into()));
             }
-            let mode = if atomic { PutMode::Create } else { PutMode::Overwrite };
-            let o = object_store::PutOptions {
-                mode,
-                ..Default::default()
-            };
-            self.store
-                .put_opts(&path(key)?, first.freeze().into(), o)
-                .await
-                .map_err(os_err)?;
+            self.put_bytes(key, first.freeze(), opts.create_only).await?;
         } else {
             self.put_multipart(key, first, carry, body, opts.create_only).await?;
         }
@@ -157,118 +119,47 @@ impl BlobStore for S3Store {
     }
 
     async fn get(&self, key: &StorageKey, range: Option<ByteRange>) -> Result<GetResult> {
-        let p = path(key)?;
-        let range = match range {
-            Some(r) => Some(r.resolve(self.head(key).await?.size)?),
-            None => None,
+        let meta = self.head(key).await?;
+        let (range, asked) = match range {
+            Some(r) => {
+                let r = r.resolve(meta.size)?;
+                (r.clone(), Some((r.start, r.end)))
+            }
+            None => (0..meta.size, None),
         };
-        let opts = GetOptions {
-            range: range.map(GetRange::Bounded),
-            ..Default::default()
+        let body = if range.is_empty() {
+            one_chunk(Bytes::new())
+        } else {
+            self.get_object(key, asked).await?
         };
-        let got = tokio::time::timeout(self.timeout, self.reader.get_opts(&p, opts))
-            .await
-            .map_err(|_| unavailable(format!("no answer to a GET within {:?}", self.timeout)))?
-            .map_err(os_err)?;
-        let meta = meta_of(&got.meta);
-        let range = got.range.clone();
-        let body = got.into_stream().map_err(os_err).boxed();
         Ok(GetResult { meta, range, body })
     }
 
     async fn head(&self, key: &StorageKey) -> Result<ObjectMeta> {
-        Ok(meta_of(&self.store.head(&path(key)?).await.map_err(os_err)?))
+        self.head_object(key).await
     }
 
     async fn delete(&self, key: &StorageKey) -> Result<()> {
-        match self.store.delete(&path(key)?).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(os_err(e)),
-        }
+        self.delete_object(key).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(StorageKey, ObjectMeta)>> {
-        // object_store lists whole segments: list the prefix's directory, then filter.
-        let dir = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-        let dir = if dir.is_empty() {
-            None
-        } else {
-            Some(Path::parse(dir).map_err(Error::internal)?)
-        };
-        let mut out = Vec::new();
-        let mut listing = self.store.list(dir.as_ref());
-        while let Some(m) = listing.next().await {
-            let m = m.map_err(os_err)?;
-            if m.location.as_ref().starts_with(prefix) {
-                out.push((StorageKey::new(m.location.as_ref())?, meta_of(&m)));
-            }
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        self.list_objects(prefix).await
     }
 
     async fn create_multipart(&self, key: &StorageKey) -> Result<String> {
-        let url = self
-            .bucket
-            .create_multipart_upload(Some(&self.credentials), key.as_str())
-            .sign(CALL_TTL);
-        let (_, body) = self.call(self.http.post(url)).await?;
-        let r = rusty_s3::actions::CreateMultipartUpload::parse_response(&body).map_err(Error::internal)?;
-        Ok(r.upload_id().to_owned())
+        self.create_multipart_upload(key).await
     }
 
     async fn put_part(&self, key: &StorageKey, handle: &str, number: u32, body: ByteStream, len: u64) -> Result<Part> {
-        let n = u16::try_from(number).map_err(|_| Error::invalid("part numbers go up to 10000"))?;
-        let url = self
-            .bucket
-            .upload_part(Some(&self.credentials), key.as_str(), n, handle)
-            .sign(CALL_TTL);
-        // Keep the body's own error (too large, client gone) rather than the transport's.
-        let failed = Arc::new(std::sync::Mutex::new(None));
-        let slot = failed.clone();
-        let body = body.map(move |c| {
-            c.map_err(|e| {
-                let msg = e.to_string();
-                if let Ok(mut s) = slot.lock() {
-                    *s = Some(e);
-                }
-                std::io::Error::other(msg)
-            })
-        });
-        let sent = self
-            .call(
-                self.http
-                    .put(url)
-                    .header(reqwest::header::CONTENT_LENGTH, len)
-                    .body(reqwest::Body::wrap_stream(body)),
-            )
-            .await;
-        if let Some(e) = failed.lock().ok().and_then(|mut s| s.take()) {
-            return Err(e);
-        }
-        let (headers, _) = sent?;
-        let etag = headers
-            .get(reqwest::header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Error::internal_msg("S3 answered an UploadPart without an ETag"))?;
-        Ok(Part {
-            number,
-            etag: etag.to_owned(),
-            size: len,
-        })
+        self.upload_part(key, handle, number, body, len).await
     }
 
     async fn list_parts(&self, key: &StorageKey, handle: &str) -> Result<Vec<Part>> {
         let mut out = Vec::new();
         let mut marker = None;
         loop {
-            let mut action = self.bucket.list_parts(Some(&self.credentials), key.as_str(), handle);
-            action.set_max_parts(1000);
-            if let Some(m) = marker {
-                action.set_part_number_marker(m);
-            }
-            let (_, body) = self.call(self.http.get(action.sign(CALL_TTL))).await?;
-            let (page, truncated) = parse_list_parts(&body)?;
+            let (page, truncated) = self.list_parts_page(key, handle, marker).await?;
             out.extend(page);
             match (truncated, out.last()) {
                 (true, Some(last)) => marker = Some(u16::try_from(last.number).map_err(Error::internal)?),
@@ -285,14 +176,7 @@ impl BlobStore for S3Store {
     }
 
     async fn abort_multipart(&self, key: &StorageKey, handle: &str) -> Result<()> {
-        let url = self
-            .bucket
-            .abort_multipart_upload(Some(&self.credentials), key.as_str(), handle)
-            .sign(CALL_TTL);
-        match self.call(self.http.delete(url)).await {
-            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.abort_upload(key, handle).await
     }
 
     fn presign_part(&self, req: &PresignPart) -> Result<PresignedRequest> {
