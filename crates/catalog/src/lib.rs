@@ -2,6 +2,7 @@
 //! their migrations, and how config turns into an `Arc<dyn Catalog>`.
 
 mod batch;
+mod change;
 pub mod postgres;
 mod rows;
 mod sql;

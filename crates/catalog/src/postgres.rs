@@ -136,6 +136,36 @@ mod tests {
         );
     }
 
+    /// A crash between a change and its event, injected: the delivery insert fails (a trigger).
+    #[tokio::test]
+    async fn a_change_and_its_event_are_one_transaction() {
+        let Some(url) = filedock_testkit::postgres_database().await else {
+            return;
+        };
+        let c = PgCatalog::open(&url, 4).await.unwrap();
+        let pool = c.0.pool().clone();
+        sqlx::query(
+            "CREATE FUNCTION refuse_deliveries() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'injected: the event is not written'; END $$",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        filedock_core::conformance::change_and_event_fault_suite(&c, |refuse| {
+            let pool = pool.clone();
+            async move {
+                let sql = if refuse {
+                    "CREATE TRIGGER refuse_deliveries BEFORE INSERT ON deliveries
+                     FOR EACH ROW EXECUTE FUNCTION refuse_deliveries()"
+                } else {
+                    "DROP TRIGGER refuse_deliveries ON deliveries"
+                };
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn durable_records_wait_for_the_flush_and_relaxed_ones_do_not() {
         let Some(url) = filedock_testkit::postgres_database().await else {

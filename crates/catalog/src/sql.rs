@@ -17,6 +17,8 @@ use std::future::Future;
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
+use filedock_core::catalog::Change;
+
 use crate::batch::{Batcher, Inserts};
 use crate::rows::Relaxed;
 
@@ -71,7 +73,7 @@ impl<E: Engine> Sql<E> {
     /// Runs a statement that must work on a full disk (a delete, a revocation): if the disk is
     /// full, the engine gives up the room it keeps and the statement runs once more; after a
     /// success, the room is taken again when space allows.
-    async fn with_room<T, F, Fut>(&self, run: F) -> filedock_core::Result<T>
+    pub(crate) async fn with_room<T, F, Fut>(&self, run: F) -> filedock_core::Result<T>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = filedock_core::Result<T>>,
@@ -227,19 +229,7 @@ where
         id: &filedock_core::FileId,
         c: &filedock_core::catalog::Completion,
     ) -> filedock_core::Result<bool> {
-        let r = sqlx::query(
-            "UPDATE files SET status = 'ready', size = $2, sha256 = $3, detected_type = $4, completed_at = $5
-             WHERE id = $1 AND status = 'pending'",
-        )
-        .bind(id.as_str())
-        .bind(crate::rows::i64_of(Some(c.size)))
-        .bind(&c.sha256)
-        .bind(&c.detected_type)
-        .bind(c.completed_at)
-        .execute(self.0.pool())
-        .await
-        .map_err(crate::rows::db_err)?;
-        Ok(r.affected() == 1)
+        self.apply_change(Change::CompleteFile(id, c), &[]).await
     }
 
     async fn delete_file(
@@ -248,19 +238,7 @@ where
         at: filedock_core::Timestamp,
     ) -> filedock_core::Result<bool> {
         // A delete frees space: it must work on a full disk, using the room kept for it.
-        let r = self
-            .with_room(|| async {
-                sqlx::query(
-                    "UPDATE files SET status = 'deleted', deleted_at = $2 WHERE id = $1 AND status <> 'deleted'",
-                )
-                .bind(id.as_str())
-                .bind(at)
-                .execute(self.0.pool())
-                .await
-                .map_err(crate::rows::db_err)
-            })
-            .await?;
-        Ok(r.affected() == 1)
+        self.apply_change(Change::DeleteFile(id, at), &[]).await
     }
 
     async fn remove_file(&self, id: &filedock_core::FileId) -> filedock_core::Result<()> {
@@ -550,20 +528,15 @@ where
         error: Option<&str>,
         at: filedock_core::Timestamp,
     ) -> filedock_core::Result<bool> {
-        let r = sqlx::query(
-            "UPDATE tasks SET status = $3, outputs = $4, error = $5, finished_at = $6, lease_until = NULL
-             WHERE id = $1 AND status = 'running' AND runner = $2",
-        )
-        .bind(id.as_str())
-        .bind(runner)
-        .bind(status.as_str())
-        .bind(crate::rows::outputs_json(outputs))
-        .bind(error)
-        .bind(at)
-        .execute(self.0.pool())
-        .await
-        .map_err(crate::rows::db_err)?;
-        Ok(r.affected() == 1)
+        let change = Change::FinishTask {
+            id,
+            runner,
+            status,
+            outputs,
+            error,
+            at,
+        };
+        self.apply_change(change, &[]).await
     }
 
     async fn lapsed_tasks(
@@ -588,55 +561,40 @@ where
         now: filedock_core::Timestamp,
         failure: Option<&str>,
     ) -> filedock_core::Result<bool> {
-        let r = match failure {
-            None => {
-                sqlx::query(
-                    "UPDATE tasks SET status = 'queued', runner = NULL, lease_until = NULL
-                 WHERE id = $1 AND status = 'running' AND lease_until < $2",
-                )
-                .bind(id.as_str())
-                .bind(now)
-                .execute(self.0.pool())
-                .await
-            }
-            Some(reason) => {
-                sqlx::query(
-                    "UPDATE tasks SET status = 'failed', error = $3, finished_at = $2, lease_until = NULL
-                 WHERE id = $1 AND status = 'running' AND lease_until < $2",
-                )
-                .bind(id.as_str())
-                .bind(now)
-                .bind(reason)
-                .execute(self.0.pool())
-                .await
-            }
+        if let Some(reason) = failure {
+            return self.apply_change(Change::FailLapsedTask { id, now, reason }, &[]).await;
         }
+        let r = sqlx::query(
+            "UPDATE tasks SET status = 'queued', runner = NULL, lease_until = NULL
+             WHERE id = $1 AND status = 'running' AND lease_until < $2",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .execute(self.0.pool())
+        .await
         .map_err(crate::rows::db_err)?;
         Ok(r.affected() == 1)
     }
 
+    async fn apply(
+        &self,
+        change: Change<'_>,
+        deliveries: &[filedock_core::model::DeliveryRecord],
+    ) -> filedock_core::Result<bool> {
+        self.apply_change(change, deliveries).await
+    }
+
+    async fn prune(
+        &self,
+        what: filedock_core::catalog::Prune,
+        before: filedock_core::Timestamp,
+        limit: u32,
+    ) -> filedock_core::Result<u64> {
+        self.prune_rows(what, before, limit).await
+    }
+
     async fn insert_delivery(&self, d: &filedock_core::model::DeliveryRecord) -> filedock_core::Result<()> {
-        sqlx::query(
-            "INSERT INTO deliveries (id, event_id, project, webhook, event, payload, status, attempts, next_at,
-                last_error, created_at, delivered_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&d.id)
-        .bind(&d.event_id)
-        .bind(d.project.as_str())
-        .bind(&d.webhook)
-        .bind(&d.event)
-        .bind(&d.payload)
-        .bind(d.status.as_str())
-        .bind(i64::from(d.attempts))
-        .bind(d.next_at)
-        .bind(&d.last_error)
-        .bind(d.created_at)
-        .bind(d.delivered_at)
-        .execute(self.0.pool())
-        .await
-        .map_err(crate::rows::db_err)?;
-        Ok(())
+        Self::delivery(self.0.pool(), d).await
     }
 
     async fn due_deliveries(

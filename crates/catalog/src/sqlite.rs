@@ -308,6 +308,27 @@ mod tests {
         filedock_core::conformance::catalog_suite(&SqliteCatalog::in_memory().await.unwrap()).await;
     }
 
+    /// A crash between a change and its event, injected: the delivery insert fails (a trigger).
+    #[tokio::test]
+    async fn a_change_and_its_event_are_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
+        let pool = c.0.pool().clone();
+        filedock_core::conformance::change_and_event_fault_suite(&c, |refuse| {
+            let pool = pool.clone();
+            async move {
+                let sql = if refuse {
+                    "CREATE TRIGGER refuse_deliveries BEFORE INSERT ON deliveries
+                     BEGIN SELECT RAISE(ABORT, 'injected: the event is not written'); END"
+                } else {
+                    "DROP TRIGGER refuse_deliveries"
+                };
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn passes_the_catalog_conformance_suite_on_disk_and_reopens() {
         let dir = tempfile::tempdir().unwrap();

@@ -84,6 +84,7 @@ pub async fn file_service(cfg: &Config) -> anyhow::Result<FileService> {
         workflows: cfg.workflows.clone(),
         tasks: cfg.tasks,
         deliveries: cfg.webhook_delivery,
+        prune: cfg.prune,
         limits: cfg.limits,
     };
     Ok(FileService::new(catalog, backends, signer, clock, fs_cfg)?)

@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use filedock_catalog::CatalogConfig;
 use filedock_core::files::Retention;
 use filedock_core::limits::Limits;
-use filedock_core::{DeliverySettings, ProjectSettings, TaskSettings, UploadPolicy, Workflow};
+use filedock_core::{DeliverySettings, ProjectSettings, PruneSettings, TaskSettings, UploadPolicy, Workflow};
 use filedock_server::config::{CorsConfig, LinksConfig};
 use filedock_server::dialects::DialectsConfig;
 use filedock_storage::BackendConfig;
@@ -59,6 +59,9 @@ pub struct Config {
     pub tasks: TaskSettings,
     /// Webhook retries and timeouts.
     pub webhook_delivery: DeliverySettings,
+    /// How long ended records (deliveries, tasks, deleted files' rows, uploads) are kept
+    /// (`[prune]`).
+    pub prune: PruneSettings,
     /// How long an unfinished multipart or tus upload is kept after its last activity before it
     /// is aborted and its parts deleted, in seconds.
     pub unfinished_upload_ttl_secs: u64,
@@ -108,6 +111,7 @@ impl Default for Config {
             workflows: Vec::new(),
             tasks: TaskSettings::default(),
             webhook_delivery: DeliverySettings::default(),
+            prune: PruneSettings::default(),
             unfinished_upload_ttl_secs: 86_400,
             sweep_interval_secs: 60,
             signing_secret_file: None,

@@ -258,8 +258,9 @@ async fn startup_scan(files: &FileService, grace: u64) -> filedock_core::Result<
 }
 
 /// One round of the sweeper: aborts abandoned uploads (each under its lock in the catalog),
-/// deletes expired files (one instance at a time, under a lease in the catalog), and queues again
-/// the tasks of runners gone silent (each one conditional statement). Instances sharing a catalog
+/// deletes expired files (one instance at a time, under a lease in the catalog), queues again
+/// the tasks of runners gone silent (each one conditional statement), and prunes records that
+/// ended longer ago than `[prune]` keeps them. Instances sharing a catalog
 /// never do one thing twice. Nothing while the deployment identity does not hold.
 async fn sweep(files: &FileService) -> filedock_core::Result<()> {
     if let Some(why) = files.refusal() {
@@ -275,6 +276,7 @@ async fn sweep(files: &FileService) -> filedock_core::Result<()> {
             "released the tasks of silent runners",
             files.sweep_tasks().await,
         ),
+        ("records", "pruned ended records", files.prune_records().await),
     ];
     for (kind, done, outcome) in outcomes {
         match outcome {

@@ -30,10 +30,63 @@ pub struct FileQuery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
     pub size: u64,
-    /// Unknown when the backend does not read direct uploads whole.
+    /// Known on every path since issue 23 (an `Option` for rows written before).
     pub sha256: Option<String>,
     pub detected_type: String,
     pub completed_at: Timestamp,
+}
+
+/// A change that reports an event, made by [`Catalog::apply`] together with the event's
+/// deliveries.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// A file inserted (a ready one: a direct upload).
+    InsertFile(&'a FileRecord),
+    /// [`Catalog::complete_file`].
+    CompleteFile(&'a FileId, &'a Completion),
+    /// [`Catalog::delete_file`].
+    DeleteFile(&'a FileId, Timestamp),
+    /// [`Catalog::finish_task`].
+    FinishTask {
+        id: &'a TaskId,
+        runner: &'a str,
+        status: TaskStatus,
+        outputs: &'a [FileId],
+        error: Option<&'a str>,
+        at: Timestamp,
+    },
+    /// [`Catalog::release_task`] with a failure.
+    FailLapsedTask {
+        id: &'a TaskId,
+        now: Timestamp,
+        reason: &'a str,
+    },
+}
+
+/// Records that have ended, which [`Catalog::prune`] removes once old enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prune {
+    /// Delivered or failed deliveries made before the cut-off.
+    Deliveries,
+    /// Succeeded or failed tasks that finished before it.
+    Tasks,
+    /// Deleted files deleted before it.
+    Tombstones,
+    /// Completed or aborted uploads that expired before it.
+    Uploads,
+}
+
+impl Prune {
+    pub const ALL: [Prune; 4] = [Prune::Deliveries, Prune::Tasks, Prune::Tombstones, Prune::Uploads];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prune::Deliveries => "deliveries",
+            Prune::Tasks => "tasks",
+            Prune::Tombstones => "tombstones",
+            Prune::Uploads => "uploads",
+        }
+    }
 }
 
 /// A store of records.
@@ -56,6 +109,8 @@ pub struct Completion {
 /// - A delivery is taken by moving its `next_at` forward (`lease_delivery`: one of two racing
 ///   instances gets `true`); if the taker dies, it is due again at that instant.
 /// - A named lease (`try_lease`) has one holder at a time; it is taken over once it ended.
+/// - `apply` makes a [`Change`] and, if it took effect (it returns `true`), records the
+///   deliveries in the same transaction: a crash or an error keeps both or neither.
 #[async_trait]
 pub trait Catalog: Send + Sync + Debug {
     /// Adds a credential.
@@ -187,6 +242,14 @@ pub trait Catalog: Send + Sync + Debug {
     async fn lapsed_tasks(&self, now: Timestamp, limit: u32) -> Result<Vec<TaskRecord>>;
     /// A running task whose lease ended before `now`: queued again, or failed with `failure`.
     async fn release_task(&self, id: &TaskId, now: Timestamp, failure: Option<&str>) -> Result<bool>;
+
+    /// Makes `change` and, if it took effect, records `deliveries`, in one transaction; returns
+    /// whether it took effect (an insert always does).
+    async fn apply(&self, change: Change<'_>, deliveries: &[DeliveryRecord]) -> Result<bool>;
+
+    /// Deletes up to `limit` records of kind `what` that ended before `before`; returns how
+    /// many. Never a live record (see [`Prune`]).
+    async fn prune(&self, what: Prune, before: Timestamp, limit: u32) -> Result<u64>;
 
     /// Adds a delivery.
     async fn insert_delivery(&self, d: &DeliveryRecord) -> Result<()>;

@@ -1,6 +1,6 @@
 //! Events and their webhooks. When a file becomes ready or is deleted, or a task succeeds or
 //! fails, one delivery per interested webhook of the project is written to the catalog (an
-//! outbox), so a restart loses none. Any instance may send a due delivery: it takes it by moving
+//! outbox) in the same transaction as the change, so neither a crash nor a restart loses one. Any instance may send a due delivery: it takes it by moving
 //! its `next_at` forward (its lease), POSTs the JSON body signed with HMAC-SHA256, and records
 //! the outcome — delivered on a 2xx, otherwise retried with exponential backoff until the last
 //! attempt. Receivers tell retries apart by `Filedock-Event-Id`.
@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use crate::catalog::Change;
 use crate::context::Context;
 use crate::context::secs_to_ms;
 use crate::error::Result;
@@ -37,9 +38,8 @@ impl Events {
 }
 
 impl Events {
-    /// Records an event for every webhook of the project that wants it. A failure to record is
-    /// logged, never returned: the change it reports has happened already.
-    pub(crate) async fn emit(&self, project: &ProjectId, event: EventType, data: serde_json::Value) {
+    /// The deliveries of an event: one for every webhook of the project that wants it.
+    fn deliveries_of(&self, project: &ProjectId, event: EventType, data: serde_json::Value) -> Vec<DeliveryRecord> {
         let hooks: Vec<&Webhook> = self
             .ctx
             .config
@@ -48,7 +48,7 @@ impl Events {
             .map(|p| p.webhooks.iter().filter(|w| w.events.contains(&event)).collect())
             .unwrap_or_default();
         if hooks.is_empty() {
-            return;
+            return Vec::new();
         }
         let now = self.ctx.clock.now();
         let event_id = FileId::generate().to_string();
@@ -60,8 +60,9 @@ impl Events {
             "data": data,
         })
         .to_string();
-        for hook in hooks {
-            let d = DeliveryRecord {
+        hooks
+            .into_iter()
+            .map(|hook| DeliveryRecord {
                 id: FileId::generate().to_string(),
                 event_id: event_id.clone(),
                 project: project.clone(),
@@ -74,12 +75,31 @@ impl Events {
                 last_error: None,
                 created_at: now,
                 delivered_at: None,
-            };
-            if let Err(e) = self.ctx.catalog.insert_delivery(&d).await {
-                tracing::error!(%project, event = event.as_str(), webhook = hook.id(), error = %e, "could not record an event");
-            }
+            })
+            .collect()
+    }
+
+    /// Makes a change that reports `event` (with `data`, what the change leaves), and records
+    /// the event's deliveries in the same transaction: a crash or a failed write keeps both or
+    /// neither, so no event is lost and none reports a change that did not happen. Returns
+    /// whether the change took effect.
+    pub(crate) async fn change(
+        &self,
+        change: Change<'_>,
+        project: &ProjectId,
+        event: EventType,
+        data: impl FnOnce() -> serde_json::Value,
+    ) -> Result<bool> {
+        let deliveries = if self.has_webhooks() {
+            self.deliveries_of(project, event, data())
+        } else {
+            Vec::new()
+        };
+        let done = self.ctx.catalog.apply(change, &deliveries).await?;
+        if done && !deliveries.is_empty() {
+            self.deliveries.notify_one();
         }
-        self.deliveries.notify_one();
+        Ok(done)
     }
 
     /// Wakes when an event was recorded on this instance (deliveries from other instances are

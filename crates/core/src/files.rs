@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 
 use crate::auth::Principal;
 use crate::blob::{ByteStream, ObjectMeta, PresignPut, PresignedRequest, PutOptions};
-use crate::catalog::{Completion, FileQuery};
+use crate::catalog::{Change, Completion, FileQuery};
 use crate::clock::Timestamp;
 use crate::context::Context;
 use crate::context::{is_visible_to, secs_to_ms};
@@ -255,7 +255,13 @@ impl Files {
     /// `doctor` finds) and the answer is 503: the client cannot know either, and retries.
     pub async fn commit(&self, staged: Staged) -> Result<FileRecord> {
         let rec = staged.rec;
-        if let Err(e) = self.ctx.catalog.insert_file(&rec).await {
+        let inserted = self
+            .events
+            .change(Change::InsertFile(&rec), &rec.project, EventType::FileReady, || {
+                file_data(&rec)
+            })
+            .await;
+        if let Err(e) = inserted {
             match self.ctx.catalog.file(&rec.id).await {
                 Ok(Some(stored)) if stored.backend == rec.backend && stored.key == rec.key => {
                     tracing::warn!(file = %rec.id, error = %e, "the catalog reported a failed insert that was written");
@@ -273,9 +279,6 @@ impl Files {
                 }
             }
         }
-        self.events
-            .emit(&rec.project, EventType::FileReady, file_data(&rec))
-            .await;
         Ok(rec)
     }
 
@@ -346,7 +349,10 @@ impl Files {
 
     /// [`FileService::complete`], with the size and SHA-256 of the bytes when they streamed
     /// through filedock whole: the object is then not read back to hash it (its first bytes
-    /// still are, for the type; a text file is still read whole, for its UTF-8 check).
+    /// still are, for the type; a text file is still read whole, for its text check). Without
+    /// them (a presigned PUT or multipart upload straight to the bucket, a tus upload whose
+    /// PATCHes came through several instances) the object is read back whole: every ready file
+    /// has its SHA-256 and every content rule is checked over its whole body, on every path.
     pub(crate) async fn complete_known(&self, rec: FileRecord, known: Option<(u64, String)>) -> Result<FileRecord> {
         if rec.status == FileStatus::Ready {
             return Ok(rec);
@@ -370,7 +376,7 @@ impl Files {
                 return Err(e);
             }
         };
-        self.settle(&rec, size, sha256, detected_type).await
+        self.settle(&rec, size, Some(sha256), detected_type).await
     }
 
     /// Records what arrived for a pending file, checked, and makes it ready (`file.ready` once,
@@ -388,7 +394,24 @@ impl Files {
             detected_type,
             completed_at: self.ctx.clock.now(),
         };
-        let won = self.ctx.catalog.complete_file(&rec.id, &c).await?;
+        // The event says what the row will say.
+        let ready = FileRecord {
+            status: FileStatus::Ready,
+            size: Some(c.size),
+            sha256: c.sha256.clone(),
+            detected_type: Some(c.detected_type.clone()),
+            completed_at: Some(c.completed_at),
+            ..rec.clone()
+        };
+        // The winner of a race to complete records the event with the change; the loser none.
+        self.events
+            .change(
+                Change::CompleteFile(&rec.id, &c),
+                &rec.project,
+                EventType::FileReady,
+                || file_data(&ready),
+            )
+            .await?;
         // Whoever won a race to complete, the row now says what is true.
         let rec = self
             .ctx
@@ -396,24 +419,19 @@ impl Files {
             .file(&rec.id)
             .await?
             .ok_or_else(|| Error::not_found("no such file"))?;
-        if won {
-            self.events
-                .emit(&rec.project, EventType::FileReady, file_data(&rec))
-                .await;
-        }
         Ok(rec)
     }
 
     /// What arrived for a pending file, checked: its size against the announced size and the
-    /// policy, its type, and (read whole when the backend hashes direct uploads and no SHA-256
-    /// is `known`) its SHA-256. Returns the size, SHA-256 and detected type.
+    /// policy, its type and content (read whole unless its SHA-256 is `known`, and then its
+    /// first bytes), its SHA-256. Returns the size, SHA-256 and detected type.
     async fn check_arrived(
         &self,
         backend: &Backend,
         rec: &FileRecord,
         meta: &ObjectMeta,
         known: Option<(u64, String)>,
-    ) -> Result<(u64, Option<String>, String)> {
+    ) -> Result<(u64, String, String)> {
         let store = &backend.store;
         if let Some(expected) = rec.size
             && expected != meta.size
@@ -428,7 +446,7 @@ impl Files {
         let known = known
             .filter(|(n, _)| *n == meta.size && !crate::sniff::is_text_extension(rec.extension.as_deref()))
             .map(|(_, sha)| sha);
-        if backend.hash_direct_uploads && known.is_none() {
+        let Some(known) = known else {
             let got = store.get(&rec.key, None).await?;
             let (mut body, handle) = meter(got.body, policy, rec.extension.clone(), Some(meta.size));
             while let Some(chunk) = body.next().await {
@@ -437,9 +455,9 @@ impl Files {
             let m = handle
                 .outcome()
                 .ok_or_else(|| Error::internal_msg("metered read ended without an outcome"))?;
-            return Ok((m.size, Some(m.sha256), m.detected_type));
-        }
-        // Only the size and the first bytes: the bytes never pass through filedock.
+            return Ok((m.size, m.sha256, m.detected_type));
+        };
+        // The bytes were hashed on their way in: only the first bytes, for the type.
         if meta.size == 0 && !policy.allow_empty {
             return Err(Error::invalid("the file is empty"));
         }
@@ -519,11 +537,17 @@ impl Files {
     /// Deletes a file: the record first (so it disappears at once), then the blob.
     pub async fn delete(&self, who: &Principal, id: &FileId) -> Result<()> {
         let rec = self.visible_file(who, id).await?;
-        if self.ctx.catalog.delete_file(&rec.id, self.ctx.clock.now()).await? {
+        let deleted = self
+            .events
+            .change(
+                Change::DeleteFile(&rec.id, self.ctx.clock.now()),
+                &rec.project,
+                EventType::FileDeleted,
+                || file_data(&rec),
+            )
+            .await?;
+        if deleted {
             self.discard_blob(self.ctx.backend(Some(&rec.backend))?, &rec.key).await;
-            self.events
-                .emit(&rec.project, EventType::FileDeleted, file_data(&rec))
-                .await;
         }
         Ok(())
     }

@@ -65,6 +65,7 @@ pub use model::{
 pub use policy::UploadPolicy;
 pub use range::ByteRange;
 pub use service::FileService;
+pub use settings::PruneSettings;
 pub use tasks::{ClaimedTask, TaskOutput, TaskSettings, WorkflowRef};
 pub use uploads::{Checksum, ChecksumAlgorithm, TusCreate};
 pub use workflow::{ParamType, ParameterSpec, Workflow};

@@ -6,6 +6,7 @@
 //! Expired files are invisible before the sweep reaches them: every route answers 404 (a stable
 //! link 410), and every URL filedock signed for one was capped at its expiry.
 
+use crate::catalog::Change;
 use crate::error::{Error, Result};
 use crate::event_shapes::{EventType, file_data};
 use crate::files::Files;
@@ -55,11 +56,17 @@ impl Files {
                         continue;
                     }
                 }
-                if self.ctx.catalog.delete_file(&rec.id, now).await? {
+                let deleted = self
+                    .events
+                    .change(
+                        Change::DeleteFile(&rec.id, now),
+                        &rec.project,
+                        EventType::FileDeleted,
+                        || file_data(&rec),
+                    )
+                    .await?;
+                if deleted {
                     swept += 1;
-                    self.events
-                        .emit(&rec.project, EventType::FileDeleted, file_data(&rec))
-                        .await;
                 }
                 progressed = true;
             }
@@ -77,5 +84,38 @@ impl Files {
                 return Ok(swept);
             }
         }
+    }
+}
+
+/// Records pruned per statement: small enough that no statement holds the catalog long.
+const PRUNE_BATCH: u32 = 1_000;
+
+impl Files {
+    /// Deletes records that ended longer ago than `[prune]` keeps them (deliveries, tasks,
+    /// deleted files' rows, uploads), in batches; safe on every instance at once (each batch is
+    /// one statement on rows no one changes any more). Returns how many.
+    pub async fn prune_records(&self) -> Result<usize> {
+        let p = &self.ctx.config.prune;
+        let mut pruned = 0;
+        for what in crate::catalog::Prune::ALL {
+            let keep = match what {
+                crate::catalog::Prune::Deliveries => p.deliveries_secs,
+                crate::catalog::Prune::Tasks => p.tasks_secs,
+                crate::catalog::Prune::Tombstones => p.tombstones_secs,
+                crate::catalog::Prune::Uploads => p.uploads_secs,
+            };
+            if keep == 0 {
+                continue;
+            }
+            let before = self.ctx.clock.now() - crate::context::secs_to_ms(keep);
+            loop {
+                let n = self.ctx.catalog.prune(what, before, PRUNE_BATCH).await?;
+                pruned += n as usize;
+                if n < u64::from(PRUNE_BATCH) {
+                    break;
+                }
+            }
+        }
+        Ok(pruned)
     }
 }

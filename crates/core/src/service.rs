@@ -259,6 +259,10 @@ impl FileService {
     pub async fn sweep_files(&self) -> Result<usize> {
         self.files.sweep_files().await
     }
+    /// See [`Files::prune_records`](crate::files::Files::prune_records).
+    pub async fn prune_records(&self) -> Result<usize> {
+        self.files.prune_records().await
+    }
 
     // ---- uploads (multipart, tus) ----
     /// See [`Uploads::upload_for`](crate::uploads::Uploads::upload_for).

@@ -27,9 +27,6 @@ pub struct Backend {
     pub regions: Vec<String>,
     /// Longest TTL of a URL this backend presigns, in seconds.
     pub max_presign_ttl_secs: u64,
-    /// Read a direct upload whole when completing it, to record its SHA-256. Off, completion
-    /// checks the size and the first bytes only, and the SHA-256 stays unknown.
-    pub hash_direct_uploads: bool,
 }
 
 /// How long each class is kept, in seconds (`None` or 0: until deleted).
@@ -115,6 +112,8 @@ pub struct FileServiceConfig {
     pub workflows: Vec<crate::workflow::Workflow>,
     pub tasks: TaskSettings,
     pub deliveries: DeliverySettings,
+    /// How long finished records are kept before they are pruned.
+    pub prune: PruneSettings,
     /// Rate, quotas and concurrent uploads per project (each project may override them).
     pub limits: crate::limits::Limits,
 }
@@ -140,6 +139,35 @@ impl Default for TaskSettings {
             max_attempts: 3,
             max_claim_wait_secs: 30,
             input_url_ttl_secs: 900,
+        }
+    }
+}
+
+/// How long records that have ended are kept before the sweeper prunes them, in seconds (0:
+/// for ever). Live records are never pruned: a pending or retried delivery, a queued or running
+/// task, a file that is not deleted, an active upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PruneSettings {
+    /// Delivered and failed deliveries, after they were made. Default 7 days.
+    pub deliveries_secs: u64,
+    /// Succeeded and failed tasks, after they finished. Default 30 days.
+    pub tasks_secs: u64,
+    /// Rows of deleted files (tombstones: a deleted file's id answers 404, not 410, once its
+    /// row is gone), after the delete. Default 30 days.
+    pub tombstones_secs: u64,
+    /// Completed and aborted uploads, after they expired. Default 7 days.
+    pub uploads_secs: u64,
+}
+
+impl Default for PruneSettings {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        PruneSettings {
+            deliveries_secs: 7 * DAY,
+            tasks_secs: 30 * DAY,
+            tombstones_secs: 30 * DAY,
+            uploads_secs: 7 * DAY,
         }
     }
 }

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::Principal;
 use crate::blob::PresignedRequest;
+use crate::catalog::Change;
 use crate::clock::Timestamp;
 use crate::context::Context;
 use crate::context::{is_visible_to, secs_to_ms};
@@ -409,12 +410,32 @@ impl Tasks {
         error: Option<&str>,
     ) -> Result<TaskRecord> {
         let now = self.ctx.clock.now();
-        if !self
-            .ctx
-            .catalog
-            .finish_task(&t.id, &who.credential_id, status, outputs, error, now)
-            .await?
-        {
+        let done = TaskRecord {
+            status,
+            outputs: outputs.to_vec(),
+            error: error.map(str::to_owned),
+            finished_at: Some(now),
+            lease_until: None,
+            ..t.clone()
+        };
+        let (event, keys) = self.event_of(&done).await;
+        let change = Change::FinishTask {
+            id: &t.id,
+            runner: &who.credential_id,
+            status,
+            outputs,
+            error,
+            at: now,
+        };
+        let finished = match event {
+            Some(event) => {
+                self.events
+                    .change(change, &t.project, event, || task_data(&done, &keys))
+                    .await?
+            }
+            None => self.ctx.catalog.apply(change, &[]).await?,
+        };
+        if !finished {
             return Err(Error::Conflict(
                 "the task's lease ended before it was finished; it was queued again".into(),
             ));
@@ -425,15 +446,15 @@ impl Tasks {
             .task(&t.id)
             .await?
             .ok_or_else(|| Error::internal_msg("a finished task vanished"))?;
-        self.emit_task(&t).await;
         Ok(t)
     }
 
-    async fn emit_task(&self, t: &TaskRecord) {
+    /// The event a task in this state reports, and its outputs' keys for the event.
+    async fn event_of(&self, t: &TaskRecord) -> (Option<EventType>, Vec<String>) {
         let event = match t.status {
             TaskStatus::Succeeded => EventType::TaskSucceeded,
             TaskStatus::Failed => EventType::TaskFailed,
-            _ => return,
+            _ => return (None, Vec::new()),
         };
         let mut keys = Vec::with_capacity(t.outputs.len());
         for id in &t.outputs {
@@ -441,7 +462,7 @@ impl Tasks {
                 keys.push(f.key.to_string());
             }
         }
-        self.events.emit(&t.project, event, task_data(t, &keys)).await;
+        (Some(event), keys)
     }
 
     /// A task and, once it succeeded, its outputs that are still kept, each with a download URL
@@ -477,13 +498,25 @@ impl Tasks {
         for t in self.ctx.catalog.lapsed_tasks(now, 100).await? {
             let failure = (t.attempts >= self.ctx.config.tasks.max_attempts)
                 .then(|| format!("its runner went silent past the lease {} times", t.attempts));
-            if self.ctx.catalog.release_task(&t.id, now, failure.as_deref()).await? {
+            let changed = match &failure {
+                None => self.ctx.catalog.release_task(&t.id, now, None).await?,
+                Some(reason) => {
+                    let failed = TaskRecord {
+                        status: TaskStatus::Failed,
+                        error: Some(reason.clone()),
+                        finished_at: Some(now),
+                        lease_until: None,
+                        ..t.clone()
+                    };
+                    let change = Change::FailLapsedTask { id: &t.id, now, reason };
+                    self.events
+                        .change(change, &t.project, EventType::TaskFailed, || task_data(&failed, &[]))
+                        .await?
+                }
+            };
+            if changed {
                 released += 1;
-                if failure.is_some() {
-                    if let Some(t) = self.ctx.catalog.task(&t.id).await? {
-                        self.emit_task(&t).await;
-                    }
-                } else {
+                if failure.is_none() {
                     self.task_signal.notify_waiters();
                 }
             }

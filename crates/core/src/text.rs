@@ -102,7 +102,11 @@ impl TextCheck {
         match &mut self.state {
             State::Start(_) => unreachable!("Start is left before any step"),
             State::Ascii => {
-                let Some(first) = chunk.iter().position(|b| !b.is_ascii()) else {
+                let first = chunk.iter().position(|b| !b.is_ascii());
+                if has_binary(&chunk[..first.unwrap_or(chunk.len())]) {
+                    return Err(CONTROLS);
+                }
+                let Some(first) = first else {
                     return Ok(());
                 };
                 self.state = State::Deciding(Vec::with_capacity(DECIDE_LEN));
@@ -127,9 +131,7 @@ impl TextCheck {
                 self.step(&held, ends)?;
                 if ends { Ok(()) } else { self.step(rest, last) }
             }
-            State::Utf8(carry) => utf8_feed(carry, chunk)
-                .then_some(())
-                .ok_or(NotText("the text is not valid UTF-8 throughout")),
+            State::Utf8(carry) => utf8_feed(carry, chunk),
             State::Decoding(decoder) => decode_check(decoder, chunk, last),
         }
     }
@@ -153,24 +155,34 @@ fn utf8_ok(bytes: &[u8], last: bool) -> bool {
     }
 }
 
-/// Feeds a chunk to an incremental UTF-8 check; `carry` holds an incomplete trailing character.
-fn utf8_feed(carry: &mut Vec<u8>, mut chunk: &[u8]) -> bool {
+const NOT_UTF8: NotText = NotText("the text is not valid UTF-8 throughout");
+const CONTROLS: NotText = NotText("the content holds control characters that text does not");
+
+/// Feeds a chunk to an incremental UTF-8 and control character check; `carry` holds an
+/// incomplete trailing character (so a C1 control cut between chunks is still seen whole).
+fn utf8_feed(carry: &mut Vec<u8>, mut chunk: &[u8]) -> Result<(), NotText> {
     while !carry.is_empty() && !chunk.is_empty() {
         carry.push(chunk[0]);
         chunk = &chunk[1..];
         match std::str::from_utf8(carry) {
+            Ok(_) if has_binary(carry) => return Err(CONTROLS),
             Ok(_) => carry.clear(),
             Err(e) if e.error_len().is_none() && carry.len() < 4 => {}
-            Err(_) => return false,
+            Err(_) => return Err(NOT_UTF8),
         }
     }
-    match std::str::from_utf8(chunk) {
-        Ok(_) => true,
+    let valid = match std::str::from_utf8(chunk) {
+        Ok(_) => chunk.len(),
         Err(e) if e.error_len().is_none() => {
             carry.extend_from_slice(&chunk[e.valid_up_to()..]);
-            true
+            e.valid_up_to()
         }
-        Err(_) => false,
+        Err(_) => return Err(NOT_UTF8),
+    };
+    if has_binary(&chunk[..valid]) {
+        Err(CONTROLS)
+    } else {
+        Ok(())
     }
 }
 
@@ -181,7 +193,7 @@ fn decode_check(decoder: &mut Decoder, mut chunk: &[u8], last: bool) -> Result<(
     loop {
         let (result, read, written) = decoder.decode_to_utf8_without_replacement(chunk, &mut out, last);
         if has_binary(&out[..written]) {
-            return Err(NotText("the content holds control characters that text does not"));
+            return Err(CONTROLS);
         }
         chunk = &chunk[read..];
         match result {
@@ -296,6 +308,23 @@ mod tests {
             t.feed(&utf8[cut..]).unwrap();
             assert_eq!(t.finish().unwrap(), "utf-8", "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn controls_are_caught_in_ascii_and_utf8_too() {
+        let mut ascii = "plain text\n".repeat(1000).into_bytes();
+        ascii.extend_from_slice(b"\x00\x01 and more");
+        assert!(check(&ascii, true).is_err(), "ASCII with NUL");
+        let mut utf8 = CHINESE.as_bytes().repeat(100);
+        utf8.extend_from_slice(b"\x07");
+        assert!(check(&utf8, true).is_err(), "UTF-8 with BEL");
+        // A C1 control (U+0085) cut between two chunks.
+        // After the first 8 KiB, where the check streams.
+        let mut t = TextCheck::new();
+        t.feed(&CHINESE.as_bytes().repeat(200)).unwrap();
+        t.feed(b"ok \xC2").unwrap();
+        assert!(t.feed(b"\x85 rest").is_err(), "C1 across chunks");
+        assert!(check("tabs\tand\r\nlines\x0c\x1b[0m".as_bytes(), true).is_ok());
     }
 
     #[test]

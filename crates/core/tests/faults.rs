@@ -26,7 +26,6 @@ fn service(catalog: Arc<dyn Catalog>, store: Arc<dyn BlobStore>) -> FileService 
         host: "bucket".into(),
         regions: Vec::new(),
         max_presign_ttl_secs: 3600,
-        hash_direct_uploads: true,
     };
     let config = FileServiceConfig {
         default_backend: "s3".into(),
@@ -41,6 +40,7 @@ fn service(catalog: Arc<dyn Catalog>, store: Arc<dyn BlobStore>) -> FileService 
         workflows: Vec::new(),
         tasks: Default::default(),
         deliveries: Default::default(),
+        prune: Default::default(),
         limits: Default::default(),
     };
     let signer = Arc::new(UrlSigner::new(vec![1u8; 32]).unwrap());

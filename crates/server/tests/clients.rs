@@ -325,15 +325,12 @@ async fn tokenops_keeps_what_it_answered_200_for() {
             )
             .await;
         assert_eq!(lookup.json()["status"], "ready", "{path}");
-        if !scaled() {
-            // On S3 the bucket takes the PUT; its SHA-256 is read back only with
-            // hash_direct_uploads (issue 23 makes it known on every path).
-            assert_eq!(
-                lookup.json()["sha256"].as_str(),
-                Some(sha256_hex(&bytes).as_str()),
-                "{path}"
-            );
-        }
+        // On S3 the bucket takes the PUT and completion reads it back: known on every path.
+        assert_eq!(
+            lookup.json()["sha256"].as_str(),
+            Some(sha256_hex(&bytes).as_str()),
+            "{path}"
+        );
     }
 }
 

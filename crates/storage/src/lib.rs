@@ -52,9 +52,9 @@ pub struct BackendConfig {
     /// Longest TTL of a presigned URL, in seconds (default 7 days, SigV4's limit).
     #[serde(default)]
     pub max_presign_ttl_secs: Option<u64>,
-    /// Read a direct upload whole when completing it, to record its SHA-256 (default: yes on
-    /// local disk; no on S3, where it would pull every byte through filedock — then only its
-    /// size and first bytes are checked).
+    /// No longer a choice, accepted so that older configurations still load: every upload
+    /// whose bytes did not stream through filedock is read back whole at completion, for its
+    /// SHA-256 and its content checks (a warning says so when this is `false`).
     #[serde(default)]
     pub hash_direct_uploads: Option<bool>,
 }
@@ -103,23 +103,24 @@ pub async fn open(name: &str, cfg: &BackendConfig, ctx: &OpenContext) -> Result<
         backend: name.to_owned(),
         signer: ctx.signer.clone(),
     };
-    let (store, default_host, hashes): (Arc<dyn filedock_core::BlobStore>, String, bool) = match &cfg.store {
+    if cfg.hash_direct_uploads == Some(false) {
+        tracing::warn!(
+            backend = name,
+            "hash_direct_uploads = false is ignored: every file's SHA-256 is recorded"
+        );
+    }
+    let (store, default_host): (Arc<dyn filedock_core::BlobStore>, String) = match &cfg.store {
         StoreConfig::Local { path } => {
             let dir = path.clone().unwrap_or_else(|| default_local_dir(&ctx.data_dir, name));
             (
                 Arc::new(LocalStore::open(&dir, Some(signing)).await?),
                 host_of(&ctx.public_url),
-                true,
             )
         }
         // `s3://<bucket>/<key>`, as the AWS tools write it.
-        StoreConfig::S3(s3) => (Arc::new(S3Store::open(s3)?), s3.bucket.clone(), false),
+        StoreConfig::S3(s3) => (Arc::new(S3Store::open(s3)?), s3.bucket.clone()),
         #[cfg(feature = "testing")]
-        StoreConfig::Memory => (
-            Arc::new(MemoryBlobStore::new(Some(signing))),
-            host_of(&ctx.public_url),
-            true,
-        ),
+        StoreConfig::Memory => (Arc::new(MemoryBlobStore::new(Some(signing))), host_of(&ctx.public_url)),
     };
     Ok(Backend {
         name: name.to_owned(),
@@ -128,7 +129,6 @@ pub async fn open(name: &str, cfg: &BackendConfig, ctx: &OpenContext) -> Result<
         host: cfg.host.clone().unwrap_or(default_host),
         regions: cfg.regions.clone(),
         max_presign_ttl_secs: cfg.max_presign_ttl_secs.unwrap_or(7 * 86_400),
-        hash_direct_uploads: cfg.hash_direct_uploads.unwrap_or(hashes),
     })
 }
 

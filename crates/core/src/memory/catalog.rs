@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::blob::lock;
-use crate::catalog::{Catalog, Completion, FileQuery};
+use crate::catalog::{Catalog, Change, Completion, FileQuery, Prune};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -404,6 +404,83 @@ impl Catalog for MemoryCatalog {
             }
             None => Ok(false),
         }
+    }
+
+    async fn apply(&self, change: Change<'_>, deliveries: &[DeliveryRecord]) -> Result<bool> {
+        // One process's maps: a change and its deliveries cannot be parted by a crash here.
+        let done = match change {
+            Change::InsertFile(f) => {
+                self.insert_file(f).await?;
+                true
+            }
+            Change::CompleteFile(id, c) => self.complete_file(id, c).await?,
+            Change::DeleteFile(id, at) => self.delete_file(id, at).await?,
+            Change::FinishTask {
+                id,
+                runner,
+                status,
+                outputs,
+                error,
+                at,
+            } => self.finish_task(id, runner, status, outputs, error, at).await?,
+            Change::FailLapsedTask { id, now, reason } => self.release_task(id, now, Some(reason)).await?,
+        };
+        if done {
+            for d in deliveries {
+                self.insert_delivery(d).await?;
+            }
+        }
+        Ok(done)
+    }
+
+    async fn prune(&self, what: Prune, before: Timestamp, limit: u32) -> Result<u64> {
+        let limit = limit as usize;
+        let n = match what {
+            Prune::Deliveries => {
+                let mut all = lock(&self.deliveries)?;
+                let old: Vec<String> = all
+                    .values()
+                    .filter(|d| d.status != DeliveryStatus::Pending && d.created_at < before)
+                    .take(limit)
+                    .map(|d| d.id.clone())
+                    .collect();
+                old.iter().filter(|id| all.remove(*id).is_some()).count()
+            }
+            Prune::Tasks => {
+                let mut all = lock(&self.tasks)?;
+                let old: Vec<TaskId> = all
+                    .values()
+                    .filter(|t| {
+                        matches!(t.status, TaskStatus::Succeeded | TaskStatus::Failed)
+                            && t.finished_at.is_some_and(|f| f < before)
+                    })
+                    .take(limit)
+                    .map(|t| t.id.clone())
+                    .collect();
+                old.iter().filter(|id| all.remove(*id).is_some()).count()
+            }
+            Prune::Tombstones => {
+                let mut all = lock(&self.files)?;
+                let old: Vec<FileId> = all
+                    .values()
+                    .filter(|f| f.status == FileStatus::Deleted && f.deleted_at.is_some_and(|d| d < before))
+                    .take(limit)
+                    .map(|f| f.id.clone())
+                    .collect();
+                old.iter().filter(|id| all.remove(*id).is_some()).count()
+            }
+            Prune::Uploads => {
+                let mut all = lock(&self.uploads)?;
+                let old: Vec<UploadId> = all
+                    .values()
+                    .filter(|(u, _)| u.status != UploadStatus::Active && u.expires_at < before)
+                    .take(limit)
+                    .map(|(u, _)| u.id.clone())
+                    .collect();
+                old.iter().filter(|id| all.remove(*id).is_some()).count()
+            }
+        };
+        Ok(n as u64)
     }
 
     async fn insert_delivery(&self, d: &DeliveryRecord) -> Result<()> {

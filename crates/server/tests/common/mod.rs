@@ -130,7 +130,6 @@ impl TestApp {
             host: "filedock.test".into(),
             regions: vec![],
             max_presign_ttl_secs: 7 * 86_400,
-            hash_direct_uploads: !scaled(),
         };
         let mut config = FileServiceConfig {
             default_backend: "local".into(),
@@ -145,6 +144,7 @@ impl TestApp {
             workflows: Vec::new(),
             tasks: Default::default(),
             deliveries: Default::default(),
+            prune: Default::default(),
             limits: Default::default(),
         };
         customize(&mut config);

@@ -1,0 +1,221 @@
+//! Changes that report events ([`filedock_core::catalog::Change`]), each written once: run alone
+//! on the durable pool when no delivery goes with them, or in one transaction with their
+//! deliveries, so a crash between the two cannot happen (the outbox pattern). And the pruning of
+//! records that ended ([`filedock_core::catalog::Prune`]), in bounded batches.
+
+use filedock_core::catalog::{Change, Prune};
+use filedock_core::model::DeliveryRecord;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
+
+use crate::sql::{Affected, Engine, Sql};
+
+#[expect(
+    private_bounds,
+    reason = "the engines are this crate's own; callers name SqliteCatalog and PgCatalog"
+)]
+impl<E> Sql<E>
+where
+    E: Engine,
+    <E::Db as Database>::Arguments: IntoArguments<E::Db>,
+    <E::Db as Database>::QueryResult: Affected,
+    for<'c> &'c mut <E::Db as Database>::Connection: Executor<'c, Database = E::Db>,
+    for<'a> &'a str: Encode<'a, E::Db> + Type<E::Db> + ColumnIndex<<E::Db as Database>::Row>,
+    usize: ColumnIndex<<E::Db as Database>::Row>,
+    String: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
+    i64: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
+    bool: for<'a> Encode<'a, E::Db> + Type<E::Db>,
+    for<'a> Option<&'a str>: Encode<'a, E::Db> + Type<E::Db>,
+    Option<String>: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
+    Option<i64>: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
+{
+    /// See [`filedock_core::Catalog::apply`]. A delete (which frees space) uses the room the
+    /// engine keeps for a full disk.
+    pub(crate) async fn apply_change(
+        &self,
+        change: Change<'_>,
+        deliveries: &[DeliveryRecord],
+    ) -> filedock_core::Result<bool> {
+        match change {
+            Change::DeleteFile(..) => self.with_room(|| self.apply_once(change, deliveries)).await,
+            Change::InsertFile(f) if deliveries.is_empty() => {
+                // Alone, a ready file goes through the multi-row writer, as before.
+                self.0.durable().insert_files(&[f]).await?;
+                Ok(true)
+            }
+            _ => self.apply_once(change, deliveries).await,
+        }
+    }
+
+    async fn apply_once(&self, change: Change<'_>, deliveries: &[DeliveryRecord]) -> filedock_core::Result<bool> {
+        if deliveries.is_empty() {
+            return Ok(Self::statement(self.0.pool(), change).await? == 1);
+        }
+        let mut tx = self.0.pool().begin().await.map_err(crate::rows::db_err)?;
+        let done = Self::statement(&mut *tx, change).await? == 1;
+        if done {
+            for d in deliveries {
+                Self::delivery(&mut *tx, d).await?;
+            }
+        }
+        tx.commit().await.map_err(crate::rows::db_err)?;
+        Ok(done)
+    }
+
+    /// Runs the change's statement; returns how many rows it changed. One function on purpose:
+    /// one `match` of five statements, each the only place it is written.
+    async fn statement<'e, X>(x: X, change: Change<'_>) -> filedock_core::Result<u64>
+    where
+        X: Executor<'e, Database = E::Db>,
+    {
+        let r =
+            match change {
+                Change::InsertFile(f) => {
+                    sqlx::query(
+                        "INSERT INTO files (id, project, workspace, backend, storage_key, name, size, declared_type,
+                        detected_type, extension, sha256, created_by, agent, credential_id, class, status, policy,
+                        created_at, completed_at, expires_at, deleted_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+                        $20, $21)",
+                    )
+                    .bind(f.id.as_str())
+                    .bind(f.project.as_str())
+                    .bind(f.workspace.as_ref().map(|w| w.as_str()))
+                    .bind(&f.backend)
+                    .bind(f.key.as_str())
+                    .bind(f.name.as_str())
+                    .bind(crate::rows::i64_of(f.size))
+                    .bind(&f.declared_type)
+                    .bind(&f.detected_type)
+                    .bind(&f.extension)
+                    .bind(&f.sha256)
+                    .bind(&f.created_by)
+                    .bind(&f.agent)
+                    .bind(&f.credential_id)
+                    .bind(f.class.as_str())
+                    .bind(f.status.as_str())
+                    .bind(&f.policy)
+                    .bind(f.created_at)
+                    .bind(f.completed_at)
+                    .bind(f.expires_at)
+                    .bind(f.deleted_at)
+                    .execute(x)
+                    .await
+                }
+                Change::CompleteFile(id, c) => sqlx::query(
+                    "UPDATE files SET status = 'ready', size = $2, sha256 = $3, detected_type = $4, completed_at = $5
+                     WHERE id = $1 AND status = 'pending'",
+                )
+                .bind(id.as_str())
+                .bind(crate::rows::i64_of(Some(c.size)))
+                .bind(&c.sha256)
+                .bind(&c.detected_type)
+                .bind(c.completed_at)
+                .execute(x)
+                .await,
+                Change::DeleteFile(id, at) => {
+                    sqlx::query(
+                        "UPDATE files SET status = 'deleted', deleted_at = $2 WHERE id = $1 AND status <> 'deleted'",
+                    )
+                    .bind(id.as_str())
+                    .bind(at)
+                    .execute(x)
+                    .await
+                }
+                Change::FinishTask {
+                    id,
+                    runner,
+                    status,
+                    outputs,
+                    error,
+                    at,
+                } => {
+                    sqlx::query(
+                        "UPDATE tasks SET status = $3, outputs = $4, error = $5, finished_at = $6, lease_until = NULL
+                     WHERE id = $1 AND status = 'running' AND runner = $2",
+                    )
+                    .bind(id.as_str())
+                    .bind(runner)
+                    .bind(status.as_str())
+                    .bind(crate::rows::outputs_json(outputs))
+                    .bind(error)
+                    .bind(at)
+                    .execute(x)
+                    .await
+                }
+                Change::FailLapsedTask { id, now, reason } => {
+                    sqlx::query(
+                        "UPDATE tasks SET status = 'failed', error = $3, finished_at = $2, lease_until = NULL
+                     WHERE id = $1 AND status = 'running' AND lease_until < $2",
+                    )
+                    .bind(id.as_str())
+                    .bind(now)
+                    .bind(reason)
+                    .execute(x)
+                    .await
+                }
+            };
+        Ok(r.map_err(crate::rows::db_err)?.affected())
+    }
+
+    /// See [`filedock_core::Catalog::prune`]: one statement deletes at most `limit` rows.
+    pub(crate) async fn prune_rows(&self, what: Prune, before: i64, limit: u32) -> filedock_core::Result<u64> {
+        let sql = match what {
+            Prune::Deliveries => {
+                "DELETE FROM deliveries WHERE id IN
+                   (SELECT id FROM deliveries WHERE status <> 'pending' AND created_at < $1 LIMIT $2)"
+            }
+            Prune::Tasks => {
+                "DELETE FROM tasks WHERE id IN
+                   (SELECT id FROM tasks WHERE status IN ('succeeded', 'failed') AND finished_at < $1 LIMIT $2)"
+            }
+            Prune::Tombstones => {
+                "DELETE FROM files WHERE id IN
+                   (SELECT id FROM files WHERE status = 'deleted' AND deleted_at < $1 LIMIT $2)"
+            }
+            Prune::Uploads => {
+                "DELETE FROM uploads WHERE id IN
+                   (SELECT id FROM uploads WHERE status <> 'active' AND expires_at < $1 LIMIT $2)"
+            }
+        };
+        // Deletes free space: on a full disk they use the room the engine keeps.
+        let r = self
+            .with_room(|| async {
+                sqlx::query(sql)
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .execute(self.0.pool())
+                    .await
+                    .map_err(crate::rows::db_err)
+            })
+            .await?;
+        Ok(r.affected())
+    }
+
+    /// Inserts one delivery.
+    pub(crate) async fn delivery<'e, X>(x: X, d: &DeliveryRecord) -> filedock_core::Result<()>
+    where
+        X: Executor<'e, Database = E::Db>,
+    {
+        sqlx::query(
+            "INSERT INTO deliveries (id, event_id, project, webhook, event, payload, status, attempts, next_at,
+                last_error, created_at, delivered_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&d.id)
+        .bind(&d.event_id)
+        .bind(d.project.as_str())
+        .bind(&d.webhook)
+        .bind(&d.event)
+        .bind(&d.payload)
+        .bind(d.status.as_str())
+        .bind(i64::from(d.attempts))
+        .bind(d.next_at)
+        .bind(&d.last_error)
+        .bind(d.created_at)
+        .bind(d.delivered_at)
+        .execute(x)
+        .await
+        .map_err(crate::rows::db_err)?;
+        Ok(())
+    }
+}

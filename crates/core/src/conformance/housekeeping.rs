@@ -1,0 +1,302 @@
+//! The catalog's contract for changes made with their events (`apply`) and for pruning what
+//! ended (`prune`).
+
+use super::fixtures::*;
+use crate::catalog::{Change, Completion, Prune};
+
+/// A change and its deliveries: both when the change takes effect, neither when it does not.
+/// One function on purpose: a suite reads as the contract's rules in order, each an assertion.
+pub(super) async fn apply_rules(catalog: &dyn Catalog) {
+    let delivered = |p: &'static str| async move {
+        catalog
+            .deliveries(&project(p), 100)
+            .await
+            .expect("deliveries")
+            .into_iter()
+            .map(|d| d.id)
+            .collect::<Vec<_>>()
+    };
+    // A ready file inserted with its event.
+    let ready = file("epsilon", None, "epsilon/ready", FileStatus::Ready);
+    let d1 = delivery("epsilon", 1);
+    assert!(
+        catalog
+            .apply(Change::InsertFile(&ready), std::slice::from_ref(&d1))
+            .await
+            .expect("insert")
+    );
+    assert!(catalog.file(&ready.id).await.expect("get").is_some());
+    assert_eq!(delivered("epsilon").await, vec![d1.id.clone()]);
+
+    // Completing: once, with its two deliveries; the loser records none.
+    let pending = file("epsilon", None, "epsilon/pending", FileStatus::Pending);
+    catalog.insert_file(&pending).await.expect("insert pending");
+    let c = Completion {
+        size: 3,
+        sha256: Some("cd".repeat(32)),
+        detected_type: "text/plain".into(),
+        completed_at: 2_000,
+    };
+    let (d2, d3, d4) = (delivery("epsilon", 2), delivery("epsilon", 3), delivery("epsilon", 4));
+    assert!(
+        catalog
+            .apply(Change::CompleteFile(&pending.id, &c), &[d2.clone(), d3.clone()])
+            .await
+            .expect("complete")
+    );
+    assert!(
+        !catalog
+            .apply(Change::CompleteFile(&pending.id, &c), std::slice::from_ref(&d4))
+            .await
+            .expect("complete twice")
+    );
+    let ids = delivered("epsilon").await;
+    assert!(
+        ids.contains(&d2.id) && ids.contains(&d3.id) && !ids.contains(&d4.id),
+        "{ids:?}"
+    );
+    assert_eq!(
+        catalog.file(&pending.id).await.expect("get").map(|f| f.status),
+        Some(FileStatus::Ready)
+    );
+
+    // Deleting: once.
+    let (d5, d6) = (delivery("epsilon", 5), delivery("epsilon", 6));
+    assert!(
+        catalog
+            .apply(Change::DeleteFile(&ready.id, 3_000), std::slice::from_ref(&d5))
+            .await
+            .expect("delete")
+    );
+    assert!(
+        !catalog
+            .apply(Change::DeleteFile(&ready.id, 3_001), std::slice::from_ref(&d6))
+            .await
+            .expect("delete twice")
+    );
+    let ids = delivered("epsilon").await;
+    assert!(ids.contains(&d5.id) && !ids.contains(&d6.id));
+
+    // A task finished by its runner (a stranger's finish changes nothing and records nothing).
+    let t = task("epsilon", None, 100);
+    catalog.insert_task(&t).await.expect("insert task");
+    assert!(catalog.claim_task(&t.id, "runner", 200, 10_000).await.expect("claim"));
+    let finish = |runner: &'static str| Change::FinishTask {
+        id: &t.id,
+        runner,
+        status: TaskStatus::Succeeded,
+        outputs: &[],
+        error: None,
+        at: 300,
+    };
+    let (d7, d8) = (delivery("epsilon", 7), delivery("epsilon", 8));
+    assert!(
+        !catalog
+            .apply(finish("stranger"), std::slice::from_ref(&d7))
+            .await
+            .expect("not its runner")
+    );
+    assert!(
+        catalog
+            .apply(finish("runner"), std::slice::from_ref(&d8))
+            .await
+            .expect("finish")
+    );
+    let ids = delivered("epsilon").await;
+    assert!(!ids.contains(&d7.id) && ids.contains(&d8.id));
+    assert_eq!(
+        catalog.task(&t.id).await.expect("get").map(|t| t.status),
+        Some(TaskStatus::Succeeded)
+    );
+
+    // A lapsed task failed by the sweep.
+    let lapsed = task("epsilon", None, 100);
+    catalog.insert_task(&lapsed).await.expect("insert task");
+    assert!(
+        catalog
+            .claim_task(&lapsed.id, "runner", 200, 1_000)
+            .await
+            .expect("claim")
+    );
+    let d9 = delivery("epsilon", 9);
+    let fail = Change::FailLapsedTask {
+        id: &lapsed.id,
+        now: 2_000,
+        reason: "silent",
+    };
+    assert!(
+        catalog
+            .apply(fail, std::slice::from_ref(&d9))
+            .await
+            .expect("fail lapsed")
+    );
+    assert!(delivered("epsilon").await.contains(&d9.id));
+}
+
+/// Pruning removes what ended before the cut-off and nothing live, in batches of at most the
+/// limit. One function on purpose: the contract's rules in order, each an assertion.
+pub(super) async fn prune_rules(catalog: &dyn Catalog) {
+    const CUT: i64 = 1_000_000;
+    // Files: two old tombstones, one recent tombstone, one old ready file.
+    let mut old = Vec::new();
+    for i in 0..2 {
+        let f = file("delta", None, &format!("delta/old{i}"), FileStatus::Ready);
+        catalog.insert_file(&f).await.expect("insert");
+        assert!(catalog.delete_file(&f.id, CUT - 10).await.expect("delete"));
+        old.push(f.id);
+    }
+    let recent = file("delta", None, "delta/recent", FileStatus::Ready);
+    catalog.insert_file(&recent).await.expect("insert");
+    assert!(catalog.delete_file(&recent.id, CUT + 10).await.expect("delete"));
+    let live = file("delta", None, "delta/live", FileStatus::Ready);
+    catalog.insert_file(&live).await.expect("insert");
+    assert_eq!(
+        catalog.prune(Prune::Tombstones, CUT, 1).await.expect("prune"),
+        1,
+        "a batch's limit"
+    );
+    while catalog.prune(Prune::Tombstones, CUT, 100).await.expect("prune") > 0 {}
+    for id in &old {
+        assert_eq!(catalog.file(id).await.expect("get"), None, "an old tombstone is gone");
+    }
+    assert!(
+        catalog.file(&recent.id).await.expect("get").is_some(),
+        "a recent tombstone stays"
+    );
+    assert!(
+        catalog.file(&live.id).await.expect("get").is_some(),
+        "a live file stays"
+    );
+
+    // Deliveries: settled ones made before the cut-off go; pending ones stay, however old.
+    let mut settled = delivery("delta", 1);
+    settled.created_at = CUT - 5;
+    let mut waiting = delivery("delta", 1);
+    waiting.created_at = CUT - 5;
+    let mut new = delivery("delta", 1);
+    new.created_at = CUT + 5;
+    for d in [&settled, &waiting, &new] {
+        catalog.insert_delivery(d).await.expect("insert delivery");
+    }
+    for d in [&settled, &new] {
+        catalog
+            .settle_delivery(&d.id, DeliveryStatus::Delivered, 1, 0, None, CUT)
+            .await
+            .expect("settle");
+    }
+    while catalog.prune(Prune::Deliveries, CUT, 100).await.expect("prune") > 0 {}
+    let left: Vec<String> = catalog
+        .deliveries(&project("delta"), 100)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert!(
+        !left.contains(&settled.id) && left.contains(&waiting.id) && left.contains(&new.id),
+        "{left:?}"
+    );
+
+    // Tasks: finished before the cut-off go; queued and running ones stay.
+    let done = task("delta", None, 1);
+    let queued = task("delta", None, 1);
+    let running = task("delta", None, 1);
+    for t in [&done, &queued, &running] {
+        catalog.insert_task(t).await.expect("insert task");
+    }
+    assert!(catalog.claim_task(&done.id, "r", 2, CUT * 10).await.expect("claim"));
+    assert!(
+        catalog
+            .finish_task(&done.id, "r", TaskStatus::Failed, &[], Some("x"), CUT - 1)
+            .await
+            .expect("finish")
+    );
+    assert!(catalog.claim_task(&running.id, "r", 2, CUT * 10).await.expect("claim"));
+    while catalog.prune(Prune::Tasks, CUT, 100).await.expect("prune") > 0 {}
+    assert_eq!(catalog.task(&done.id).await.expect("get"), None);
+    assert!(catalog.task(&queued.id).await.expect("get").is_some());
+    assert!(catalog.task(&running.id).await.expect("get").is_some());
+
+    // Uploads: finished and expired before the cut-off go; active ones stay, however old.
+    let ended = upload(CUT - 1);
+    let active = upload(CUT - 1);
+    for u in [&ended, &active] {
+        catalog.insert_upload(u).await.expect("insert upload");
+    }
+    assert!(
+        catalog
+            .finish_upload(&ended.id, UploadStatus::Aborted)
+            .await
+            .expect("abort")
+    );
+    while catalog.prune(Prune::Uploads, CUT, 100).await.expect("prune") > 0 {}
+    assert_eq!(catalog.upload(&ended.id).await.expect("get"), None);
+    assert!(catalog.upload(&active.id).await.expect("get").is_some());
+}
+
+/// A change made with its event is all or nothing on a real engine: while `refuse(true)` makes
+/// the engine refuse every delivery insert (a trigger each engine's test installs; what a crash
+/// between the two statements would leave), completing, inserting or deleting a file fails
+/// whole and changes nothing; after `refuse(false)`, the same calls succeed with their events.
+pub async fn change_and_event_fault_suite<F, Fut>(catalog: &dyn Catalog, refuse: F)
+where
+    F: Fn(bool) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let pending = file("zeta", None, "zeta/pending", FileStatus::Pending);
+    catalog.insert_file(&pending).await.expect("insert pending");
+    let ready = file("zeta", None, "zeta/ready", FileStatus::Ready);
+    let c = Completion {
+        size: 3,
+        sha256: Some("ef".repeat(32)),
+        detected_type: "text/plain".into(),
+        completed_at: 2_000,
+    };
+    refuse(true).await;
+    let d = delivery("zeta", 1);
+    assert!(
+        catalog
+            .apply(Change::CompleteFile(&pending.id, &c), std::slice::from_ref(&d))
+            .await
+            .is_err()
+    );
+    assert!(
+        catalog
+            .apply(Change::InsertFile(&ready), std::slice::from_ref(&d))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        catalog.file(&pending.id).await.expect("get").map(|f| f.status),
+        Some(FileStatus::Pending),
+        "the completion was undone with its event"
+    );
+    assert_eq!(
+        catalog.file(&ready.id).await.expect("get"),
+        None,
+        "the insert was undone"
+    );
+    assert!(catalog.deliveries(&project("zeta"), 10).await.expect("list").is_empty());
+    refuse(false).await;
+    assert!(
+        catalog
+            .apply(Change::CompleteFile(&pending.id, &c), std::slice::from_ref(&d))
+            .await
+            .expect("complete")
+    );
+    let d2 = delivery("zeta", 2);
+    assert!(
+        catalog
+            .apply(Change::InsertFile(&ready), std::slice::from_ref(&d2))
+            .await
+            .expect("insert")
+    );
+    let ids: Vec<String> = catalog
+        .deliveries(&project("zeta"), 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert!(ids.contains(&d.id) && ids.contains(&d2.id));
+}
