@@ -3,6 +3,7 @@
 
 mod batch;
 mod change;
+mod listen;
 pub mod postgres;
 mod rows;
 mod sql;

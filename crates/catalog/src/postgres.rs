@@ -3,6 +3,7 @@
 //! decides; nothing relies on one process's memory.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use filedock_core::{Error, Result};
@@ -26,6 +27,8 @@ pub struct PgEngine {
     /// flushed (PostgreSQL flushes it within moments, and a later synchronous commit with it).
     relaxed: PgPool,
     batch: Batcher,
+    /// The connection that listens for credential changes and queued tasks.
+    listening: Arc<crate::listen::Listening>,
 }
 
 /// How long a statement waits for a connection before its request is answered 503. Not
@@ -69,6 +72,7 @@ impl PgCatalog {
             .await
             .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
         Ok(Sql(PgEngine {
+            listening: crate::listen::spawn(pool.clone()),
             pool,
             batch: Batcher::spawn(relaxed.clone()),
             relaxed,
@@ -96,13 +100,22 @@ impl Engine for PgEngine {
         &self.pool
     }
 
-    /// Instances learn of credential changes only from the database: every check reads the row.
+    /// Moves with every credential change any process commits (a trigger announces it, see
+    /// `listen`); `None` while this instance does not listen, so every check reads the row.
     fn credentials_seen(&self) -> Option<u128> {
-        None
+        self.listening.signals.credentials_version()
     }
 
+    /// The trigger on `credentials` announces the change to every instance at commit; this
+    /// one moves its own version now, so its next request reads the row (the announcement
+    /// arrives moments later).
     fn credentials_changed(&self) -> Result<()> {
+        self.listening.signals.moved();
         Ok(())
+    }
+
+    fn tasks_signal(&self) -> Option<&tokio::sync::Notify> {
+        self.listening.signals.tasks()
     }
 
     /// PostgreSQL keeps no room of filedock's on its disk: a full disk there is the DBA's.
@@ -164,6 +177,85 @@ mod tests {
             }
         })
         .await;
+    }
+
+    /// Waits until `ok()` holds, at most `secs` seconds; returns how long it took.
+    async fn within(secs: u64, ok: impl Fn() -> bool) -> Duration {
+        let start = std::time::Instant::now();
+        while !ok() {
+            assert!(start.elapsed() < Duration::from_secs(secs), "not within {secs} s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        start.elapsed()
+    }
+
+    /// Two instances: a credential change committed by one moves the other's credentials
+    /// version (its cache empties) within a second; with its listening connection killed, the
+    /// other trusts no cache (no version) until it listens again.
+    #[tokio::test]
+    async fn credential_changes_and_queued_tasks_are_announced_to_every_instance() {
+        use filedock_core::Catalog;
+        let Some(url) = filedock_testkit::postgres_database().await else {
+            return;
+        };
+        let (a, b) = (
+            PgCatalog::open(&url, 2).await.unwrap(),
+            PgCatalog::open(&url, 2).await.unwrap(),
+        );
+        within(5, || b.credentials_version().is_some()).await;
+        let v = b.credentials_version();
+        let c = filedock_core::Credential {
+            id: "0000000000000abc".into(),
+            project: filedock_core::ProjectId::new("p").unwrap(),
+            workspace: None,
+            kind: filedock_core::CredentialKind::Integration,
+            name: None,
+            secret_hash: "0".repeat(64),
+            created_at: 1,
+            revoked_at: None,
+        };
+        a.insert_credential(&c).await.unwrap();
+        within(1, || b.credentials_version() != v).await;
+        let v = b.credentials_version();
+        assert!(a.revoke_credential(&c.id, 2).await.unwrap());
+        let took = within(1, || b.credentials_version() != v).await;
+        eprintln!("the revocation reached the other instance in {took:?}");
+
+        // A task queued by one wakes a claim waiting on the other.
+        let waiting = b.queued_signal().expect("listening").notified();
+        let t = filedock_core::model::TaskRecord {
+            id: filedock_core::model::TaskId::generate(),
+            project: filedock_core::ProjectId::new("p").unwrap(),
+            workspace: None,
+            workflow: "wf".into(),
+            parameters: serde_json::json!({}),
+            status: filedock_core::model::TaskStatus::Queued,
+            created_by: None,
+            runner: None,
+            attempts: 0,
+            lease_until: None,
+            outputs: vec![],
+            error: None,
+            created_at: 1,
+            started_at: None,
+            finished_at: None,
+        };
+        a.insert_task(&t).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("the waiting claim was woken within 1 s");
+
+        // Every listening connection killed: no instance trusts its cache, then they listen again.
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .execute(&a.0.pool)
+        .await
+        .unwrap();
+        within(5, || b.credentials_version().is_none() || b.credentials_version() != v).await;
+        within(10, || b.credentials_version().is_some()).await;
+        assert!(b.queued_signal().is_some());
     }
 
     #[tokio::test]

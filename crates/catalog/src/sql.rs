@@ -38,6 +38,10 @@ pub(crate) trait Engine: std::fmt::Debug + Send + Sync + 'static {
     fn credentials_seen(&self) -> Option<u128>;
     /// Tells other processes that a credential changed.
     fn credentials_changed(&self) -> filedock_core::Result<()>;
+    /// See [`filedock_core::Catalog::queued_signal`].
+    fn tasks_signal(&self) -> Option<&tokio::sync::Notify> {
+        None
+    }
     /// Gives up room kept for writes on a full disk; true if it freed any.
     fn free_room(&self) -> bool;
     /// Takes that room again when the disk allows.
@@ -167,6 +171,10 @@ where
 
     fn credentials_version(&self) -> Option<u128> {
         self.0.credentials_seen()
+    }
+
+    fn queued_signal(&self) -> Option<&tokio::sync::Notify> {
+        self.0.tasks_signal()
     }
 
     async fn insert_file(&self, f: &filedock_core::FileRecord) -> filedock_core::Result<()> {

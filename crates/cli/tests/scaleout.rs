@@ -221,3 +221,141 @@ fn two_instances_claiming_at_once_hand_out_each_task_once() {
     assert_eq!(claimed.len(), queued.len(), "no task handed out twice");
     assert_eq!(unique, queued, "every task handed out");
 }
+
+/// The transactions PostgreSQL counted for the test's database so far.
+fn pg_transactions(pg: &str) -> u64 {
+    let out = std::process::Command::new("psql")
+        .arg(pg)
+        .args([
+            "-Atc",
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+}
+
+/// What PostgreSQL announces reaches every instance: a key revoked through one instance's
+/// catalog is refused by another that served it from its cache, within a second; 50 runners
+/// long-polling on two instances cost no catalog query while nothing is queued, and a run
+/// queued through one instance wakes a runner waiting on the other at once.
+#[test]
+fn revocations_and_queued_runs_reach_every_instance_without_polling() {
+    let Some(pg) = postgres_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("filedock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "signing_secret_file = \"{}\"\nsweep_interval_secs = 3600\n[catalog]\ntype = \"postgres\"\nurl = \"{pg}\"\n\
+             [[workflows]]\nid = \"wf_echo\"\nproject = \"demo\"\nparameters = [ {{ name = \"n\", type = \"number\", required = true }} ]\n",
+            dir.path().join("signing.key").display()
+        ),
+    )
+    .unwrap();
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    let key = create_key_with(&data_a, Some(&config), "demo", "integration");
+    let doomed = create_key_with(&data_a, Some(&config), "demo", "integration");
+    let devices: Vec<String> = (0..5)
+        .map(|_| create_key_with(&data_a, Some(&config), "demo", "device"))
+        .collect();
+    let a = Server::start_with(&data_a, Some(&config));
+    let b = Server::start_with(&data_b, Some(&config));
+    let http = reqwest::blocking::Client::new();
+
+    // B serves the doomed key (from its cache after the first request)...
+    let list = |base: &str, k: &str| {
+        http.get(format!("{base}/v1/files"))
+            .bearer_auth(k)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for _ in 0..5 {
+        assert_eq!(list(&b.base, &doomed), 200);
+    }
+    // ...and refuses it within a second of its revocation through A's catalog.
+    let dash = doomed.find('-').unwrap() + 1;
+    let id = &doomed[dash..dash + 16];
+    let revoked = std::time::Instant::now();
+    let out = filedock_with(&data_a, Some(&config), &["keys", "revoke", id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    while list(&b.base, &doomed) != 401 {
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_secs(1),
+            "B still served a key revoked 1 s ago"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("B refused the revoked key {:?} after the revocation", revoked.elapsed());
+    assert_eq!(list(&b.base, &key), 200, "other keys still work");
+
+    // 50 runners wait (30 s at most) on both instances.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = std::time::Instant::now();
+    let runners: Vec<_> = (0..50)
+        .map(|i| {
+            let base = if i % 2 == 0 { a.base.clone() } else { b.base.clone() };
+            let dk = devices[i % devices.len()].clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let r = reqwest::blocking::Client::builder()
+                    .timeout(std::time::Duration::from_secs(60))
+                    .build()
+                    .unwrap()
+                    .post(format!("{base}/api/v1/r/tasks/claim"))
+                    .bearer_auth(&dk)
+                    .json(&json!({"wait_secs": 30}))
+                    .send()
+                    .unwrap();
+                tx.send((i, r.status().as_u16(), std::time::Instant::now())).unwrap();
+            })
+        })
+        .collect();
+    // PostgreSQL publishes a backend's counts within 10 s of its last statement: wait past
+    // that, then count over 5 s while all 50 wait.
+    std::thread::sleep(std::time::Duration::from_secs(15));
+    let before = pg_transactions(&pg);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let after = pg_transactions(&pg);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(28),
+        "the machine is too slow for the window"
+    );
+    assert!(rx.try_recv().is_err(), "a claim ended while nothing was queued");
+    eprintln!("50 waiting runners: {} transactions in 5 s", after - before);
+    // Counting costs one; a claim that reached its server late may add its first look. Polling
+    // every 250 ms cost about 2,000 here.
+    assert!(
+        after - before <= 10,
+        "50 idle runners cost {} transactions in 5 s",
+        after - before
+    );
+
+    // A run queued through B wakes a runner at once, whichever instance it waits on.
+    let queued = std::time::Instant::now();
+    let t: Value = http
+        .post(format!("{}/api/v1/r/workflows/wf_echo/run", b.base))
+        .bearer_auth(&key)
+        .json(&json!({"parameters": {"n": 1}}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(t["task_id"].is_string(), "{t}");
+    let (_, status, at) = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+    assert_eq!(status, 200, "the first claim to end is the one that got the run");
+    assert!(
+        at.duration_since(queued) < std::time::Duration::from_secs(1),
+        "woken {:?} after the run was queued",
+        at.duration_since(queued)
+    );
+    for r in runners {
+        r.join().unwrap();
+    }
+    let statuses: Vec<u16> = rx.try_iter().map(|(_, s, _)| s).collect();
+    assert_eq!(statuses.len(), 49);
+    assert!(statuses.iter().all(|s| *s == 204), "{statuses:?}");
+}

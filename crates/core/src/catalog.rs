@@ -129,6 +129,12 @@ pub trait Catalog: Send + Sync + Debug {
     fn credentials_version(&self) -> Option<u128> {
         None
     }
+    /// Wakes (`notify_waiters`) when a task became queued in any process sharing this catalog,
+    /// so a waiting claim costs no query until there is work. `None` (the default) when the
+    /// catalog has no such signal now: claims then look again every 250 ms.
+    fn queued_signal(&self) -> Option<&tokio::sync::Notify> {
+        None
+    }
 
     /// Adds a file record.
     async fn insert_file(&self, f: &FileRecord) -> Result<()>;

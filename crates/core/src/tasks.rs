@@ -60,7 +60,8 @@ fn param_error(name: &str, e: Error) -> Error {
     }
 }
 
-/// The lease that a poll-for-work loop sleeps between looks, at most.
+/// How long a waiting claim sleeps between looks, at most, when the catalog does not announce
+/// queued tasks (SQLite, or PostgreSQL while its listening connection is down).
 const CLAIM_POLL: Duration = Duration::from_millis(250);
 
 /// Workflow runs and the runners' tasks; wakes this instance's waiting claims when one is queued.
@@ -208,7 +209,9 @@ impl Tasks {
         let deadline = tokio::time::Instant::now() + wait;
         let mut waited = false;
         loop {
+            // Made before looking, so a run queued meanwhile is not missed.
             let signal = self.task_signal.notified();
+            let shared = self.ctx.catalog.queued_signal().map(|n| n.notified());
             // A key revoked while its claim waited gets nothing.
             if waited {
                 self.ctx.credentials().still_active(&who.credential_id).await?;
@@ -221,8 +224,21 @@ impl Tasks {
             if now >= deadline {
                 return Ok(None);
             }
-            // Woken by a run on this instance, or look again soon (runs on other instances).
-            let _ = tokio::time::timeout(CLAIM_POLL.min(deadline - now), signal).await;
+            match shared {
+                // Woken by a run queued on any instance (the catalog announces it): no query
+                // while nothing is queued.
+                Some(shared) => {
+                    tokio::select! {
+                        () = signal => {}
+                        () = shared => {}
+                        () = tokio::time::sleep_until(deadline) => {}
+                    }
+                }
+                // Woken by a run on this instance, or look again soon (runs on other instances).
+                None => {
+                    let _ = tokio::time::timeout(CLAIM_POLL.min(deadline - now), signal).await;
+                }
+            }
         }
     }
 
