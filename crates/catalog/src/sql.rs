@@ -701,6 +701,21 @@ where
         Ok(r.affected() == 1)
     }
 
+    async fn live_leases(&self, prefix: &str, now: filedock_core::Timestamp) -> filedock_core::Result<u32> {
+        // LIKE with the prefix escaped: `_` and `%` in it match themselves.
+        let pattern = format!(
+            "{}%",
+            prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+        );
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leases WHERE name LIKE $1 ESCAPE '\\' AND until > $2")
+            .bind(pattern)
+            .bind(now)
+            .fetch_one(self.0.pool())
+            .await
+            .map_err(crate::rows::db_err)?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
     async fn release_lease(&self, name: &str, holder: &str) -> filedock_core::Result<()> {
         sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
             .bind(name)

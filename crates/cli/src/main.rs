@@ -152,12 +152,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
 /// How long `serve` waits for the first identity check before it listens.
 const IDENTITY_FIRST_WAIT: Duration = Duration::from_secs(10);
+/// How often an instance says it is alive and counts the fleet (it counts for 10 s after).
+const FLEET_HEARTBEAT: Duration = Duration::from_secs(2);
+
 /// How often an unverified identity is checked again.
 const IDENTITY_RETRY: Duration = Duration::from_secs(5);
 
 /// Starts the background jobs under the file service's supervisor (see `filedock_core::jobs`):
 /// the identity check until it holds, the start-up scan (orphans only, once the identity holds),
-/// the sweeper, and webhook deliveries when any are configured.
+/// the fleet heartbeat, the sweeper, and webhook deliveries when any are configured. One
+/// function on purpose: the table of every job an instance runs, in one place.
 fn background_jobs(files: &Arc<FileService>, cfg: &Config) -> Vec<tokio::task::JoinHandle<()>> {
     let sup = files.jobs().clone();
     let every = Duration::from_secs(cfg.sweep_interval_secs.max(1));
@@ -192,6 +196,25 @@ fn background_jobs(files: &Arc<FileService>, cfg: &Config) -> Vec<tokio::task::J
             },
         ));
     }
+    // Alive in the catalog, and the fleet counted: each instance's share of the rate limit and
+    // the upload cap (see `filedock_core::limits`).
+    let f = files.clone();
+    jobs.push(sup.spawn(
+        JobSpec {
+            name: "fleet",
+            every: FLEET_HEARTBEAT,
+            stale_after: Duration::from_secs(60),
+            once: false,
+        },
+        move || {
+            let f = f.clone();
+            async move {
+                let n = f.fleet_heartbeat().await?;
+                metrics::gauge!("filedock_fleet_instances").set(f64::from(n));
+                Ok(())
+            }
+        },
+    ));
     let f = files.clone();
     jobs.push(sup.spawn(
         JobSpec {

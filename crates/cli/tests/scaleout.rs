@@ -359,3 +359,81 @@ fn revocations_and_queued_runs_reach_every_instance_without_polling() {
     assert_eq!(statuses.len(), 49);
     assert!(statuses.iter().all(|s| *s == 204), "{statuses:?}");
 }
+
+/// A project limited to 100 requests per second, hit as hard as twelve clients can through
+/// three instances, is served 100 ± 15 per second in all: each instance takes its share.
+#[test]
+fn three_instances_hold_a_project_to_its_rate_together() {
+    let Some(pg) = postgres_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("filedock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "signing_secret_file = \"{}\"\n[catalog]\ntype = \"postgres\"\nurl = \"{pg}\"\n\
+             [limits]\nrequests_per_second = 100\nburst = 100\n",
+            dir.path().join("signing.key").display()
+        ),
+    )
+    .unwrap();
+    let key = create_key_with(&dir.path().join("i0"), Some(&config), "demo", "integration");
+    let servers: Vec<Server> = (0..3)
+        .map(|i| Server::start_with(&dir.path().join(format!("i{i}")), Some(&config)))
+        .collect();
+    let http = reqwest::blocking::Client::new();
+    // Every instance has counted the fleet (heartbeats every 2 s).
+    let counted = std::time::Instant::now();
+    for s in &servers {
+        loop {
+            let m = http.get(format!("{}/metrics", s.base)).send().unwrap().text().unwrap();
+            if m.lines().any(|l| l.starts_with("filedock_fleet_instances 3")) {
+                break;
+            }
+            assert!(
+                counted.elapsed() < std::time::Duration::from_secs(20),
+                "no instance counted 3"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let start = std::time::Instant::now();
+    let (warm, end) = (std::time::Duration::from_secs(2), std::time::Duration::from_secs(7));
+    let served = std::sync::atomic::AtomicU64::new(0);
+    let refused = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for i in 0..12 {
+            let base = servers[i % 3].base.clone();
+            let (key, served, refused) = (&key, &served, &refused);
+            s.spawn(move || {
+                let http = reqwest::blocking::Client::new();
+                for _ in 0..50_000 {
+                    let at = start.elapsed();
+                    if at >= end {
+                        break;
+                    }
+                    let status = http
+                        .get(format!("{base}/v1/files?limit=1"))
+                        .bearer_auth(key)
+                        .send()
+                        .unwrap()
+                        .status()
+                        .as_u16();
+                    let counted = if status == 200 { served } else { refused };
+                    assert!(status == 200 || status == 429, "{status}");
+                    if at >= warm {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    let secs = (end - warm).as_secs_f64();
+    let rate = served.into_inner() as f64 / secs;
+    let refused = refused.into_inner();
+    eprintln!("served {rate:.1} requests/s through three instances; refused {refused}");
+    assert!(refused > 0, "the clients pressed harder than the limit");
+    assert!(
+        (85.0..=115.0).contains(&rate),
+        "served {rate:.1} requests/s, not 100 ± 15"
+    );
+}

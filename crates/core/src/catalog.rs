@@ -279,6 +279,8 @@ pub trait Catalog: Send + Sync + Debug {
     /// Takes or extends the lease `name` for `holder` until `until`; false while another
     /// holder's lease runs at `now`.
     async fn try_lease(&self, name: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool>;
+    /// How many leases whose name starts with `prefix` run at `now`.
+    async fn live_leases(&self, prefix: &str, now: Timestamp) -> Result<u32>;
     /// Gives up a lease `holder` holds.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
 

@@ -28,12 +28,19 @@ pub struct Context {
     pub(crate) instance: String,
     pub(crate) rates: crate::limits::RateLimits,
     pub(crate) slots: crate::limits::UploadSlots,
+    /// How many instances share the catalog (this one's share of the rate and upload cap).
+    pub(crate) fleet: crate::limits::Fleet,
     pub(crate) jobs: Arc<crate::jobs::Supervisor>,
 }
 
 pub(crate) fn is_visible_to(rec: &FileRecord, who: &Principal) -> bool {
     rec.project == who.project && (who.workspace.is_none() || rec.workspace == who.workspace)
 }
+
+/// The leases that say an instance is alive: `instance:<name>`.
+const INSTANCE_LEASE: &str = "instance:";
+/// How long an instance counts after its last heartbeat, in ms (heartbeats come every 2 s).
+pub const HEARTBEAT_TTL_MS: i64 = 10_000;
 
 pub(crate) fn secs_to_ms(s: u64) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX / 1000).saturating_mul(1000)
@@ -76,6 +83,7 @@ impl Context {
             instance: hex::encode(crate::auth::random_bytes::<8>()?),
             rates: Default::default(),
             slots: Default::default(),
+            fleet: Default::default(),
             jobs: Default::default(),
         })
     }
@@ -116,7 +124,8 @@ impl Context {
     /// The principal a token stands for, if its project is within its request rate.
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
         let who = self.credentials.authenticate(token).await?;
-        self.rates.check(&who.project, &self.limits(&who.project))?;
+        let limits = self.limits(&who.project).shared(self.fleet.size());
+        self.rates.check(&who.project, &limits)?;
         Ok(who)
     }
 
@@ -161,7 +170,22 @@ impl Context {
 
     /// A slot for an upload streaming through this instance, freed when dropped.
     pub fn upload_slot(&self, project: &ProjectId) -> Result<crate::limits::UploadSlot> {
-        self.slots.acquire(project, self.limits(project).max_concurrent_uploads)
+        let limits = self.limits(project).shared(self.fleet.size());
+        self.slots.acquire(project, limits.max_concurrent_uploads)
+    }
+
+    /// Says in the catalog that this instance is alive (for [`HEARTBEAT_TTL_MS`]) and counts
+    /// the instances alive: each then takes its share of the fleet-wide limits. Returns the
+    /// count.
+    pub async fn heartbeat(&self) -> Result<u32> {
+        let now = self.clock.now();
+        let name = format!("{INSTANCE_LEASE}{}", self.instance);
+        self.catalog
+            .try_lease(&name, &self.instance, now, now + HEARTBEAT_TTL_MS)
+            .await?;
+        let n = self.catalog.live_leases(INSTANCE_LEASE, now).await?.max(1);
+        self.fleet.set(n);
+        Ok(n)
     }
 
     /// The credential operations.

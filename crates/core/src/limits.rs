@@ -1,7 +1,12 @@
 //! Per-project limits that keep one project from starving the others: a request rate, storage
-//! quotas (bytes and files) and a cap on uploads in progress. The rate and the upload cap are
-//! counted by each instance in memory (N instances allow N times as much); quotas are counted in
-//! the catalog and hold across instances.
+//! quotas (bytes and files) and a cap on uploads in progress. Quotas are counted in the catalog.
+//! The rate and the upload cap are counted by each instance in memory, each taking its share:
+//! every instance says it is alive in the catalog every 2 s ([`Fleet`]), and with N alive each
+//! enforces the limit divided by N, rounded up. A fleet behind a load balancer that spreads
+//! requests evenly is held to the limit within N − 1 (the rounding); when instances come or go
+//! the shares follow within ~12 s (a heartbeat, and the 10 s an instance is counted after its
+//! last). A balancer that sends one project's requests to fewer instances than there are gives
+//! that project less than its limit, never more.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -90,10 +95,51 @@ pub struct Usage {
     pub bytes: u64,
 }
 
-/// One token bucket per project.
+/// How many instances share the catalog (at least 1), as the last heartbeat counted them.
+#[derive(Debug)]
+pub(crate) struct Fleet(std::sync::atomic::AtomicU32);
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet(std::sync::atomic::AtomicU32::new(1))
+    }
+}
+
+impl Fleet {
+    pub(crate) fn size(&self) -> u32 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed).max(1)
+    }
+
+    pub(crate) fn set(&self, n: u32) {
+        self.0.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One instance's share of a fleet-wide limit: `total / n` rounded up (0 stays 0: no limit).
+fn share(total: u32, n: u32) -> u32 {
+    if total == 0 { 0 } else { total.div_ceil(n.max(1)) }
+}
+
+impl Limits {
+    /// What one of `n` instances enforces of these limits: its share of the rate, the burst
+    /// and the upload cap (quotas are counted in the catalog, whole).
+    pub fn shared(self, n: u32) -> Limits {
+        Limits {
+            requests_per_second: share(self.requests_per_second, n),
+            burst: share(self.burst, n),
+            max_concurrent_uploads: share(self.max_concurrent_uploads, n),
+            ..self
+        }
+    }
+}
+
+/// A project's bucket and the (rate, burst) it was made for.
+type Bucket = ((u32, u32), Arc<DefaultDirectRateLimiter>);
+
+/// One token bucket per project (made again when the project's share changes).
 #[derive(Debug, Default)]
 pub(crate) struct RateLimits {
-    buckets: Mutex<HashMap<ProjectId, Arc<DefaultDirectRateLimiter>>>,
+    buckets: Mutex<HashMap<ProjectId, Bucket>>,
 }
 
 impl RateLimits {
@@ -108,9 +154,18 @@ impl RateLimits {
                 .buckets
                 .lock()
                 .map_err(|_| Error::internal_msg("rate limiter poisoned"))?;
-            map.entry(project.clone())
-                .or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))))
-                .clone()
+            let quota = (rate.get(), burst.get());
+            let entry = map.entry(project.clone()).or_insert_with(|| {
+                let limiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
+                (quota, Arc::new(limiter))
+            });
+            if entry.0 != quota {
+                *entry = (
+                    quota,
+                    Arc::new(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))),
+                );
+            }
+            entry.1.clone()
         };
         bucket.check().map_err(|not_until| {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
@@ -248,6 +303,41 @@ mod tests {
         assert!(refused >= 4, "at most one token refills during the test: {refused}");
         let other = ProjectId::new("q").unwrap_or_else(|e| panic!("{e}"));
         assert!(r.check(&other, &l).is_ok(), "buckets are per project");
+    }
+
+    #[test]
+    fn each_instance_takes_its_share() {
+        let l = Limits {
+            requests_per_second: 100,
+            burst: 10,
+            max_concurrent_uploads: 4,
+            max_files: 7,
+            ..Limits::default()
+        };
+        let s = l.shared(3);
+        assert_eq!(
+            (s.requests_per_second, s.burst, s.max_concurrent_uploads, s.max_files),
+            (34, 4, 2, 7)
+        );
+        assert_eq!(l.shared(1), l);
+        assert_eq!(l.shared(200).requests_per_second, 1, "never 0, which means no limit");
+        assert_eq!(Limits::default().shared(3), Limits::default());
+        // A bucket follows its share.
+        let r = RateLimits::default();
+        let p = ProjectId::new("p").unwrap_or_else(|e| panic!("{e}"));
+        let whole = Limits {
+            requests_per_second: 1,
+            burst: 2,
+            ..Limits::default()
+        };
+        assert!(r.check(&p, &whole).is_ok() && r.check(&p, &whole).is_ok());
+        assert!(r.check(&p, &whole).is_err());
+        let more = Limits {
+            requests_per_second: 1,
+            burst: 3,
+            ..Limits::default()
+        };
+        assert!(r.check(&p, &more).is_ok(), "a new share is a new bucket");
     }
 
     #[test]

@@ -104,6 +104,10 @@ impl FileService {
     pub fn jobs(&self) -> &Arc<crate::jobs::Supervisor> {
         self.ctx.jobs()
     }
+    /// See [`Context::heartbeat`](crate::context::Context::heartbeat).
+    pub async fn fleet_heartbeat(&self) -> Result<u32> {
+        self.ctx.heartbeat().await
+    }
     /// See [`Context::uploads_in_progress`](crate::context::Context::uploads_in_progress).
     pub fn uploads_in_progress(&self, project: &ProjectId) -> u32 {
         self.ctx.uploads_in_progress(project)

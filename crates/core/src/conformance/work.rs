@@ -217,6 +217,21 @@ pub(super) async fn lease_rules(catalog: &dyn Catalog) {
             .await
             .expect("free after release")
     );
+
+    // Live leases by prefix: ended ones and other names are not counted; `_` is no wildcard.
+    for (name, until) in [
+        ("inst:a", 10_000),
+        ("inst:b", 10_000),
+        ("inst:c", 6_000),
+        ("instXb", 10_000),
+    ] {
+        assert!(catalog.try_lease(name, name, 5_000, until).await.expect("take"));
+    }
+    assert!(catalog.try_lease("in_t:d", "d", 5_000, 10_000).await.expect("take"));
+    assert_eq!(catalog.live_leases("inst:", 7_000).await.expect("count"), 2);
+    assert_eq!(catalog.live_leases("inst:", 5_500).await.expect("count"), 3);
+    assert_eq!(catalog.live_leases("in_t:", 7_000).await.expect("count"), 1);
+    assert_eq!(catalog.live_leases("nothing:", 7_000).await.expect("count"), 0);
 }
 
 /// One function on purpose: a suite reads as the contract's rules in order, each an assertion.

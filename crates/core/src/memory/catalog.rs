@@ -559,6 +559,14 @@ impl Catalog for MemoryCatalog {
         Ok(free)
     }
 
+    async fn live_leases(&self, prefix: &str, now: Timestamp) -> Result<u32> {
+        let all = lock(&self.leases)?;
+        Ok(all
+            .iter()
+            .filter(|(n, (_, until))| n.starts_with(prefix) && *until > now)
+            .count() as u32)
+    }
+
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         let mut all = lock(&self.leases)?;
         if all.get(name).is_some_and(|(h, _)| h == holder) {
