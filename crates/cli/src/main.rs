@@ -299,6 +299,11 @@ async fn sweep(files: &FileService) -> filedock_core::Result<()> {
             "released the tasks of silent runners",
             files.sweep_tasks().await,
         ),
+        (
+            "incoming",
+            "deleted presigned PUTs no completion takes",
+            files.sweep_incoming().await,
+        ),
         ("records", "pruned ended records", files.prune_records().await),
     ];
     for (kind, done, outcome) in outcomes {

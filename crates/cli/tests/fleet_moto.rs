@@ -284,3 +284,76 @@ fn three_instances_on_moto_record_every_sha256_and_lose_nothing() {
         assert!(listed.contains(id), "upload {id} is lost");
     }
 }
+
+/// A ready file never changes, whatever the store honours: on a store without create-only
+/// (`create_only = "none"`, as on Garage, which ignores `If-None-Match`), a second PUT through a
+/// completed upload's URL is taken by the store, and filedock still serves the first bytes,
+/// through its own routes and through a presigned link straight to the bucket.
+#[test]
+fn a_second_put_through_a_used_url_changes_no_ready_file() {
+    let Some(moto) = filedock_testkit::MotoServer::start() else {
+        return;
+    };
+    let Some(pg) = postgres_database() else { return };
+    let toml = format!("{}create_only = \"none\"\n", moto.backend_toml());
+    let f = Fleet::start(&toml, &pg, 1);
+    let http = Client::new();
+    let first = b"%PDF-1.4\nthe first bytes\n%%EOF\n".to_vec();
+    let second = b"%PDF-1.4\nREPLACED BYTES!\n%%EOF\n".to_vec();
+    assert_eq!(first.len(), second.len(), "the URL signs the length");
+    let p: Value = http
+        .post(format!("{}/v1/uploads", f.at(0)))
+        .header("authorization", &f.auth)
+        .json(&json!({"name": "doc.pdf", "size": first.len()}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let put = |body: &[u8]| {
+        let mut put = http.put(p["upload"]["url"].as_str().unwrap()).body(body.to_vec());
+        for (h, v) in p["upload"]["headers"].as_object().unwrap() {
+            put = put.header(h.as_str(), v.as_str().unwrap());
+        }
+        put.send().unwrap().status().as_u16()
+    };
+    assert_eq!(put(&first), 200);
+    let id = p["file"]["id"].as_str().unwrap();
+    let done: Value = http
+        .post(format!("{}/v1/uploads/{id}/complete", f.at(0)))
+        .header("authorization", &f.auth)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(done["sha256"].as_str(), Some(sha(&first).as_str()));
+    assert_eq!(
+        put(&second),
+        200,
+        "the store takes the second PUT (it cannot refuse it)"
+    );
+    let served = http
+        .get(format!("{}/v1/files/{id}/content", f.at(0)))
+        .header("authorization", &f.auth)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(served.as_ref(), first.as_slice(), "filedock serves the first bytes");
+    let link: Value = http
+        .post(format!("{}/v1/files/{id}/links", f.at(0)))
+        .header("authorization", &f.auth)
+        .json(&json!({"ttl_seconds": 60}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let url = link["url"].as_str().unwrap();
+    assert!(url.starts_with(&moto.endpoint), "a link straight to the bucket: {url}");
+    assert_eq!(
+        http.get(url).send().unwrap().bytes().unwrap().as_ref(),
+        first.as_slice(),
+        "the bucket serves the first bytes"
+    );
+    let rec = file(&http, &f, 0, id);
+    assert_eq!(rec["sha256"].as_str(), Some(sha(&first).as_str()));
+}

@@ -85,6 +85,13 @@ pub struct PresignGet {
 /// upload sweeper removes them with their upload).
 pub const INTERNAL_PREFIX: &str = ".filedock/";
 
+/// Where a client's presigned PUT lands on a store that does not serve its own URLs (S3): never
+/// at the file's key. Completion copies it to the key, for which no URL was ever signed, so a
+/// second PUT through the same URL cannot change a ready file, whatever the store honours.
+pub fn incoming_key(key: &StorageKey) -> crate::error::Result<StorageKey> {
+    StorageKey::new(format!("{INTERNAL_PREFIX}incoming/{key}"))
+}
+
 /// A request a client can make without credentials of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresignedRequest {
@@ -234,5 +241,12 @@ pub trait BlobStore: Send + Sync + Debug {
     /// True when the URLs this store presigns point at filedock's own `/blob/` route.
     fn self_served(&self) -> bool {
         false
+    }
+
+    /// Copies an object to another key (an existing one is replaced). By default it streams
+    /// through filedock; a store with a server-side copy uses it.
+    async fn copy(&self, from: &StorageKey, to: &StorageKey) -> Result<ObjectMeta> {
+        let got = self.get(from, None).await?;
+        self.put(to, got.body, PutOptions { create_only: false }).await
     }
 }

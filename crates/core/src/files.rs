@@ -305,8 +305,14 @@ impl Files {
         let key = self.mint_key(who, &id, new, now)?;
         let rec = self.record(who, id, key, new, backend, now);
         let ttl = self.ctx.config.upload_ttl_secs.min(backend.max_presign_ttl_secs);
+        // Straight to a bucket: to the incoming key, moved to the file's key at completion.
+        let target = if backend.store.self_served() {
+            rec.key.clone()
+        } else {
+            crate::blob::incoming_key(&rec.key)?
+        };
         let presign = PresignPut {
-            key: rec.key.clone(),
+            key: target,
             content_length: new.size_hint,
             content_type: if req.sign_content_type {
                 new.declared_type.clone()
@@ -359,6 +365,9 @@ impl Files {
         }
         let backend = self.ctx.backend(Some(&rec.backend))?;
         let store = &backend.store;
+        if !store.self_served() {
+            self.take_incoming(backend, &rec.key).await?;
+        }
         let meta = match store.head(&rec.key).await {
             Ok(m) => m,
             Err(Error::NotFound(_)) => {
@@ -473,6 +482,33 @@ impl Files {
         Ok((meta.size, known, detected))
     }
 
+    /// Moves what a presigned PUT left at the incoming key (if anything) to the file's key: a
+    /// server-side copy, then the incoming object is deleted. Two completions racing both copy
+    /// the same bytes; the one that finds it gone finds the key filled.
+    async fn take_incoming(&self, backend: &Backend, key: &StorageKey) -> Result<()> {
+        let incoming = crate::blob::incoming_key(key)?;
+        match backend.store.head(&incoming).await {
+            Ok(_) => {}
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        match backend.store.copy(&incoming, key).await {
+            Ok(_) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        backend.store.delete(&incoming).await
+    }
+
+    /// Deletes a pending file's objects: its key and, on a bucket, its incoming key.
+    pub(crate) async fn discard_pending(&self, backend: &Backend, key: &StorageKey) {
+        if !backend.store.self_served()
+            && let Ok(incoming) = crate::blob::incoming_key(key)
+        {
+            self.discard_blob(backend, &incoming).await;
+        }
+        self.discard_blob(backend, key).await;
+    }
+
     pub(crate) async fn discard_blob(&self, backend: &Backend, key: &StorageKey) {
         if let Err(e) = backend.store.delete(key).await {
             tracing::error!(backend = %backend.name, %key, error = %e, "could not delete a refused blob");
@@ -547,7 +583,12 @@ impl Files {
             )
             .await?;
         if deleted {
-            self.discard_blob(self.ctx.backend(Some(&rec.backend))?, &rec.key).await;
+            let backend = self.ctx.backend(Some(&rec.backend))?;
+            if rec.status == FileStatus::Pending {
+                self.discard_pending(backend, &rec.key).await;
+            } else {
+                self.discard_blob(backend, &rec.key).await;
+            }
         }
         Ok(())
     }

@@ -263,6 +263,10 @@ impl FileService {
     pub async fn sweep_files(&self) -> Result<usize> {
         self.files.sweep_files().await
     }
+    /// See [`Files::sweep_incoming`](crate::files::Files::sweep_incoming).
+    pub async fn sweep_incoming(&self) -> Result<usize> {
+        self.files.sweep_incoming().await
+    }
     /// See [`Files::prune_records`](crate::files::Files::prune_records).
     pub async fn prune_records(&self) -> Result<usize> {
         self.files.prune_records().await

@@ -595,3 +595,60 @@ async fn admin_keys_create_list_and_revoke_within_their_project() {
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
     }
 }
+
+/// On S3 a presigned PUT lands at the file's incoming key and completion moves it: a PUT that
+/// comes again through the same URL after completion lands there too, changes nothing served,
+/// and the sweeper deletes it once no URL can still be in flight.
+#[tokio::test]
+async fn a_put_after_completion_is_swept_from_the_incoming_keys() {
+    if !scaled() {
+        return; // On local disk filedock answers the PUT itself and refuses it (412).
+    }
+    let app = TestApp::new().await;
+    // The objects carry the S3 server's time: the manual clock starts there.
+    app.clock.set(filedock_core::Clock::now(&filedock_core::SystemClock));
+    let key = app.key("demo", CredentialKind::Integration).await;
+    let first = b"%PDF-1.4\nfirst\n%%EOF\n".to_vec();
+    let p = app
+        .post_json(
+            &key,
+            "/v1/uploads",
+            serde_json::json!({"name": "a.pdf", "size": first.len()}),
+        )
+        .await
+        .json();
+    let put = |body: Vec<u8>| {
+        let headers: Vec<(&str, String)> = p["upload"]["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(h, v)| (h.as_str(), v.as_str().unwrap().to_owned()))
+            .collect();
+        let url = p["upload"]["url"].as_str().unwrap().to_owned();
+        let app = &app;
+        async move { app.call("PUT", &url, &headers, body).await.status }
+    };
+    assert_eq!(put(first.clone()).await, StatusCode::OK);
+    let id = p["file"]["id"].as_str().unwrap();
+    let done = app
+        .post_json(&key, &format!("/v1/uploads/{id}/complete"), serde_json::json!({}))
+        .await;
+    assert_eq!(
+        done.json()["status"],
+        "ready",
+        "{}",
+        String::from_utf8_lossy(&done.body)
+    );
+    assert_eq!(put(b"%PDF-1.4\nagain\n%%EOF\n".to_vec()).await, StatusCode::OK);
+    assert_eq!(
+        app.files.sweep_incoming().await.unwrap(),
+        0,
+        "a URL may still be in flight"
+    );
+    app.clock.advance(16 * 60 * 1000 + 61_000);
+    let incoming = || app.store.list(".filedock/incoming/");
+    assert_eq!(incoming().await.unwrap().len(), 1);
+    assert_eq!(app.files.sweep_incoming().await.unwrap(), 1);
+    assert!(incoming().await.unwrap().is_empty());
+    assert!(app.get(&key, &format!("/v1/files/{id}/content")).await.body == first);
+}

@@ -26,6 +26,26 @@ pub async fn blob_store_suite(store: &dyn BlobStore, atomic_create: bool) {
     assert_eq!(read_all(store, &internal, None).await, b"marker");
     store.delete(&internal).await.expect("delete");
 
+    // A copy (to a key with spaces, `+` and non-ASCII) reads back the same; the source stays.
+    let from = key(".filedock/incoming/conformance/ü n+i.bin");
+    let to = key("conformance/copied/ü n+i.bin");
+    store
+        .put(&from, body(&[b"copied ", b"bytes"]), PutOptions::default())
+        .await
+        .expect("put the source");
+    let copied = store.copy(&from, &to).await.expect("copy");
+    assert_eq!(copied.size, 12);
+    assert_eq!(read_all(store, &to, None).await, b"copied bytes");
+    assert_eq!(read_all(store, &from, None).await, b"copied bytes");
+    assert!(matches!(
+        store
+            .copy(&key("conformance/no-such-source"), &key("conformance/x"))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    store.delete(&from).await.expect("delete");
+    store.delete(&to).await.expect("delete");
+
     let k = key("conformance/a/b/one.txt");
     let meta = store
         .put(&k, body(&[b"hello ", b"world"]), PutOptions::default())

@@ -127,6 +127,27 @@ impl S3Store {
         Ok(resp.bytes_stream().map_err(|e| unavailable(e.without_url())).boxed())
     }
 
+    /// CopyObject: a server-side copy of `from` (up to 5 GiB, which a single PUT cannot pass
+    /// either) to `to`. The copy source is a signed header.
+    pub(super) async fn copy_object(&self, from: &StorageKey, to: &StorageKey) -> Result<()> {
+        // `/bucket/key`, the key percent-encoded as in the object's URL (whatever the URL style
+        // and the endpoint's own path).
+        let base = self.bucket.object_url("");
+        let object = self.bucket.object_url(from.as_str());
+        let encoded = object.path().get(base.path().len()..).unwrap_or_default();
+        let source = format!("/{}/{encoded}", self.bucket.name());
+        let mut action = self.bucket.put_object(Some(&self.credentials), to.as_str());
+        action.headers_mut().insert("x-amz-copy-source", source.clone());
+        let url = action.sign(CALL_TTL);
+        // CopyObject may answer 200 with an error document.
+        self.call(true, || {
+            self.request(Method::PUT, url.clone())
+                .header("x-amz-copy-source", source.as_str())
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Deletes an object; one that is not there is deleted already.
     pub(super) async fn delete_object(&self, key: &StorageKey) -> Result<()> {
         let url = self

@@ -139,6 +139,11 @@ impl BlobStore for S3Store {
         self.head_object(key).await
     }
 
+    async fn copy(&self, from: &StorageKey, to: &StorageKey) -> Result<ObjectMeta> {
+        self.copy_object(from, to).await?;
+        self.head(to).await
+    }
+
     async fn delete(&self, key: &StorageKey) -> Result<()> {
         self.delete_object(key).await
     }
