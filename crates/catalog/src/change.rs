@@ -3,8 +3,10 @@
 //! deliveries, so a crash between the two cannot happen (the outbox pattern). And the pruning of
 //! records that ended ([`filedock_core::catalog::Prune`]), in bounded batches.
 
-use filedock_core::catalog::{Change, Prune};
+use filedock_core::StorageKey;
+use filedock_core::catalog::{Change, Intent, Prune};
 use filedock_core::model::DeliveryRecord;
+use sqlx::Row;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 use crate::sql::{Affected, Engine, Sql};
@@ -189,6 +191,69 @@ where
             })
             .await?;
         Ok(r.affected())
+    }
+
+    /// See [`filedock_core::Catalog::insert_intent`]: on the relaxed pool (an intent lost with
+    /// a power failure belongs to a write the power failure ended too).
+    pub(crate) async fn put_intent(&self, i: &Intent) -> filedock_core::Result<()> {
+        let mut c = crate::rows::Relaxed::conn(self.0.relaxed()).await?;
+        sqlx::query(
+            "INSERT INTO intents (backend, storage_key, instance, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (backend, storage_key) DO UPDATE SET instance = excluded.instance,
+                created_at = excluded.created_at",
+        )
+        .bind(&i.backend)
+        .bind(i.key.as_str())
+        .bind(&i.instance)
+        .bind(i.created_at)
+        .execute(&mut *c)
+        .await
+        .map_err(crate::rows::db_err)?;
+        Ok(())
+    }
+
+    /// See [`filedock_core::Catalog::delete_intent`].
+    pub(crate) async fn drop_intent(&self, backend: &str, key: &StorageKey) -> filedock_core::Result<()> {
+        let mut c = crate::rows::Relaxed::conn(self.0.relaxed()).await?;
+        sqlx::query("DELETE FROM intents WHERE backend = $1 AND storage_key = $2")
+            .bind(backend)
+            .bind(key.as_str())
+            .execute(&mut *c)
+            .await
+            .map_err(crate::rows::db_err)?;
+        Ok(())
+    }
+
+    /// See [`filedock_core::Catalog::intent`] and [`filedock_core::Catalog::intents`]: one at
+    /// a key, or the oldest made before `before`.
+    pub(crate) async fn find_intents(
+        &self,
+        at: Option<(&str, &StorageKey)>,
+        before: i64,
+        limit: u32,
+    ) -> filedock_core::Result<Vec<Intent>> {
+        let rows = sqlx::query(
+            "SELECT backend, storage_key, instance, created_at FROM intents
+             WHERE (CAST($1 AS TEXT) IS NULL OR (backend = $1 AND storage_key = $2)) AND created_at < $3
+             ORDER BY created_at LIMIT $4",
+        )
+        .bind(at.map(|(b, _)| b))
+        .bind(at.map(|(_, k)| k.as_str()))
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(self.0.pool())
+        .await
+        .map_err(crate::rows::db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Intent {
+                    backend: r.try_get(0).map_err(crate::rows::db_err)?,
+                    key: StorageKey::new(r.try_get::<String, _>(1).map_err(crate::rows::db_err)?)?,
+                    instance: r.try_get(2).map_err(crate::rows::db_err)?,
+                    created_at: r.try_get(3).map_err(crate::rows::db_err)?,
+                })
+            })
+            .collect()
     }
 
     /// Inserts one delivery.

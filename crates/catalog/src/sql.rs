@@ -601,6 +601,26 @@ where
         self.prune_rows(what, before, limit).await
     }
 
+    async fn insert_intent(&self, i: &filedock_core::catalog::Intent) -> filedock_core::Result<()> {
+        self.put_intent(i).await
+    }
+
+    async fn delete_intent(&self, backend: &str, key: &filedock_core::StorageKey) -> filedock_core::Result<()> {
+        self.drop_intent(backend, key).await
+    }
+
+    async fn intent(
+        &self,
+        backend: &str,
+        key: &filedock_core::StorageKey,
+    ) -> filedock_core::Result<Option<filedock_core::catalog::Intent>> {
+        Ok(self.find_intents(Some((backend, key)), i64::MAX, 1).await?.pop())
+    }
+
+    async fn intents(&self, before: i64, limit: u32) -> filedock_core::Result<Vec<filedock_core::catalog::Intent>> {
+        self.find_intents(None, before, limit).await
+    }
+
     async fn insert_delivery(&self, d: &filedock_core::model::DeliveryRecord) -> filedock_core::Result<()> {
         Self::delivery(self.0.pool(), d).await
     }

@@ -85,8 +85,9 @@ pub struct Config {
     /// Whether `serve` compares storage with the catalog at start and deletes orphan objects
     /// (see `filedock doctor`).
     pub startup_scan: bool,
-    /// Age in seconds an object without a row must reach before the start-up scan or
-    /// `doctor --fix` deletes it (another instance may be about to write its row).
+    /// Age in seconds an orphan (an object no row owns, whose write is known to be over: its
+    /// intent's instance is gone, or it has none) must reach before the start-up scan, the
+    /// sweeper or `doctor --fix` deletes it. A margin only: uploads in flight record intents.
     pub orphan_grace_secs: u64,
 }
 

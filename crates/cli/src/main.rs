@@ -216,6 +216,7 @@ fn background_jobs(files: &Arc<FileService>, cfg: &Config) -> Vec<tokio::task::J
         },
     ));
     let f = files.clone();
+    let grace = cfg.orphan_grace_secs;
     jobs.push(sup.spawn(
         JobSpec {
             name: "sweeper",
@@ -225,7 +226,7 @@ fn background_jobs(files: &Arc<FileService>, cfg: &Config) -> Vec<tokio::task::J
         },
         move || {
             let f = f.clone();
-            async move { sweep(&f).await }
+            async move { sweep(&f, grace).await }
         },
     ));
     // Without webhooks there is nothing to deliver (and no reason to look every second).
@@ -285,7 +286,7 @@ async fn startup_scan(files: &FileService, grace: u64) -> filedock_core::Result<
 /// the tasks of runners gone silent (each one conditional statement), and prunes records that
 /// ended longer ago than `[prune]` keeps them. Instances sharing a catalog
 /// never do one thing twice. Nothing while the deployment identity does not hold.
-async fn sweep(files: &FileService) -> filedock_core::Result<()> {
+async fn sweep(files: &FileService, grace_secs: u64) -> filedock_core::Result<()> {
     if let Some(why) = files.refusal() {
         return Err(filedock_core::Error::Unavailable(why));
     }
@@ -303,6 +304,11 @@ async fn sweep(files: &FileService) -> filedock_core::Result<()> {
             "incoming",
             "deleted presigned PUTs no completion takes",
             files.sweep_incoming().await,
+        ),
+        (
+            "intents",
+            "cleaned up after crashed uploads",
+            files.sweep_intents(grace_secs).await,
         ),
         ("records", "pruned ended records", files.prune_records().await),
     ];
@@ -330,6 +336,7 @@ fn print_report(r: &filedock_core::doctor::DoctorReport, json: bool) -> anyhow::
             "rows": r.rows,
             "orphans": r.orphans.iter().map(|(b, k, size)| serde_json::json!({"backend": b, "key": k.as_str(), "size": size})).collect::<Vec<_>>(),
             "young_orphans": r.young_orphans,
+            "in_flight": r.in_flight,
             "missing": r.missing.iter().map(|f| serde_json::json!({"id": f.id.as_str(), "backend": f.backend, "key": f.key.as_str()})).collect::<Vec<_>>(),
             "size_mismatches": r.size_mismatches.iter().map(|(f, size)| serde_json::json!({"id": f.id.as_str(), "recorded": f.size, "stored": size})).collect::<Vec<_>>(),
             "repaired": r.repaired,
@@ -351,6 +358,12 @@ fn print_report(r: &filedock_core::doctor::DoctorReport, json: bool) -> anyhow::
         println!(
             "size mismatch: file {} records {:?} bytes, its object has {size}",
             f.id, f.size
+        );
+    }
+    if r.in_flight > 0 {
+        println!(
+            "{} objects without a file are uploads in flight (left alone)",
+            r.in_flight
         );
     }
     if r.young_orphans > 0 {

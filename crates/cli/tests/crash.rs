@@ -19,8 +19,12 @@ use sha2::Digest;
 
 const CLIENTS: usize = 100;
 const KILLS: usize = 5;
-/// Orphans younger than this are left to their upload (its row may be a moment away).
-const GRACE_SECS: u64 = 10;
+/// No grace: an upload records its intent before its first byte, so an object without a row is
+/// either a live instance's upload in flight (left alone) or a crashed one's (deleted), never
+/// guessed by age.
+const GRACE_SECS: u64 = 0;
+/// How long a killed instance still counts as alive (its last heartbeat's lease).
+const LEASE_SECS: u64 = 10;
 
 /// A small deterministic generator (xorshift), so a failure can be replayed.
 struct Rng(u64);
@@ -278,22 +282,24 @@ fn crash_and_recover(backend: &str) {
     }
     let duplicates = listed.len() - CLIENTS;
 
-    // Stop, let every orphan pass its grace period, and let the start-up scan repair.
+    // Stop, let the killed instance's lease lapse (its writes are then known to be dead), and
+    // let the start-up scan repair.
     server.signal("KILL");
     let _ = server.child.wait();
-    std::thread::sleep(Duration::from_secs(GRACE_SECS) + Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(LEASE_SECS + GRACE_SECS) + Duration::from_millis(500));
     let before = doctor(&data, &cfg);
     let server = Server::start_at(&data, Some(&cfg), &addr);
     let mut after = doctor(&data, &cfg);
     // The scan runs in the background; on a busy machine it may take a while (at most 30 s).
     for _ in 0..300 {
-        if after["clean"] == true {
+        if after["clean"] == true && after["in_flight"] == 0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
         after = doctor(&data, &cfg);
     }
     assert_eq!(after["clean"], true, "after the start-up scan: {after}");
+    assert_eq!(after["in_flight"], 0, "no crashed write is left: {after}");
     assert_eq!(after["rows"].as_u64(), Some(listed.len() as u64), "{after}");
     let tmp = data.join("blobs").join("local").join("tmp");
     if tmp.exists() {

@@ -63,6 +63,17 @@ pub enum Change<'a> {
     },
 }
 
+/// An object being written before its file row exists (a direct upload): recorded before the
+/// write, deleted once the row is. What a crash leaves says what to clean and whose write it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    pub backend: String,
+    pub key: StorageKey,
+    /// The writing instance (see [`crate::context::Context::heartbeat`]).
+    pub instance: String,
+    pub created_at: Timestamp,
+}
+
 /// Records that have ended, which [`Catalog::prune`] removes once old enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prune {
@@ -256,6 +267,15 @@ pub trait Catalog: Send + Sync + Debug {
     /// Deletes up to `limit` records of kind `what` that ended before `before`; returns how
     /// many. Never a live record (see [`Prune`]).
     async fn prune(&self, what: Prune, before: Timestamp, limit: u32) -> Result<u64>;
+
+    /// Records an intent (replacing one at the same key).
+    async fn insert_intent(&self, i: &Intent) -> Result<()>;
+    /// Removes the intent at a key, if any.
+    async fn delete_intent(&self, backend: &str, key: &StorageKey) -> Result<()>;
+    /// The intent at a key.
+    async fn intent(&self, backend: &str, key: &StorageKey) -> Result<Option<Intent>>;
+    /// Intents made before `before`, oldest first.
+    async fn intents(&self, before: Timestamp, limit: u32) -> Result<Vec<Intent>>;
 
     /// Adds a delivery.
     async fn insert_delivery(&self, d: &DeliveryRecord) -> Result<()>;

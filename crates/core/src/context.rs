@@ -38,7 +38,7 @@ pub(crate) fn is_visible_to(rec: &FileRecord, who: &Principal) -> bool {
 }
 
 /// The leases that say an instance is alive: `instance:<name>`.
-const INSTANCE_LEASE: &str = "instance:";
+pub(crate) const INSTANCE_LEASE: &str = "instance:";
 /// How long an instance counts after its last heartbeat, in ms (heartbeats come every 2 s).
 pub const HEARTBEAT_TTL_MS: i64 = 10_000;
 

@@ -1,9 +1,12 @@
 //! `doctor`: what the catalog and the storage disagree on, and the repair.
 //!
-//! - An **orphan** is an object no live row owns (no row, or a deleted one): left by a crash
-//!   between a blob's commit and its row, by a presigned PUT replayed after a delete, or by a
-//!   sweep cut short. Repair deletes it — only once it is older than a grace period, because on a
-//!   shared bucket another instance may be a millisecond from writing its row.
+//! - An **orphan** is an object no live row owns (no row, or a deleted one). A write that has no
+//!   row yet (a direct upload, whose row comes after its bytes are checked) records an intent
+//!   first (`Catalog::insert_intent`), so an object without a row is either in flight (its
+//!   intent's instance is alive: left alone) or left by a crash (its instance is gone: an orphan),
+//!   and one with neither row nor intent is an orphan whatever its age (a sweep cut short, an
+//!   object written before intents existed). Repair deletes orphans older than the grace period
+//!   (`orphan_grace_secs`, which intents make safe at 0), and the intents of crashed writes.
 //! - A **missing** blob is a ready row whose object is gone. Only an explicit repair
 //!   (`doctor --fix`, [`Repair::All`]) turns the row into a tombstone, so the file answers 404
 //!   rather than failing on every read. The start-up scan ([`Repair::Orphans`]) never does: one
@@ -31,6 +34,8 @@ pub struct DoctorReport {
     pub orphans: Vec<(String, StorageKey, u64)>,
     /// Orphans younger than the grace period, left alone.
     pub young_orphans: usize,
+    /// Objects without a row whose write is in flight (its instance is alive), left alone.
+    pub in_flight: usize,
     /// Ready rows whose object is gone.
     pub missing: Vec<FileRecord>,
     /// Ready rows whose object has another size: `(row, object size)`.
@@ -102,10 +107,19 @@ impl Readiness {
                 };
                 if owned {
                     present.insert((name.to_owned(), key.as_str().to_owned()));
-                } else if meta.modified > cutoff {
-                    report.young_orphans += 1;
-                } else {
-                    report.orphans.push((name.to_owned(), key, meta.size));
+                    continue;
+                }
+                match self.ctx.catalog.intent(name, &key).await? {
+                    Some(i) if i.created_at > cutoff || self.writer_alive(&i.instance).await? => {
+                        report.in_flight += 1;
+                    }
+                    Some(_) => report.orphans.push((name.to_owned(), key, meta.size)),
+                    // Its row may have been written (and its intent removed) since it was read.
+                    None if self.owned(name, &key).await? => {
+                        present.insert((name.to_owned(), key.as_str().to_owned()));
+                    }
+                    None if meta.modified > cutoff => report.young_orphans += 1,
+                    None => report.orphans.push((name.to_owned(), key, meta.size)),
                 }
             }
         }
@@ -161,11 +175,48 @@ impl Readiness {
         Ok(())
     }
 
+    /// Whether a live row (pending or ready) owns the object at `key`.
+    async fn owned(&self, backend: &str, key: &StorageKey) -> Result<bool> {
+        Ok(self
+            .ctx
+            .catalog
+            .file_by_key(backend, key)
+            .await?
+            .is_some_and(|r| r.status != FileStatus::Deleted))
+    }
+
+    /// Whether an instance still says it is alive (see [`crate::context::Context::heartbeat`]).
+    async fn writer_alive(&self, instance: &str) -> Result<bool> {
+        let lease = format!("{}{instance}", crate::context::INSTANCE_LEASE);
+        Ok(self.ctx.catalog.live_leases(&lease, self.ctx.clock.now()).await? > 0)
+    }
+
+    /// Settles the intents of writes that ended without removing them (older than
+    /// `grace_secs`, their instance gone): the object is deleted unless a live row owns it, then
+    /// the intent. Intents of live instances are left to them. Returns how many were settled.
+    pub async fn sweep_intents(&self, grace_secs: u64) -> Result<usize> {
+        let before = self.ctx.clock.now().saturating_sub(secs_to_ms(grace_secs));
+        let mut settled = 0;
+        for i in self.ctx.catalog.intents(before, 100).await? {
+            if self.writer_alive(&i.instance).await? {
+                continue;
+            }
+            if !self.owned(&i.backend, &i.key).await? {
+                self.ctx.backend(Some(&i.backend))?.store.delete(&i.key).await?;
+                tracing::info!(backend = %i.backend, key = %i.key, "deleted what a crashed upload wrote");
+            }
+            self.ctx.catalog.delete_intent(&i.backend, &i.key).await?;
+            settled += 1;
+        }
+        Ok(settled)
+    }
+
     /// Deletes the orphans found (any repair), and makes rows without objects tombstones (all).
     async fn repair(&self, report: &DoctorReport, repair: Repair, now: i64) -> Result<()> {
         if repair != Repair::None {
             for (name, key, _) in &report.orphans {
                 self.ctx.backend(Some(name))?.store.delete(key).await?;
+                self.ctx.catalog.delete_intent(name, key).await?;
                 tracing::info!(backend = %name, key = %key, "doctor: deleted an orphan object");
             }
         }

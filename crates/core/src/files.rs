@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 
 use crate::auth::Principal;
 use crate::blob::{ByteStream, ObjectMeta, PresignPut, PresignedRequest, PutOptions};
-use crate::catalog::{Change, Completion, FileQuery};
+use crate::catalog::{Change, Completion, FileQuery, Intent};
 use crate::clock::Timestamp;
 use crate::context::Context;
 use crate::context::{is_visible_to, secs_to_ms};
@@ -220,19 +220,31 @@ impl Files {
         let now = self.ctx.clock.now();
         let id = FileId::generate();
         let key = self.mint_key(who, &id, &new, now)?;
+        // Before a byte is written: what a crash would leave, and whose write it was.
+        let intent = Intent {
+            backend: backend.name.clone(),
+            key: key.clone(),
+            instance: self.ctx.instance.clone(),
+            created_at: now,
+        };
+        self.ctx.catalog.insert_intent(&intent).await?;
         let (metered, handle) = meter(body, policy, ext, new.size_hint);
-        backend
-            .store
-            .put(&key, metered, PutOptions { create_only: true })
-            .await?;
-        let m = handle
-            .outcome()
-            .ok_or_else(|| Error::internal_msg("store committed a body that did not end cleanly"))?;
+        if let Err(e) = backend.store.put(&key, metered, PutOptions { create_only: true }).await {
+            // A refused or broken body leaves no object (the store's contract).
+            self.forget_intent(&backend.name, &key).await;
+            return Err(e);
+        }
+        let Some(m) = handle.outcome() else {
+            self.discard_blob(backend, &key).await;
+            self.forget_intent(&backend.name, &key).await;
+            return Err(Error::internal_msg("store committed a body that did not end cleanly"));
+        };
         // A body without a declared length is counted once its size is known.
         if new.size_hint.is_none()
             && let Err(e) = self.ctx.check_quota(&who.project, m.size).await
         {
             self.discard_blob(backend, &key).await;
+            self.forget_intent(&backend.name, &key).await;
             return Err(e);
         }
         let mut rec = self.record(who, id, key, &new, backend, now);
@@ -268,17 +280,20 @@ impl Files {
                 }
                 Ok(_) => {
                     self.discard_blob(self.ctx.backend(Some(&rec.backend))?, &rec.key).await;
+                    self.forget_intent(&rec.backend, &rec.key).await;
                     return Err(e);
                 }
                 Err(read) => {
                     tracing::error!(file = %rec.id, key = %rec.key, insert = %e, read = %read,
                         "cannot tell whether a file's row was written; its object is kept");
+                    // The intent stays: it says what to look at once the catalog answers.
                     return Err(Error::Unavailable(
                         "the catalog does not answer; retry the upload".into(),
                     ));
                 }
             }
         }
+        self.forget_intent(&rec.backend, &rec.key).await;
         Ok(rec)
     }
 
@@ -286,6 +301,15 @@ impl Files {
     pub async fn discard(&self, staged: Staged) {
         if let Ok(b) = self.ctx.backend(Some(&staged.rec.backend)) {
             self.discard_blob(b, &staged.rec.key).await;
+            self.forget_intent(&b.name, &staged.rec.key).await;
+        }
+    }
+
+    /// Removes the intent of a write whose outcome is settled (its row written, or its object
+    /// gone). A failure is logged: the sweeper removes intents whose row exists.
+    async fn forget_intent(&self, backend: &str, key: &StorageKey) {
+        if let Err(e) = self.ctx.catalog.delete_intent(backend, key).await {
+            tracing::warn!(%backend, %key, error = %e, "could not remove an upload's intent; the sweeper will");
         }
     }
 
@@ -480,33 +504,6 @@ impl Files {
         }
         let detected = policy.check_content(rec.extension.as_deref(), &head, n == meta.size)?;
         Ok((meta.size, known, detected))
-    }
-
-    /// Moves what a presigned PUT left at the incoming key (if anything) to the file's key: a
-    /// server-side copy, then the incoming object is deleted. Two completions racing both copy
-    /// the same bytes; the one that finds it gone finds the key filled.
-    async fn take_incoming(&self, backend: &Backend, key: &StorageKey) -> Result<()> {
-        let incoming = crate::blob::incoming_key(key)?;
-        match backend.store.head(&incoming).await {
-            Ok(_) => {}
-            Err(Error::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        match backend.store.copy(&incoming, key).await {
-            Ok(_) | Err(Error::NotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
-        backend.store.delete(&incoming).await
-    }
-
-    /// Deletes a pending file's objects: its key and, on a bucket, its incoming key.
-    pub(crate) async fn discard_pending(&self, backend: &Backend, key: &StorageKey) {
-        if !backend.store.self_served()
-            && let Ok(incoming) = crate::blob::incoming_key(key)
-        {
-            self.discard_blob(backend, &incoming).await;
-        }
-        self.discard_blob(backend, key).await;
     }
 
     pub(crate) async fn discard_blob(&self, backend: &Backend, key: &StorageKey) {

@@ -23,6 +23,7 @@ pub mod event_shapes;
 pub mod events;
 pub mod files;
 pub mod identity;
+pub mod incoming;
 pub mod jobs;
 pub mod limits;
 pub mod link;

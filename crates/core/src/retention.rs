@@ -126,38 +126,3 @@ impl Files {
         Ok(pruned)
     }
 }
-
-impl Files {
-    /// Deletes what presigned PUTs left at incoming keys (see [`crate::blob::incoming_key`])
-    /// that no completion will take: a PUT that came again after its file was completed, or
-    /// for a file since deleted or expired. Only objects older than the longest upload URL
-    /// (`upload_ttl_secs`) and a minute are looked at, so nothing in flight is touched.
-    /// Returns how many it deleted.
-    pub async fn sweep_incoming(&self) -> Result<usize> {
-        let prefix = format!("{}incoming/", crate::blob::INTERNAL_PREFIX);
-        let cutoff = self.ctx.clock.now() - crate::context::secs_to_ms(self.ctx.config.upload_ttl_secs + 60);
-        let mut swept = 0;
-        for (name, backend) in self.ctx.backends() {
-            if backend.store.self_served() {
-                continue;
-            }
-            for (incoming, meta) in backend.store.list(&prefix).await? {
-                if meta.modified > cutoff {
-                    continue;
-                }
-                let key = crate::model::StorageKey::new(&incoming.as_str()[prefix.len()..])?;
-                let pending = self
-                    .ctx
-                    .catalog
-                    .file_by_key(name, &key)
-                    .await?
-                    .is_some_and(|f| f.status == crate::model::FileStatus::Pending);
-                if !pending {
-                    backend.store.delete(&incoming).await?;
-                    swept += 1;
-                }
-            }
-        }
-        Ok(swept)
-    }
-}

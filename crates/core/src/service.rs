@@ -415,6 +415,10 @@ impl FileService {
     pub async fn verify_identity(&self) -> Result<String> {
         self.readiness.verify_identity().await
     }
+    /// See [`Readiness::sweep_intents`](crate::readiness::Readiness::sweep_intents).
+    pub async fn sweep_intents(&self, grace_secs: u64) -> Result<usize> {
+        self.readiness.sweep_intents(grace_secs).await
+    }
     /// See [`Readiness::doctor`](crate::readiness::Readiness::doctor).
     pub async fn doctor(&self, repair: Repair, grace_secs: u64) -> Result<DoctorReport> {
         self.readiness.doctor(repair, grace_secs).await

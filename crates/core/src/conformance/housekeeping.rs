@@ -2,7 +2,7 @@
 //! ended (`prune`).
 
 use super::fixtures::*;
-use crate::catalog::{Change, Completion, Prune};
+use crate::catalog::{Change, Completion, Intent, Prune};
 
 /// A change and its deliveries: both when the change takes effect, neither when it does not.
 /// One function on purpose: a suite reads as the contract's rules in order, each an assertion.
@@ -131,6 +131,35 @@ pub(super) async fn apply_rules(catalog: &dyn Catalog) {
             .expect("fail lapsed")
     );
     assert!(delivered("epsilon").await.contains(&d9.id));
+}
+
+/// Intents: one per (backend, key), replaced by a second; found by key and by age, oldest
+/// first; removed idempotently.
+pub(super) async fn intent_rules(catalog: &dyn Catalog) {
+    let intent = |k: &str, at: i64| Intent {
+        backend: "b".into(),
+        key: key(k),
+        instance: "0123456789abcdef".into(),
+        created_at: at,
+    };
+    let (a, b) = (intent("eta/ü n+i.bin", 30), intent("eta/b", 10));
+    catalog.insert_intent(&a).await.expect("insert");
+    catalog.insert_intent(&b).await.expect("insert");
+    let mut again = a.clone();
+    again.created_at = 20;
+    catalog.insert_intent(&again).await.expect("replace");
+    assert_eq!(catalog.intent("b", &a.key).await.expect("get"), Some(again.clone()));
+    assert_eq!(catalog.intent("other", &a.key).await.expect("get"), None);
+    assert_eq!(
+        catalog.intents(25, 10).await.expect("list"),
+        vec![b.clone(), again.clone()]
+    );
+    assert_eq!(catalog.intents(15, 10).await.expect("list"), vec![b.clone()]);
+    assert_eq!(catalog.intents(25, 1).await.expect("list").len(), 1);
+    catalog.delete_intent("b", &a.key).await.expect("delete");
+    catalog.delete_intent("b", &a.key).await.expect("delete twice");
+    catalog.delete_intent("b", &b.key).await.expect("delete");
+    assert!(catalog.intents(i64::MAX, 10).await.expect("list").is_empty());
 }
 
 /// Pruning removes what ended before the cut-off and nothing live, in batches of at most the

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::blob::lock;
-use crate::catalog::{Catalog, Change, Completion, FileQuery, Prune};
+use crate::catalog::{Catalog, Change, Completion, FileQuery, Intent, Prune};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -20,16 +20,18 @@ type Lease = (String, Timestamp);
 /// Records in maps.
 #[derive(Debug, Default)]
 pub struct MemoryCatalog {
-    credentials: Mutex<Vec<Credential>>,
-    files: Mutex<HashMap<FileId, FileRecord>>,
+    pub(super) credentials: Mutex<Vec<Credential>>,
+    pub(super) files: Mutex<HashMap<FileId, FileRecord>>,
     /// Uploads, each with its lock (token, lease end).
-    uploads: Mutex<HashMap<UploadId, (UploadRecord, Option<Lease>)>>,
-    tasks: Mutex<HashMap<TaskId, TaskRecord>>,
-    deliveries: Mutex<BTreeMap<String, DeliveryRecord>>,
+    pub(super) uploads: Mutex<HashMap<UploadId, (UploadRecord, Option<Lease>)>>,
+    pub(super) tasks: Mutex<HashMap<TaskId, TaskRecord>>,
+    pub(super) deliveries: Mutex<BTreeMap<String, DeliveryRecord>>,
     /// Named leases: holder and end.
-    leases: Mutex<HashMap<String, Lease>>,
+    pub(super) leases: Mutex<HashMap<String, Lease>>,
     /// Deployment-wide settings.
-    settings: Mutex<HashMap<String, String>>,
+    pub(super) settings: Mutex<HashMap<String, String>>,
+    /// Intents by (backend, key).
+    pub(super) intents: Mutex<HashMap<(String, String), Intent>>,
     /// Fault injection: the next `insert_file` writes its row and then fails, as a COMMIT whose
     /// reply was lost does.
     lose_insert_reply: std::sync::atomic::AtomicBool,
@@ -434,53 +436,34 @@ impl Catalog for MemoryCatalog {
     }
 
     async fn prune(&self, what: Prune, before: Timestamp, limit: u32) -> Result<u64> {
-        let limit = limit as usize;
-        let n = match what {
-            Prune::Deliveries => {
-                let mut all = lock(&self.deliveries)?;
-                let old: Vec<String> = all
-                    .values()
-                    .filter(|d| d.status != DeliveryStatus::Pending && d.created_at < before)
-                    .take(limit)
-                    .map(|d| d.id.clone())
-                    .collect();
-                old.iter().filter(|id| all.remove(*id).is_some()).count()
-            }
-            Prune::Tasks => {
-                let mut all = lock(&self.tasks)?;
-                let old: Vec<TaskId> = all
-                    .values()
-                    .filter(|t| {
-                        matches!(t.status, TaskStatus::Succeeded | TaskStatus::Failed)
-                            && t.finished_at.is_some_and(|f| f < before)
-                    })
-                    .take(limit)
-                    .map(|t| t.id.clone())
-                    .collect();
-                old.iter().filter(|id| all.remove(*id).is_some()).count()
-            }
-            Prune::Tombstones => {
-                let mut all = lock(&self.files)?;
-                let old: Vec<FileId> = all
-                    .values()
-                    .filter(|f| f.status == FileStatus::Deleted && f.deleted_at.is_some_and(|d| d < before))
-                    .take(limit)
-                    .map(|f| f.id.clone())
-                    .collect();
-                old.iter().filter(|id| all.remove(*id).is_some()).count()
-            }
-            Prune::Uploads => {
-                let mut all = lock(&self.uploads)?;
-                let old: Vec<UploadId> = all
-                    .values()
-                    .filter(|(u, _)| u.status != UploadStatus::Active && u.expires_at < before)
-                    .take(limit)
-                    .map(|(u, _)| u.id.clone())
-                    .collect();
-                old.iter().filter(|id| all.remove(*id).is_some()).count()
-            }
-        };
-        Ok(n as u64)
+        self.prune_rows(what, before, limit)
+    }
+
+    async fn insert_intent(&self, i: &Intent) -> Result<()> {
+        lock(&self.intents)?.insert((i.backend.clone(), i.key.as_str().to_owned()), i.clone());
+        Ok(())
+    }
+
+    async fn delete_intent(&self, backend: &str, key: &StorageKey) -> Result<()> {
+        lock(&self.intents)?.remove(&(backend.to_owned(), key.as_str().to_owned()));
+        Ok(())
+    }
+
+    async fn intent(&self, backend: &str, key: &StorageKey) -> Result<Option<Intent>> {
+        Ok(lock(&self.intents)?
+            .get(&(backend.to_owned(), key.as_str().to_owned()))
+            .cloned())
+    }
+
+    async fn intents(&self, before: Timestamp, limit: u32) -> Result<Vec<Intent>> {
+        let mut out: Vec<Intent> = lock(&self.intents)?
+            .values()
+            .filter(|i| i.created_at < before)
+            .cloned()
+            .collect();
+        out.sort_by_key(|i| i.created_at);
+        out.truncate(limit as usize);
+        Ok(out)
     }
 
     async fn insert_delivery(&self, d: &DeliveryRecord) -> Result<()> {

@@ -3,6 +3,7 @@
 
 mod blob;
 mod catalog;
+mod prune;
 
 pub use blob::MemoryBlobStore;
 pub use catalog::MemoryCatalog;

@@ -1,0 +1,71 @@
+//! Presigned PUTs straight to a bucket land at the file's *incoming* key
+//! ([`crate::blob::incoming_key`]), never at its own: completion moves them there, so a PUT
+//! that comes again through the same URL cannot change a ready file, whatever the store honours.
+//! What no completion will take is swept once no URL can still be in flight.
+
+use crate::error::{Error, Result};
+use crate::files::Files;
+use crate::model::StorageKey;
+use crate::settings::Backend;
+
+impl Files {
+    /// Moves what a presigned PUT left at the incoming key (if anything) to the file's key: a
+    /// server-side copy, then the incoming object is deleted. Two completions racing both copy
+    /// the same bytes; the one that finds it gone finds the key filled.
+    pub(crate) async fn take_incoming(&self, backend: &Backend, key: &StorageKey) -> Result<()> {
+        let incoming = crate::blob::incoming_key(key)?;
+        match backend.store.head(&incoming).await {
+            Ok(_) => {}
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        match backend.store.copy(&incoming, key).await {
+            Ok(_) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        backend.store.delete(&incoming).await
+    }
+
+    /// Deletes a pending file's objects: its key and, on a bucket, its incoming key.
+    pub(crate) async fn discard_pending(&self, backend: &Backend, key: &StorageKey) {
+        if !backend.store.self_served()
+            && let Ok(incoming) = crate::blob::incoming_key(key)
+        {
+            self.discard_blob(backend, &incoming).await;
+        }
+        self.discard_blob(backend, key).await;
+    }
+
+    /// Deletes what presigned PUTs left at incoming keys (see [`crate::blob::incoming_key`])
+    /// that no completion will take: a PUT that came again after its file was completed, or
+    /// for a file since deleted or expired. Only objects older than the longest upload URL
+    /// (`upload_ttl_secs`) and a minute are looked at, so nothing in flight is touched.
+    /// Returns how many it deleted.
+    pub async fn sweep_incoming(&self) -> Result<usize> {
+        let prefix = format!("{}incoming/", crate::blob::INTERNAL_PREFIX);
+        let cutoff = self.ctx.clock.now() - crate::context::secs_to_ms(self.ctx.config.upload_ttl_secs + 60);
+        let mut swept = 0;
+        for (name, backend) in self.ctx.backends() {
+            if backend.store.self_served() {
+                continue;
+            }
+            for (incoming, meta) in backend.store.list(&prefix).await? {
+                if meta.modified > cutoff {
+                    continue;
+                }
+                let key = crate::model::StorageKey::new(&incoming.as_str()[prefix.len()..])?;
+                let pending = self
+                    .ctx
+                    .catalog
+                    .file_by_key(name, &key)
+                    .await?
+                    .is_some_and(|f| f.status == crate::model::FileStatus::Pending);
+                if !pending {
+                    backend.store.delete(&incoming).await?;
+                    swept += 1;
+                }
+            }
+        }
+        Ok(swept)
+    }
+}
