@@ -331,6 +331,18 @@ fn a_second_put_through_a_used_url_changes_no_ready_file() {
         200,
         "the store takes the second PUT (it cannot refuse it)"
     );
+    let done_again: Value = http
+        .post(format!("{}/v1/uploads/{id}/complete", f.at(0)))
+        .header("authorization", &f.auth)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        done_again["sha256"].as_str(),
+        Some(sha(&first).as_str()),
+        "completing again changes nothing"
+    );
     let served = http
         .get(format!("{}/v1/files/{id}/content", f.at(0)))
         .header("authorization", &f.auth)

@@ -87,7 +87,9 @@ pub const INTERNAL_PREFIX: &str = ".filedock/";
 
 /// Where a client's presigned PUT lands on a store that does not serve its own URLs (S3): never
 /// at the file's key. Completion copies it to the key, for which no URL was ever signed, so a
-/// second PUT through the same URL cannot change a ready file, whatever the store honours.
+/// second PUT through the same URL cannot change a ready file, whatever the store honours; the
+/// incoming object stays until its URL expired (so that PUT is still refused where the store
+/// honours create-only), then the sweeper deletes it.
 pub fn incoming_key(key: &StorageKey) -> crate::error::Result<StorageKey> {
     StorageKey::new(format!("{INTERNAL_PREFIX}incoming/{key}"))
 }

@@ -1,7 +1,9 @@
 //! Presigned PUTs straight to a bucket land at the file's *incoming* key
-//! ([`crate::blob::incoming_key`]), never at its own: completion moves them there, so a PUT
+//! ([`crate::blob::incoming_key`]), never at its own: completion copies them there, so a PUT
 //! that comes again through the same URL cannot change a ready file, whatever the store honours.
-//! What no completion will take is swept once no URL can still be in flight.
+//! The incoming object stays while its URL may still be used, so such a PUT is refused as the
+//! client was promised (412 where the store honours the create-only header, as S3 does), and the
+//! sweeper deletes it once no URL can still be in flight.
 
 use crate::error::{Error, Result};
 use crate::files::Files;
@@ -9,21 +11,22 @@ use crate::model::StorageKey;
 use crate::settings::Backend;
 
 impl Files {
-    /// Moves what a presigned PUT left at the incoming key (if anything) to the file's key: a
-    /// server-side copy, then the incoming object is deleted. Two completions racing both copy
-    /// the same bytes; the one that finds it gone finds the key filled.
+    /// Copies what a presigned PUT left at the incoming key (if anything) to the file's key,
+    /// server-side, unless the key holds it already (an earlier completion). Two completions
+    /// racing both copy the same bytes. (On a store without create-only, a PUT through the URL
+    /// in the moment between two racing completions' look and copy could be copied: the one
+    /// window left, and only there.)
     pub(crate) async fn take_incoming(&self, backend: &Backend, key: &StorageKey) -> Result<()> {
+        match backend.store.head(key).await {
+            Ok(_) => return Ok(()),
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
         let incoming = crate::blob::incoming_key(key)?;
-        match backend.store.head(&incoming).await {
-            Ok(_) => {}
-            Err(Error::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        }
         match backend.store.copy(&incoming, key).await {
-            Ok(_) | Err(Error::NotFound(_)) => {}
-            Err(e) => return Err(e),
+            Ok(_) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
         }
-        backend.store.delete(&incoming).await
     }
 
     /// Deletes a pending file's objects: its key and, on a bucket, its incoming key.
@@ -37,8 +40,8 @@ impl Files {
     }
 
     /// Deletes what presigned PUTs left at incoming keys (see [`crate::blob::incoming_key`])
-    /// that no completion will take: a PUT that came again after its file was completed, or
-    /// for a file since deleted or expired. Only objects older than the longest upload URL
+    /// once no completion will take it: its file completed (the incoming object kept until its
+    /// URL expired), deleted or expired. Only objects older than the longest upload URL
     /// (`upload_ttl_secs`) and a minute are looked at, so nothing in flight is touched.
     /// Returns how many it deleted.
     pub async fn sweep_incoming(&self) -> Result<usize> {

@@ -596,9 +596,10 @@ async fn admin_keys_create_list_and_revoke_within_their_project() {
     }
 }
 
-/// On S3 a presigned PUT lands at the file's incoming key and completion moves it: a PUT that
-/// comes again through the same URL after completion lands there too, changes nothing served,
-/// and the sweeper deletes it once no URL can still be in flight.
+/// On S3 a presigned PUT lands at the file's incoming key and completion copies it: the
+/// incoming object stays while the URL lives, so a PUT that comes again through it is still
+/// refused (412, as Cyberun's document promises), and the sweeper deletes it once no URL can
+/// still be in flight.
 #[tokio::test]
 async fn a_put_after_completion_is_swept_from_the_incoming_keys() {
     if !scaled() {
@@ -639,7 +640,10 @@ async fn a_put_after_completion_is_swept_from_the_incoming_keys() {
         "{}",
         String::from_utf8_lossy(&done.body)
     );
-    assert_eq!(put(b"%PDF-1.4\nagain\n%%EOF\n".to_vec()).await, StatusCode::OK);
+    assert_eq!(
+        put(b"%PDF-1.4\nagain\n%%EOF\n".to_vec()).await,
+        StatusCode::PRECONDITION_FAILED
+    );
     assert_eq!(
         app.files.sweep_incoming().await.unwrap(),
         0,
