@@ -153,6 +153,22 @@ fn tus_multipart_and_cyberun_through_nginx_over_two_instances() {
         return;
     }
     let s3 = S3Server::start();
+    through_nginx(&s3.backend_toml());
+}
+
+/// The same on moto's S3 server (an implementation no one here wrote).
+#[test]
+fn tus_multipart_and_cyberun_through_nginx_over_two_instances_on_moto() {
+    if !nginx_installed() {
+        return;
+    }
+    let Some(moto) = filedock_testkit::MotoServer::start() else {
+        return;
+    };
+    through_nginx(&moto.backend_toml());
+}
+
+fn through_nginx(backend_toml: &str) {
     let Some(pg) = postgres_database() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (lb_port, a_port, b_port) = (free_port(), free_port(), free_port());
@@ -164,7 +180,9 @@ fn tus_multipart_and_cyberun_through_nginx_over_two_instances() {
         format!(
             "public_url = \"{base}\"\nsigning_secret_file = \"{}\"\n{}",
             dir.path().join("signing.key").display(),
-            s3_postgres_toml(&s3, &pg)
+            format!(
+                "default_backend = \"s3\"\n[backends.s3]\n{backend_toml}\n[catalog]\ntype = \"postgres\"\nurl = \"{pg}\"\n"
+            )
         ),
     )
     .unwrap();
