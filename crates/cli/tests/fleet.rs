@@ -178,11 +178,9 @@ fn through_nginx(backend_toml: &str) {
     std::fs::write(
         &config,
         format!(
-            "public_url = \"{base}\"\nsigning_secret_file = \"{}\"\n{}",
+            "public_url = \"{base}\"\nsigning_secret_file = \"{}\"\ndefault_backend = \"s3\"\n\
+             [backends.s3]\n{backend_toml}\n[catalog]\ntype = \"postgres\"\nurl = \"{pg}\"\n",
             dir.path().join("signing.key").display(),
-            format!(
-                "default_backend = \"s3\"\n[backends.s3]\n{backend_toml}\n[catalog]\ntype = \"postgres\"\nurl = \"{pg}\"\n"
-            )
         ),
     )
     .unwrap();
