@@ -16,7 +16,6 @@ use common::*;
 use filedock_testkit::S3Server;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
-use sha2::Digest;
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -116,35 +115,6 @@ fn nginx_installed() -> bool {
     );
     eprintln!("SKIPPED: {NGINX} is missing (scripts/test installs it)");
     false
-}
-
-fn bytes_of(n: usize, seed: u32) -> Vec<u8> {
-    (0..n as u32)
-        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect()
-}
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(b))
-}
-
-/// PUTs presigned parts straight to the bucket; returns `[{part_number, etag}]`.
-fn put_parts(http: &Client, parts: &[Value], url_field: &str, bytes: &[u8], part_size: usize) -> Vec<Value> {
-    parts
-        .iter()
-        .map(|p| {
-            let n = p["part_number"].as_u64().unwrap() as usize;
-            let chunk = &bytes[(n - 1) * part_size..(n * part_size).min(bytes.len())];
-            let resp = http
-                .put(p[url_field].as_str().unwrap())
-                .body(chunk.to_vec())
-                .send()
-                .unwrap();
-            assert!(resp.status().is_success(), "part {n}: {}", resp.status());
-            let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
-            json!({"part_number": n, "etag": etag})
-        })
-        .collect()
 }
 
 #[test]

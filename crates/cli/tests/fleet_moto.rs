@@ -11,17 +11,6 @@ mod common;
 use common::*;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
-use sha2::Digest;
-
-fn bytes_of(n: usize, seed: u32) -> Vec<u8> {
-    (0..n as u32)
-        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect()
-}
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(b))
-}
 
 /// Text for 8 KiB and more, then a byte no text holds.
 fn text_spoiled_late() -> Vec<u8> {
@@ -187,17 +176,7 @@ fn three_instances_on_moto_record_every_sha256_and_lose_nothing() {
         .unwrap()
         .json()
         .unwrap();
-    let mut etags = Vec::new();
-    for (i, p) in parts["parts"].as_array().unwrap().iter().enumerate() {
-        let chunk = &big[i * part_size..((i + 1) * part_size).min(big.len())];
-        let mut put = http.put(p["url"].as_str().unwrap()).body(chunk.to_vec());
-        for (h, v) in p["headers"].as_object().unwrap() {
-            put = put.header(h.as_str(), v.as_str().unwrap());
-        }
-        let resp = put.send().unwrap();
-        assert_eq!(resp.status(), 200);
-        etags.push(json!({"part_number": i + 1, "etag": resp.headers()["etag"].to_str().unwrap()}));
-    }
+    let etags = put_parts(&http, parts["parts"].as_array().unwrap(), "url", &big, part_size);
     let done: Value = http
         .post(format!("{}/v1/uploads/multipart/{upload}/complete", f.at(2)))
         .header("authorization", &f.auth)

@@ -40,8 +40,12 @@ async fn passes_the_blob_store_conformance_suite() {
 #[tokio::test(flavor = "multi_thread")]
 async fn passes_the_multipart_and_append_conformance_suites() {
     let server = S3Server::start();
-    // A budget of one part buffer: the smallest there is must not deadlock.
-    let s = store_with_budget(&server, CreateOnly::IfNoneMatch, 8);
+    multipart_and_append_suites(&server.endpoint).await;
+}
+
+/// With a budget of one part buffer: the smallest there is must not deadlock.
+async fn multipart_and_append_suites(endpoint: &str) {
+    let s = store_at(endpoint, CreateOnly::IfNoneMatch, 8);
     filedock_core::conformance::multipart_suite(&s).await;
     filedock_core::conformance::append_suite(&s).await;
     assert!(
@@ -251,10 +255,14 @@ async fn concurrent_uploads_share_the_part_budget_and_arrive_whole() {
 /// offset was never recorded: the object is what the recorded appends said.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_append_in_turn_and_an_unrecorded_append_is_replaced() {
-    use futures_util::StreamExt as _;
     let server = S3Server::start();
-    let a = store(&server, CreateOnly::IfNoneMatch);
-    let b = store(&server, CreateOnly::IfNoneMatch);
+    appends_in_turn(&server.endpoint).await;
+}
+
+async fn appends_in_turn(endpoint: &str) {
+    use futures_util::StreamExt as _;
+    let a = store_at(endpoint, CreateOnly::IfNoneMatch, 48);
+    let b = store_at(endpoint, CreateOnly::IfNoneMatch, 48);
     let data: Vec<u8> = (0..14u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
         .collect();
@@ -337,13 +345,7 @@ async fn passes_the_multipart_and_append_conformance_suites_on_moto() {
     let Some(moto) = filedock_testkit::MotoServer::start() else {
         return;
     };
-    let s = moto_store(&moto, 8);
-    filedock_core::conformance::multipart_suite(&s).await;
-    filedock_core::conformance::append_suite(&s).await;
-    assert!(
-        s.list(".filedock/").await.unwrap().is_empty(),
-        "no staging object is left behind"
-    );
+    multipart_and_append_suites(&moto.endpoint).await;
 }
 
 /// A 20 MiB body (multipart through the part sender), ranges of it, and moto's own create-only
@@ -405,33 +407,8 @@ async fn large_bodies_ranges_and_create_only_on_moto() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_append_in_turn_on_moto() {
-    use futures_util::StreamExt as _;
     let Some(moto) = filedock_testkit::MotoServer::start() else {
         return;
     };
-    let (a, b) = (moto_store(&moto, 48), moto_store(&moto, 48));
-    let data: Vec<u8> = (0..12u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect();
-    let body = |bytes: &[u8]| futures_util::stream::iter([Ok(bytes::Bytes::copy_from_slice(bytes))]).boxed();
-    let key = StorageKey::new("turns/object").unwrap();
-    let handle = a.append_create(&key).await.unwrap();
-    const M: usize = 1 << 20;
-    for (s, from, to) in [(&a, 0, 3), (&b, 3, 7), (&a, 7, 12)] {
-        let (end, failed) = s
-            .append(&key, &handle, (from * M) as u64, body(&data[from * M..to * M]))
-            .await
-            .unwrap();
-        assert!(failed.is_none());
-        assert_eq!(end, (to * M) as u64);
-    }
-    let meta = b.append_finish(&key, &handle, (12 * M) as u64).await.unwrap();
-    assert_eq!(meta.size, (12 * M) as u64);
-    let mut got = Vec::new();
-    let mut s = a.get(&key, None).await.unwrap().body;
-    while let Some(c) = s.next().await {
-        got.extend_from_slice(&c.unwrap());
-    }
-    assert!(got == data, "the object is not the recorded appends");
-    assert!(a.list(".filedock/").await.unwrap().is_empty());
+    appends_in_turn(&moto.endpoint).await;
 }

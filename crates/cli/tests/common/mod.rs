@@ -184,3 +184,44 @@ pub fn juniortree_link_path(base: &str, key: &str, name: &str, content: &str) ->
     let id = resp["data"]["id"].as_str().unwrap();
     id[id.find("/l/").unwrap()..].to_owned()
 }
+
+/// `n` bytes of a deterministic pattern (`seed` tells patterns apart).
+pub fn bytes_of(n: usize, seed: u32) -> Vec<u8> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect()
+}
+
+/// The SHA-256 of `b`, in hex.
+pub fn sha(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// PUTs presigned parts (each `{part_number, <url_field>, headers?}`) straight to the bucket;
+/// returns `[{part_number, etag}]`.
+pub fn put_parts(
+    http: &reqwest::blocking::Client,
+    parts: &[serde_json::Value],
+    url_field: &str,
+    bytes: &[u8],
+    part_size: usize,
+) -> Vec<serde_json::Value> {
+    parts
+        .iter()
+        .map(|p| {
+            let n = p["part_number"].as_u64().unwrap() as usize;
+            let chunk = &bytes[(n - 1) * part_size..(n * part_size).min(bytes.len())];
+            let mut put = http.put(p[url_field].as_str().unwrap()).body(chunk.to_vec());
+            if let Some(headers) = p["headers"].as_object() {
+                for (h, v) in headers {
+                    put = put.header(h.as_str(), v.as_str().unwrap());
+                }
+            }
+            let resp = put.send().unwrap();
+            assert!(resp.status().is_success(), "part {n}: {}", resp.status());
+            let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+            serde_json::json!({"part_number": n, "etag": etag})
+        })
+        .collect()
+}
