@@ -10,6 +10,10 @@ use crate::files::Files;
 use crate::model::StorageKey;
 use crate::settings::Backend;
 
+/// The lease of the incoming sweep, and how long it holds.
+const INCOMING_LEASE: &str = "sweep:incoming";
+const INCOMING_LEASE_MS: i64 = 300_000;
+
 impl Files {
     /// Copies what a presigned PUT left at the incoming key (if anything) to the file's key,
     /// server-side, unless the key holds it already (an earlier completion). Two completions
@@ -45,6 +49,24 @@ impl Files {
     /// (`upload_ttl_secs`) and a minute are looked at, so nothing in flight is touched.
     /// Returns how many it deleted.
     pub async fn sweep_incoming(&self) -> Result<usize> {
+        // One instance at a time: the listing is the cost, and one is enough.
+        let now = self.ctx.clock.now();
+        if !self
+            .ctx
+            .catalog
+            .try_lease(INCOMING_LEASE, &self.ctx.instance, now, now + INCOMING_LEASE_MS)
+            .await?
+        {
+            return Ok(0);
+        }
+        let swept = self.sweep_incoming_held().await;
+        if let Err(e) = self.ctx.catalog.release_lease(INCOMING_LEASE, &self.ctx.instance).await {
+            tracing::warn!(error = %e, "could not release the incoming sweep's lease; it ends by itself");
+        }
+        swept
+    }
+
+    async fn sweep_incoming_held(&self) -> Result<usize> {
         let prefix = format!("{}incoming/", crate::blob::INTERNAL_PREFIX);
         let cutoff = self.ctx.clock.now() - crate::context::secs_to_ms(self.ctx.config.upload_ttl_secs + 60);
         let mut swept = 0;
