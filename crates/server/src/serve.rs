@@ -46,10 +46,13 @@ pub async fn serve(
     timeouts: Timeouts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Outermost, so a body dropped unread drains as it came off the socket (see `linger`).
+    // The body timeout outermost, then lingering (see `linger`): a body dropped unread drains
+    // through the timeout, and a body that timed out (a stalled client) is seen to have failed,
+    // so it is not drained: its connection closes with the 408 (with lingering outside the
+    // timeout, the drain waited 5 s more on a client that had stopped sending).
     let router = router
-        .layer(RequestBodyTimeoutLayer::new(timeouts.body_idle))
-        .layer(tower::util::MapRequestLayer::new(linger::lingering));
+        .layer(tower::util::MapRequestLayer::new(linger::lingering))
+        .layer(RequestBodyTimeoutLayer::new(timeouts.body_idle));
     let service = TowerToHyperService::new(router);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
