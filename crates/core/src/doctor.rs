@@ -202,8 +202,12 @@ impl Readiness {
                 continue;
             }
             if !self.owned(&i.backend, &i.key).await? {
-                self.ctx.backend(Some(&i.backend))?.store.delete(&i.key).await?;
-                tracing::info!(backend = %i.backend, key = %i.key, "deleted what a crashed upload wrote");
+                // A backend no longer configured: its object, if any, is an orphan without an
+                // intent now, which a scan with that backend configured deletes.
+                if let Ok(backend) = self.ctx.backend(Some(&i.backend)) {
+                    backend.store.delete(&i.key).await?;
+                    tracing::info!(backend = %i.backend, key = %i.key, "deleted what a crashed upload wrote");
+                }
             }
             self.ctx.catalog.delete_intent(&i.backend, &i.key).await?;
             settled += 1;
