@@ -146,7 +146,7 @@ macro_rules! pool_inserts {
                 let mut q = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO files (id, project, workspace, backend, storage_key, name, size, declared_type,
                         detected_type, extension, sha256, created_by, agent, credential_id, class, status, policy,
-                        created_at, completed_at, expires_at, deleted_at) ",
+                        created_at, completed_at, expires_at, deleted_at, origin, reason) ",
                 );
                 q.push_values(rows, |mut b, f| {
                     b.push_bind(f.id.as_str().to_owned())
@@ -169,7 +169,9 @@ macro_rules! pool_inserts {
                         .push_bind(f.created_at)
                         .push_bind(f.completed_at)
                         .push_bind(f.expires_at)
-                        .push_bind(f.deleted_at);
+                        .push_bind(f.deleted_at)
+                        .push_bind(f.origin.clone())
+                        .push_bind(f.reason.clone());
                 });
                 let mut c = $crate::rows::Relaxed::conn(self).await?;
                 q.build().execute(&mut *c).await.map_err($crate::rows::db_err)?;

@@ -64,7 +64,7 @@ where
     }
 
     /// Runs the change's statement; returns how many rows it changed. One function on purpose:
-    /// one `match` of five statements, each the only place it is written.
+    /// one `match` of six statements, each the only place it is written.
     async fn statement<'e, X>(x: X, change: Change<'_>) -> filedock_core::Result<u64>
     where
         X: Executor<'e, Database = E::Db>,
@@ -75,9 +75,9 @@ where
                     sqlx::query(
                         "INSERT INTO files (id, project, workspace, backend, storage_key, name, size, declared_type,
                         detected_type, extension, sha256, created_by, agent, credential_id, class, status, policy,
-                        created_at, completed_at, expires_at, deleted_at)
+                        created_at, completed_at, expires_at, deleted_at, origin, reason)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-                        $20, $21)",
+                        $20, $21, $22, $23)",
                     )
                     .bind(f.id.as_str())
                     .bind(f.project.as_str())
@@ -100,6 +100,8 @@ where
                     .bind(f.completed_at)
                     .bind(f.expires_at)
                     .bind(f.deleted_at)
+                    .bind(&f.origin)
+                    .bind(&f.reason)
                     .execute(x)
                     .await
                 }
@@ -119,6 +121,17 @@ where
                         "UPDATE files SET status = 'deleted', deleted_at = $2 WHERE id = $1 AND status <> 'deleted'",
                     )
                     .bind(id.as_str())
+                    .bind(at)
+                    .execute(x)
+                    .await
+                }
+                Change::FailFile { id, reason, at } => {
+                    sqlx::query(
+                        "UPDATE files SET status = 'failed', reason = $2, completed_at = $3
+                         WHERE id = $1 AND status = 'pending'",
+                    )
+                    .bind(id.as_str())
+                    .bind(reason)
                     .bind(at)
                     .execute(x)
                     .await

@@ -127,6 +127,8 @@ where
         completed_at: t("completed_at")?,
         expires_at: t("expires_at")?,
         deleted_at: t("deleted_at")?,
+        origin: o("origin")?,
+        reason: o("reason")?,
     })
 }
 

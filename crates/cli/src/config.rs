@@ -42,6 +42,8 @@ pub struct Config {
     pub cors: CorsConfig,
     /// Whether stable links serve the bytes (default) or redirect to a presigned URL.
     pub links: LinksConfig,
+    /// Upload from a URL: the address guard's allowlist and the timeouts.
+    pub fetch: filedock_server::fetch::FetchConfig,
     /// TTL of presigned upload URLs, in seconds.
     pub upload_ttl_secs: u64,
     /// Default TTL of download links, in seconds.
@@ -104,6 +106,7 @@ impl Default for Config {
             dialects: DialectsConfig::default(),
             cors: CorsConfig::default(),
             links: LinksConfig::default(),
+            fetch: Default::default(),
             upload_ttl_secs: 15 * 60,
             link_ttl_secs: 60 * 60,
             max_link_ttl_secs: 7 * 86_400,

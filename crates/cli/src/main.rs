@@ -122,14 +122,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, public_url = %cfg.public_url(), data_dir = %cfg.data_dir.display(), "filedock listening");
     let jobs = background_jobs(&files, &cfg);
-    let router = filedock_server::router(filedock_server::AppState {
+    let state = filedock_server::AppState::new(
         files,
-        dialects: Arc::new(cfg.dialects.clone()),
-        http: Arc::new(filedock_server::config::HttpConfig {
+        cfg.dialects.clone(),
+        filedock_server::config::HttpConfig {
             cors: cfg.cors.clone(),
             links: cfg.links.clone(),
-        }),
-    });
+            fetch: cfg.fetch.clone(),
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    let router = filedock_server::router(state);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let timeouts = filedock_server::Timeouts {
         header: Duration::from_secs(cfg.header_timeout_secs.max(1)),

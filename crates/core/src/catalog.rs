@@ -46,6 +46,13 @@ pub enum Change<'a> {
     CompleteFile(&'a FileId, &'a Completion),
     /// [`Catalog::delete_file`].
     DeleteFile(&'a FileId, Timestamp),
+    /// A pending file that could not be taken becomes `failed` with its reason (only if still
+    /// pending).
+    FailFile {
+        id: &'a FileId,
+        reason: &'a str,
+        at: Timestamp,
+    },
     /// [`Catalog::finish_task`].
     FinishTask {
         id: &'a TaskId,

@@ -62,6 +62,22 @@ pub enum Error {
     /// The client stopped sending a request it had started.
     #[error("{0}")]
     Timeout(String),
+    /// A URL filedock was asked to fetch is refused: not http(s), or it reaches (or redirects
+    /// to) an address the fetch guard denies.
+    #[error("{0}")]
+    UrlRefused(String),
+    /// The source of a fetch failed: it could not be reached, answered an error, or broke off.
+    #[error("{0}")]
+    SourceFailed(String),
+    /// The source of a fetch did not answer, or did not send its body, in time.
+    #[error("{0}")]
+    SourceTimeout(String),
+    /// An `Idempotency-Key` used again with a different request.
+    #[error("{0}")]
+    IdempotencyMismatch(String),
+    /// The first request with this `Idempotency-Key` is still running; retry after the seconds.
+    #[error("{0}")]
+    InProgress(String, u64),
     /// A dependency is unavailable; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
@@ -94,6 +110,11 @@ impl Error {
             Error::QuotaExceeded(_) => "quota_exceeded",
             Error::InsufficientStorage(_) => "insufficient_storage",
             Error::Timeout(_) => "timeout",
+            Error::UrlRefused(_) => "url_refused",
+            Error::SourceFailed(_) => "source_failed",
+            Error::SourceTimeout(_) => "source_timeout",
+            Error::IdempotencyMismatch(_) => "idempotency_key_reused",
+            Error::InProgress(_, _) => "in_progress",
             Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
         }

@@ -16,6 +16,9 @@ pub enum EventType {
     /// A file was stored and checked.
     #[serde(rename = "file.ready")]
     FileReady,
+    /// A file could not be taken (a fetch from a URL failed); its record says why.
+    #[serde(rename = "file.failed")]
+    FileFailed,
     /// A file was deleted, or expired and was swept.
     #[serde(rename = "file.deleted")]
     FileDeleted,
@@ -29,8 +32,9 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 5] = [
         EventType::FileReady,
+        EventType::FileFailed,
         EventType::FileDeleted,
         EventType::TaskSucceeded,
         EventType::TaskFailed,
@@ -40,6 +44,7 @@ impl EventType {
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::FileReady => "file.ready",
+            EventType::FileFailed => "file.failed",
             EventType::FileDeleted => "file.deleted",
             EventType::TaskSucceeded => "task.succeeded",
             EventType::TaskFailed => "task.failed",

@@ -82,6 +82,8 @@ pub struct NewFile {
     /// The backend by name (default when `None`).
     pub backend: Option<String>,
     pub key: KeyLayout,
+    /// Where the bytes are fetched from (upload from a URL), as recorded.
+    pub origin: Option<String>,
 }
 
 impl NewFile {
@@ -98,6 +100,7 @@ impl NewFile {
             agent: None,
             backend: None,
             key: KeyLayout::Native,
+            origin: None,
         }
     }
 }
@@ -194,6 +197,8 @@ impl Files {
             completed_at: None,
             expires_at: self.expiry(&who.project, new.class, new.ttl_secs, now),
             deleted_at: None,
+            origin: new.origin.clone(),
+            reason: None,
         }
     }
 
@@ -384,8 +389,10 @@ impl Files {
     /// PATCHes came through several instances) the object is read back whole: every ready file
     /// has its SHA-256 and every content rule is checked over its whole body, on every path.
     pub(crate) async fn complete_known(&self, rec: FileRecord, known: Option<(u64, String)>) -> Result<FileRecord> {
-        if rec.status == FileStatus::Ready {
-            return Ok(rec);
+        match rec.status {
+            FileStatus::Ready => return Ok(rec),
+            FileStatus::Failed => return Err(rec.failure()),
+            FileStatus::Pending | FileStatus::Deleted => {}
         }
         let backend = self.ctx.backend(Some(&rec.backend))?;
         let store = &backend.store;

@@ -21,6 +21,7 @@ pub mod doctor;
 pub mod error;
 pub mod event_shapes;
 pub mod events;
+pub mod fetched;
 pub mod files;
 pub mod identity;
 pub mod incoming;

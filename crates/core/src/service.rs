@@ -164,6 +164,19 @@ impl FileService {
     pub async fn discard(&self, staged: Staged) {
         self.files.discard(staged).await
     }
+    /// See [`Files::announce`](crate::files::Files::announce).
+    pub async fn announce(&self, who: &Principal, new: NewFile) -> Result<crate::fetched::Announced> {
+        self.files.announce(who, new).await
+    }
+    /// See [`Files::fill`](crate::files::Files::fill).
+    pub async fn fill(
+        &self,
+        announced: crate::fetched::Announced,
+        size_hint: Option<u64>,
+        body: ByteStream,
+    ) -> Result<FileRecord> {
+        self.files.fill(announced, size_hint, body).await
+    }
     /// See [`Files::presign_upload`](crate::files::Files::presign_upload).
     pub async fn presign_upload(&self, who: &Principal, req: PresignUpload) -> Result<(FileRecord, PresignedRequest)> {
         self.files.presign_upload(who, req).await

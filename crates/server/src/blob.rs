@@ -38,6 +38,10 @@ fn s3_code(e: &Error) -> &'static str {
         Error::QuotaExceeded(_) => "QuotaExceeded",
         Error::InsufficientStorage(_) => "InsufficientStorage",
         Error::Timeout(_) => "RequestTimeout",
+        Error::UrlRefused(_) => "InvalidRequest",
+        Error::SourceFailed(_) | Error::SourceTimeout(_) => "InternalError",
+        Error::IdempotencyMismatch(_) => "InvalidRequest",
+        Error::InProgress(_, _) => "OperationAborted",
         Error::Unavailable(_) => "ServiceUnavailable",
         Error::Internal(_) => "InternalError",
     }

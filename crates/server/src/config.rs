@@ -91,12 +91,14 @@ pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
     ])
 }
 
-/// Settings of the HTTP front that are not a dialect's: CORS and how stable links answer.
+/// Settings of the HTTP front that are not a dialect's: CORS, how stable links answer, fetches.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub cors: CorsConfig,
     pub links: LinksConfig,
+    /// Upload from a URL: the address guard's allowlist and the fetch timeouts (`[fetch]`).
+    pub fetch: FetchConfig,
 }
 
 /// Which web pages (origins) may call filedock from a browser (`[cors]`).
@@ -131,4 +133,34 @@ pub struct LinksConfig {
     /// `true`: it answers 302 to a short-lived presigned URL, so on S3 the bytes go from the
     /// bucket to the client without passing through filedock (clients must follow redirects).
     pub redirect: bool,
+}
+
+/// `[fetch]`: how filedock fetches a URL it is handed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchConfig {
+    /// Address ranges (`"10.1.0.0/16"`) and host names (`"files.internal"`) opened despite the
+    /// guard. Empty by default: no private, loopback or link-local address is ever fetched.
+    pub allow: Vec<String>,
+    pub connect_timeout_secs: u64,
+    /// From the request sent to the answer's head, and between two reads of its body.
+    pub first_byte_timeout_secs: u64,
+    /// The whole transfer of a synchronous fetch (the request waits that long at most).
+    pub sync_timeout_secs: u64,
+    /// The whole transfer of an `"async": true` fetch.
+    pub async_timeout_secs: u64,
+    pub max_redirects: u32,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            allow: Vec::new(),
+            connect_timeout_secs: 10,
+            first_byte_timeout_secs: 30,
+            sync_timeout_secs: 120,
+            async_timeout_secs: 3600,
+            max_redirects: 5,
+        }
+    }
 }

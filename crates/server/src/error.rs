@@ -28,6 +28,11 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
         Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+        Error::UrlRefused(_) => StatusCode::BAD_REQUEST,
+        Error::SourceFailed(_) => StatusCode::BAD_GATEWAY,
+        Error::SourceTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        Error::IdempotencyMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::InProgress(_, _) => StatusCode::CONFLICT,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -63,7 +68,7 @@ pub fn with_error_headers(e: &Error, mut resp: Response) -> Response {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        Error::RateLimited(_, secs) => {
+        Error::RateLimited(_, secs) | Error::InProgress(_, secs) => {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
         }
         // A dependency that did not answer, or a full disk: worth trying again later.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod cors;
 pub mod dialects;
 pub mod error;
+pub mod fetch;
 mod framing;
 mod linger;
 pub mod links;

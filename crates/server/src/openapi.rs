@@ -119,7 +119,7 @@ impl Modify for TusAliases {
         tokenops::upload_url, huawei::upload_file, juniortree::upload,
         cyberun::presign,
         tus::discover, tus::create, tus::head, tus::patch, tus::terminate,
-        native::upload, native::list, native::lookup, native::get_file, native::download, native::delete_file, native::create_link,
+        native::upload, native::from_url, native::list, native::lookup, native::get_file, native::download, native::delete_file, native::create_link,
         native::presign, native::complete,
         native::initiate_multipart, native::presign_parts, native::complete_multipart, native::abort_multipart,
         native::create_key, native::list_keys, native::revoke_key,
@@ -128,7 +128,7 @@ impl Modify for TusAliases {
         workflows::presign_output, workflows::heartbeat, workflows::complete, workflows::fail
     ),
     components(schemas(
-        native::FileView, native::FileList, native::SignedRequest, native::PresignRequest, native::PresignResponse,
+        native::FileView, native::FileList, native::FromUrlRequest, native::SignedRequest, native::PresignRequest, native::PresignResponse,
         native::LinkRequest, native::LinkResponse, native::UploadForm, ErrorBody, ErrorDetail,
         native::MultipartRequest, native::MultipartResponse, native::PartsRequest, native::PartUpload,
         native::PartsResponse, native::CompletedPart, native::CompleteMultipartRequest,

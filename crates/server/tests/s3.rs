@@ -74,23 +74,20 @@ async fn presigned_bytes_never_pass_through_filedock() {
     // Count every request body byte filedock receives.
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();
-    let app = router(AppState {
-        files,
-        dialects: Default::default(),
-        http: Default::default(),
-    })
-    .layer(axum::middleware::map_request(move |req: Request<Body>| {
-        let counter = counter.clone();
-        async move {
-            let (parts, body) = req.into_parts();
-            let counted = body.into_data_stream().inspect(move |chunk| {
-                if let Ok(b) = chunk {
-                    counter.fetch_add(b.len() as u64, Ordering::SeqCst);
-                }
-            });
-            Request::from_parts(parts, Body::from_stream(counted))
-        }
-    }));
+    let app = router(AppState::new(files, Default::default(), Default::default()).expect("state")).layer(
+        axum::middleware::map_request(move |req: Request<Body>| {
+            let counter = counter.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let counted = body.into_data_stream().inspect(move |chunk| {
+                    if let Ok(b) = chunk {
+                        counter.fetch_add(b.len() as u64, Ordering::SeqCst);
+                    }
+                });
+                Request::from_parts(parts, Body::from_stream(counted))
+            }
+        }),
+    );
     let call = |req: Request<Body>| {
         let app = app.clone();
         async move {

@@ -80,6 +80,8 @@ pub(super) fn file(p: &str, ws: Option<&str>, key_: &str, status: FileStatus) ->
         completed_at: None,
         expires_at: Some(10_000),
         deleted_at: None,
+        origin: Some("https://example.com/dir/ünï code.txt".into()),
+        reason: None,
     }
 }
 

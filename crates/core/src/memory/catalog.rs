@@ -417,6 +417,18 @@ impl Catalog for MemoryCatalog {
             }
             Change::CompleteFile(id, c) => self.complete_file(id, c).await?,
             Change::DeleteFile(id, at) => self.delete_file(id, at).await?,
+            Change::FailFile { id, reason, at } => {
+                let mut files = lock(&self.files)?;
+                match files.get_mut(id).filter(|f| f.status == FileStatus::Pending) {
+                    Some(f) => {
+                        f.status = FileStatus::Failed;
+                        f.reason = Some(reason.to_owned());
+                        f.completed_at = Some(at);
+                        true
+                    }
+                    None => false,
+                }
+            }
             Change::FinishTask {
                 id,
                 runner,

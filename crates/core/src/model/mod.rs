@@ -219,6 +219,8 @@ pub enum FileStatus {
     Ready,
     /// Deleted or expired; the record stays as a tombstone.
     Deleted,
+    /// Could not be taken (a fetch from a URL that failed); `reason` says why. No bytes.
+    Failed,
 }
 
 impl FileStatus {
@@ -228,6 +230,7 @@ impl FileStatus {
             FileStatus::Pending => "pending",
             FileStatus::Ready => "ready",
             FileStatus::Deleted => "deleted",
+            FileStatus::Failed => "failed",
         }
     }
     /// Parses a stored name.
@@ -236,6 +239,7 @@ impl FileStatus {
             "pending" => Ok(FileStatus::Pending),
             "ready" => Ok(FileStatus::Ready),
             "deleted" => Ok(FileStatus::Deleted),
+            "failed" => Ok(FileStatus::Failed),
             other => Err(Error::internal_msg(format!("unknown file status '{other}'"))),
         }
     }
@@ -274,9 +278,20 @@ pub struct FileRecord {
     pub completed_at: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
     pub deleted_at: Option<Timestamp>,
+    /// Where the bytes were fetched from (upload from a URL): the URL without credentials,
+    /// query or fragment.
+    pub origin: Option<String>,
+    /// Why a `failed` file could not be taken.
+    pub reason: Option<String>,
 }
 
 impl FileRecord {
+    /// The answer for a use of a `failed` file: it has no bytes, and its record says why.
+    pub fn failure(&self) -> Error {
+        let why = self.reason.as_deref().unwrap_or("no reason recorded");
+        Error::Conflict(format!("this file could not be taken: {why}"))
+    }
+
     /// The content type to serve: detected, else declared, else octet-stream.
     pub fn content_type(&self) -> &str {
         self.detected_type

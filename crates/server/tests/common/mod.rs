@@ -79,11 +79,22 @@ impl TestApp {
     /// The default app with the HTTP front's settings (CORS, links) changed.
     pub async fn with_http(http: HttpConfig) -> TestApp {
         let mut app = Self::new().await;
-        app.router = router(AppState {
-            files: app.files.clone(),
-            dialects: Default::default(),
-            http: Arc::new(http),
-        });
+        app.router = router(AppState::new(app.files.clone(), Default::default(), http).expect("state"));
+        app
+    }
+
+    /// An app whose `native` policy takes `native_max` bytes, fetching URLs with `fetch`.
+    pub async fn fetching(native_max: u64, fetch: filedock_server::fetch::FetchConfig) -> TestApp {
+        let policies = BTreeMap::from([(
+            filedock_server::config::policy::NATIVE.to_owned(),
+            UploadPolicy::max(native_max),
+        )]);
+        let mut app = Self::with_policies(policies).await;
+        let http = HttpConfig {
+            fetch,
+            ..Default::default()
+        };
+        app.router = router(AppState::new(app.files.clone(), Default::default(), http).expect("state"));
         app
     }
 
@@ -161,11 +172,7 @@ impl TestApp {
         );
         files.verify_identity().await.unwrap();
         TestApp {
-            router: router(AppState {
-                files: files.clone(),
-                dialects: Arc::new(dialects),
-                http: Default::default(),
-            }),
+            router: router(AppState::new(files.clone(), dialects, Default::default()).expect("state")),
             clock,
             catalog,
             files,
@@ -297,7 +304,12 @@ impl TestApp {
     /// Catalog rows of a project's files, every status.
     pub async fn file_rows(&self, project: &str) -> usize {
         let mut n = 0;
-        for status in [FileStatus::Pending, FileStatus::Ready, FileStatus::Deleted] {
+        for status in [
+            FileStatus::Pending,
+            FileStatus::Ready,
+            FileStatus::Deleted,
+            FileStatus::Failed,
+        ] {
             let q = FileQuery {
                 project: ProjectId::new(project).unwrap(),
                 workspace: None,

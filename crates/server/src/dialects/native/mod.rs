@@ -4,6 +4,7 @@
 //!
 //! The shapes are in `views`, the multipart routes in `multipart`.
 
+mod from_url;
 mod keys;
 mod multipart;
 mod views;
@@ -24,6 +25,7 @@ use crate::error::{ApiResult, ErrorBody};
 use crate::state::AppState;
 use crate::{body, respond};
 
+pub use from_url::*;
 pub use keys::*;
 pub use multipart::*;
 pub use views::*;
@@ -39,6 +41,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/files", post(upload).get(list))
         .route("/v1/files/lookup", get(lookup))
+        .route("/v1/files/from-url", post(from_url))
         .route("/v1/files/{id}", get(get_file).delete(delete_file))
         .route("/v1/files/{id}/content", get(download))
         .route("/v1/files/{id}/links", post(create_link))

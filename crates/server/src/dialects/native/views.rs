@@ -22,7 +22,7 @@ pub struct FileView {
     pub sha256: Option<String>,
     /// `input`, `output` or `asset`.
     pub class: String,
-    /// `pending` or `ready`.
+    /// `pending`, `ready` or `failed` (a fetch from a URL that did not succeed: see `reason`).
     pub status: String,
     pub backend: String,
     pub key: String,
@@ -32,6 +32,12 @@ pub struct FileView {
     pub created_at: i64,
     pub completed_at: Option<i64>,
     pub expires_at: Option<i64>,
+    /// Where the bytes were fetched from (upload from a URL), without credentials or query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Why a `failed` file could not be taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl From<&FileRecord> for FileView {
@@ -54,6 +60,8 @@ impl From<&FileRecord> for FileView {
             agent: r.agent.clone(),
             created_at: r.created_at / 1000,
             completed_at: r.completed_at.map(|t| t / 1000),
+            origin: r.origin.clone(),
+            reason: r.reason.clone(),
             expires_at: r.expires_at.map(|t| t / 1000),
         }
     }
