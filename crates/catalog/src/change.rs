@@ -1,10 +1,12 @@
 //! Changes that report events ([`filedock_core::catalog::Change`]), each written once: run alone
 //! on the durable pool when no delivery goes with them, or in one transaction with their
 //! deliveries, so a crash between the two cannot happen (the outbox pattern). And the pruning of
-//! records that ended ([`filedock_core::catalog::Prune`]), in bounded batches.
+//! records that ended ([`filedock_core::catalog::Prune`]), in bounded batches. And the records
+//! of writes in flight: intents, and idempotency keys.
 
+use filedock_core::ProjectId;
 use filedock_core::StorageKey;
-use filedock_core::catalog::{Change, Intent, Prune};
+use filedock_core::catalog::{Change, Idempotent, Intent, Prune};
 use filedock_core::model::DeliveryRecord;
 use sqlx::Row;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
@@ -191,6 +193,10 @@ where
                 "DELETE FROM uploads WHERE id IN
                    (SELECT id FROM uploads WHERE status <> 'active' AND expires_at < $1 LIMIT $2)"
             }
+            Prune::Idempotency => {
+                "DELETE FROM idempotency WHERE (project, idem_key) IN
+                   (SELECT project, idem_key FROM idempotency WHERE expires_at < $1 LIMIT $2)"
+            }
         };
         // Deletes free space: on a full disk they use the room the engine keeps.
         let r = self
@@ -292,6 +298,101 @@ where
         .bind(d.created_at)
         .bind(d.delivered_at)
         .execute(x)
+        .await
+        .map_err(crate::rows::db_err)?;
+        Ok(())
+    }
+
+    /// See [`filedock_core::Catalog::insert_idempotent`].
+    pub(crate) async fn idem_insert(&self, r: &Idempotent) -> filedock_core::Result<bool> {
+        let q = sqlx::query(
+            "INSERT INTO idempotency (project, idem_key, request, body_sha256, instance, state, status, headers,
+                body, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (project, idem_key) DO NOTHING",
+        );
+        let done = Self::bind_idem(q, r).execute(self.0.pool()).await;
+        Ok(done.map_err(crate::rows::db_err)?.affected() == 1)
+    }
+
+    fn bind_idem<'q>(
+        q: sqlx::query::Query<'q, E::Db, <E::Db as Database>::Arguments>,
+        r: &'q Idempotent,
+    ) -> sqlx::query::Query<'q, E::Db, <E::Db as Database>::Arguments> {
+        q.bind(r.project.as_str())
+            .bind(r.key.as_str())
+            .bind(r.request.as_str())
+            .bind(r.body_sha256.as_deref())
+            .bind(r.instance.as_str())
+            .bind(if r.done { "done" } else { "running" })
+            .bind(r.status.map(i64::from))
+            .bind(r.headers.as_deref())
+            .bind(r.body.as_deref())
+            .bind(r.created_at)
+            .bind(r.expires_at)
+    }
+
+    /// See [`filedock_core::Catalog::idempotent`].
+    pub(crate) async fn idem_get(&self, project: &ProjectId, key: &str) -> filedock_core::Result<Option<Idempotent>> {
+        let row = sqlx::query(
+            "SELECT request, body_sha256, instance, state, status, headers, body, created_at, expires_at
+             FROM idempotency WHERE project = $1 AND idem_key = $2",
+        )
+        .bind(project.as_str())
+        .bind(key)
+        .fetch_optional(self.0.pool())
+        .await
+        .map_err(crate::rows::db_err)?;
+        let Some(r) = row else { return Ok(None) };
+        let e = crate::rows::db_err;
+        let status: Option<i64> = r.try_get(4).map_err(e)?;
+        Ok(Some(Idempotent {
+            project: project.clone(),
+            key: key.to_owned(),
+            request: r.try_get(0).map_err(e)?,
+            body_sha256: r.try_get(1).map_err(e)?,
+            instance: r.try_get(2).map_err(e)?,
+            done: r.try_get::<String, _>(3).map_err(e)? == "done",
+            status: status.and_then(|s| u16::try_from(s).ok()),
+            headers: r.try_get(5).map_err(e)?,
+            body: r.try_get(6).map_err(e)?,
+            created_at: r.try_get(7).map_err(e)?,
+            expires_at: r.try_get(8).map_err(e)?,
+        }))
+    }
+
+    /// See [`filedock_core::Catalog::replace_idempotent`] (`old` given) and
+    /// [`filedock_core::Catalog::settle_idempotent`] (`old` none: the running record `new.instance`
+    /// holds).
+    pub(crate) async fn idem_update(&self, old: Option<&Idempotent>, new: &Idempotent) -> filedock_core::Result<bool> {
+        let q = sqlx::query(
+            "UPDATE idempotency SET request = $3, body_sha256 = $4, instance = $5, state = $6, status = $7,
+                headers = $8, body = $9, created_at = $10, expires_at = $11
+             WHERE project = $1 AND idem_key = $2 AND instance = $12
+               AND (CAST($13 AS BIGINT) IS NULL OR created_at = $13)
+               AND (CAST($13 AS BIGINT) IS NOT NULL OR state = 'running')",
+        );
+        let q = Self::bind_idem(q, new)
+            .bind(old.map_or(new.instance.as_str(), |o| o.instance.as_str()))
+            .bind(old.map(|o| o.created_at));
+        let done = q.execute(self.0.pool()).await.map_err(crate::rows::db_err)?;
+        Ok(done.affected() == 1)
+    }
+
+    /// See [`filedock_core::Catalog::release_idempotent`].
+    pub(crate) async fn idem_release(
+        &self,
+        project: &ProjectId,
+        key: &str,
+        instance: &str,
+    ) -> filedock_core::Result<()> {
+        sqlx::query(
+            "DELETE FROM idempotency WHERE project = $1 AND idem_key = $2 AND instance = $3 AND state = 'running'",
+        )
+        .bind(project.as_str())
+        .bind(key)
+        .bind(instance)
+        .execute(self.0.pool())
         .await
         .map_err(crate::rows::db_err)?;
         Ok(())

@@ -17,7 +17,8 @@ use std::future::Future;
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
-use filedock_core::catalog::Change;
+use filedock_core::ProjectId;
+use filedock_core::catalog::{Change, Idempotent};
 
 use crate::batch::{Batcher, Inserts};
 use crate::rows::Relaxed;
@@ -619,6 +620,26 @@ where
 
     async fn intents(&self, before: i64, limit: u32) -> filedock_core::Result<Vec<filedock_core::catalog::Intent>> {
         self.find_intents(None, before, limit).await
+    }
+
+    async fn insert_idempotent(&self, r: &Idempotent) -> filedock_core::Result<bool> {
+        self.idem_insert(r).await
+    }
+
+    async fn idempotent(&self, project: &ProjectId, key: &str) -> filedock_core::Result<Option<Idempotent>> {
+        self.idem_get(project, key).await
+    }
+
+    async fn replace_idempotent(&self, old: &Idempotent, new: &Idempotent) -> filedock_core::Result<bool> {
+        self.idem_update(Some(old), new).await
+    }
+
+    async fn settle_idempotent(&self, r: &Idempotent) -> filedock_core::Result<bool> {
+        self.idem_update(None, r).await
+    }
+
+    async fn release_idempotent(&self, project: &ProjectId, key: &str, instance: &str) -> filedock_core::Result<()> {
+        self.idem_release(project, key, instance).await
     }
 
     async fn insert_delivery(&self, d: &filedock_core::model::DeliveryRecord) -> filedock_core::Result<()> {

@@ -81,6 +81,29 @@ pub struct Intent {
     pub created_at: Timestamp,
 }
 
+/// The record of an `Idempotency-Key`: which request first used it, whose it is while it
+/// runs, and the answer once it is kept (see [`crate::idempotency`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotent {
+    pub project: ProjectId,
+    pub key: String,
+    /// What the request was: method and target (or an MCP tool and its arguments' digest).
+    pub request: String,
+    /// The SHA-256 of the request's body, once it was read whole.
+    pub body_sha256: Option<String>,
+    /// The instance running the request (see [`crate::context::Context::heartbeat`]).
+    pub instance: String,
+    /// The answer is kept (else the request is running).
+    pub done: bool,
+    pub status: Option<u16>,
+    /// The kept answer's headers, as a JSON array of `[name, value]`.
+    pub headers: Option<String>,
+    /// The kept answer's body, base64.
+    pub body: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 /// Records that have ended, which [`Catalog::prune`] removes once old enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prune {
@@ -92,10 +115,18 @@ pub enum Prune {
     Tombstones,
     /// Completed or aborted uploads that expired before it.
     Uploads,
+    /// Idempotency records that expired before it.
+    Idempotency,
 }
 
 impl Prune {
-    pub const ALL: [Prune; 4] = [Prune::Deliveries, Prune::Tasks, Prune::Tombstones, Prune::Uploads];
+    pub const ALL: [Prune; 5] = [
+        Prune::Deliveries,
+        Prune::Tasks,
+        Prune::Tombstones,
+        Prune::Uploads,
+        Prune::Idempotency,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -103,6 +134,7 @@ impl Prune {
             Prune::Tasks => "tasks",
             Prune::Tombstones => "tombstones",
             Prune::Uploads => "uploads",
+            Prune::Idempotency => "idempotency",
         }
     }
 }
@@ -283,6 +315,19 @@ pub trait Catalog: Send + Sync + Debug {
     async fn intent(&self, backend: &str, key: &StorageKey) -> Result<Option<Intent>>;
     /// Intents made before `before`, oldest first.
     async fn intents(&self, before: Timestamp, limit: u32) -> Result<Vec<Intent>>;
+
+    /// Records a new idempotency key; `false` if the project has a record for it already.
+    async fn insert_idempotent(&self, r: &Idempotent) -> Result<bool>;
+    /// A project's record of a key.
+    async fn idempotent(&self, project: &ProjectId, key: &str) -> Result<Option<Idempotent>>;
+    /// Replaces `old` with `new` if the record is still exactly `old` (same instance, same
+    /// creation): an expired record, or one whose instance is gone.
+    async fn replace_idempotent(&self, old: &Idempotent, new: &Idempotent) -> Result<bool>;
+    /// Keeps the answer of a running record that `r.instance` holds; `false` if it no longer
+    /// holds it.
+    async fn settle_idempotent(&self, r: &Idempotent) -> Result<bool>;
+    /// Removes a running record that `instance` holds (its request failed: the key is free).
+    async fn release_idempotent(&self, project: &ProjectId, key: &str, instance: &str) -> Result<()>;
 
     /// Adds a delivery.
     async fn insert_delivery(&self, d: &DeliveryRecord) -> Result<()>;

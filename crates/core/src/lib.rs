@@ -23,6 +23,7 @@ pub mod event_shapes;
 pub mod events;
 pub mod fetched;
 pub mod files;
+pub mod idempotency;
 pub mod identity;
 pub mod incoming;
 pub mod jobs;

@@ -110,11 +110,17 @@ impl Files {
                 crate::catalog::Prune::Tasks => p.tasks_secs,
                 crate::catalog::Prune::Tombstones => p.tombstones_secs,
                 crate::catalog::Prune::Uploads => p.uploads_secs,
+                // Idempotency records carry their own expiry (24 h).
+                crate::catalog::Prune::Idempotency => u64::MAX,
             };
             if keep == 0 {
                 continue;
             }
-            let before = self.ctx.clock.now() - crate::context::secs_to_ms(keep);
+            let now = self.ctx.clock.now();
+            let before = match keep {
+                u64::MAX => now,
+                _ => now - crate::context::secs_to_ms(keep),
+            };
             loop {
                 let n = self.ctx.catalog.prune(what, before, PRUNE_BATCH).await?;
                 pruned += n as usize;

@@ -38,6 +38,7 @@ pub struct FileService {
     uploads: Uploads,
     tasks: Tasks,
     readiness: Readiness,
+    idempotency: crate::idempotency::Idempotency,
 }
 
 impl FileService {
@@ -57,10 +58,16 @@ impl FileService {
             uploads: Uploads::new(ctx.clone(), files.clone()),
             tasks: Tasks::new(ctx.clone(), files.clone(), events.clone())?,
             readiness: Readiness::new(ctx.clone()),
+            idempotency: crate::idempotency::Idempotency::new(ctx.clone()),
             ctx,
             events,
             files,
         })
+    }
+
+    /// Idempotency keys: see [`crate::idempotency`].
+    pub fn idempotency(&self) -> &crate::idempotency::Idempotency {
+        &self.idempotency
     }
 
     // ---- shared: backends, settings, keys, limits ----

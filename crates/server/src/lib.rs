@@ -16,6 +16,7 @@ pub mod dialects;
 pub mod error;
 pub mod fetch;
 mod framing;
+pub mod idempotency;
 mod linger;
 pub mod links;
 pub mod openapi;

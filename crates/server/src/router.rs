@@ -9,7 +9,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
-use crate::{blob, dialects, error, links, openapi, ops, web};
+use crate::{blob, dialects, error, idempotency, links, openapi, ops, web};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -46,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         .merge(dialects::tus::routes())
         .merge(blob::routes())
         .merge(links::routes())
+        // Inside the gate: a request the gate refuses takes no idempotency key.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), ops::gate));
     Router::new()
         .route("/healthz", get(ops::healthz))

@@ -1,7 +1,7 @@
 //! The catalog's contract for files, credentials, settings, usage and concurrent creation.
 
 use super::fixtures::*;
-use super::housekeeping::{apply_rules, intent_rules, prune_rules};
+use super::housekeeping::{apply_rules, fail_and_idempotency_rules, intent_rules, prune_rules};
 use super::work::{delivery_rules, lease_rules, task_rules, upload_rules};
 
 /// Checks a [`Catalog`] against its contract. The catalog should be empty.
@@ -146,6 +146,7 @@ pub async fn catalog_suite(catalog: &dyn Catalog) {
     concurrent_creation_rules(catalog).await;
     apply_rules(catalog).await;
     intent_rules(catalog).await;
+    fail_and_idempotency_rules(catalog).await;
     prune_rules(catalog).await;
 }
 

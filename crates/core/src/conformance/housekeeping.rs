@@ -2,7 +2,7 @@
 //! ended (`prune`).
 
 use super::fixtures::*;
-use crate::catalog::{Change, Completion, Intent, Prune};
+use crate::catalog::{Change, Completion, Idempotent, Intent, Prune};
 
 /// A change and its deliveries: both when the change takes effect, neither when it does not.
 /// One function on purpose: a suite reads as the contract's rules in order, each an assertion.
@@ -160,6 +160,136 @@ pub(super) async fn intent_rules(catalog: &dyn Catalog) {
     catalog.delete_intent("b", &a.key).await.expect("delete twice");
     catalog.delete_intent("b", &b.key).await.expect("delete");
     assert!(catalog.intents(i64::MAX, 10).await.expect("list").is_empty());
+}
+
+/// A failed file keeps its reason; only a pending file fails. Idempotency records: one per
+/// project and key, replaced only as they were read, settled only by their instance while
+/// running, released only while running, pruned once expired. One function on purpose: the
+/// contract's rules in order, each an assertion.
+pub(super) async fn fail_and_idempotency_rules(catalog: &dyn Catalog) {
+    let pending = file("iota", None, "iota/fetched.bin", FileStatus::Pending);
+    catalog.insert_file(&pending).await.expect("insert");
+    let fail = |at| Change::FailFile {
+        id: &pending.id,
+        reason: "too_large: over 1 MiB",
+        at,
+    };
+    assert!(catalog.apply(fail(50), &[]).await.expect("fail"));
+    assert!(
+        !catalog.apply(fail(60), &[]).await.expect("fail twice"),
+        "only a pending file fails"
+    );
+    let got = catalog.file(&pending.id).await.expect("get").expect("row");
+    assert_eq!(got.status, FileStatus::Failed);
+    assert_eq!(got.reason.as_deref(), Some("too_large: over 1 MiB"));
+    assert_eq!(got.completed_at, Some(50));
+    assert_eq!(got.origin, pending.origin, "the origin round-trips");
+
+    let rec = Idempotent {
+        project: project("iota"),
+        key: "k-ü".into(),
+        request: "POST /v1/files?name=a.txt".into(),
+        body_sha256: None,
+        instance: "i1".into(),
+        done: false,
+        status: None,
+        headers: None,
+        body: None,
+        created_at: 100,
+        expires_at: 1_000,
+    };
+    assert!(catalog.insert_idempotent(&rec).await.expect("insert"));
+    assert!(!catalog.insert_idempotent(&rec).await.expect("insert twice"));
+    let other_project = Idempotent {
+        project: project("kappa"),
+        ..rec.clone()
+    };
+    assert!(
+        catalog
+            .insert_idempotent(&other_project)
+            .await
+            .expect("another project")
+    );
+    assert_eq!(
+        catalog.idempotent(&rec.project, &rec.key).await.expect("get"),
+        Some(rec.clone())
+    );
+    assert_eq!(catalog.idempotent(&rec.project, "nope").await.expect("get"), None);
+    // Settled by another instance: no; by its own: yes, once.
+    let done = Idempotent {
+        done: true,
+        status: Some(201),
+        headers: Some(r#"[["content-type","application/json"]]"#.into()),
+        body: Some("e30=".into()),
+        body_sha256: Some("ab".repeat(32)),
+        ..rec.clone()
+    };
+    assert!(
+        !catalog
+            .settle_idempotent(&Idempotent {
+                instance: "i2".into(),
+                ..done.clone()
+            })
+            .await
+            .expect("settle")
+    );
+    assert!(catalog.settle_idempotent(&done).await.expect("settle"));
+    assert!(
+        !catalog.settle_idempotent(&done).await.expect("settle twice"),
+        "only a running record settles"
+    );
+    assert_eq!(
+        catalog.idempotent(&rec.project, &rec.key).await.expect("get"),
+        Some(done.clone())
+    );
+    // A done record is not released; a replace must name what it replaces.
+    catalog
+        .release_idempotent(&rec.project, &rec.key, "i1")
+        .await
+        .expect("release");
+    assert!(catalog.idempotent(&rec.project, &rec.key).await.expect("get").is_some());
+    let fresh = Idempotent {
+        instance: "i3".into(),
+        created_at: 2_000,
+        expires_at: 3_000,
+        ..rec.clone()
+    };
+    assert!(
+        !catalog
+            .replace_idempotent(&rec_at(&rec, 99), &fresh)
+            .await
+            .expect("stale replace")
+    );
+    assert!(catalog.replace_idempotent(&done, &fresh).await.expect("replace"));
+    assert_eq!(
+        catalog.idempotent(&rec.project, &rec.key).await.expect("get"),
+        Some(fresh.clone())
+    );
+    // A running record is released by its instance only.
+    catalog
+        .release_idempotent(&rec.project, &rec.key, "i1")
+        .await
+        .expect("release");
+    assert!(catalog.idempotent(&rec.project, &rec.key).await.expect("get").is_some());
+    catalog
+        .release_idempotent(&rec.project, &rec.key, "i3")
+        .await
+        .expect("release");
+    assert_eq!(catalog.idempotent(&rec.project, &rec.key).await.expect("get"), None);
+    // Pruned once expired (the other project's record, expiring at 1,000).
+    assert_eq!(catalog.prune(Prune::Idempotency, 1_000, 10).await.expect("prune"), 0);
+    assert_eq!(catalog.prune(Prune::Idempotency, 1_001, 10).await.expect("prune"), 1);
+    assert_eq!(
+        catalog.idempotent(&project("kappa"), &rec.key).await.expect("get"),
+        None
+    );
+}
+
+fn rec_at(r: &Idempotent, created_at: i64) -> Idempotent {
+    Idempotent {
+        created_at,
+        ..r.clone()
+    }
 }
 
 /// Pruning removes what ended before the cut-off and nothing live, in batches of at most the

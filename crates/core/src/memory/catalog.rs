@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::blob::lock;
-use crate::catalog::{Catalog, Change, Completion, FileQuery, Intent, Prune};
+use crate::catalog::{Catalog, Change, Completion, FileQuery, Idempotent, Intent, Prune};
 use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -32,6 +32,8 @@ pub struct MemoryCatalog {
     pub(super) settings: Mutex<HashMap<String, String>>,
     /// Intents by (backend, key).
     pub(super) intents: Mutex<HashMap<(String, String), Intent>>,
+    /// Idempotency records by (project, key).
+    pub(super) idempotency: Mutex<HashMap<(String, String), Idempotent>>,
     /// Fault injection: the next `insert_file` writes its row and then fails, as a COMMIT whose
     /// reply was lost does.
     lose_insert_reply: std::sync::atomic::AtomicBool,
@@ -417,18 +419,7 @@ impl Catalog for MemoryCatalog {
             }
             Change::CompleteFile(id, c) => self.complete_file(id, c).await?,
             Change::DeleteFile(id, at) => self.delete_file(id, at).await?,
-            Change::FailFile { id, reason, at } => {
-                let mut files = lock(&self.files)?;
-                match files.get_mut(id).filter(|f| f.status == FileStatus::Pending) {
-                    Some(f) => {
-                        f.status = FileStatus::Failed;
-                        f.reason = Some(reason.to_owned());
-                        f.completed_at = Some(at);
-                        true
-                    }
-                    None => false,
-                }
-            }
+            Change::FailFile { id, reason, at } => self.fail_file(id, reason, at)?,
             Change::FinishTask {
                 id,
                 runner,
@@ -451,6 +442,30 @@ impl Catalog for MemoryCatalog {
         self.prune_rows(what, before, limit)
     }
 
+    async fn insert_idempotent(&self, r: &Idempotent) -> Result<bool> {
+        self.idem_insert(r)
+    }
+
+    async fn idempotent(&self, project: &ProjectId, key: &str) -> Result<Option<Idempotent>> {
+        Ok(lock(&self.idempotency)?
+            .get(&(project.to_string(), key.to_owned()))
+            .cloned())
+    }
+
+    async fn replace_idempotent(&self, old: &Idempotent, new: &Idempotent) -> Result<bool> {
+        self.idem_update(old, new, |r| {
+            r.instance == old.instance && r.created_at == old.created_at
+        })
+    }
+
+    async fn settle_idempotent(&self, new: &Idempotent) -> Result<bool> {
+        self.idem_update(new, new, |r| !r.done && r.instance == new.instance)
+    }
+
+    async fn release_idempotent(&self, project: &ProjectId, key: &str, instance: &str) -> Result<()> {
+        self.idem_release(project, key, instance)
+    }
+
     async fn insert_intent(&self, i: &Intent) -> Result<()> {
         lock(&self.intents)?.insert((i.backend.clone(), i.key.as_str().to_owned()), i.clone());
         Ok(())
@@ -468,14 +483,7 @@ impl Catalog for MemoryCatalog {
     }
 
     async fn intents(&self, before: Timestamp, limit: u32) -> Result<Vec<Intent>> {
-        let mut out: Vec<Intent> = lock(&self.intents)?
-            .values()
-            .filter(|i| i.created_at < before)
-            .cloned()
-            .collect();
-        out.sort_by_key(|i| i.created_at);
-        out.truncate(limit as usize);
-        Ok(out)
+        self.intents_before(before, limit)
     }
 
     async fn insert_delivery(&self, d: &DeliveryRecord) -> Result<()> {

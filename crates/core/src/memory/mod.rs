@@ -4,6 +4,7 @@
 mod blob;
 mod catalog;
 mod prune;
+mod records;
 
 pub use blob::MemoryBlobStore;
 pub use catalog::MemoryCatalog;

@@ -55,6 +55,16 @@ impl MemoryCatalog {
                     .collect();
                 old.iter().filter(|id| all.remove(*id).is_some()).count()
             }
+            Prune::Idempotency => {
+                let mut all = lock(&self.idempotency)?;
+                let old: Vec<(String, String)> = all
+                    .iter()
+                    .filter(|(_, r)| r.expires_at < before)
+                    .take(limit)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                old.iter().filter(|k| all.remove(*k).is_some()).count()
+            }
         };
         Ok(n as u64)
     }
