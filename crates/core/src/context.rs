@@ -124,9 +124,14 @@ impl Context {
     /// The principal a token stands for, if its project is within its request rate.
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
         let who = self.credentials.authenticate(token).await?;
-        let limits = self.limits(&who.project).shared(self.fleet.size());
-        self.rates.check(&who.project, &limits)?;
+        self.admit(&who.project)?;
         Ok(who)
+    }
+
+    /// Takes one request from the project's share of its rate limit.
+    pub fn admit(&self, project: &ProjectId) -> Result<()> {
+        let limits = self.limits(project).shared(self.fleet.size());
+        self.rates.check(project, &limits)
     }
 
     /// A project's limits: the deployment's with the project's overrides.

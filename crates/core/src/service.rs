@@ -95,6 +95,11 @@ impl FileService {
     pub async fn authenticate(&self, token: &str) -> Result<Principal> {
         self.ctx.authenticate(token).await
     }
+    /// See [`Context::admit`](crate::context::Context::admit): one request of the project's
+    /// rate (for callers that authenticate once for many operations, as an MCP session does).
+    pub fn admit(&self, project: &ProjectId) -> Result<()> {
+        self.ctx.admit(project)
+    }
     /// See [`Context::limits`](crate::context::Context::limits).
     pub fn limits(&self, project: &ProjectId) -> crate::limits::Limits {
         self.ctx.limits(project)

@@ -19,6 +19,7 @@ mod framing;
 pub mod idempotency;
 mod linger;
 pub mod links;
+pub mod mcp;
 pub mod openapi;
 pub mod ops;
 pub mod repoll;

@@ -9,7 +9,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::state::AppState;
-use crate::{blob, dialects, error, idempotency, links, openapi, ops, web};
+use crate::{blob, dialects, error, idempotency, links, mcp, openapi, ops, web};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -48,6 +48,8 @@ pub fn router(state: AppState) -> Router {
         .merge(links::routes())
         // Inside the gate: a request the gate refuses takes no idempotency key.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
+        // The MCP tools take `idempotency_key` arguments instead (a JSON-RPC body is per call).
+        .merge(mcp::routes(state.clone()))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), ops::gate));
     Router::new()
         .route("/healthz", get(ops::healthz))
