@@ -63,6 +63,11 @@ impl Files {
         }
     }
 
+    /// Fails an announced file whose bytes could not be fetched at all (`file.failed`).
+    pub async fn abandon(&self, announced: Announced, why: &Error) {
+        self.fail(&announced.rec, why).await;
+    }
+
     async fn fill_bytes(
         &self,
         rec: &FileRecord,

@@ -189,6 +189,10 @@ impl FileService {
     ) -> Result<FileRecord> {
         self.files.fill(announced, size_hint, body).await
     }
+    /// See [`Files::abandon`](crate::files::Files::abandon).
+    pub async fn abandon(&self, announced: crate::fetched::Announced, why: &crate::Error) {
+        self.files.abandon(announced, why).await
+    }
     /// See [`Files::presign_upload`](crate::files::Files::presign_upload).
     pub async fn presign_upload(&self, who: &Principal, req: PresignUpload) -> Result<(FileRecord, PresignedRequest)> {
         self.files.presign_upload(who, req).await

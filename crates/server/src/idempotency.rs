@@ -53,6 +53,13 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     let Some(key) = req.headers().get(HEADER) else {
         return next.run(req).await;
     };
+    // A new key's secret is shown once and stored only hashed: its answer is never kept.
+    if req.uri().path().starts_with("/v1/admin/") {
+        return ApiError(Error::invalid(
+            "this route does not take an Idempotency-Key: its answer carries a secret filedock does not keep",
+        ))
+        .into_response();
+    }
     let Ok(key) = key.to_str().map(str::to_owned) else {
         return ApiError(Error::invalid("the Idempotency-Key header is not text")).into_response();
     };

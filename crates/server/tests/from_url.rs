@@ -371,9 +371,35 @@ async fn async_fetches_answer_at_once_and_settle_in_the_background() {
     assert_eq!(app.stored_objects().await, 1, "only the first file's bytes are stored");
     let got = app.get(&key, &format!("/v1/files/{id}/content")).await;
     assert_eq!(got.status, StatusCode::CONFLICT);
-    // Refusals are still the request's answer, not a failed file.
-    let a = from_url(&app, &key, json!({"url": "http://10.0.0.1/x", "async": true})).await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    // A source that has not even answered yet: 202 at once (had the request waited for the
+    // source, it would have answered 504 after the 2 s first-byte timeout); the file fails when
+    // the source times out.
+    let a = from_url(
+        &app,
+        &key,
+        json!({"url": src.url("/stall-head"), "name": "s.bin", "async": true}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    let f = settled(&app, &key, a.json()["id"].as_str().unwrap()).await;
+    assert_eq!(f["status"], "failed");
+    assert!(f["reason"].as_str().unwrap().starts_with("source_timeout"), "{f}");
+    // A redirect to a refused address, found in the background, fails the file with the rule.
+    let to = common::urlencode("http://169.254.169.254/latest/meta-data/");
+    let a = from_url(
+        &app,
+        &key,
+        json!({"url": src.url(&format!("/redirect?to={to}")), "async": true}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    let f = settled(&app, &key, a.json()["id"].as_str().unwrap()).await;
+    assert!(f["reason"].as_str().unwrap().starts_with("url_refused"), "{f}");
+    // Refusals found before anything is sent are still the request's answer, not a failed file.
+    for url in ["http://10.0.0.1/x", "http://localhost/x", "ftp://example.com/x"] {
+        let a = from_url(&app, &key, json!({"url": url, "async": true})).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{url}");
+    }
     // Another project sees none of it.
     let other = app.key("p2", CredentialKind::Session).await;
     assert_eq!(

@@ -376,4 +376,23 @@ async fn every_creating_route_replays() {
     assert_eq!(again.header("location"), first.header("location"));
     assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
     let _ = Arc::clone(&app.files);
+
+    // A new key's secret is never kept: the admin route refuses the header.
+    let admin = app.key("demo", CredentialKind::Admin).await;
+    let a = send(
+        &app.router,
+        post(
+            "/v1/admin/keys",
+            "admin-1",
+            json!({"kind": "integration"}),
+            ("authorization", format!("Bearer {admin}")),
+        ),
+    )
+    .await;
+    assert_eq!(
+        a.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
 }

@@ -95,27 +95,44 @@ impl std::error::Error for Refused {}
 impl Resolve for Vetting {
     fn resolve(&self, name: Name) -> Resolving {
         let allow = self.allow.clone();
-        // `host.` and `host` are one name; some resolvers know only the second.
-        let host = name.as_str().trim_end_matches('.').to_owned();
+        let host = name.as_str().to_owned();
         Box::pin(async move {
-            let refused = |msg: String| -> Box<dyn std::error::Error + Send + Sync> { Box::new(Refused(msg)) };
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await
-                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })?
-                .collect();
-            if addrs.is_empty() {
-                return Err(format!("'{host}' has no address").into());
+            match lookup(&allow, &host).await {
+                Ok(addrs) => Ok(Box::new(addrs.into_iter()) as Addrs),
+                Err(Lookup::Refused(why)) => Err(Box::new(Refused(why)) as Box<dyn std::error::Error + Send + Sync>),
+                Err(Lookup::Failed(why)) => Err(why.into()),
             }
-            if !allow.host(&host) {
-                for a in &addrs {
-                    if let Some(why) = allow.refusal(a.ip()) {
-                        return Err(refused(format!("'{host}' resolves to {why} ({})", a.ip())));
-                    }
-                }
-            }
-            Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }
+}
+
+/// Why a name gave no address to connect to.
+enum Lookup {
+    /// It resolves to a denied address.
+    Refused(String),
+    /// It does not resolve.
+    Failed(String),
+}
+
+/// Resolves `host` once and vets every address (unless the host was opened by name).
+async fn lookup(allow: &Allow, host: &str) -> Result<Vec<SocketAddr>, Lookup> {
+    // `host.` and `host` are one name; some resolvers know only the second.
+    let host = host.trim_end_matches('.');
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|e| Lookup::Failed(format!("cannot resolve '{host}': {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Lookup::Failed(format!("'{host}' has no address")));
+    }
+    if !allow.host(host) {
+        for a in &addrs {
+            if let Some(why) = allow.refusal(a.ip()) {
+                return Err(Lookup::Refused(format!("'{host}' resolves to {why} ({})", a.ip())));
+            }
+        }
+    }
+    Ok(addrs)
 }
 
 impl Fetcher {
@@ -165,6 +182,20 @@ impl Fetcher {
         match self.allow.refusal(ip) {
             Some(why) => Err(Error::UrlRefused(format!("the URL's host {ip} is {why}"))),
             None => Ok(()),
+        }
+    }
+
+    /// Vets a URL's host name on what it resolves to now, for an answer before anything is sent
+    /// (an `async` fetch answers at once). Only an early answer: the connection is vetted again
+    /// by the resolver it uses, so a name that resolves differently later is refused then.
+    pub async fn precheck(&self, url: &Url) -> Result<(), Error> {
+        match url.host() {
+            Some(Host::Domain(d)) => match lookup(&self.allow, d).await {
+                Ok(_) => Ok(()),
+                Err(Lookup::Refused(why)) => Err(Error::UrlRefused(why)),
+                Err(Lookup::Failed(why)) => Err(Error::SourceFailed(why)),
+            },
+            _ => Ok(()),
         }
     }
 
@@ -252,7 +283,8 @@ fn filename_of(v: &str) -> Option<String> {
     })
 }
 
-fn last_segment(url: &Url) -> Option<String> {
+/// The last segment of a URL's path, decoded (a file name to fall back on).
+pub(crate) fn last_segment(url: &Url) -> Option<String> {
     let seg = url.path_segments()?.next_back()?;
     let name = percent_encoding::percent_decode_str(seg).decode_utf8().ok()?;
     (!name.is_empty()).then(|| name.into_owned())
