@@ -39,6 +39,7 @@ pub mod policy;
 pub mod range;
 pub mod readiness;
 pub mod retention;
+pub mod scan;
 pub mod service;
 pub mod settings;
 pub mod sniff;

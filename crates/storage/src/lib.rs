@@ -2,6 +2,7 @@
 //! turns into a [`filedock_core::Backend`]. Stores only keep bytes; hashing, limits and types are
 //! core's business.
 
+pub mod clamav;
 pub mod local;
 mod parts;
 pub mod s3;
@@ -15,6 +16,7 @@ use filedock_core::memory::MemoryBlobStore;
 use filedock_core::{Backend, Error, Result, UrlSigner};
 use serde::{Deserialize, Serialize};
 
+pub use clamav::{ClamAv, ClamdAddress};
 pub use local::LocalStore;
 pub use s3::{CreateOnly, S3Config, S3Store, Secret};
 

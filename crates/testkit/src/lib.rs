@@ -10,6 +10,9 @@
     reason = "test infrastructure fails loudly"
 )]
 
+mod clamd;
+pub use clamd::{Clamd, EICAR, EICAR_SIGNATURE};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
