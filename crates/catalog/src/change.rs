@@ -66,49 +66,49 @@ where
     }
 
     /// Runs the change's statement; returns how many rows it changed. One function on purpose:
-    /// one `match` of six statements, each the only place it is written.
+    /// one `match` of seven statements, each the only place it is written.
     async fn statement<'e, X>(x: X, change: Change<'_>) -> filedock_core::Result<u64>
     where
         X: Executor<'e, Database = E::Db>,
     {
-        let r =
-            match change {
-                Change::InsertFile(f) => {
-                    sqlx::query(
-                        "INSERT INTO files (id, project, workspace, backend, storage_key, name, size, declared_type,
+        let r = match change {
+            Change::InsertFile(f) => {
+                sqlx::query(
+                    "INSERT INTO files (id, project, workspace, backend, storage_key, name, size, declared_type,
                         detected_type, extension, sha256, created_by, agent, credential_id, class, status, policy,
                         created_at, completed_at, expires_at, deleted_at, origin, reason)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
                         $20, $21, $22, $23)",
-                    )
-                    .bind(f.id.as_str())
-                    .bind(f.project.as_str())
-                    .bind(f.workspace.as_ref().map(|w| w.as_str()))
-                    .bind(&f.backend)
-                    .bind(f.key.as_str())
-                    .bind(f.name.as_str())
-                    .bind(crate::rows::i64_of(f.size))
-                    .bind(&f.declared_type)
-                    .bind(&f.detected_type)
-                    .bind(&f.extension)
-                    .bind(&f.sha256)
-                    .bind(&f.created_by)
-                    .bind(&f.agent)
-                    .bind(&f.credential_id)
-                    .bind(f.class.as_str())
-                    .bind(f.status.as_str())
-                    .bind(&f.policy)
-                    .bind(f.created_at)
-                    .bind(f.completed_at)
-                    .bind(f.expires_at)
-                    .bind(f.deleted_at)
-                    .bind(&f.origin)
-                    .bind(&f.reason)
-                    .execute(x)
-                    .await
-                }
-                Change::CompleteFile(id, c) => sqlx::query(
-                    "UPDATE files SET status = 'ready', size = $2, sha256 = $3, detected_type = $4, completed_at = $5
+                )
+                .bind(f.id.as_str())
+                .bind(f.project.as_str())
+                .bind(f.workspace.as_ref().map(|w| w.as_str()))
+                .bind(&f.backend)
+                .bind(f.key.as_str())
+                .bind(f.name.as_str())
+                .bind(crate::rows::i64_of(f.size))
+                .bind(&f.declared_type)
+                .bind(&f.detected_type)
+                .bind(&f.extension)
+                .bind(&f.sha256)
+                .bind(&f.created_by)
+                .bind(&f.agent)
+                .bind(&f.credential_id)
+                .bind(f.class.as_str())
+                .bind(f.status.as_str())
+                .bind(&f.policy)
+                .bind(f.created_at)
+                .bind(f.completed_at)
+                .bind(f.expires_at)
+                .bind(f.deleted_at)
+                .bind(&f.origin)
+                .bind(&f.reason)
+                .execute(x)
+                .await
+            }
+            Change::CompleteFile(id, c) => {
+                sqlx::query(
+                    "UPDATE files SET status = $6, size = $2, sha256 = $3, detected_type = $4, completed_at = $5
                      WHERE id = $1 AND status = 'pending'",
                 )
                 .bind(id.as_str())
@@ -116,61 +116,71 @@ where
                 .bind(&c.sha256)
                 .bind(&c.detected_type)
                 .bind(c.completed_at)
+                .bind(c.status.as_str())
                 .execute(x)
-                .await,
-                Change::DeleteFile(id, at) => {
-                    sqlx::query(
-                        "UPDATE files SET status = 'deleted', deleted_at = $2 WHERE id = $1 AND status <> 'deleted'",
-                    )
+                .await
+            }
+            Change::Verdict { id, to, reason } => {
+                sqlx::query("UPDATE files SET status = $2, reason = $3 WHERE id = $1 AND status = 'quarantined'")
                     .bind(id.as_str())
-                    .bind(at)
+                    .bind(to.as_str())
+                    .bind(reason)
                     .execute(x)
                     .await
-                }
-                Change::FailFile { id, reason, at } => {
-                    sqlx::query(
-                        "UPDATE files SET status = 'failed', reason = $2, completed_at = $3
+            }
+            Change::DeleteFile(id, at) => {
+                sqlx::query(
+                    "UPDATE files SET status = 'deleted', deleted_at = $2 WHERE id = $1 AND status <> 'deleted'",
+                )
+                .bind(id.as_str())
+                .bind(at)
+                .execute(x)
+                .await
+            }
+            Change::FailFile { id, reason, at } => {
+                sqlx::query(
+                    "UPDATE files SET status = 'failed', reason = $2, completed_at = $3
                          WHERE id = $1 AND status = 'pending'",
-                    )
-                    .bind(id.as_str())
-                    .bind(reason)
-                    .bind(at)
-                    .execute(x)
-                    .await
-                }
-                Change::FinishTask {
-                    id,
-                    runner,
-                    status,
-                    outputs,
-                    error,
-                    at,
-                } => {
-                    sqlx::query(
-                        "UPDATE tasks SET status = $3, outputs = $4, error = $5, finished_at = $6, lease_until = NULL
+                )
+                .bind(id.as_str())
+                .bind(reason)
+                .bind(at)
+                .execute(x)
+                .await
+            }
+            Change::FinishTask {
+                id,
+                runner,
+                status,
+                outputs,
+                error,
+                at,
+            } => {
+                sqlx::query(
+                    "UPDATE tasks SET status = $3, outputs = $4, error = $5, finished_at = $6, lease_until = NULL
                      WHERE id = $1 AND status = 'running' AND runner = $2",
-                    )
-                    .bind(id.as_str())
-                    .bind(runner)
-                    .bind(status.as_str())
-                    .bind(crate::rows::outputs_json(outputs))
-                    .bind(error)
-                    .bind(at)
-                    .execute(x)
-                    .await
-                }
-                Change::FailLapsedTask { id, now, reason } => {
-                    sqlx::query(
-                        "UPDATE tasks SET status = 'failed', error = $3, finished_at = $2, lease_until = NULL
+                )
+                .bind(id.as_str())
+                .bind(runner)
+                .bind(status.as_str())
+                .bind(crate::rows::outputs_json(outputs))
+                .bind(error)
+                .bind(at)
+                .execute(x)
+                .await
+            }
+            Change::FailLapsedTask { id, now, reason } => {
+                sqlx::query(
+                    "UPDATE tasks SET status = 'failed', error = $3, finished_at = $2, lease_until = NULL
                      WHERE id = $1 AND status = 'running' AND lease_until < $2",
-                    )
-                    .bind(id.as_str())
-                    .bind(now)
-                    .bind(reason)
-                    .execute(x)
-                    .await
-                }
-            };
+                )
+                .bind(id.as_str())
+                .bind(now)
+                .bind(reason)
+                .execute(x)
+                .await
+            }
+        };
         Ok(r.map_err(crate::rows::db_err)?.affected())
     }
 
@@ -396,5 +406,15 @@ where
         .await
         .map_err(crate::rows::db_err)?;
         Ok(())
+    }
+
+    /// See [`filedock_core::Catalog::quarantined_files`].
+    pub(crate) async fn quarantined(&self, limit: u32) -> filedock_core::Result<Vec<filedock_core::FileRecord>> {
+        let rows = sqlx::query("SELECT * FROM files WHERE status = 'quarantined' ORDER BY created_at LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(self.0.pool())
+            .await
+            .map_err(crate::rows::db_err)?;
+        rows.iter().map(crate::rows::file_of).collect()
     }
 }

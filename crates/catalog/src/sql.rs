@@ -622,6 +622,10 @@ where
         self.find_intents(None, before, limit).await
     }
 
+    async fn quarantined_files(&self, limit: u32) -> filedock_core::Result<Vec<filedock_core::FileRecord>> {
+        self.quarantined(limit).await
+    }
+
     async fn insert_idempotent(&self, r: &Idempotent) -> filedock_core::Result<bool> {
         self.idem_insert(r).await
     }

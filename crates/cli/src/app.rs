@@ -86,6 +86,39 @@ pub async fn file_service(cfg: &Config) -> anyhow::Result<FileService> {
         deliveries: cfg.webhook_delivery,
         prune: cfg.prune,
         limits: cfg.limits,
+        quarantine: quarantine(cfg)?,
     };
     Ok(FileService::new(catalog, backends, signer, clock, fs_cfg)?)
+}
+
+/// The scanners of `[scanners.*]`, and how uploads wait for them.
+fn quarantine(cfg: &Config) -> anyhow::Result<filedock_core::settings::QuarantineSettings> {
+    let mut scanners = std::collections::BTreeMap::new();
+    for (name, s) in &cfg.scanners {
+        let engine: Arc<dyn filedock_core::scan::Scanner> = match s.kind.as_str() {
+            "clamav" => Arc::new(filedock_storage::ClamAv::new(
+                filedock_storage::ClamdAddress::parse(&s.address),
+                s.max_bytes,
+                std::time::Duration::from_secs(s.timeout_secs.max(1)),
+            )),
+            other => anyhow::bail!("[scanners.{name}] type = \"{other}\": the scanner types are \"clamav\""),
+        };
+        let accept_too_large = match s.too_large.as_str() {
+            "reject" => false,
+            "accept" => true,
+            other => anyhow::bail!("[scanners.{name}] too_large = \"{other}\": \"reject\" or \"accept\""),
+        };
+        scanners.insert(
+            name.clone(),
+            filedock_core::settings::ScannerSetup {
+                engine,
+                accept_too_large,
+            },
+        );
+    }
+    Ok(filedock_core::settings::QuarantineSettings {
+        scanners,
+        wait_secs: cfg.wait_for_scan_secs,
+        retry_secs: cfg.scan_retry_secs,
+    })
 }

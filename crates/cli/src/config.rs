@@ -44,6 +44,12 @@ pub struct Config {
     pub links: LinksConfig,
     /// Upload from a URL: the address guard's allowlist and the timeouts.
     pub fetch: filedock_server::fetch::FetchConfig,
+    /// Virus scanners by name (`[scanners.clamav]`), for policies with `scan = "<name>"`.
+    pub scanners: BTreeMap<String, ScannerConfig>,
+    /// How long an upload waits for its file's scan before it answers `quarantined`.
+    pub wait_for_scan_secs: u64,
+    /// How long a file waits to be scanned again after its scanner failed.
+    pub scan_retry_secs: u64,
     /// TTL of presigned upload URLs, in seconds.
     pub upload_ttl_secs: u64,
     /// Default TTL of download links, in seconds.
@@ -107,6 +113,9 @@ impl Default for Config {
             cors: CorsConfig::default(),
             links: LinksConfig::default(),
             fetch: Default::default(),
+            scanners: BTreeMap::new(),
+            wait_for_scan_secs: 10,
+            scan_retry_secs: 10,
             upload_ttl_secs: 15 * 60,
             link_ttl_secs: 60 * 60,
             max_link_ttl_secs: 7 * 86_400,
@@ -273,5 +282,34 @@ mod tests {
             );
             Ok(())
         });
+    }
+}
+
+/// A scanner (`[scanners.<name>]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScannerConfig {
+    /// `clamav` (clamd's INSTREAM).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// clamd's address: `host:port`, or `unix:/path` (a socket).
+    pub address: String,
+    /// The largest file sent (clamd's `StreamMaxLength`, or less).
+    pub max_bytes: u64,
+    /// A file over `max_bytes`: `reject` (the default) or `accept` (ready, unscanned).
+    pub too_large: String,
+    /// Connecting, and each read or write, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for ScannerConfig {
+    fn default() -> Self {
+        ScannerConfig {
+            kind: "clamav".into(),
+            address: "127.0.0.1:3310".into(),
+            max_bytes: 25 * 1024 * 1024,
+            too_large: "reject".into(),
+            timeout_secs: 60,
+        }
     }
 }

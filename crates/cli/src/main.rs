@@ -232,6 +232,22 @@ fn background_jobs(files: &Arc<FileService>, cfg: &Config) -> Vec<tokio::task::J
             async move { sweep(&f, grace).await }
         },
     ));
+    // Quarantined files whose scan is due (after a scanner failed, or an upload stopped waiting).
+    if !cfg.scanners.is_empty() {
+        let f = files.clone();
+        jobs.push(sup.spawn(
+            JobSpec {
+                name: "quarantine",
+                every: Duration::from_secs(2),
+                stale_after: Duration::from_secs(600),
+                once: false,
+            },
+            move || {
+                let f = f.clone();
+                async move { f.sweep_quarantine().await.map(|_| ()) }
+            },
+        ));
+    }
     // Without webhooks there is nothing to deliver (and no reason to look every second).
     if files.has_webhooks() {
         match filedock_server::webhooks::Deliverer::new(files.clone()) {

@@ -29,6 +29,8 @@ pub struct FileQuery {
 /// What becomes known when a pending file is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
+    /// `Ready`, or `Quarantined` when the file's policy waits for a scanner.
+    pub status: FileStatus,
     pub size: u64,
     /// Known on every path since issue 23 (an `Option` for rows written before).
     pub sha256: Option<String>,
@@ -46,6 +48,13 @@ pub enum Change<'a> {
     CompleteFile(&'a FileId, &'a Completion),
     /// [`Catalog::delete_file`].
     DeleteFile(&'a FileId, Timestamp),
+    /// A scanner's verdict on a quarantined file: `Ready`, or `Rejected` with what was found
+    /// (only if still quarantined).
+    Verdict {
+        id: &'a FileId,
+        to: FileStatus,
+        reason: Option<&'a str>,
+    },
     /// A pending file that could not be taken becomes `failed` with its reason (only if still
     /// pending).
     FailFile {
@@ -315,6 +324,9 @@ pub trait Catalog: Send + Sync + Debug {
     async fn intent(&self, backend: &str, key: &StorageKey) -> Result<Option<Intent>>;
     /// Intents made before `before`, oldest first.
     async fn intents(&self, before: Timestamp, limit: u32) -> Result<Vec<Intent>>;
+
+    /// Quarantined files, oldest first (the scanner's work).
+    async fn quarantined_files(&self, limit: u32) -> Result<Vec<FileRecord>>;
 
     /// Records a new idempotency key; `false` if the project has a record for it already.
     async fn insert_idempotent(&self, r: &Idempotent) -> Result<bool>;

@@ -66,6 +66,15 @@ impl Context {
         if !config.policies.contains_key("native") {
             return Err(Error::invalid("the 'native' upload policy is not configured"));
         }
+        for (name, policy) in &config.policies {
+            if let Some(scanner) = &policy.scan
+                && !config.quarantine.scanners.contains_key(scanner)
+            {
+                return Err(Error::invalid(format!(
+                    "[policies.{name}] scan = \"{scanner}\": no [scanners.{scanner}] is configured"
+                )));
+            }
+        }
         for (project, settings) in &config.projects {
             ProjectId::new(project.clone()).map_err(|e| Error::invalid(format!("[projects.{project}]: {e}")))?;
             for hook in &settings.webhooks {

@@ -72,6 +72,9 @@ pub enum Error {
     /// The source of a fetch did not answer, or did not send its body, in time.
     #[error("{0}")]
     SourceTimeout(String),
+    /// The file's scanner found it infected; its bytes are deleted. Names what was found.
+    #[error("{0}")]
+    Infected(String),
     /// An `Idempotency-Key` used again with a different request.
     #[error("{0}")]
     IdempotencyMismatch(String),
@@ -113,6 +116,7 @@ impl Error {
             Error::UrlRefused(_) => "url_refused",
             Error::SourceFailed(_) => "source_failed",
             Error::SourceTimeout(_) => "source_timeout",
+            Error::Infected(_) => "infected",
             Error::IdempotencyMismatch(_) => "idempotency_key_reused",
             Error::InProgress(_, _) => "in_progress",
             Error::Unavailable(_) => "unavailable",

@@ -19,6 +19,9 @@ pub enum EventType {
     /// A file could not be taken (a fetch from a URL failed); its record says why.
     #[serde(rename = "file.failed")]
     FileFailed,
+    /// A file's scanner found it infected: its bytes are deleted; its record says what was found.
+    #[serde(rename = "file.rejected")]
+    FileRejected,
     /// A file was deleted, or expired and was swept.
     #[serde(rename = "file.deleted")]
     FileDeleted,
@@ -32,9 +35,10 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 6] = [
         EventType::FileReady,
         EventType::FileFailed,
+        EventType::FileRejected,
         EventType::FileDeleted,
         EventType::TaskSucceeded,
         EventType::TaskFailed,
@@ -45,6 +49,7 @@ impl EventType {
         match self {
             EventType::FileReady => "file.ready",
             EventType::FileFailed => "file.failed",
+            EventType::FileRejected => "file.rejected",
             EventType::FileDeleted => "file.deleted",
             EventType::TaskSucceeded => "task.succeeded",
             EventType::TaskFailed => "task.failed",

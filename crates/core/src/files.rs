@@ -6,11 +6,9 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
-
 use crate::auth::Principal;
-use crate::blob::{ByteStream, ObjectMeta, PresignPut, PresignedRequest, PutOptions};
-use crate::catalog::{Change, Completion, FileQuery, Intent};
+use crate::blob::{ByteStream, PresignPut, PresignedRequest, PutOptions};
+use crate::catalog::{Change, FileQuery, Intent};
 use crate::clock::Timestamp;
 use crate::context::Context;
 use crate::context::{is_visible_to, secs_to_ms};
@@ -20,7 +18,6 @@ use crate::meter::meter;
 use crate::model::MAX_KEY_LEN;
 use crate::model::TaskId;
 use crate::model::{Class, FileId, FileName, FileRecord, FileStatus, ProjectId, StorageKey, validate_relative_path};
-use crate::range::ByteRange;
 
 pub use crate::settings::{Backend, FileServiceConfig, ProjectSettings, Retention, RetentionOverride};
 
@@ -130,11 +127,17 @@ pub fn output_prefix(project: &ProjectId, task: &TaskId) -> String {
 pub struct Files {
     pub(crate) ctx: Arc<Context>,
     pub(crate) events: Arc<crate::events::Events>,
+    pub(crate) quarantine: crate::quarantine::Quarantine,
 }
 
 impl Files {
     pub(crate) fn new(ctx: Arc<Context>, events: Arc<crate::events::Events>) -> Self {
-        Files { ctx, events }
+        let quarantine = crate::quarantine::Quarantine::new(ctx.clone(), events.clone());
+        Files {
+            ctx,
+            events,
+            quarantine,
+        }
     }
 }
 
@@ -214,6 +217,7 @@ impl Files {
     /// a record of a partial file.
     pub async fn stage(&self, who: &Principal, new: NewFile, body: ByteStream) -> Result<Staged> {
         let policy = self.ctx.policy(&new.policy)?.clone();
+        let landing = crate::quarantine::Quarantine::landing(&policy);
         let ext = new.name.extension();
         policy.check_extension(ext.as_deref())?;
         if let Some(n) = new.size_hint {
@@ -259,7 +263,7 @@ impl Files {
         if rec.extension.is_none() {
             rec.extension = m.extension;
         }
-        rec.status = FileStatus::Ready;
+        rec.status = landing;
         rec.completed_at = Some(self.ctx.clock.now());
         Ok(Staged { rec })
     }
@@ -272,12 +276,17 @@ impl Files {
     /// `doctor` finds) and the answer is 503: the client cannot know either, and retries.
     pub async fn commit(&self, staged: Staged) -> Result<FileRecord> {
         let rec = staged.rec;
-        let inserted = self
-            .events
-            .change(Change::InsertFile(&rec), &rec.project, EventType::FileReady, || {
-                file_data(&rec)
-            })
-            .await;
+        let inserted = match rec.status {
+            // A quarantined file's `file.ready` comes with its clean verdict.
+            FileStatus::Quarantined => self.ctx.catalog.apply(Change::InsertFile(&rec), &[]).await,
+            _ => {
+                self.events
+                    .change(Change::InsertFile(&rec), &rec.project, EventType::FileReady, || {
+                        file_data(&rec)
+                    })
+                    .await
+            }
+        };
         if let Err(e) = inserted {
             match self.ctx.catalog.file(&rec.id).await {
                 Ok(Some(stored)) if stored.backend == rec.backend && stored.key == rec.key => {
@@ -299,7 +308,7 @@ impl Files {
             }
         }
         self.forget_intent(&rec.backend, &rec.key).await;
-        Ok(rec)
+        self.quarantine.await_verdict(rec).await
     }
 
     /// Drops a staged file's blob.
@@ -368,149 +377,6 @@ impl Files {
             }
             Err(e) => Err(e),
         }
-    }
-
-    /// Checks what arrived for a pending file — size against the announced size and the policy,
-    /// the type of its content, its SHA-256 — and makes it ready. A mismatch deletes the object
-    /// and says why. Completing a ready file returns it as is.
-    pub async fn complete_upload(&self, who: &Principal, id: &FileId) -> Result<FileRecord> {
-        let rec = self.visible_file(who, id).await?;
-        self.complete(rec).await
-    }
-
-    pub(crate) async fn complete(&self, rec: FileRecord) -> Result<FileRecord> {
-        self.complete_known(rec, None).await
-    }
-
-    /// [`FileService::complete`], with the size and SHA-256 of the bytes when they streamed
-    /// through filedock whole: the object is then not read back to hash it (its first bytes
-    /// still are, for the type; a text file is still read whole, for its text check). Without
-    /// them (a presigned PUT or multipart upload straight to the bucket, a tus upload whose
-    /// PATCHes came through several instances) the object is read back whole: every ready file
-    /// has its SHA-256 and every content rule is checked over its whole body, on every path.
-    pub(crate) async fn complete_known(&self, rec: FileRecord, known: Option<(u64, String)>) -> Result<FileRecord> {
-        match rec.status {
-            FileStatus::Ready => return Ok(rec),
-            FileStatus::Failed => return Err(rec.failure()),
-            FileStatus::Pending | FileStatus::Deleted => {}
-        }
-        let backend = self.ctx.backend(Some(&rec.backend))?;
-        let store = &backend.store;
-        if !store.self_served() {
-            self.take_incoming(backend, &rec.key).await?;
-        }
-        let meta = match store.head(&rec.key).await {
-            Ok(m) => m,
-            Err(Error::NotFound(_)) => {
-                return Err(Error::Conflict("the upload has not been received yet".into()));
-            }
-            Err(e) => return Err(e),
-        };
-        let checked = self.check_arrived(backend, &rec, &meta, known).await;
-        let (size, sha256, detected_type) = match checked {
-            Ok(m) => m,
-            Err(e) => {
-                if !e.is_server_error() {
-                    self.discard_blob(backend, &rec.key).await;
-                }
-                return Err(e);
-            }
-        };
-        self.settle(&rec, size, Some(sha256), detected_type).await
-    }
-
-    /// Records what arrived for a pending file, checked, and makes it ready (`file.ready` once,
-    /// whoever wins a race to complete it).
-    pub(crate) async fn settle(
-        &self,
-        rec: &FileRecord,
-        size: u64,
-        sha256: Option<String>,
-        detected_type: String,
-    ) -> Result<FileRecord> {
-        let c = Completion {
-            size,
-            sha256,
-            detected_type,
-            completed_at: self.ctx.clock.now(),
-        };
-        // The event says what the row will say.
-        let ready = FileRecord {
-            status: FileStatus::Ready,
-            size: Some(c.size),
-            sha256: c.sha256.clone(),
-            detected_type: Some(c.detected_type.clone()),
-            completed_at: Some(c.completed_at),
-            ..rec.clone()
-        };
-        // The winner of a race to complete records the event with the change; the loser none.
-        self.events
-            .change(
-                Change::CompleteFile(&rec.id, &c),
-                &rec.project,
-                EventType::FileReady,
-                || file_data(&ready),
-            )
-            .await?;
-        // Whoever won a race to complete, the row now says what is true.
-        let rec = self
-            .ctx
-            .catalog
-            .file(&rec.id)
-            .await?
-            .ok_or_else(|| Error::not_found("no such file"))?;
-        Ok(rec)
-    }
-
-    /// What arrived for a pending file, checked: its size against the announced size and the
-    /// policy, its type and content (read whole unless its SHA-256 is `known`, and then its
-    /// first bytes), its SHA-256. Returns the size, SHA-256 and detected type.
-    async fn check_arrived(
-        &self,
-        backend: &Backend,
-        rec: &FileRecord,
-        meta: &ObjectMeta,
-        known: Option<(u64, String)>,
-    ) -> Result<(u64, String, String)> {
-        let store = &backend.store;
-        if let Some(expected) = rec.size
-            && expected != meta.size
-        {
-            return Err(Error::invalid(format!(
-                "received {} bytes, but {expected} were announced",
-                meta.size
-            )));
-        }
-        let policy = self.ctx.policy(&rec.policy)?.clone();
-        policy.check_size(meta.size)?;
-        let known = known
-            .filter(|(n, _)| *n == meta.size && !crate::sniff::is_text_extension(rec.extension.as_deref()))
-            .map(|(_, sha)| sha);
-        let Some(known) = known else {
-            let got = store.get(&rec.key, None).await?;
-            let (mut body, handle) = meter(got.body, policy, rec.extension.clone(), Some(meta.size));
-            while let Some(chunk) = body.next().await {
-                chunk?;
-            }
-            let m = handle
-                .outcome()
-                .ok_or_else(|| Error::internal_msg("metered read ended without an outcome"))?;
-            return Ok((m.size, m.sha256, m.detected_type));
-        };
-        // The bytes were hashed on their way in: only the first bytes, for the type.
-        if meta.size == 0 && !policy.allow_empty {
-            return Err(Error::invalid("the file is empty"));
-        }
-        let n = meta.size.min(crate::sniff::HEAD_LEN as u64);
-        let mut head = Vec::with_capacity(n as usize);
-        if n > 0 {
-            let mut body = store.get(&rec.key, Some(ByteRange::Bounded(0, n - 1))).await?.body;
-            while let Some(chunk) = body.next().await {
-                head.extend_from_slice(&chunk?);
-            }
-        }
-        let detected = policy.check_content(rec.extension.as_deref(), &head, n == meta.size)?;
-        Ok((meta.size, known, detected))
     }
 
     pub(crate) async fn discard_blob(&self, backend: &Backend, key: &StorageKey) {

@@ -9,6 +9,7 @@
 //! feature: production builds do not contain them).
 
 pub mod access;
+mod arrival;
 pub mod auth;
 pub mod blob;
 pub mod catalog;
@@ -36,6 +37,7 @@ pub mod meter;
 pub mod model;
 pub mod names;
 pub mod policy;
+pub mod quarantine;
 pub mod range;
 pub mod readiness;
 pub mod retention;

@@ -24,6 +24,10 @@ pub struct UploadPolicy {
     /// told "stored" before filedock saw the bytes (TokenOps' presigned PUT: a 2xx is final).
     #[serde(default)]
     pub keep_unmatched: bool,
+    /// The scanner (`[scanners.<name>]`) whose verdict a file waits for, quarantined, before it
+    /// can be used. `None`: ready once checked.
+    #[serde(default)]
+    pub scan: Option<String>,
 }
 
 /// The type of kept content that does not match its name.
@@ -41,6 +45,7 @@ impl UploadPolicy {
             allow: None,
             allow_empty: true,
             keep_unmatched: false,
+            scan: None,
         }
     }
 
@@ -112,6 +117,7 @@ mod tests {
             allow: Some(vec!["pdf".into()]),
             allow_empty: true,
             keep_unmatched: false,
+            scan: None,
         };
         assert!(p.check_extension(Some("pdf")).is_ok());
         assert!(matches!(p.check_extension(Some("png")), Err(Error::UnsupportedType(_))));

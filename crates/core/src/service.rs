@@ -65,6 +65,16 @@ impl FileService {
         })
     }
 
+    /// See [`Quarantine::sweep`](crate::quarantine::Quarantine::sweep).
+    pub async fn sweep_quarantine(&self) -> Result<usize> {
+        self.files.quarantine.sweep().await
+    }
+
+    /// See [`Quarantine::check_scanners`](crate::quarantine::Quarantine::check_scanners).
+    pub async fn check_scanners(&self) -> Result<()> {
+        self.files.quarantine.check_scanners().await
+    }
+
     /// Idempotency keys: see [`crate::idempotency`].
     pub fn idempotency(&self) -> &crate::idempotency::Idempotency {
         &self.idempotency

@@ -116,6 +116,38 @@ pub struct FileServiceConfig {
     pub prune: PruneSettings,
     /// Rate, quotas and concurrent uploads per project (each project may override them).
     pub limits: crate::limits::Limits,
+    /// The scanners policies name (`scan = "…"`) and how files wait for them.
+    pub quarantine: QuarantineSettings,
+}
+
+/// A configured scanner: its engine and what a file over the engine's limit becomes.
+#[derive(Debug, Clone)]
+pub struct ScannerSetup {
+    pub engine: std::sync::Arc<dyn crate::scan::Scanner>,
+    /// A file over the engine's limit is made ready unscanned (`too_large = "accept"`) instead
+    /// of rejected (the default).
+    pub accept_too_large: bool,
+}
+
+/// Scanners and how uploads wait for them.
+#[derive(Debug, Clone)]
+pub struct QuarantineSettings {
+    pub scanners: BTreeMap<String, ScannerSetup>,
+    /// How long an upload waits for its file's verdict before it answers with the file
+    /// `quarantined` (`wait_for_scan_secs`; 0: never waits). Default 10 s.
+    pub wait_secs: u64,
+    /// How long a file waits before it is scanned again after its scanner failed. Default 10 s.
+    pub retry_secs: u64,
+}
+
+impl Default for QuarantineSettings {
+    fn default() -> Self {
+        QuarantineSettings {
+            scanners: BTreeMap::new(),
+            wait_secs: 10,
+            retry_secs: 10,
+        }
+    }
 }
 
 /// How tasks are leased and handed out.

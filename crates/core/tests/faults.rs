@@ -42,6 +42,7 @@ fn service(catalog: Arc<dyn Catalog>, store: Arc<dyn BlobStore>) -> FileService 
         deliveries: Default::default(),
         prune: Default::default(),
         limits: Default::default(),
+        quarantine: Default::default(),
     };
     let signer = Arc::new(UrlSigner::new(vec![1u8; 32]).unwrap());
     FileService::new(

@@ -40,6 +40,7 @@ fn s3_code(e: &Error) -> &'static str {
         Error::Timeout(_) => "RequestTimeout",
         Error::UrlRefused(_) => "InvalidRequest",
         Error::SourceFailed(_) | Error::SourceTimeout(_) => "InternalError",
+        Error::Infected(_) => "InvalidRequest",
         Error::IdempotencyMismatch(_) => "InvalidRequest",
         Error::InProgress(_, _) => "OperationAborted",
         Error::Unavailable(_) => "ServiceUnavailable",

@@ -67,6 +67,7 @@ pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
                 ),
                 allow_empty: true,
                 keep_unmatched: false,
+                scan: None,
             },
         ),
         (
@@ -78,6 +79,7 @@ pub fn default_policies() -> BTreeMap<String, UploadPolicy> {
                 ),
                 allow_empty: false,
                 keep_unmatched: false,
+                scan: None,
             },
         ),
         (policy::CYBERUN.to_owned(), UploadPolicy::max(500 * MIB)),

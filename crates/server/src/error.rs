@@ -31,6 +31,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::UrlRefused(_) => StatusCode::BAD_REQUEST,
         Error::SourceFailed(_) => StatusCode::BAD_GATEWAY,
         Error::SourceTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        Error::Infected(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::IdempotencyMismatch(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::InProgress(_, _) => StatusCode::CONFLICT,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

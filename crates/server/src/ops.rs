@@ -70,7 +70,14 @@ pub async fn healthz() -> &'static str {
             example = json!({"status": "unavailable", "reason": "…"}))))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.files.check_ready().await {
-        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        // A scanner that does not answer leaves the instance ready (uploads land quarantined and
+        // wait for it), and is named.
+        Ok(()) => match tokio::time::timeout(std::time::Duration::from_secs(2), state.files.check_scanners()).await {
+            Ok(Ok(())) => Json(serde_json::json!({"status": "ready"})).into_response(),
+            Ok(Err(e)) => Json(serde_json::json!({"status": "degraded", "reason": e.to_string()})).into_response(),
+            Err(_) => Json(serde_json::json!({"status": "degraded", "reason": "a scanner did not answer within 2 s"}))
+                .into_response(),
+        },
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"status": "unavailable", "reason": e.to_string()})),

@@ -284,6 +284,7 @@ async fn huawei_errors() {
             allow: filedock_server::dialects::default_policies()["huawei"].allow.clone(),
             allow_empty: true,
             keep_unmatched: false,
+            scan: None,
         },
     )]))
     .await;
@@ -508,6 +509,7 @@ async fn juniortree_errors() {
                 .clone(),
             allow_empty: false,
             keep_unmatched: false,
+            scan: None,
         },
     )]))
     .await;

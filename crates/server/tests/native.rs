@@ -352,6 +352,7 @@ fn only_pdf() -> BTreeMap<String, UploadPolicy> {
             allow: Some(vec!["pdf".into()]),
             allow_empty: false,
             keep_unmatched: false,
+            scan: None,
         },
     )])
 }

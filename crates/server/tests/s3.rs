@@ -52,6 +52,7 @@ async fn presigned_bytes_never_pass_through_filedock() {
         deliveries: Default::default(),
         prune: Default::default(),
         limits: Default::default(),
+        quarantine: Default::default(),
     };
     let files = Arc::new(
         FileService::new(

@@ -56,6 +56,7 @@ pub async fn catalog_suite(catalog: &dyn Catalog) {
     let f2 = file("alpha", Some("ws1"), "alpha/two.txt", FileStatus::Pending);
     catalog.insert_file(&f2).await.expect("insert f2");
     let c = Completion {
+        status: FileStatus::Ready,
         size: 3,
         sha256: Some("cd".repeat(32)),
         detected_type: "text/plain".into(),

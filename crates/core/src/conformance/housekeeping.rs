@@ -32,6 +32,7 @@ pub(super) async fn apply_rules(catalog: &dyn Catalog) {
     let pending = file("epsilon", None, "epsilon/pending", FileStatus::Pending);
     catalog.insert_file(&pending).await.expect("insert pending");
     let c = Completion {
+        status: FileStatus::Ready,
         size: 3,
         sha256: Some("cd".repeat(32)),
         detected_type: "text/plain".into(),
@@ -406,6 +407,7 @@ where
     catalog.insert_file(&pending).await.expect("insert pending");
     let ready = file("zeta", None, "zeta/ready", FileStatus::Ready);
     let c = Completion {
+        status: FileStatus::Ready,
         size: 3,
         sha256: Some("ef".repeat(32)),
         detected_type: "text/plain".into(),

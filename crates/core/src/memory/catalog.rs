@@ -131,18 +131,7 @@ impl Catalog for MemoryCatalog {
     }
 
     async fn complete_file(&self, id: &FileId, c: &Completion) -> Result<bool> {
-        let mut files = lock(&self.files)?;
-        match files.get_mut(id).filter(|f| f.status == FileStatus::Pending) {
-            Some(f) => {
-                f.status = FileStatus::Ready;
-                f.size = Some(c.size);
-                f.sha256 = c.sha256.clone();
-                f.detected_type = Some(c.detected_type.clone());
-                f.completed_at = Some(c.completed_at);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        self.complete(id, c)
     }
 
     async fn delete_file(&self, id: &FileId, at: Timestamp) -> Result<bool> {
@@ -420,6 +409,7 @@ impl Catalog for MemoryCatalog {
             Change::CompleteFile(id, c) => self.complete_file(id, c).await?,
             Change::DeleteFile(id, at) => self.delete_file(id, at).await?,
             Change::FailFile { id, reason, at } => self.fail_file(id, reason, at)?,
+            Change::Verdict { id, to, reason } => self.verdict(id, to, reason)?,
             Change::FinishTask {
                 id,
                 runner,
@@ -440,6 +430,10 @@ impl Catalog for MemoryCatalog {
 
     async fn prune(&self, what: Prune, before: Timestamp, limit: u32) -> Result<u64> {
         self.prune_rows(what, before, limit)
+    }
+
+    async fn quarantined_files(&self, limit: u32) -> Result<Vec<FileRecord>> {
+        self.quarantined(limit)
     }
 
     async fn insert_idempotent(&self, r: &Idempotent) -> Result<bool> {

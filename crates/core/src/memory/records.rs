@@ -2,10 +2,10 @@
 
 use super::blob::lock;
 use super::catalog::MemoryCatalog;
-use crate::catalog::{Idempotent, Intent};
+use crate::catalog::{Completion, Idempotent, Intent};
 use crate::clock::Timestamp;
 use crate::error::Result;
-use crate::model::{FileId, FileStatus, ProjectId};
+use crate::model::{FileId, FileRecord, FileStatus, ProjectId};
 
 impl MemoryCatalog {
     /// Intents made before `before`, oldest first.
@@ -20,6 +20,22 @@ impl MemoryCatalog {
         Ok(out)
     }
 
+    /// `Catalog::complete_file`: only a pending file completes.
+    pub(super) fn complete(&self, id: &FileId, c: &Completion) -> Result<bool> {
+        let mut files = lock(&self.files)?;
+        match files.get_mut(id).filter(|f| f.status == FileStatus::Pending) {
+            Some(f) => {
+                f.status = c.status;
+                f.size = Some(c.size);
+                f.sha256 = c.sha256.clone();
+                f.detected_type = Some(c.detected_type.clone());
+                f.completed_at = Some(c.completed_at);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// `Change::FailFile`: only a pending file fails.
     pub(super) fn fail_file(&self, id: &FileId, reason: &str, at: Timestamp) -> Result<bool> {
         let mut files = lock(&self.files)?;
@@ -32,6 +48,31 @@ impl MemoryCatalog {
             }
             None => Ok(false),
         }
+    }
+
+    /// `Change::Verdict`: only a quarantined file gets one.
+    pub(super) fn verdict(&self, id: &FileId, to: FileStatus, reason: Option<&str>) -> Result<bool> {
+        let mut files = lock(&self.files)?;
+        match files.get_mut(id).filter(|f| f.status == FileStatus::Quarantined) {
+            Some(f) => {
+                f.status = to;
+                f.reason = reason.map(str::to_owned);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Quarantined files, oldest first.
+    pub(super) fn quarantined(&self, limit: u32) -> Result<Vec<FileRecord>> {
+        let mut out: Vec<FileRecord> = lock(&self.files)?
+            .values()
+            .filter(|f| f.status == FileStatus::Quarantined)
+            .cloned()
+            .collect();
+        out.sort_by_key(|f| f.created_at);
+        out.truncate(limit as usize);
+        Ok(out)
     }
 
     pub(super) fn idem_insert(&self, r: &Idempotent) -> Result<bool> {

@@ -221,6 +221,11 @@ pub enum FileStatus {
     Deleted,
     /// Could not be taken (a fetch from a URL that failed); `reason` says why. No bytes.
     Failed,
+    /// Stored and checked, waiting for its scanner's verdict: not served, linked or handed to a
+    /// workflow until it is found clean.
+    Quarantined,
+    /// Found infected (or refused by its scanner); `reason` names what was found. No bytes.
+    Rejected,
 }
 
 impl FileStatus {
@@ -231,6 +236,8 @@ impl FileStatus {
             FileStatus::Ready => "ready",
             FileStatus::Deleted => "deleted",
             FileStatus::Failed => "failed",
+            FileStatus::Quarantined => "quarantined",
+            FileStatus::Rejected => "rejected",
         }
     }
     /// Parses a stored name.
@@ -240,6 +247,8 @@ impl FileStatus {
             "ready" => Ok(FileStatus::Ready),
             "deleted" => Ok(FileStatus::Deleted),
             "failed" => Ok(FileStatus::Failed),
+            "quarantined" => Ok(FileStatus::Quarantined),
+            "rejected" => Ok(FileStatus::Rejected),
             other => Err(Error::internal_msg(format!("unknown file status '{other}'"))),
         }
     }
@@ -286,10 +295,19 @@ pub struct FileRecord {
 }
 
 impl FileRecord {
-    /// The answer for a use of a `failed` file: it has no bytes, and its record says why.
+    /// The answer for a use of a file that is not ready and will not become ready by waiting
+    /// for its upload: failed, quarantined or rejected.
     pub fn failure(&self) -> Error {
         let why = self.reason.as_deref().unwrap_or("no reason recorded");
-        Error::Conflict(format!("this file could not be taken: {why}"))
+        match self.status {
+            FileStatus::Quarantined => {
+                Error::Conflict("the file is being scanned for viruses; it can be used once it is found clean".into())
+            }
+            FileStatus::Rejected => Error::Gone(format!(
+                "the file was rejected by its virus scan ({why}); its bytes are deleted"
+            )),
+            _ => Error::Conflict(format!("this file could not be taken: {why}")),
+        }
     }
 
     /// The content type to serve: detected, else declared, else octet-stream.

@@ -157,6 +157,7 @@ impl TestApp {
             deliveries: Default::default(),
             prune: Default::default(),
             limits: Default::default(),
+            quarantine: Default::default(),
         };
         customize(&mut config);
         let parts = (backend.clone(), signer.clone(), config.clone());

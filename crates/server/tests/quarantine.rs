@@ -1,0 +1,393 @@
+//! Quarantine with a real scanner: Debian's clamd (`scripts/clamd`) with a signature database
+//! the test writes (the EICAR test string), every policy set to `scan = "clamav"`, on both
+//! flavours (`TEST_FLAVOR=s3-postgres`). The EICAR file through each way in is rejected — its
+//! bytes gone, never downloadable or linkable — and a clean file becomes ready; with clamd
+//! stopped uploads stay quarantined, and once it is back they are scanned and released, each
+//! once, by two instances.
+
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failures")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::{Answer, TestApp, multipart};
+use filedock_core::blob::ByteStream;
+use filedock_core::catalog::FileQuery;
+use filedock_core::scan::{Scanner, Verdict};
+use filedock_core::settings::{QuarantineSettings, ScannerSetup};
+use filedock_core::{CredentialKind, FileRecord, FileStatus, ProjectId};
+use filedock_storage::{ClamAv, ClamdAddress};
+use filedock_testkit::{Clamd, EICAR};
+use serde_json::json;
+
+const MIB: u64 = 1024 * 1024;
+
+/// clamd, counting the scans it is asked for.
+#[derive(Debug)]
+struct Counting {
+    inner: ClamAv,
+    scans: AtomicUsize,
+}
+
+#[async_trait]
+impl Scanner for Counting {
+    fn max_bytes(&self) -> Option<u64> {
+        self.inner.max_bytes()
+    }
+    async fn scan(&self, body: ByteStream, size: u64) -> filedock_core::Result<Verdict> {
+        self.scans.fetch_add(1, Ordering::SeqCst);
+        self.inner.scan(body, size).await
+    }
+    async fn ping(&self) -> filedock_core::Result<()> {
+        self.inner.ping().await
+    }
+}
+
+/// An app whose every policy waits for clamd.
+async fn scanning(clamd: &Clamd) -> (TestApp, Arc<Counting>) {
+    let counting = Arc::new(Counting {
+        inner: ClamAv::new(
+            ClamdAddress::Tcp(clamd.address.clone()),
+            8 * MIB,
+            Duration::from_secs(10),
+        ),
+        scans: AtomicUsize::new(0),
+    });
+    let engine = counting.clone();
+    let app = TestApp::configured(move |c| {
+        c.quarantine = QuarantineSettings {
+            scanners: BTreeMap::from([(
+                "clamav".to_owned(),
+                ScannerSetup {
+                    engine,
+                    accept_too_large: false,
+                },
+            )]),
+            wait_secs: 10,
+            retry_secs: 5,
+        };
+        for p in c.policies.values_mut() {
+            p.scan = Some("clamav".into());
+        }
+    })
+    .await;
+    (app, counting)
+}
+
+async fn records(app: &TestApp, project: &str, status: FileStatus) -> Vec<FileRecord> {
+    let q = FileQuery {
+        project: ProjectId::new(project).unwrap(),
+        workspace: None,
+        status,
+        before: None,
+        live_at: 0,
+        limit: 1000,
+    };
+    app.catalog.list_files(&q).await.unwrap()
+}
+
+/// After an EICAR upload through some way in: one more rejected file naming the signature, no
+/// ready file, and no bytes kept.
+async fn rejected_once_more(app: &TestApp, before: usize, what: &str) -> FileRecord {
+    let rejected = records(app, "demo", FileStatus::Rejected).await;
+    assert_eq!(rejected.len(), before + 1, "{what}: one more rejected file");
+    let rec = rejected
+        .into_iter()
+        .find(|r| r.reason.as_deref().unwrap_or("").contains("Eicar"))
+        .unwrap();
+    assert!(
+        rec.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("infected: Eicar-Test-Signature"),
+        "{what}: {rec:?}"
+    );
+    assert!(app.store.head(&rec.key).await.is_err(), "{what}: the bytes are gone");
+    rec
+}
+
+fn infected(a: &Answer, what: &str) {
+    assert_eq!(
+        a.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{what}: {}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert!(
+        String::from_utf8_lossy(&a.body).contains("infected") || String::from_utf8_lossy(&a.body).contains("Eicar"),
+        "{what}: {}",
+        String::from_utf8_lossy(&a.body)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eicar_is_rejected_through_every_way_in_and_a_clean_file_becomes_ready() {
+    let Some(clamd) = Clamd::start(8 * MIB) else { return };
+    let (app, _) = scanning(&clamd).await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    let mut n = 0;
+
+    // Native upload: 422 infected, the record rejected, the bytes gone.
+    let a = app.upload_raw(&key, "eicar.txt", EICAR).await;
+    infected(&a, "native");
+    let rec = rejected_once_more(&app, n, "native").await;
+    n += 1;
+    let got = app.get(&key, &format!("/v1/files/{}", rec.id)).await.json();
+    assert_eq!(got["status"], "rejected");
+    assert!(got["reason"].as_str().unwrap().contains("Eicar"));
+    for path in [format!("/v1/files/{}/content", rec.id)] {
+        assert_eq!(app.get(&key, &path).await.status, StatusCode::GONE, "{path}");
+    }
+    let link = app
+        .post_json(&key, &format!("/v1/files/{}/links", rec.id), json!({}))
+        .await;
+    assert_eq!(link.status, StatusCode::GONE);
+
+    // A clean file: scanned, ready, served.
+    let a = app.upload_raw(&key, "clean.txt", b"nothing to see here").await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.json()["status"], "ready");
+    let id = a.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.get(&key, &format!("/v1/files/{id}/content")).await.body,
+        b"nothing to see here"
+    );
+
+    // Huawei (its own envelope), Juniortree.
+    let (ct, body) = multipart(&[], "eicar.txt", "text/plain", EICAR);
+    let hw = Request::post("/v1/demo/agent-runtime/upload-file")
+        .header("content-type", ct)
+        .header("x-auth-token", &key)
+        .body(Body::from(body))
+        .unwrap();
+    infected(&app.send(hw).await, "huawei");
+    rejected_once_more(&app, n, "huawei").await;
+    n += 1;
+    let (ct, body) = multipart(&[("created_by", "me")], "eicar.txt", "text/plain", EICAR);
+    let jt = Request::post("/api/v1/upload")
+        .header("content-type", ct)
+        .header("agent", "dify")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::from(body))
+        .unwrap();
+    infected(&app.send(jt).await, "juniortree");
+    rejected_once_more(&app, n, "juniortree").await;
+    n += 1;
+
+    // Native presign + PUT + complete.
+    let p = app
+        .post_json(&key, "/v1/uploads", json!({"name": "eicar.txt", "size": EICAR.len()}))
+        .await
+        .json();
+    let headers: Vec<(&str, String)> = p["upload"]["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap().to_owned()))
+        .collect();
+    let put = app
+        .call("PUT", p["upload"]["url"].as_str().unwrap(), &headers, EICAR.to_vec())
+        .await;
+    let done = app
+        .post_json(
+            &key,
+            &format!("/v1/uploads/{}/complete", p["file"]["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert!(
+        put.status == StatusCode::UNPROCESSABLE_ENTITY
+            || done.status == StatusCode::UNPROCESSABLE_ENTITY
+            || done.status == StatusCode::GONE,
+        "presign: PUT {} then complete {}",
+        put.status,
+        done.status
+    );
+    rejected_once_more(&app, n, "presign").await;
+    n += 1;
+
+    // tus: created, then the last byte.
+    let create = Request::post("/tus/")
+        .header("authorization", format!("Bearer {key}"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", EICAR.len())
+        .header("upload-metadata", "filename ZWljYXIudHh0")
+        .body(Body::empty())
+        .unwrap();
+    let created = app.send(create).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let path = created
+        .header("location")
+        .unwrap()
+        .strip_prefix(common::BASE)
+        .unwrap()
+        .to_owned();
+    let patch = Request::patch(path)
+        .header("authorization", format!("Bearer {key}"))
+        .header("tus-resumable", "1.0.0")
+        .header("upload-offset", 0)
+        .header("content-type", "application/offset+octet-stream")
+        .body(Body::from(EICAR.to_vec()))
+        .unwrap();
+    infected(&app.send(patch).await, "tus");
+    rejected_once_more(&app, n, "tus").await;
+    n += 1;
+
+    // Native multipart, one part.
+    let init = app
+        .post_json(
+            &key,
+            "/v1/uploads/multipart",
+            json!({"name": "eicar.txt", "size": EICAR.len(), "part_size": 5 * MIB}),
+        )
+        .await
+        .json();
+    let id = init["upload_id"].as_str().unwrap().to_owned();
+    let parts = app
+        .post_json(
+            &key,
+            &format!("/v1/uploads/multipart/{id}/parts"),
+            json!({"part_numbers": [1]}),
+        )
+        .await
+        .json();
+    let part = &parts["parts"][0];
+    let headers: Vec<(&str, String)> = part["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap().to_owned()))
+        .collect();
+    let put = app
+        .call("PUT", part["url"].as_str().unwrap(), &headers, EICAR.to_vec())
+        .await;
+    let etag = put.header("etag").unwrap();
+    let done = app
+        .post_json(
+            &key,
+            &format!("/v1/uploads/multipart/{id}/complete"),
+            json!({"parts": [{"part_number": 1, "etag": etag}]}),
+        )
+        .await;
+    infected(&done, "multipart");
+    rejected_once_more(&app, n, "multipart").await;
+    n += 1;
+
+    // TokenOps: upload_url, then the PUT.
+    let u = app
+        .post_json(&key, "/v1/files/upload_url", json!({"path": "in/eicar.txt"}))
+        .await
+        .json();
+    let put = app
+        .call(
+            "PUT",
+            u["upload_url"].as_str().unwrap(),
+            &[("content-length", EICAR.len().to_string())],
+            EICAR.to_vec(),
+        )
+        .await;
+    if !common::scaled() {
+        infected(&put, "tokenops");
+    } else {
+        // Straight to the bucket: the file is checked on first use.
+        let visit = common::follow(&app, u["visit_url"].as_str().unwrap()).await;
+        assert!(
+            visit.status == StatusCode::UNPROCESSABLE_ENTITY || visit.status == StatusCode::GONE,
+            "{}",
+            visit.status
+        );
+    }
+    rejected_once_more(&app, n, "tokenops").await;
+    n += 1;
+
+    // Never listed, never claimable, and the only ready file is the clean one.
+    let ready = records(&app, "demo", FileStatus::Ready).await;
+    assert_eq!(ready.len(), 1, "{ready:?}");
+    assert_eq!(records(&app, "demo", FileStatus::Rejected).await.len(), n);
+    assert_eq!(app.stored_objects().await, 1, "only the clean file's bytes are stored");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_clamd_down_uploads_wait_quarantined_and_are_released_once_it_is_back() {
+    let Some(mut clamd) = Clamd::start(8 * MIB) else { return };
+    let (app, counting) = scanning(&clamd).await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    clamd.stop();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let a = app
+            .upload_raw(&key, &format!("f{i}.txt"), format!("file {i}").as_bytes())
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&a.body));
+        assert_eq!(a.json()["status"], "quarantined", "the scanner down is not clean");
+        ids.push(a.json()["id"].as_str().unwrap().to_owned());
+    }
+    let a = app.upload_raw(&key, "bad.txt", EICAR).await;
+    assert_eq!(a.json()["status"], "quarantined");
+    let bad = a.json()["id"].as_str().unwrap().to_owned();
+    // Quarantined: not served, not linked, not listed, not a workflow input.
+    for id in &ids {
+        assert_eq!(
+            app.get(&key, &format!("/v1/files/{id}/content")).await.status,
+            StatusCode::CONFLICT
+        );
+        let link = app.post_json(&key, &format!("/v1/files/{id}/links"), json!({})).await;
+        assert_eq!(link.status, StatusCode::CONFLICT);
+    }
+    assert!(
+        app.get(&key, "/v1/files").await.json()["files"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let ready = tokio::time::timeout(Duration::from_secs(2), app.files.check_scanners())
+        .await
+        .unwrap();
+    assert!(ready.is_err(), "the scanner is named as down");
+    let scans_while_down = counting.scans.load(Ordering::SeqCst);
+
+    // Back: two instances sweep at once after the retry time; each file is scanned once.
+    clamd.start_again();
+    let other = app.another_instance();
+    other.verify_identity().await.unwrap();
+    app.clock.advance(6_000);
+    let (a, b) = tokio::join!(app.files.sweep_quarantine(), other.sweep_quarantine());
+    // A file the other instance settled first counts for it alone.
+    let released = a.unwrap() + b.unwrap();
+    assert_eq!(released, 7, "every file got a verdict");
+    assert_eq!(
+        counting.scans.load(Ordering::SeqCst) - scans_while_down,
+        7,
+        "none was scanned twice"
+    );
+    for id in &ids {
+        let f = app.get(&key, &format!("/v1/files/{id}")).await.json();
+        assert_eq!(f["status"], "ready", "{f}");
+    }
+    assert_eq!(
+        app.get(&key, &format!("/v1/files/{}", ids[0])).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get(&key, &format!("/v1/files/{bad}")).await.json()["status"],
+        "rejected"
+    );
+    assert_eq!(
+        app.get(&key, &format!("/v1/files/{bad}/content")).await.status,
+        StatusCode::GONE
+    );
+    assert_eq!(
+        app.get(&key, "/v1/files").await.json()["files"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+}
