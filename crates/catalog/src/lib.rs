@@ -20,7 +20,7 @@ pub use sqlite::SqliteCatalog;
 
 /// Which catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum CatalogConfig {
     /// A SQLite file (WAL); default `<data_dir>/filedock.db`.
     Sqlite {

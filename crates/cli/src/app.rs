@@ -101,7 +101,16 @@ fn quarantine(cfg: &Config) -> anyhow::Result<filedock_core::settings::Quarantin
                 s.max_bytes,
                 std::time::Duration::from_secs(s.timeout_secs.max(1)),
             )),
-            other => anyhow::bail!("[scanners.{name}] type = \"{other}\": the scanner types are \"clamav\""),
+            "http" => Arc::new(
+                filedock_storage::HttpScanner::new(
+                    s.url.clone(),
+                    s.secret.as_bytes().to_vec(),
+                    s.max_bytes,
+                    std::time::Duration::from_secs(s.timeout_secs.max(1)),
+                )
+                .map_err(|e| anyhow::anyhow!("[scanners.{name}]: {e}"))?,
+            ),
+            other => anyhow::bail!("[scanners.{name}] type = \"{other}\": \"clamav\" or \"http\""),
         };
         let accept_too_large = match s.too_large.as_str() {
             "reject" => false,

@@ -286,20 +286,37 @@ mod tests {
 }
 
 /// A scanner (`[scanners.<name>]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScannerConfig {
-    /// `clamav` (clamd's INSTREAM).
+    /// `clamav` (clamd's INSTREAM) or `http` (a scanner that takes a signed POST).
     #[serde(rename = "type")]
     pub kind: String,
     /// clamd's address: `host:port`, or `unix:/path` (a socket).
     pub address: String,
-    /// The largest file sent (clamd's `StreamMaxLength`, or less).
+    /// The HTTP scanner's URL.
+    pub url: String,
+    /// The HTTP scanner's signing secret (at least 16 bytes), as for webhooks.
+    pub secret: String,
+    /// The largest file scanned (clamd's `StreamMaxLength`, or less).
     pub max_bytes: u64,
     /// A file over `max_bytes`: `reject` (the default) or `accept` (ready, unscanned).
     pub too_large: String,
-    /// Connecting, and each read or write, in seconds.
+    /// Connecting, and each read or write (clamd) or the whole request (HTTP), in seconds.
     pub timeout_secs: u64,
+}
+
+impl std::fmt::Debug for ScannerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScannerConfig")
+            .field("kind", &self.kind)
+            .field("address", &self.address)
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("max_bytes", &self.max_bytes)
+            .field("too_large", &self.too_large)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ScannerConfig {
@@ -307,6 +324,8 @@ impl Default for ScannerConfig {
         ScannerConfig {
             kind: "clamav".into(),
             address: "127.0.0.1:3310".into(),
+            url: String::new(),
+            secret: String::new(),
             max_bytes: 25 * 1024 * 1024,
             too_large: "reject".into(),
             timeout_secs: 60,

@@ -25,6 +25,9 @@ use crate::settings::ScannerSetup;
 /// How long one instance holds a file to scan it.
 const SCAN_LEASE_MS: i64 = 5 * 60 * 1000;
 
+/// How long the URL handed to a scanner that fetches for itself works.
+const SCAN_URL_MS: i64 = 15 * 60 * 1000;
+
 /// The holder of a file's lease between a failed scan and its retry.
 const RETRY_HOLDER: &str = "retry";
 
@@ -122,10 +125,7 @@ impl Quarantine {
         };
         let backend = self.ctx.backend(Some(&rec.backend))?;
         let started = std::time::Instant::now();
-        let outcome = match backend.store.get(&rec.key, None).await {
-            Ok(got) => setup.engine.scan(got.body, rec.size.unwrap_or(0)).await,
-            Err(e) => Err(e),
-        };
+        let outcome = self.run_engine(setup, backend, &rec).await;
         metrics::histogram!("filedock_scan_seconds", "scanner" => name.clone()).record(started.elapsed().as_secs_f64());
         let (to, reason) = match judge(setup, outcome, &rec) {
             Ok(v) => v,
@@ -163,6 +163,28 @@ impl Quarantine {
             .await?;
         let _ = catalog.release_lease(&lease, &self.ctx.instance).await;
         Ok(Some(catalog.file(&rec.id).await?.unwrap_or(after)))
+    }
+
+    /// The engine's outcome for a file: sent its bytes, or handed a URL to fetch them from.
+    async fn run_engine(
+        &self,
+        setup: &ScannerSetup,
+        backend: &crate::settings::Backend,
+        rec: &FileRecord,
+    ) -> Result<Verdict> {
+        if setup.engine.by_url() {
+            let expires_at = self.ctx.clock.now() + SCAN_URL_MS;
+            let signed = backend.store.presign_get(&crate::blob::PresignGet {
+                key: rec.key.clone(),
+                expires_at,
+                expires_in_secs: (SCAN_URL_MS / 1000) as u64,
+                response_content_type: None,
+                response_content_disposition: None,
+            })?;
+            return setup.engine.scan_url(rec, &signed.url).await;
+        }
+        let got = backend.store.get(&rec.key, None).await?;
+        setup.engine.scan(got.body, rec.size.unwrap_or(0)).await
     }
 
     /// The sweeper's pass: scans the quarantined files whose scan is due, oldest first; stops at

@@ -14,7 +14,8 @@
 use async_trait::async_trait;
 
 use crate::blob::ByteStream;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::model::FileRecord;
 
 /// A scanner's answer about a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +31,20 @@ pub trait Scanner: Send + Sync + std::fmt::Debug {
     /// The largest body the engine takes, if it has a limit.
     fn max_bytes(&self) -> Option<u64>;
 
+    /// Whether the engine fetches a file itself from a short-lived download URL
+    /// ([`Scanner::scan_url`]) instead of being sent its bytes ([`Scanner::scan`]).
+    fn by_url(&self) -> bool {
+        false
+    }
+
     /// Scans `body` (`size` bytes).
     async fn scan(&self, body: ByteStream, size: u64) -> Result<Verdict>;
+
+    /// Scans `file`, which the engine downloads from `url` (valid for a few minutes).
+    async fn scan_url(&self, file: &FileRecord, url: &str) -> Result<Verdict> {
+        let _ = (file, url);
+        Err(Error::internal_msg("this scanner is sent the bytes, not a URL"))
+    }
 
     /// Whether the engine answers now (for `/readyz`).
     async fn ping(&self) -> Result<()>;

@@ -3,6 +3,7 @@
 //! core's business.
 
 pub mod clamav;
+pub mod http_scanner;
 pub mod local;
 mod parts;
 pub mod s3;
@@ -17,6 +18,7 @@ use filedock_core::{Backend, Error, Result, UrlSigner};
 use serde::{Deserialize, Serialize};
 
 pub use clamav::{ClamAv, ClamdAddress};
+pub use http_scanner::HttpScanner;
 pub use local::LocalStore;
 pub use s3::{CreateOnly, S3Config, S3Store, Secret};
 
