@@ -391,3 +391,171 @@ async fn with_clamd_down_uploads_wait_quarantined_and_are_released_once_it_is_ba
         6
     );
 }
+
+/// The authorization matrix for quarantined and rejected files: every route that reaches a file,
+/// called by the owning project's keys of every kind, another project, another workspace, a
+/// revoked key and no key. Owners see the record and are told why they cannot use it (409 while
+/// quarantined, 410 once rejected); strangers get 404 as if it did not exist; without a valid key
+/// 401. Neither is listed, linked, downloaded or taken as a workflow's input.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_authorization_matrix_covers_quarantined_and_rejected_files() {
+    use filedock_core::{ParamType, ParameterSpec, Workflow, WorkspaceId};
+    let Some(mut clamd) = Clamd::start(8 * MIB) else { return };
+    let engine = Arc::new(ClamAv::new(
+        ClamdAddress::Tcp(clamd.address.clone()),
+        8 * MIB,
+        Duration::from_secs(10),
+    ));
+    let app = TestApp::configured(move |c| {
+        c.quarantine = QuarantineSettings {
+            scanners: BTreeMap::from([(
+                "clamav".to_owned(),
+                ScannerSetup {
+                    engine,
+                    accept_too_large: false,
+                },
+            )]),
+            wait_secs: 10,
+            retry_secs: 5,
+        };
+        for p in c.policies.values_mut() {
+            p.scan = Some("clamav".into());
+        }
+        c.workflows = vec![Workflow {
+            id: "wf_alpha".into(),
+            slug: None,
+            project: "alpha".into(),
+            parameters: vec![ParameterSpec {
+                name: "doc".into(),
+                kind: ParamType::File,
+                required: true,
+            }],
+        }];
+    })
+    .await;
+    let owner = app.key("alpha", CredentialKind::Integration).await;
+    let rejected = app.upload_raw(&owner, "eicar.txt", EICAR).await;
+    assert_eq!(rejected.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = records(&app, "alpha", FileStatus::Rejected).await.pop().unwrap();
+    clamd.stop();
+    let q = app.upload_raw(&owner, "waiting.txt", b"waiting").await.json();
+    assert_eq!(q["status"], "quarantined");
+    let (qid, qkey) = (
+        q["id"].as_str().unwrap().to_owned(),
+        q["key"].as_str().unwrap().to_owned(),
+    );
+    let (rid, rkey) = (r.id.to_string(), r.key.to_string());
+
+    let creds = app.files.credentials();
+    let alpha = ProjectId::new("alpha").unwrap();
+    let revoked = app.key("alpha", CredentialKind::Integration).await;
+    let revoked_id = creds
+        .list(Some(&alpha))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| revoked.contains(&c.id))
+        .unwrap()
+        .id;
+    creds.revoke(&revoked_id).await.unwrap();
+    let other_workspace = creds
+        .create(
+            alpha.clone(),
+            Some(WorkspaceId::new("w2").unwrap()),
+            CredentialKind::Integration,
+            None,
+        )
+        .await
+        .unwrap()
+        .1;
+    let callers: Vec<(&str, Option<String>, bool)> = vec![
+        ("session", Some(app.key("alpha", CredentialKind::Session).await), true),
+        ("integration", Some(owner.clone()), true),
+        ("device", Some(app.key("alpha", CredentialKind::Device).await), true),
+        ("admin", Some(app.key("alpha", CredentialKind::Admin).await), true),
+        (
+            "other project",
+            Some(app.key("beta", CredentialKind::Integration).await),
+            false,
+        ),
+        ("other workspace", Some(other_workspace), false),
+        ("revoked", Some(revoked), false),
+        ("no key", None, false),
+    ];
+    let mut failures = Vec::new();
+    for (id, key, usable_as) in [(&qid, &qkey, StatusCode::CONFLICT), (&rid, &rkey, StatusCode::GONE)] {
+        let routes: Vec<(&str, &str, String, Option<serde_json::Value>, StatusCode)> = vec![
+            ("record", "GET", format!("/v1/files/{id}"), None, StatusCode::OK),
+            ("content", "GET", format!("/v1/files/{id}/content"), None, usable_as),
+            (
+                "link",
+                "POST",
+                format!("/v1/files/{id}/links"),
+                Some(json!({})),
+                usable_as,
+            ),
+            (
+                "lookup",
+                "GET",
+                format!("/v1/files/lookup?path={}", common::urlencode(key)),
+                None,
+                // A lookup hands back a usable file (it completes a direct upload): told why not.
+                usable_as,
+            ),
+        ];
+        for (what, method, path, body, owners) in &routes {
+            for (who, k, owns) in &callers {
+                let mut req = Request::builder().method(*method).uri(path);
+                if let Some(k) = k {
+                    req = req.header("authorization", format!("Bearer {k}"));
+                }
+                let body = body.as_ref().map(|b| b.to_string()).unwrap_or_default();
+                let a = app
+                    .send(
+                        req.header("content-type", "application/json")
+                            .body(Body::from(body))
+                            .unwrap(),
+                    )
+                    .await;
+                let expected = match (*owns, *who) {
+                    (true, _) => *owners,
+                    (false, "revoked" | "no key") => StatusCode::UNAUTHORIZED,
+                    (false, _) => StatusCode::NOT_FOUND,
+                };
+                if a.status != expected {
+                    failures.push(format!("{what} of {id} as {who}: {} (expected {expected})", a.status));
+                }
+            }
+        }
+        // Never a workflow's input, whoever asks.
+        let run = app
+            .post_json(
+                &owner,
+                "/api/v1/r/workflows/wf_alpha/run",
+                json!({"parameters": {"doc": key}}),
+            )
+            .await;
+        if run.status != StatusCode::BAD_REQUEST {
+            failures.push(format!("a run with {id} as its input: {}", run.status));
+        }
+    }
+    // Neither is listed.
+    let listed = app.get(&owner, "/v1/files").await.json();
+    if !listed["files"].as_array().unwrap().is_empty() {
+        failures.push(format!("listed: {listed}"));
+    }
+    // The owner may delete a quarantined file; a stranger may not.
+    let stranger = callers[4].1.clone().unwrap();
+    if app.delete(&stranger, &format!("/v1/files/{qid}")).await.status != StatusCode::NOT_FOUND {
+        failures.push("a stranger deleted a quarantined file".into());
+    }
+    if app.delete(&owner, &format!("/v1/files/{qid}")).await.status != StatusCode::NO_CONTENT {
+        failures.push("the owner could not delete a quarantined file".into());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} wrong answers:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
