@@ -79,7 +79,7 @@ impl Files {
         sha256: Option<String>,
         detected_type: String,
     ) -> Result<FileRecord> {
-        let landing = Quarantine::landing(self.ctx.policy(&rec.policy)?);
+        let landing = Quarantine::landing(&self.ctx, &rec.project, self.ctx.policy(&rec.policy)?);
         let c = Completion {
             status: landing,
             size,

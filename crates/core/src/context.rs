@@ -77,6 +77,13 @@ impl Context {
         }
         for (project, settings) in &config.projects {
             ProjectId::new(project.clone()).map_err(|e| Error::invalid(format!("[projects.{project}]: {e}")))?;
+            if let Some(scanner) = &settings.scan
+                && !config.quarantine.scanners.contains_key(scanner)
+            {
+                return Err(Error::invalid(format!(
+                    "[projects.{project}] scan = \"{scanner}\": no [scanners.{scanner}] is configured"
+                )));
+            }
             for hook in &settings.webhooks {
                 hook.validate()?;
             }
@@ -141,6 +148,16 @@ impl Context {
     pub fn admit(&self, project: &ProjectId) -> Result<()> {
         let limits = self.limits(project).shared(self.fleet.size());
         self.rates.check(project, &limits)
+    }
+
+    /// The scanner a file of `project` under `policy` waits for: the project's, else the
+    /// policy's.
+    pub fn scanner_for<'a>(&'a self, project: &ProjectId, policy: &'a crate::policy::UploadPolicy) -> Option<&'a str> {
+        self.config
+            .projects
+            .get(project.as_str())
+            .and_then(|p| p.scan.as_deref())
+            .or(policy.scan.as_deref())
     }
 
     /// A project's limits: the deployment's with the project's overrides.

@@ -217,7 +217,7 @@ impl Files {
     /// a record of a partial file.
     pub async fn stage(&self, who: &Principal, new: NewFile, body: ByteStream) -> Result<Staged> {
         let policy = self.ctx.policy(&new.policy)?.clone();
-        let landing = crate::quarantine::Quarantine::landing(&policy);
+        let landing = crate::quarantine::Quarantine::landing(&self.ctx, &who.project, &policy);
         let ext = new.name.extension();
         policy.check_extension(ext.as_deref())?;
         if let Some(n) = new.size_hint {

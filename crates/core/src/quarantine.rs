@@ -46,9 +46,9 @@ impl Quarantine {
         Quarantine { ctx, events }
     }
 
-    /// The status a file that passed its checks lands in under `policy`.
-    pub(crate) fn landing(policy: &UploadPolicy) -> FileStatus {
-        match policy.scan {
+    /// The status a file of `project` that passed its checks lands in under `policy`.
+    pub(crate) fn landing(ctx: &Context, project: &crate::model::ProjectId, policy: &UploadPolicy) -> FileStatus {
+        match ctx.scanner_for(project, policy) {
             Some(_) => FileStatus::Quarantined,
             None => FileStatus::Ready,
         }
@@ -67,9 +67,15 @@ impl Quarantine {
         match tokio::time::timeout(wait, task).await {
             Ok(Ok(Ok(done))) if done.status == FileStatus::Rejected => {
                 let why = done.reason.unwrap_or_default();
-                Err(Error::Infected(format!(
-                    "the file was rejected by its virus scan: {why}"
-                )))
+                if why.starts_with("infected") {
+                    Err(Error::Infected(format!(
+                        "the file was rejected by its virus scan: {why}"
+                    )))
+                } else {
+                    Err(Error::TooLarge(format!(
+                        "the file is over its scanner's limit, and its policy rejects what cannot be scanned ({why})"
+                    )))
+                }
             }
             Ok(Ok(Ok(done))) => Ok(done),
             Ok(Ok(Err(e))) => {
@@ -96,17 +102,17 @@ impl Quarantine {
     async fn scan_once(&self, rec: FileRecord) -> Result<Option<FileRecord>> {
         let catalog = &self.ctx.catalog;
         let policy = self.ctx.policy(&rec.policy)?;
-        let Some(setup) = policy
-            .scan
-            .as_ref()
-            .and_then(|n| self.ctx.config.quarantine.scanners.get(n))
-        else {
+        let name = self
+            .ctx
+            .scanner_for(&rec.project, policy)
+            .unwrap_or_default()
+            .to_owned();
+        let Some(setup) = self.ctx.config.quarantine.scanners.get(&name) else {
             return Err(Error::Unavailable(format!(
-                "file {}'s policy '{}' names no configured scanner; it stays quarantined",
-                rec.id, rec.policy
+                "file {} waits for no configured scanner ('{name}'); it stays quarantined",
+                rec.id
             )));
         };
-        let name = policy.scan.clone().unwrap_or_default();
         let now = self.ctx.clock.now();
         let lease = format!("scan:{}", rec.id);
         if !catalog

@@ -85,6 +85,10 @@ pub struct ProjectSettings {
     /// The project's own limits over the deployment's.
     #[serde(default)]
     pub limits: crate::limits::LimitsOverride,
+    /// The scanner every file of the project waits for, whatever its policy says
+    /// (`[projects.<id>] scan = "clamav"`).
+    #[serde(default)]
+    pub scan: Option<String>,
 }
 
 /// The service's settings.

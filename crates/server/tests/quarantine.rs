@@ -559,3 +559,61 @@ async fn the_authorization_matrix_covers_quarantined_and_rejected_files() {
         failures.join("\n")
     );
 }
+
+/// A project's own `scan` applies whatever the policy; a file over its scanner's limit follows
+/// `too_large`: rejected (413, the record says why) or made ready unscanned.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_projects_scanner_and_the_too_large_rule() {
+    let Some(clamd) = Clamd::start(8 * MIB) else { return };
+    let small = |accept| ScannerSetup {
+        engine: Arc::new(ClamAv::new(
+            ClamdAddress::Tcp(clamd.address.clone()),
+            1024,
+            Duration::from_secs(10),
+        )),
+        accept_too_large: accept,
+    };
+    let (strict, lenient) = (small(false), small(true));
+    let app = TestApp::configured(move |c| {
+        c.quarantine = QuarantineSettings {
+            scanners: BTreeMap::from([("strict".to_owned(), strict), ("lenient".to_owned(), lenient)]),
+            wait_secs: 10,
+            retry_secs: 5,
+        };
+        for (project, scanner) in [("hard", "strict"), ("easy", "lenient")] {
+            c.projects.insert(
+                project.into(),
+                filedock_core::ProjectSettings {
+                    scan: Some(scanner.into()),
+                    ..Default::default()
+                },
+            );
+        }
+    })
+    .await;
+    let big = vec![b'a'; 2048];
+    let hard = app.key("hard", CredentialKind::Integration).await;
+    let a = app.upload_raw(&hard, "big.txt", &big).await;
+    assert_eq!(
+        a.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let r = records(&app, "hard", FileStatus::Rejected).await;
+    assert!(r[0].reason.as_deref().unwrap().starts_with("too_large"), "{r:?}");
+    assert_eq!(
+        app.upload_raw(&hard, "eicar.txt", EICAR).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let small_one = app.upload_raw(&hard, "small.txt", b"small").await;
+    assert_eq!(small_one.json()["status"], "ready");
+    let easy = app.key("easy", CredentialKind::Integration).await;
+    let a = app.upload_raw(&easy, "big.txt", &big).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(a.json()["status"], "ready", "accepted unscanned");
+    // A project without a scanner, under policies without one: ready at once.
+    let plain = app.key("plain", CredentialKind::Integration).await;
+    let a = app.upload_raw(&plain, "eicar.txt", EICAR).await;
+    assert_eq!(a.json()["status"], "ready");
+}

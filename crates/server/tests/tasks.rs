@@ -627,6 +627,7 @@ async fn expired_files_are_swept_blob_first_and_their_links_stop_working() {
                 },
                 webhooks: vec![],
                 limits: Default::default(),
+                scan: None,
             },
         );
     })
@@ -752,6 +753,7 @@ async fn events_are_recorded_per_webhook_signed_and_retried_with_backoff() {
                 retention: RetentionOverride::default(),
                 webhooks: vec![hook(EventType::ALL.to_vec())],
                 limits: Default::default(),
+                scan: None,
             },
         );
         c.projects.insert(
@@ -760,6 +762,7 @@ async fn events_are_recorded_per_webhook_signed_and_retried_with_backoff() {
                 retention: RetentionOverride::default(),
                 webhooks: vec![hook(vec![EventType::TaskFailed])],
                 limits: Default::default(),
+                scan: None,
             },
         );
         c.deliveries = DeliverySettings {
