@@ -187,6 +187,11 @@ impl Readiness {
 
     /// Whether an instance still says it is alive (see [`crate::context::Context::heartbeat`]).
     async fn writer_alive(&self, instance: &str) -> Result<bool> {
+        // This instance is alive whatever its heartbeat says: right after a start its first
+        // heartbeat may not be written yet, and its own uploads in flight must not look dead.
+        if instance == self.ctx.instance {
+            return Ok(true);
+        }
         let lease = format!("{}{instance}", crate::context::INSTANCE_LEASE);
         Ok(self.ctx.catalog.live_leases(&lease, self.ctx.clock.now()).await? > 0)
     }

@@ -153,3 +153,29 @@ async fn errors_outside_handlers_are_json() {
     assert!(wrong_method.header("allow").is_some(), "405 keeps Allow");
     assert_eq!(tus.header("tus-version").as_deref(), Some("1.0.0"));
 }
+
+/// An instance's own uploads in flight are never orphans to its own start-up scan, even before
+/// its first heartbeat is written (found by the S3 crash test: a scan that ran before the
+/// heartbeat deleted the object of an upload that was then answered 201, and read back 404).
+#[tokio::test]
+async fn the_scan_never_deletes_this_instances_upload_in_flight() {
+    use filedock_core::doctor::Repair;
+    use filedock_core::{FileName, NewFile, Principal};
+    let app = TestApp::new().await;
+    let key = app.key("p1", CredentialKind::Integration).await;
+    let who: Principal = app.files.authenticate(&key).await.unwrap();
+    // No heartbeat has been written: the instance is as it is right after a start.
+    let body = futures_util::stream::once(async { Ok(bytes::Bytes::from_static(b"in flight")) });
+    let staged = app
+        .files
+        .stage(&who, NewFile::named(FileName::new("f.txt").unwrap()), Box::pin(body))
+        .await
+        .unwrap();
+    let report = app.files.doctor(Repair::Orphans, 0).await.unwrap();
+    assert_eq!(report.in_flight, 1, "{report:?}");
+    assert!(report.orphans.is_empty(), "{report:?}");
+    assert_eq!(app.files.sweep_intents(0).await.unwrap(), 0);
+    let rec = app.files.commit(staged).await.unwrap();
+    let got = app.get(&key, &format!("/v1/files/{}/content", rec.id)).await;
+    assert_eq!((got.status, got.body.as_slice()), (StatusCode::OK, &b"in flight"[..]));
+}

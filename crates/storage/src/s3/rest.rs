@@ -29,6 +29,9 @@ use super::store::S3Store;
 /// Attempts at a call whose request can be sent again (no streamed body).
 const CALL_ATTEMPTS: u32 = 2;
 
+/// Attempts of a retried call that the store answers with a 5xx (100, 200, 400 ms apart).
+const ERROR_ATTEMPTS: u32 = 4;
+
 impl S3Store {
     /// Sends a request made by `make` (called again for a retry), and reads its answer's status:
     /// an S3 error answer becomes a core error (`NoSuchUpload` → `NotFound`,
@@ -40,14 +43,16 @@ impl S3Store {
             let again = retry && attempt < CALL_ATTEMPTS;
             match make().send().await {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
-                Ok(resp) if resp.status().is_server_error() && again => {
+                // A store that answers 500/503 is there and says "try again" (AWS's own advice):
+                // a few more times, backing off, than a store that does not answer at all.
+                Ok(resp) if resp.status().is_server_error() && retry && attempt < ERROR_ATTEMPTS => {
                     tracing::warn!(status = %resp.status(), attempt, "the S3 store answered an error; trying again");
                 }
                 Ok(resp) => return Err(error_of(resp).await),
                 Err(e) if again => tracing::warn!(error = %e.without_url(), attempt, "an S3 call failed; trying again"),
                 Err(e) => return Err(unavailable(e.without_url())),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(100 << (attempt - 1).min(4))).await;
             attempt += 1;
         }
     }
