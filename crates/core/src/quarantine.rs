@@ -115,17 +115,21 @@ impl Quarantine {
         };
         let now = self.ctx.clock.now();
         let lease = format!("scan:{}", rec.id);
-        if !catalog
-            .try_lease(&lease, &self.ctx.instance, now, now + SCAN_LEASE_MS)
-            .await?
-        {
+        // One holder per attempt, not per instance: an upload's own scan and the sweeper on the
+        // same instance must not both hold a file (a lease is extended by its holder).
+        let holder = format!(
+            "{}:{}",
+            self.ctx.instance,
+            hex::encode(crate::auth::random_bytes::<6>()?)
+        );
+        if !catalog.try_lease(&lease, &holder, now, now + SCAN_LEASE_MS).await? {
             return Ok(None);
         }
         // Another instance may have given its verdict between our read and our lease.
         let rec = match catalog.file(&rec.id).await? {
             Some(r) if r.status == FileStatus::Quarantined => r,
             _ => {
-                let _ = catalog.release_lease(&lease, &self.ctx.instance).await;
+                let _ = catalog.release_lease(&lease, &holder).await;
                 return Ok(None);
             }
         };
@@ -138,7 +142,7 @@ impl Quarantine {
             Err(e) => {
                 metrics::counter!("filedock_scans_total", "scanner" => name, "verdict" => "error").increment(1);
                 let retry = now + secs_to_ms(self.ctx.config.quarantine.retry_secs.max(1));
-                let _ = catalog.release_lease(&lease, &self.ctx.instance).await;
+                let _ = catalog.release_lease(&lease, &holder).await;
                 let _ = catalog.try_lease(&lease, RETRY_HOLDER, now, retry).await;
                 return Err(e);
             }
@@ -167,7 +171,7 @@ impl Quarantine {
         self.events
             .change(change, &rec.project, event, || file_data(&after))
             .await?;
-        let _ = catalog.release_lease(&lease, &self.ctx.instance).await;
+        let _ = catalog.release_lease(&lease, &holder).await;
         Ok(Some(catalog.file(&rec.id).await?.unwrap_or(after)))
     }
 

@@ -307,6 +307,41 @@ async fn eicar_is_rejected_through_every_way_in_and_a_clean_file_becomes_ready()
     rejected_once_more(&app, n, "tokenops").await;
     n += 1;
 
+    // Cyberun: presign, then the PUT (on a bucket, checked when the key is first used).
+    let p = app
+        .post_json(
+            &key,
+            "/api/v1/r/files/presign",
+            json!({"file_name": "eicar.txt", "file_size": EICAR.len(), "content_type": "text/plain"}),
+        )
+        .await
+        .json();
+    let headers: Vec<(&str, String)> = p["upload_headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap().to_owned()))
+        .collect();
+    let put = app
+        .call("PUT", p["upload_url"].as_str().unwrap(), &headers, EICAR.to_vec())
+        .await;
+    if !common::scaled() {
+        infected(&put, "cyberun");
+    } else {
+        let path = format!(
+            "/v1/files/lookup?path={}",
+            common::urlencode(p["file_key"].as_str().unwrap())
+        );
+        let look = app.get(&key, &path).await;
+        assert!(
+            look.status == StatusCode::UNPROCESSABLE_ENTITY || look.status == StatusCode::GONE,
+            "{}",
+            look.status
+        );
+    }
+    rejected_once_more(&app, n, "cyberun").await;
+    n += 1;
+
     // Never listed, never claimable, and the only ready file is the clean one.
     let ready = records(&app, "demo", FileStatus::Ready).await;
     assert_eq!(ready.len(), 1, "{ready:?}");
@@ -332,6 +367,22 @@ async fn with_clamd_down_uploads_wait_quarantined_and_are_released_once_it_is_ba
     let a = app.upload_raw(&key, "bad.txt", EICAR).await;
     assert_eq!(a.json()["status"], "quarantined");
     let bad = a.json()["id"].as_str().unwrap().to_owned();
+    // Juniortree answers its permanent link at once; the link serves nothing until the verdict.
+    let (ct, body) = multipart(&[("created_by", "me")], "jt.txt", "text/plain", b"juniortree's file");
+    let jt = Request::post("/api/v1/upload")
+        .header("content-type", ct)
+        .header("agent", "dify")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::from(body))
+        .unwrap();
+    let jt = app.send(jt).await;
+    assert_eq!(jt.status, StatusCode::OK, "{}", String::from_utf8_lossy(&jt.body));
+    let jt_link = jt.json()["data"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        common::follow(&app, &jt_link).await.status,
+        StatusCode::CONFLICT,
+        "a quarantined file's link"
+    );
     // Quarantined: not served, not linked, not listed, not a workflow input.
     for id in &ids {
         assert_eq!(
@@ -361,11 +412,16 @@ async fn with_clamd_down_uploads_wait_quarantined_and_are_released_once_it_is_ba
     let (a, b) = tokio::join!(app.files.sweep_quarantine(), other.sweep_quarantine());
     // A file the other instance settled first counts for it alone.
     let released = a.unwrap() + b.unwrap();
-    assert_eq!(released, 7, "every file got a verdict");
+    assert_eq!(released, 8, "every file got a verdict");
     assert_eq!(
         counting.scans.load(Ordering::SeqCst) - scans_while_down,
-        7,
+        8,
         "none was scanned twice"
+    );
+    assert_eq!(
+        common::follow(&app, &jt_link).await.status,
+        StatusCode::OK,
+        "released, its link serves it"
     );
     for id in &ids {
         let f = app.get(&key, &format!("/v1/files/{id}")).await.json();
@@ -388,7 +444,7 @@ async fn with_clamd_down_uploads_wait_quarantined_and_are_released_once_it_is_ba
             .as_array()
             .unwrap()
             .len(),
-        6
+        7
     );
 }
 
