@@ -125,7 +125,7 @@ async fn insert(sink: &dyn Inserts, rows: Vec<Row<'_>>) -> Result<()> {
 /// Splits rows into runs of 64, 32, …, 1 (the largest that fits first), so a connection
 /// prepares at most seven statements per table, not one for every batch size (each kept in
 /// its statement cache: memory that grew with every new size).
-fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+pub(crate) fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     std::iter::from_fn(move || {
         if rows.is_empty() {
             return None;

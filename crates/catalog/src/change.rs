@@ -2,12 +2,12 @@
 //! on the durable pool when no delivery goes with them, or in one transaction with their
 //! deliveries, so a crash between the two cannot happen (the outbox pattern). And the pruning of
 //! records that ended ([`filedock_core::catalog::Prune`]), in bounded batches. And the records
-//! of writes in flight: intents, and idempotency keys.
+//! of writes in flight: intents, idempotency keys, and an upload's progress under its lock.
 
-use filedock_core::ProjectId;
 use filedock_core::StorageKey;
 use filedock_core::catalog::{Change, Idempotent, Intent, Prune};
 use filedock_core::model::DeliveryRecord;
+use filedock_core::{FileId, ProjectId};
 use sqlx::Row;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
@@ -31,6 +31,7 @@ where
     for<'a> Option<&'a str>: Encode<'a, E::Db> + Type<E::Db>,
     Option<String>: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
     Option<i64>: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
+    <E::Db as Database>::Arguments: Default,
 {
     /// See [`filedock_core::Catalog::apply`]. A delete (which frees space) uses the room the
     /// engine keeps for a full disk.
@@ -48,6 +49,81 @@ where
             }
             _ => self.apply_once(change, deliveries).await,
         }
+    }
+
+    /// See [`filedock_core::Catalog::delete_files`]: one transaction, one statement per run of
+    /// up to 64 files (the run sizes [`crate::batch::chunks`] makes, so few statements are
+    /// prepared). A delete frees space: it uses the room kept for a full disk.
+    pub(crate) async fn delete_many_files(
+        &self,
+        files: &[(FileId, Vec<DeliveryRecord>)],
+        at: i64,
+    ) -> filedock_core::Result<Vec<FileId>> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with_room(|| self.delete_files_once(files, at)).await
+    }
+
+    async fn delete_files_once(
+        &self,
+        files: &[(FileId, Vec<DeliveryRecord>)],
+        at: i64,
+    ) -> filedock_core::Result<Vec<FileId>> {
+        let mut tx = self.0.pool().begin().await.map_err(crate::rows::db_err)?;
+        let mut deleted = Vec::with_capacity(files.len());
+        for run in crate::batch::chunks(files) {
+            let mut q = sqlx::QueryBuilder::<E::Db>::new("UPDATE files SET status = 'deleted', deleted_at = ");
+            q.push_bind(at).push(" WHERE status <> 'deleted' AND id IN (");
+            let mut ids = q.separated(", ");
+            for (id, _) in run {
+                ids.push_bind(id.as_str().to_owned());
+            }
+            ids.push_unseparated(") RETURNING id");
+            let rows = q.build().fetch_all(&mut *tx).await.map_err(crate::rows::db_err)?;
+            let done = rows
+                .iter()
+                .map(|r| r.try_get::<String, usize>(0))
+                .collect::<Result<std::collections::HashSet<String>, _>>()
+                .map_err(crate::rows::db_err)?;
+            for (id, deliveries) in run.iter().filter(|(id, _)| done.contains(id.as_str())) {
+                for d in deliveries {
+                    Self::delivery(&mut *tx, d).await?;
+                }
+                deleted.push(id.clone());
+            }
+        }
+        tx.commit().await.map_err(crate::rows::db_err)?;
+        Ok(deleted)
+    }
+
+    /// Records an upload's progress under `token`'s lock, freeing the lock if `release`.
+    pub(crate) async fn advance(
+        &self,
+        id: &filedock_core::UploadId,
+        token: &str,
+        offset: u64,
+        length: Option<u64>,
+        expires_at: filedock_core::Timestamp,
+        release: bool,
+    ) -> filedock_core::Result<bool> {
+        let mut c = crate::rows::Relaxed::conn(self.0.relaxed()).await?;
+        let r = sqlx::query(
+            "UPDATE uploads SET upload_offset = $3, length = COALESCE($4, length), expires_at = $5,
+                        lock_token = CASE WHEN $6 THEN NULL ELSE lock_token END,
+                        lock_until = CASE WHEN $6 THEN NULL ELSE lock_until END
+                     WHERE id = $1 AND lock_token = $2 AND status = 'active'",
+        )
+        .bind(id.as_str())
+        .bind(token)
+        .bind(crate::rows::i64_of(Some(offset)))
+        .bind(crate::rows::i64_of(length))
+        .bind(expires_at)
+        .bind(release)
+        .execute(&mut *c)
+        .await
+        .map_err(crate::rows::db_err)?;
+        Ok(r.affected() == 1)
     }
 
     async fn apply_once(&self, change: Change<'_>, deliveries: &[DeliveryRecord]) -> filedock_core::Result<bool> {

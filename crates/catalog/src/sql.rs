@@ -109,6 +109,7 @@ where
     for<'a> Option<&'a str>: Encode<'a, E::Db> + Type<E::Db>,
     Option<String>: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
     Option<i64>: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
+    <E::Db as Database>::Arguments: Default,
 {
     async fn insert_credential(&self, c: &filedock_core::Credential) -> filedock_core::Result<()> {
         sqlx::query(
@@ -593,6 +594,14 @@ where
         self.apply_change(change, deliveries).await
     }
 
+    async fn delete_files(
+        &self,
+        files: &[(filedock_core::FileId, Vec<filedock_core::model::DeliveryRecord>)],
+        at: filedock_core::Timestamp,
+    ) -> filedock_core::Result<Vec<filedock_core::FileId>> {
+        self.delete_many_files(files, at).await
+    }
+
     async fn prune(
         &self,
         what: filedock_core::catalog::Prune,
@@ -800,54 +809,5 @@ where
                 .await
                 .map_err(crate::rows::db_err)?;
         Ok(found.is_some())
-    }
-}
-
-#[expect(
-    private_bounds,
-    reason = "the engines are this crate's own; callers name SqliteCatalog and PgCatalog"
-)]
-impl<E> Sql<E>
-where
-    E: Engine,
-    <E::Db as Database>::Arguments: IntoArguments<E::Db>,
-    <E::Db as Database>::QueryResult: Affected,
-    for<'c> &'c mut <E::Db as Database>::Connection: Executor<'c, Database = E::Db>,
-    for<'a> &'a str: Encode<'a, E::Db> + Type<E::Db> + ColumnIndex<<E::Db as Database>::Row>,
-    usize: ColumnIndex<<E::Db as Database>::Row>,
-    String: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
-    i64: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
-    bool: for<'a> Encode<'a, E::Db> + Type<E::Db>,
-    for<'a> Option<&'a str>: Encode<'a, E::Db> + Type<E::Db>,
-    Option<String>: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
-    Option<i64>: for<'a> Encode<'a, E::Db> + Type<E::Db> + for<'r> Decode<'r, E::Db>,
-{
-    /// Records an upload's progress under `token`'s lock, freeing the lock if `release`.
-    async fn advance(
-        &self,
-        id: &filedock_core::UploadId,
-        token: &str,
-        offset: u64,
-        length: Option<u64>,
-        expires_at: filedock_core::Timestamp,
-        release: bool,
-    ) -> filedock_core::Result<bool> {
-        let mut c = crate::rows::Relaxed::conn(self.0.relaxed()).await?;
-        let r = sqlx::query(
-            "UPDATE uploads SET upload_offset = $3, length = COALESCE($4, length), expires_at = $5,
-                        lock_token = CASE WHEN $6 THEN NULL ELSE lock_token END,
-                        lock_until = CASE WHEN $6 THEN NULL ELSE lock_until END
-                     WHERE id = $1 AND lock_token = $2 AND status = 'active'",
-        )
-        .bind(id.as_str())
-        .bind(token)
-        .bind(crate::rows::i64_of(Some(offset)))
-        .bind(crate::rows::i64_of(length))
-        .bind(expires_at)
-        .bind(release)
-        .execute(&mut *c)
-        .await
-        .map_err(crate::rows::db_err)?;
-        Ok(r.affected() == 1)
     }
 }

@@ -334,8 +334,8 @@ async fn sweep(files: &FileService, grace_secs: u64) -> filedock_core::Result<()
     for (kind, done, outcome) in outcomes {
         match outcome {
             Ok(0) => {}
+            // Counted in `filedock_swept_total` as each sweep went.
             Ok(n) => {
-                metrics::counter!("filedock_swept_total", "kind" => kind).increment(n as u64);
                 tracing::info!(count = n, "sweeper: {done}");
             }
             Err(e) => {

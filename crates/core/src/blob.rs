@@ -165,6 +165,20 @@ pub trait BlobStore: Send + Sync + Debug {
     async fn head(&self, key: &StorageKey) -> Result<ObjectMeta>;
     /// Removes an object.
     async fn delete(&self, key: &StorageKey) -> Result<()>;
+    /// Removes many objects (a sweep's batch); returns the keys it could not remove, each with
+    /// why (a missing key is removed already). By default [`BlobStore::delete`], 16 at a time;
+    /// a store with a batch call uses it.
+    async fn delete_many(&self, keys: &[StorageKey]) -> Result<Vec<(StorageKey, crate::error::Error)>> {
+        use futures_util::StreamExt as _;
+        // By index: a closure over `&StorageKey` would not be `Send` for every lifetime.
+        let failed = futures_util::stream::iter(0..keys.len())
+            .map(|i| async move { self.delete(&keys[i]).await.err().map(|e| (keys[i].clone(), e)) })
+            .buffer_unordered(16)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        Ok(failed)
+    }
     /// Lists every object whose key starts with `prefix`, in key order.
     async fn list(&self, prefix: &str) -> Result<Vec<(StorageKey, ObjectMeta)>>;
     /// A URL to upload one object directly.

@@ -311,6 +311,19 @@ pub trait Catalog: Send + Sync + Debug {
     /// Makes `change` and, if it took effect, records `deliveries`, in one transaction; returns
     /// whether it took effect (an insert always does).
     async fn apply(&self, change: Change<'_>, deliveries: &[DeliveryRecord]) -> Result<bool>;
+    /// Marks many files deleted, each with the deliveries of its event, in as few transactions
+    /// as the catalog can (a sweep's batch); returns the ids it deleted, leaving out those
+    /// deleted already (whose deliveries are not recorded). By default one [`Catalog::apply`]
+    /// each.
+    async fn delete_files(&self, files: &[(FileId, Vec<DeliveryRecord>)], at: Timestamp) -> Result<Vec<FileId>> {
+        let mut deleted = Vec::with_capacity(files.len());
+        for (id, deliveries) in files {
+            if self.apply(Change::DeleteFile(id, at), deliveries).await? {
+                deleted.push(id.clone());
+            }
+        }
+        Ok(deleted)
+    }
 
     /// Deletes up to `limit` records of kind `what` that ended before `before`; returns how
     /// many. Never a live record (see [`Prune`]).

@@ -90,16 +90,27 @@ impl Events {
         event: EventType,
         data: impl FnOnce() -> serde_json::Value,
     ) -> Result<bool> {
-        let deliveries = if self.has_webhooks() {
-            self.deliveries_of(project, event, data())
-        } else {
-            Vec::new()
-        };
+        let deliveries = self.deliveries_for(project, event, data);
         let done = self.ctx.catalog.apply(change, &deliveries).await?;
         if done && !deliveries.is_empty() {
             self.deliveries.notify_one();
         }
         Ok(done)
+    }
+
+    /// The deliveries of an event, as [`Events::change`] records them (none without webhooks:
+    /// `data` is then not called).
+    pub(crate) fn deliveries_for(
+        &self,
+        project: &ProjectId,
+        event: EventType,
+        data: impl FnOnce() -> serde_json::Value,
+    ) -> Vec<DeliveryRecord> {
+        if self.has_webhooks() {
+            self.deliveries_of(project, event, data())
+        } else {
+            Vec::new()
+        }
     }
 
     /// Wakes when an event was recorded on this instance (deliveries from other instances are

@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 
 use crate::error::Result;
 
+/// Counts what a sweep removed, as it goes (`filedock_swept_total{kind}`), so a long sweep
+/// shows its progress in `/metrics` while it runs.
+pub(crate) fn swept(kind: &'static str, n: usize) {
+    if n > 0 {
+        metrics::counter!("filedock_swept_total", "kind" => kind).increment(n as u64);
+    }
+}
+
 /// The longest wait before a failed job runs again.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 

@@ -6,21 +6,23 @@
 //! Expired files are invisible before the sweep reaches them: every route answers 404 (a stable
 //! link 410), and every URL filedock signed for one was capped at its expiry.
 
-use crate::catalog::Change;
-use crate::error::{Error, Result};
+use std::collections::{BTreeMap, HashSet};
+
+use crate::error::Result;
 use crate::event_shapes::{EventType, file_data};
 use crate::files::Files;
+use crate::model::{FileRecord, FileStatus, StorageKey};
 
 /// The name of the sweep's lease.
 const LEASE: &str = "sweep:files";
 /// How long the lease holds without renewal, in ms.
 const LEASE_MS: i64 = 120_000;
-/// Files per batch.
-const BATCH: u32 = 100;
+/// Files per batch: one listing, one batch delete of objects per backend, one transaction.
+const BATCH: u32 = 512;
 
 impl Files {
     /// Deletes expired files until none is left, if no other instance is sweeping. Returns how
-    /// many it deleted.
+    /// many it deleted; `filedock_swept_total{kind="files"}` grows with every batch.
     pub async fn sweep_files(&self) -> Result<usize> {
         let now = self.ctx.clock.now();
         if !self
@@ -41,43 +43,32 @@ impl Files {
     async fn sweep_files_held(&self) -> Result<usize> {
         let mut swept = 0;
         loop {
-            let now = self.ctx.clock.now();
-            let batch = self.ctx.catalog.expired_files(now, BATCH).await?;
+            let batch = self.ctx.catalog.expired_files(self.ctx.clock.now(), BATCH).await?;
             if batch.is_empty() {
                 return Ok(swept);
             }
-            let mut progressed = false;
-            for rec in batch {
-                let backend = self.ctx.backend(Some(&rec.backend))?;
-                if rec.status == crate::model::FileStatus::Pending && !backend.store.self_served() {
-                    // What a presigned PUT left where completion would have taken it.
-                    if let Err(e) = backend.store.delete(&crate::blob::incoming_key(&rec.key)?).await {
-                        tracing::warn!(file = %rec.id, error = %e, "could not delete an expired upload; the next sweep retries");
-                        continue;
-                    }
-                }
-                match backend.store.delete(&rec.key).await {
-                    Ok(()) | Err(Error::NotFound(_)) => {}
-                    Err(e) => {
-                        tracing::warn!(file = %rec.id, key = %rec.key, error = %e, "could not delete an expired blob; the next sweep retries");
-                        continue;
-                    }
-                }
-                let deleted = self
-                    .events
-                    .change(
-                        Change::DeleteFile(&rec.id, now),
-                        &rec.project,
-                        EventType::FileDeleted,
-                        || file_data(&rec),
-                    )
-                    .await?;
-                if deleted {
-                    swept += 1;
-                }
-                progressed = true;
+            let gone = self.delete_expired_blobs(&batch).await?;
+            if gone.is_empty() {
+                return Ok(swept);
             }
-            if !progressed {
+            let now = self.ctx.clock.now();
+            let files: Vec<_> = gone
+                .iter()
+                .map(|rec| {
+                    let deliveries = self
+                        .events
+                        .deliveries_for(&rec.project, EventType::FileDeleted, || file_data(rec));
+                    (rec.id.clone(), deliveries)
+                })
+                .collect();
+            let deleted = self.ctx.catalog.delete_files(&files, now).await?.len();
+            if files.iter().any(|(_, d)| !d.is_empty()) {
+                self.events.deliveries_signal().notify_one();
+            }
+            crate::jobs::swept("files", deleted);
+            swept += deleted;
+            if gone.len() < batch.len() {
+                // Some blobs could not be deleted: the next sweep tries them again.
                 return Ok(swept);
             }
             let now = self.ctx.clock.now();
@@ -91,6 +82,47 @@ impl Files {
                 return Ok(swept);
             }
         }
+    }
+
+    /// Deletes the objects of a batch of expired files (the blob first, so an interrupted sweep
+    /// leaves at worst a record whose blob is gone): each backend's in one batch call. Returns
+    /// the files whose objects are all gone.
+    async fn delete_expired_blobs<'a>(&self, batch: &'a [FileRecord]) -> Result<Vec<&'a FileRecord>> {
+        let mut keys: BTreeMap<&str, Vec<StorageKey>> = BTreeMap::new();
+        for rec in batch {
+            let backend = self.ctx.backend(Some(&rec.backend))?;
+            let of_backend = keys.entry(rec.backend.as_str()).or_default();
+            if rec.status == FileStatus::Pending && !backend.store.self_served() {
+                // What a presigned PUT left where completion would have taken it.
+                of_backend.push(crate::blob::incoming_key(&rec.key)?);
+            }
+            of_backend.push(rec.key.clone());
+        }
+        let mut failed: HashSet<(&str, StorageKey)> = HashSet::new();
+        for (name, keys) in keys {
+            let store = &self.ctx.backend(Some(name))?.store;
+            let not_deleted = match store.delete_many(&keys).await {
+                Ok(not_deleted) => not_deleted,
+                Err(e) => {
+                    tracing::warn!(backend = name, error = %e, "could not delete a batch of expired blobs; the next sweep retries");
+                    failed.extend(keys.into_iter().map(|k| (name, k)));
+                    continue;
+                }
+            };
+            for (key, e) in not_deleted {
+                tracing::warn!(backend = name, key = %key, error = %e, "could not delete an expired blob; the next sweep retries");
+                failed.insert((name, key));
+            }
+        }
+        let mut gone = Vec::with_capacity(batch.len());
+        for rec in batch {
+            let failed_at = |key: &StorageKey| failed.contains(&(rec.backend.as_str(), key.clone()));
+            if failed_at(&rec.key) || failed_at(&crate::blob::incoming_key(&rec.key)?) {
+                continue;
+            }
+            gone.push(rec);
+        }
+        Ok(gone)
     }
 }
 
@@ -123,6 +155,7 @@ impl Files {
             };
             loop {
                 let n = self.ctx.catalog.prune(what, before, PRUNE_BATCH).await?;
+                crate::jobs::swept("records", n as usize);
                 pruned += n as usize;
                 if n < u64::from(PRUNE_BATCH) {
                     break;

@@ -304,7 +304,9 @@ impl FileService {
     }
     /// See [`Files::sweep_incoming`](crate::files::Files::sweep_incoming).
     pub async fn sweep_incoming(&self) -> Result<usize> {
-        self.files.sweep_incoming().await
+        let n = self.files.sweep_incoming().await?;
+        crate::jobs::swept("incoming", n);
+        Ok(n)
     }
     /// See [`Files::prune_records`](crate::files::Files::prune_records).
     pub async fn prune_records(&self) -> Result<usize> {
@@ -434,7 +436,9 @@ impl FileService {
     }
     /// See [`Tasks::sweep_tasks`](crate::tasks::Tasks::sweep_tasks).
     pub async fn sweep_tasks(&self) -> Result<usize> {
-        self.tasks.sweep_tasks().await
+        let n = self.tasks.sweep_tasks().await?;
+        crate::jobs::swept("tasks", n);
+        Ok(n)
     }
 
     // ---- readiness, identity and repair ----
@@ -456,7 +460,9 @@ impl FileService {
     }
     /// See [`Readiness::sweep_intents`](crate::readiness::Readiness::sweep_intents).
     pub async fn sweep_intents(&self, grace_secs: u64) -> Result<usize> {
-        self.readiness.sweep_intents(grace_secs).await
+        let n = self.readiness.sweep_intents(grace_secs).await?;
+        crate::jobs::swept("intents", n);
+        Ok(n)
     }
     /// See [`Readiness::doctor`](crate::readiness::Readiness::doctor).
     pub async fn doctor(&self, repair: Repair, grace_secs: u64) -> Result<DoctorReport> {

@@ -141,6 +141,16 @@ pub async fn blob_store_suite(store: &dyn BlobStore, atomic_create: bool) {
     store.delete(&empty).await.expect("delete");
     assert!(store.list("conformance/").await.expect("list").is_empty());
 
+    // Many at once: present and missing keys alike are gone, nothing reported failed.
+    let many: Vec<StorageKey> = (0..5).map(|i| key(&format!("conformance/many/{i}"))).collect();
+    for k in &many[..3] {
+        store.put(k, body(&[b"x"]), PutOptions::default()).await.expect("put");
+    }
+    let failed = store.delete_many(&many).await.expect("delete many");
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(store.list("conformance/many/").await.expect("list").is_empty());
+    assert!(store.delete_many(&[]).await.expect("delete none").is_empty());
+
     // Concurrent create-only puts: exactly one wins (where the store promises it); at least one.
     let race = key("conformance/race");
     let (a, b) = futures_util::join!(

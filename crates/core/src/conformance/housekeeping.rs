@@ -132,6 +132,50 @@ pub(super) async fn apply_rules(catalog: &dyn Catalog) {
             .expect("fail lapsed")
     );
     assert!(delivered("epsilon").await.contains(&d9.id));
+
+    // Many deleted at once (a sweep's batch): each live one with its deliveries; one deleted
+    // already is left out, and its deliveries are not recorded.
+    let batch: Vec<FileRecord> = (0..3)
+        .map(|i| file("epsilon", None, &format!("epsilon/batch{i}"), FileStatus::Pending))
+        .collect();
+    for f in &batch {
+        catalog.insert_file(f).await.expect("insert");
+    }
+    assert!(catalog.delete_file(&batch[1].id, 3_500).await.expect("delete one"));
+    let ds: Vec<DeliveryRecord> = (10..13).map(|i| delivery("epsilon", i)).collect();
+    let asked: Vec<(FileId, Vec<DeliveryRecord>)> = batch
+        .iter()
+        .zip(&ds)
+        .map(|(f, d)| (f.id.clone(), vec![d.clone()]))
+        .collect();
+    let mut deleted = catalog.delete_files(&asked, 4_000).await.expect("delete files");
+    deleted.sort();
+    let mut expected = vec![batch[0].id.clone(), batch[2].id.clone()];
+    expected.sort();
+    assert_eq!(deleted, expected);
+    for f in &batch {
+        let got = catalog.file(&f.id).await.expect("get").expect("a tombstone");
+        assert_eq!(got.status, FileStatus::Deleted);
+    }
+    assert_eq!(
+        catalog
+            .file(&batch[0].id)
+            .await
+            .expect("get")
+            .and_then(|f| f.deleted_at),
+        Some(4_000)
+    );
+    assert_eq!(
+        catalog
+            .file(&batch[1].id)
+            .await
+            .expect("get")
+            .and_then(|f| f.deleted_at),
+        Some(3_500)
+    );
+    let ids = delivered("epsilon").await;
+    assert!(ids.contains(&ds[0].id) && !ids.contains(&ds[1].id) && ids.contains(&ds[2].id));
+    assert!(catalog.delete_files(&[], 4_000).await.expect("none").is_empty());
 }
 
 /// Intents: one per (backend, key), replaced by a second; found by key and by age, oldest

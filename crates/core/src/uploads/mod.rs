@@ -304,6 +304,7 @@ impl Uploads {
                 };
                 self.drop_upload(&u).await;
                 drop(lease);
+                crate::jobs::swept("uploads", 1);
                 swept += 1;
                 progressed = true;
             }

@@ -32,6 +32,9 @@ const CALL_ATTEMPTS: u32 = 2;
 /// Attempts of a retried call that the store answers with a 5xx (100, 200, 400 ms apart).
 const ERROR_ATTEMPTS: u32 = 4;
 
+/// The most keys one DeleteObjects call takes (S3's limit).
+const DELETE_BATCH: usize = 1_000;
+
 impl S3Store {
     /// Sends a request made by `make` (called again for a retry), and reads its answer's status:
     /// an S3 error answer becomes a core error (`NoSuchUpload` → `NotFound`,
@@ -163,6 +166,36 @@ impl S3Store {
             Ok(_) | Err(Error::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Deletes objects with one DeleteObjects call per [`DELETE_BATCH`] keys (quiet: the store
+    /// answers only what it could not delete); returns those keys and why.
+    pub(super) async fn delete_objects(&self, keys: &[StorageKey]) -> Result<Vec<(StorageKey, Error)>> {
+        let mut failed = Vec::new();
+        for run in keys.chunks(DELETE_BATCH) {
+            failed.extend(self.delete_objects_call(run).await?);
+        }
+        Ok(failed)
+    }
+
+    async fn delete_objects_call(&self, keys: &[StorageKey]) -> Result<Vec<(StorageKey, Error)>> {
+        let ids: Vec<rusty_s3::actions::ObjectIdentifier> = keys
+            .iter()
+            .map(|k| rusty_s3::actions::ObjectIdentifier::new(k.as_str().to_owned()))
+            .collect();
+        let mut action = self.bucket.delete_objects(Some(&self.credentials), ids.iter());
+        action.set_quiet(true);
+        let url = action.sign(CALL_TTL);
+        let (body, md5) = action.body_with_md5();
+        let resp = self
+            .send(true, || {
+                self.request(Method::POST, url.clone())
+                    .header("content-md5", &md5)
+                    .body(body.clone())
+            })
+            .await?;
+        let text = resp.text().await.map_err(|e| unavailable(e.without_url()))?;
+        not_deleted(&text)
     }
 
     /// Every object whose key starts with `prefix`, page after page.
@@ -380,6 +413,26 @@ fn s3_error(status: StatusCode, text: &str) -> Error {
     }
 }
 
+/// The keys a quiet DeleteObjects answer says it could not delete, and why (a missing key is
+/// deleted already).
+fn not_deleted(text: &str) -> Result<Vec<(StorageKey, Error)>> {
+    if !text.contains("<Error>") {
+        // Nothing failed (moto answers an empty `<DeleteResult/>`, which the parser refuses).
+        return Ok(Vec::new());
+    }
+    let answer = rusty_s3::actions::DeleteObjectsResponse::parse(text)
+        .map_err(|e| Error::internal_msg(format!("S3 answered DeleteObjects with what is not its answer: {e}")))?;
+    answer
+        .errors
+        .into_iter()
+        .filter(|e| e.code != "NoSuchKey")
+        .map(|e| {
+            let why = unavailable(format!("S3 could not delete it: {} {}", e.code, e.message));
+            Ok((StorageKey::new(e.key)?, why))
+        })
+        .collect()
+}
+
 /// An HTTP date (`Last-Modified`) in milliseconds since the epoch (0 when unreadable).
 fn http_date_millis(s: &str) -> i64 {
     jiff::fmt::rfc2822::DateTimeParser::new()
@@ -407,6 +460,23 @@ pub(super) async fn read_all(mut body: ByteStream) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delete_objects_answer_names_what_was_not_deleted() {
+        // AWS's documented shape, with a quiet answer's only content: the failures.
+        let answer = r#"<?xml version="1.0" encoding="UTF-8"?>
+<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Error><Key>a/locked</Key><Code>AccessDenied</Code><Message>Access Denied</Message></Error>
+  <Error><Key>a/gone</Key><Code>NoSuchKey</Code><Message>gone</Message></Error>
+</DeleteResult>"#;
+        let failed = not_deleted(answer).unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0.as_str(), "a/locked");
+        assert!(matches!(failed[0].1, Error::Unavailable(_)));
+        assert!(not_deleted("<DeleteResult/>").unwrap().is_empty());
+        assert!(not_deleted("").unwrap().is_empty());
+        assert!(not_deleted("<DeleteResult><Error><Key>").is_err());
+    }
 
     #[test]
     fn dates_from_s3_answers() {

@@ -148,6 +148,10 @@ impl BlobStore for S3Store {
         self.delete_object(key).await
     }
 
+    async fn delete_many(&self, keys: &[StorageKey]) -> Result<Vec<(StorageKey, Error)>> {
+        self.delete_objects(keys).await
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<(StorageKey, ObjectMeta)>> {
         self.list_objects(prefix).await
     }
