@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""filedock against a peer, on one machine, in one run.
+"""filedock against its peers, on one machine, in one run.
 
 Starts filedock (the embedded default: local disk + SQLite; and the scaled flavour: the s3s-fs
-test S3 server + PostgreSQL) and the peer, the official Node tus server (@tus/server +
-@tus/file-store, default settings), and measures them alternately, round after round, beside the
+test S3 server + PostgreSQL) and the peers: the official Node tus server (@tus/server +
+@tus/file-store, default settings; "the peer" of issue 9's ratios) and rustus 0.5.10 (Rust;
+installed once with `cargo install --locked` into ~/.cache/filedock-bench; run as it comes and
+once more with `--force-fsync true`), and measures them alternately, round after round, beside the
 machine's own limits (dd with fdatasync on the same disk, iperf3 over loopback, openssl's
 SHA-256). Every MB/s figure comes with the server's CPU-seconds (utime + stime from
 /proc/PID/stat) and its peak RSS (VmHWM, reset through /proc/PID/clear_refs before each run).
-Medians over the rounds, ratios against the peer and the targets of issue 9 are printed and
-written to bench/RESULTS.md.
+Medians over the rounds, ratios against the peers and the targets of issues 9 and 26 are printed
+and written to bench/RESULTS.md. Then issue 26's curves (bench/scale.py), each level on a fresh
+instance: creations and listing with 10^4, 10^5 and 10^6 files in the catalog, a sweep of 300,000
+expired presigns, and the memory of 10,000 open tus uploads.
 
-    python3 bench/run.py                  # 3 rounds, 1 GiB, release build: about 15 minutes
+    python3 bench/run.py                  # 3 rounds, 1 GiB, release build: about 40 minutes
     python3 bench/run.py --quick          # a smoke run of every scenario (CI), debug build
     python3 bench/run.py --flavours embedded --rounds 5
 
@@ -37,6 +41,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scale  # noqa: E402  (bench/scale.py, beside this file)
 
 ROOT = Path(__file__).resolve().parent.parent
 HZ = os.sysconf("SC_CLK_TCK")
@@ -77,10 +84,12 @@ class Server:
     """A server process under measurement."""
 
     def __init__(self, name: str, label: str, base: str, proc: subprocess.Popen, fsync: bool, tus_path: str,
-                 key: str | None, data_dir: Path, helpers: list[subprocess.Popen] | None = None):
+                 key: str | None, data_dir: Path, helpers: list[subprocess.Popen] | None = None,
+                 db_url: str | None = None, backend: str = "local"):
         self.name, self.label, self.base, self.proc = name, label, base, proc
         self.fsync, self.tus_path, self.key, self.data_dir = fsync, tus_path, key, data_dir
         self.helpers = helpers or []
+        self.db_url, self.backend = db_url, backend
 
     @property
     def pid(self) -> int:
@@ -105,7 +114,7 @@ class Server:
 
     def stop(self) -> None:
         for p in [self.proc, *self.helpers]:
-            if p.poll() is None:
+            if p is not None and p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 try:
                     p.wait(10)
@@ -119,17 +128,21 @@ def bench_env() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith("FILEDOCK_")}
 
 
-def start_filedock(bin_dir: Path, work: Path, flavour: str, pg_url: str | None) -> Server:
-    data = work / f"filedock-{flavour}"
+def start_filedock(bin_dir: Path, work: Path, flavour: str, pg_url: str | None, tag: str = "",
+                   before_serve=None, extra: str = "") -> Server:
+    """filedock on a fresh data directory (and a fresh bucket and database when scaled);
+    `before_serve(server)` runs once its catalog exists, before it serves."""
+    data = work / f"filedock-{flavour}{tag}"
     data.mkdir()
     port = free_port()
     # No per-project rate limit or upload cap (the peer has none); everything else is the default,
     # fsync before the answer included.
     limits = "[limits]\nrequests_per_second = 0\nmax_concurrent_uploads = 0\n"
-    config = ""
+    config = extra
     helpers = []
+    db_url = None
     if flavour == "s3-postgres":
-        s3_dir = work / "s3"
+        s3_dir = work / f"s3{tag}"
         s3_dir.mkdir()
         s3 = subprocess.Popen([str(bin_dir / "s3-test-server"), str(s3_dir)], stdout=subprocess.PIPE, text=True)
         backend = ""
@@ -140,20 +153,25 @@ def start_filedock(bin_dir: Path, work: Path, flavour: str, pg_url: str | None) 
             backend += line
         helpers.append(s3)
         db = "filedock_bench_" + uuid.uuid4().hex[:12]
-        run(["psql", pg_url, "-q", "-c", f"CREATE DATABASE {db}"])
         db_url = pg_url.rsplit("/", 1)[0] + "/" + db
+        run(["psql", pg_url, "-q", "-c", f"CREATE DATABASE {db}"])
         config += f'default_backend = "s3"\n[backends.s3]\n{backend}\n[catalog]\ntype = "postgres"\nurl = "{db_url}"\n'
     cfg = data / "filedock.toml"
     cfg.write_text(config + limits)
     fd = [str(bin_dir / "filedock"), "--config", str(cfg), "--data-dir", str(data)]
     key = run([*fd, "keys", "create", "--project", "bench", "--kind", "session"], env=bench_env()).stdout.split()[-1]
-    env = bench_env() | {"RUST_LOG": "warn"}
-    proc = subprocess.Popen([*fd, "serve", "--listen", f"127.0.0.1:{port}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(work / f"filedock-{flavour}.log", "w"))
-    base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/healthz", proc, f"filedock ({flavour})")
     label = "filedock" if flavour == "embedded" else "filedock S3+PG"
-    return Server(f"filedock-{flavour}", label, base, proc, True, "/tus", key, data, helpers)
+    base = f"http://127.0.0.1:{port}"
+    srv = Server(f"filedock-{flavour}{tag}", label, base, None, True, "/tus", key, data, helpers, db_url,
+                 "local" if flavour == "embedded" else "s3")
+    if before_serve:
+        before_serve(srv)
+    env = bench_env() | {"RUST_LOG": "warn"}
+    srv.started = time.monotonic()
+    srv.proc = subprocess.Popen([*fd, "serve", "--listen", f"127.0.0.1:{port}"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=open(work / f"filedock-{flavour}{tag}.log", "w"))
+    wait_http(base + "/healthz", srv.proc, f"filedock ({flavour})")
+    return srv
 
 
 def start_peer(work: Path) -> Server:
@@ -165,6 +183,49 @@ def start_peer(work: Path) -> Server:
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/healthz", proc, "the peer")
     return Server("peer", "@tus/server", base, proc, False, "/files", None, data)
+
+
+RUSTUS_VERSION = "0.5.10"
+
+
+def rustus_bin(install: bool = True) -> Path:
+    """rustus, installed once by cargo into a cache the bench keeps (~/.cache/filedock-bench)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "filedock-bench" / f"rustus-{RUSTUS_VERSION}"
+    exe = root / "bin" / "rustus"
+    if install and not exe.exists():
+        log(f"installing rustus {RUSTUS_VERSION} (cargo install --locked, a few minutes, once)")
+        subprocess.run(["cargo", "install", "rustus", "--version", RUSTUS_VERSION, "--locked", "--root", str(root)],
+                       check=True, stdout=subprocess.DEVNULL)
+    return exe
+
+
+def wait_tcp(port: int, proc: subprocess.Popen, what: str) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{what} did not listen on {port}")
+
+
+def start_rustus(work: Path, fsync: bool, max_body: int) -> Server:
+    """rustus with its defaults (file storage, file info storage), its body limit raised to the
+    largest single request of the run, and, once more, with `--force-fsync`."""
+    name = "rustus-fsync" if fsync else "rustus"
+    data = work / name
+    data.mkdir()
+    port = free_port()
+    cmd = [str(rustus_bin()), "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data),
+           "--info-dir", str(data), "--url", "/files", "--max-body-size", str(max_body), "--log-level", "ERROR"]
+    if fsync:
+        cmd += ["--force-fsync", "true"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(work / f"{name}.log", "w"))
+    wait_tcp(port, proc, name)
+    label = f"rustus {RUSTUS_VERSION}" + (" fsync" if fsync else "")
+    return Server(name, label, f"http://127.0.0.1:{port}", proc, fsync, "/files", None, data)
 
 
 # --- the machine's limits -----------------------------------------------------------------------
@@ -355,9 +416,10 @@ def clear_uploads(srv: Server) -> None:
     """Removes what the big uploads stored (a few large files: no mass deletion)."""
     if srv.key is None:
         for f in list(srv.data_dir.iterdir()):
-            if f.suffix != ".json" and f.stat().st_size > MIB:
+            if f.suffix not in (".json", ".info") and f.is_file() and f.stat().st_size > MIB:
                 f.unlink()
                 (f.parent / (f.name + ".json")).unlink(missing_ok=True)
+                (f.parent / (f.name + ".info")).unlink(missing_ok=True)
         return
     listing = curl_json([*srv.auth(), srv.base + "/v1/files?limit=1000"])
     for f in listing["files"]:
@@ -438,6 +500,13 @@ def main() -> None:
             servers.append(start_filedock(bin_dir, work, f, pg_url))
         peer = start_peer(work)
         servers.append(peer)
+        max_body = max(a.size_mib * MIB, conc_size) + MIB
+        if not a.quick:
+            servers.extend([start_rustus(work, False, max_body), start_rustus(work, True, max_body)])
+        elif rustus_bin(install=False).exists():
+            servers.append(start_rustus(work, False, max_body))
+        else:
+            log("--quick: rustus is not installed (a full run installs it); the smoke run goes without it")
         big = work / "upload.bin"
         with open(big, "wb") as out:
             for _ in range(a.size_mib):
@@ -480,6 +549,12 @@ def main() -> None:
                 add((srv.name, "conc", mode), concurrent_uploads(srv, mode, small, conc_size, conc_n))
                 log(f"  {srv.label:15} {conc_n} x {conc_size // MIB} MiB  peak RSS {results[(srv.name, 'conc', mode)][-1]['rss']:.1f} MiB")
                 clear_uploads(srv)
+        for srv in servers:
+            add(("open", srv.name), scale.open_uploads(srv, 1_000 if a.quick else 10_000))
+            log(f"  {srv.label:15} open tus upload: {results[('open', srv.name)][-1]['bytes_each']:.0f} bytes each")
+        for s in servers:
+            s.stop()
+        grow_and_sweep(a, bin_dir, work, flavours, pg_url, add, results)
     finally:
         for s in servers:
             s.stop()
@@ -494,6 +569,40 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     log("note: the work directory was deleted; ext4 slows file creation for minutes after that, "
         "so wait before measuring creation again")
+
+
+def grow_and_sweep(a, bin_dir: Path, work: Path, flavours: list[str], pg_url, add, results) -> None:
+    """Issue 26's curves, each level on a fresh instance: creations and listing with 10^4..10^6
+    files in the catalog, then a sweep of many expired rows."""
+    levels = [0, 10_000] if a.quick else [0, 10_000, 100_000, 1_000_000]
+    for f in flavours:
+        for level in levels:
+            def seed_level(srv, level=level):
+                if level:
+                    log(f"  seeding {level} files ({f}): {scale.seed(srv, '00000001', level, 'ready'):.1f} s")
+            srv = start_filedock(bin_dir, work, f, pg_url, tag=f"-grow{level}", before_serve=seed_level)
+            try:
+                g = {"rows": scale.count_files(srv)}
+                for kind in ["native", "tus"]:
+                    time.sleep(a.pause)
+                    g[kind] = creations(srv, kind, work, a.creation_secs, 64)
+                g["list"] = scale.listing(srv, 200 if a.quick else 20_000)
+                add(("grow", f, str(level)), g)
+                log(f"  {srv.label:15} {level:>8} files: presign {g['native']['per_sec']:.0f}/s "
+                    f"p99 {g['native']['p99_ms']:.2f} ms, tus {g['tus']['per_sec']:.0f}/s, "
+                    f"list page {g['list']['page_ms']:.2f} ms ({g['list']['pages']} pages)")
+            finally:
+                srv.stop()
+        rows = 20_000 if a.quick else 300_000
+        srv = start_filedock(bin_dir, work, f, pg_url, tag="-sweep", extra="sweep_interval_secs = 1\n",
+                             before_serve=lambda s: scale.seed(s, "00000002", rows, "pending"))
+        try:
+            add(("sweep", f), scale.sweep(srv, work, rows, 2 if a.quick else 5))
+            sw = results[("sweep", f)][-1]
+            log(f"  {srv.label:15} sweep of {rows}: {sw['rows_per_sec']:.0f} rows/s, p99 {sw['p99_busy_ms']:.2f} ms "
+                f"(idle {sw['p99_idle_ms']:.2f}), peak RSS {sw['rss']:.1f} MiB")
+        finally:
+            srv.stop()
 
 
 def render(results, v, a, servers, fd_servers, peer, patch_count, patch_size, conc_n, conc_size) -> str:
@@ -543,7 +652,7 @@ def render(results, v, a, servers, fd_servers, peer, patch_count, patch_size, co
     peer_patch = med((p, "patches"), "ms_per_patch")
     for s in servers:
         k = (s.name, "patches")
-        above = f"{med(k, 'ms_per_patch') - dsync:.3f}" if s.key else "(does not sync)"
+        above = f"{med(k, 'ms_per_patch') - dsync:.3f}" if s.fsync else "(does not sync)"
         L.append(row([s.label, f"{med(k, 'ms_per_patch'):.3f}", f"{med(k, 'cpu_ms_per_patch'):.3f}",
                       f"{peer_patch / med(k, 'ms_per_patch'):.2f}×", above]))
     L.append(row([f"dd, {patch_count} synced writes of {patch_size // 1024} KiB", f"{dsync:.3f}", "", "", ""]))
@@ -629,8 +738,110 @@ def render(results, v, a, servers, fd_servers, peer, patch_count, patch_size, co
     checks.append((f"peak RSS ≤ 128 MiB with {conc_n} concurrent {conc_size // MIB} MiB uploads", cells))
     for name, cs in checks:
         L.append(row([name, *cs]))
+    L.extend(render26(results, a, servers, fd_servers, dsync, lim["sha256_mbps"], names))
     L.append("\nRaw figures of every round: `bench/results.json` beside this file.\n" if a.out != "-" else "")
     return "\n".join(L) + "\n"
+
+
+def render26(results, a, servers, fd_servers, dsync, sha_mbps, names) -> list[str]:
+    """Issue 26: open uploads, the growth curves, the sweep, and every target with its verdict."""
+    def med(key, field):
+        return median([x[field] for x in results.get(key, [])])
+
+    def row(cells):
+        return "| " + " | ".join(cells) + " |"
+
+    def check(ok: bool, text: str) -> str:
+        return f"{'✅' if ok else '❌'} {text}"
+
+    L = ["\n## Open tus uploads: resident memory each\n", row(["server", "uploads left open", "bytes each"]),
+         row(["---"] * 3)]
+    for s in servers:
+        if ("open", s.name) in results:
+            L.append(row([s.label, str(results[("open", s.name)][-1]["count"]),
+                          f"{med(('open', s.name), 'bytes_each'):.0f}"]))
+    L.append("\n## As the catalog grows (each level a fresh instance; 64 concurrent creations)\n")
+    L.append(row(["flavour", "files seeded", "rows at start", "presign/s", "presign p99 ms", "tus/s", "tus p99 ms",
+                  "newest 100 ms", "ms per page (median; first tenth; last tenth; p99)", "pages walked"]))
+    L.append(row(["---"] * 10))
+    grows = sorted({(k[1], int(k[2])) for k in results if isinstance(k, tuple) and k[0] == "grow"})
+    for f, level in grows:
+        g = results[("grow", f, str(level))][-1]
+        lst = g["list"]
+        L.append(row([f, f"{level:,}", f"{g['rows']:,}", f"{g['native']['per_sec']:.0f}", f"{g['native']['p99_ms']:.2f}",
+                      f"{g['tus']['per_sec']:.0f}", f"{g['tus']['p99_ms']:.2f}", f"{lst['first_page_ms']:.2f}",
+                      f"{lst['page_ms']:.2f}; {lst['early_ms']:.2f}; {lst['late_ms']:.2f}; {lst['p99_page_ms']:.2f}",
+                      str(lst["pages"])]))
+    sweeps = [k for k in results if isinstance(k, tuple) and k[0] == "sweep"]
+    L.append("\n## A sweep of expired pending presigns (presigns at 8 connections beside it)\n")
+    L.append(row(["flavour", "rows", "rows/s", "progress samples in /metrics", "peak RSS MiB", "p99 ms sweeping",
+                  "p99 ms idle"]))
+    L.append(row(["---"] * 7))
+    for k in sweeps:
+        sw = results[k][-1]
+        L.append(row([k[1], f"{sw['rows']:,}", f"{sw['rows_per_sec']:.0f}", str(sw["progress_samples"]),
+                      f"{sw['rss']:.1f}", f"{sw['p99_busy_ms']:.2f}", f"{sw['p99_idle_ms']:.2f}"]))
+
+    sha_cost = 1024 * 1.048576 / sha_mbps  # CPU-s per GiB
+    emb = next((s for s in fd_servers if s.name == "filedock-embedded"), None)
+    scaled = next((s for s in fd_servers if s.name == "filedock-s3-postgres"), None)
+    rus = med(("rustus", "create", "tus"), "per_sec")
+    tusd = med(("peer", "create", "tus"), "per_sec")
+    checks = []
+    if emb:
+        p = med((emb.name, "patches"), "ms_per_patch")
+        checks.append((f"64 KiB tus PATCH ≤ dd's synced write + 0.25 ms", check(p <= dsync + 0.25,
+                       f"{p:.3f} ms = floor {dsync:.3f} + {p - dsync:.3f}; rustus {med(('rustus', 'patches'), 'ms_per_patch'):.3f}, "
+                       f"with fsync {med(('rustus-fsync', 'patches'), 'ms_per_patch'):.3f}")))
+        for mode, what in [("native", "POST /v1/files"), ("tus", "tus PATCH")]:
+            c = med((emb.name, "big", mode), "cpu_per_gib")
+            checks.append((f"1 GiB {what}: CPU ≤ 1.5× SHA-256's ({1.5 * sha_cost:.2f} s/GiB)",
+                           check(c <= 1.5 * sha_cost, f"{c:.2f} s/GiB = {c / sha_cost:.2f}×")))
+        for kind in ["native", "cyberun", "tus"]:
+            k = (emb.name, "create", kind)
+            rate, p99 = med(k, "per_sec"), med(k, "p99_ms")
+            ok = rate >= 1.5 * rus and rate >= 6 * tusd and p99 <= 5
+            checks.append((f"{names[kind]}: ≥ 1.5× rustus, ≥ 6× @tus/server, p99 ≤ 5 ms",
+                           check(ok, f"{rate:.0f}/s = {rate / rus:.2f}× rustus, {rate / tusd:.2f}× @tus/server, p99 {p99:.2f} ms")))
+    if scaled:
+        for kind, floor in [("native", 20_000), ("cyberun", 20_000), ("tus", 12_000)]:
+            rate = med((scaled.name, "create", kind), "per_sec")
+            checks.append((f"S3+PG {names[kind]} ≥ {floor:,}/s", check(rate >= floor, f"{rate:.0f}/s")))
+        c = med((scaled.name, "big", "native"), "cpu_per_gib")
+        checks.append(("S3+PG 1 GiB upload: filedock's CPU ≤ 2× SHA-256's",
+                       check(c <= 2 * sha_cost, f"{c:.2f} s/GiB = {c / sha_cost:.2f}×")))
+    for s in fd_servers:
+        r1, rc = med((s.name, "big", "native"), "rss"), max(med((s.name, "create", k), "rss") for k in names)
+        r64 = med((s.name, "conc", "native"), "rss")
+        checks.append((f"{s.label}: peak RSS ≤ 48 / 64 / 128 MiB (1 GiB; creations; 64 × 16 MiB)",
+                       check(r1 <= 48 and rc <= 64 and r64 <= 128, f"{r1:.1f} / {rc:.1f} / {r64:.1f} MiB")))
+    for f, level in grows:
+        if level == 0:
+            continue
+        g, base = results[("grow", f, str(level))][-1], results[("grow", f, "0")][-1]
+        parts, ok = [], True
+        for kind in ["native", "tus"]:
+            r = g[kind]["per_sec"] / base[kind]["per_sec"]
+            p99 = g[kind]["p99_ms"] / base[kind]["p99_ms"]
+            ok &= r >= 0.8 and p99 <= 1.2
+            parts.append(f"{kind} rate {r:.2f}×, p99 {p99:.2f}×")
+        checks.append((f"{f}, {level:,} files: creations within 20% of the empty catalog", check(ok, "; ".join(parts))))
+        lst = g["list"]
+        flat = lst["late_ms"] <= 1.5 * lst["early_ms"] + 0.5 and lst["first_page_ms"] <= 1.5 * base["list"]["first_page_ms"] + 0.5
+        checks.append((f"{f}, {level:,} files: newest 100 and every page in constant time",
+                       check(flat, f"newest {lst['first_page_ms']:.2f} ms (empty: {base['list']['first_page_ms']:.2f}); "
+                                   f"pages {lst['early_ms']:.2f} → {lst['late_ms']:.2f} ms over {lst['pages']}")))
+    for k in sweeps:
+        sw = results[k][-1]
+        ok = sw["rows_per_sec"] >= 10_000 and sw["progress_samples"] > 0 and sw["p99_busy_ms"] <= 2 * sw["p99_idle_ms"]
+        checks.append((f"{k[1]}: sweep ≥ 10,000 rows/s, progress in /metrics, p99 ≤ 2× idle",
+                       check(ok, f"{sw['rows_per_sec']:.0f} rows/s, {sw['progress_samples']} samples in progress, "
+                                 f"p99 {sw['p99_busy_ms']:.2f} vs {sw['p99_idle_ms']:.2f} ms, peak RSS {sw['rss']:.1f} MiB")))
+    L.append("\n## Targets (issue 26)\n")
+    L.append(row(["target", "verdict"]))
+    L.append(row(["---"] * 2))
+    L.extend(row([name, verdict]) for name, verdict in checks)
+    return L
 
 
 if __name__ == "__main__":

@@ -1,0 +1,213 @@
+"""Cost as the work grows (issue 26), for bench/run.py: creations and listing with 10^4..10^6
+files already in the catalog, a sweep of many expired rows, and the memory of open tus uploads.
+
+Rows are written straight into the catalog before filedock serves (SQLite through Python's
+sqlite3, PostgreSQL through psql), in the shapes filedock writes them: ready assets for the
+growth curves, expired pending presigns for the sweep. Each level runs on a fresh instance, so
+every level starts from the same state but for the rows it was given.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import sqlite3
+import statistics
+import subprocess
+import threading
+import time
+
+COLUMNS = ("id, project, workspace, backend, storage_key, name, size, declared_type, detected_type, extension, "
+           "sha256, created_by, agent, credential_id, class, status, policy, created_at, completed_at, expires_at, "
+           "deleted_at, origin, reason")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def seed_sql(engine: str, backend: str, tag: str, start: int, end: int, kind: str) -> str:
+    """One INSERT of rows start..end (inclusive): `ready` assets, or `pending` presigns that
+    expired a day ago. Ids are 32 hex digits that sort below every id filedock makes (older)."""
+    t = now_ms()
+    if kind == "ready":
+        cls, status, completed, expires = "'asset'", "'ready'", str(t - 3_600_000), "NULL"
+    else:
+        cls, status, completed, expires = "'input'", "'pending'", "NULL", str(t - 86_400_000)
+    sha = "'" + "ab" * 32 + "'"
+    if engine == "sqlite":
+        gen = f"WITH RECURSIVE g(n) AS (SELECT {start} UNION ALL SELECT n + 1 FROM g WHERE n < {end}) "
+        ident, src = f"printf('{tag}%024x', n)", "g"
+        key = f"'seed/{tag}/' || n"
+    else:
+        gen = ""
+        ident, src = f"'{tag}' || lpad(to_hex(n), 24, '0')", f"generate_series({start}, {end}) AS n"
+        key = f"'seed/{tag}/' || n"
+    return (f"{gen}INSERT INTO files ({COLUMNS}) SELECT {ident}, 'bench', NULL, '{backend}', {key}, 'seed.bin', 1, "
+            f"'application/octet-stream', 'application/octet-stream', 'bin', {sha}, NULL, NULL, NULL, {cls}, "
+            f"{status}, 'native', {t - 3_600_000}, {completed}, {expires}, NULL, NULL, NULL FROM {src}")
+
+
+def seed(srv, tag: str, count: int, kind: str) -> float:
+    """Writes `count` rows into the server's catalog (the server not running); returns seconds."""
+    t0 = time.monotonic()
+    step = 200_000
+    for start in range(1, count + 1, step):
+        end = min(count, start + step - 1)
+        if srv.db_url:
+            sql = seed_sql("postgres", srv.backend, tag, start, end, kind)
+            subprocess.run(["psql", srv.db_url, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True,
+                           capture_output=True)
+        else:
+            db = sqlite3.connect(srv.data_dir / "filedock.db")
+            db.execute("PRAGMA busy_timeout = 10000")
+            with db:
+                db.execute(seed_sql("sqlite", srv.backend, tag, start, end, kind))
+            db.close()
+    return time.monotonic() - t0
+
+
+def count_files(srv) -> int:
+    if srv.db_url:
+        out = subprocess.run(["psql", srv.db_url, "-tA", "-c", "SELECT count(*) FROM files"], check=True,
+                             capture_output=True, text=True).stdout
+        return int(out.strip())
+    db = sqlite3.connect(srv.data_dir / "filedock.db")
+    try:
+        return db.execute("SELECT count(*) FROM files").fetchone()[0]
+    finally:
+        db.close()
+
+
+class Client:
+    """One keep-alive connection to a server."""
+
+    def __init__(self, srv):
+        host, port = srv.base.split("//")[1].split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        self.headers = {"Authorization": f"Bearer {srv.key}"} if srv.key else {}
+
+    def call(self, method: str, path: str, headers: dict | None = None, body=None):
+        self.conn.request(method, path, body=body, headers=self.headers | (headers or {}))
+        resp = self.conn.getresponse()
+        data = resp.read()
+        return resp.status, resp.getheaders(), data
+
+    def close(self):
+        self.conn.close()
+
+
+def listing(srv, max_pages: int) -> dict:
+    """The newest 100 files (50 times), then every page to the end (at most `max_pages`)."""
+    c = Client(srv)
+    first = []
+    for _ in range(50):
+        t0 = time.perf_counter()
+        status, _, _ = c.call("GET", "/v1/files?limit=100")
+        first.append((time.perf_counter() - t0) * 1000)
+        if status != 200:
+            raise SystemExit(f"listing on {srv.label}: {status}")
+    pages, cursor, listed = [], None, 0
+    while len(pages) < max_pages:
+        path = "/v1/files?limit=100" + (f"&cursor={cursor}" if cursor else "")
+        t0 = time.perf_counter()
+        status, _, body = c.call("GET", path)
+        pages.append((time.perf_counter() - t0) * 1000)
+        page = json.loads(body)
+        listed += len(page["files"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    c.close()
+    tenth = max(1, len(pages) // 10)
+    return {"first_page_ms": statistics.median(first), "pages": len(pages), "listed": listed,
+            "page_ms": statistics.median(pages), "early_ms": statistics.median(pages[:tenth]),
+            "late_ms": statistics.median(pages[-tenth:]),
+            "p99_page_ms": sorted(pages)[int(len(pages) * 0.99) - 1] if len(pages) > 1 else pages[0]}
+
+
+def metric(srv, name: str, label: str) -> float:
+    c = Client(srv)
+    try:
+        _, _, body = c.call("GET", "/metrics")
+    finally:
+        c.close()
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{") and label in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def wrk_p99(srv, work, secs: int, conns: int) -> dict:
+    """Presign creations at `conns` connections for `secs`: rate and p99 (ms)."""
+    script = work / f"wrk-sweep-{srv.name}.lua"
+    body = json.dumps({"name": "a.bin", "size": 1024})
+    script.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
+                      f'wrk.headers["Authorization"] = "Bearer {srv.key}"\n'
+                      'wrk.headers["Content-Type"] = "application/json"\n')
+    res = subprocess.run(["wrk", "-t", "1", "-c", str(conns), "-d", f"{secs}s", "--latency", "-s", str(script),
+                          srv.base + "/v1/uploads"], capture_output=True, text=True, check=True)
+    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", res.stdout, re.MULTILINE)
+    p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+    total = int(re.search(r"(\d+) requests in", res.stdout).group(1))
+    return {"p99_ms": p99, "per_sec": total / secs}
+
+
+def sweep(srv, work, rows: int, load_secs: int) -> dict:
+    """`rows` expired pending presigns swept by a server started on them: rows/s from the
+    progress `/metrics` shows while it runs, peak RSS, and presign p99 during the sweep and idle."""
+    samples = []
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            samples.append((time.monotonic(), metric(srv, "filedock_swept_total", 'kind="files"')))
+            if samples[-1][1] >= rows:
+                done.set()
+                break
+            time.sleep(0.2)
+
+    srv.reset_peak()
+    t = threading.Thread(target=watch)
+    t.start()
+    busy = wrk_p99(srv, work, load_secs, 8)
+    t.join(timeout=3600)
+    done.set()
+    moving = [(ts, n) for ts, n in samples if 0 < n]
+    if not moving or moving[-1][1] < rows:
+        raise SystemExit(f"the sweep on {srv.label} did not finish: {samples[-3:]}")
+    # From the moment the server was started on the rows (its sweeper's first round starts
+    # then): a little pessimistic, by its start-up.
+    secs = moving[-1][0] - srv.started
+    progress_samples = sum(1 for _, n in samples if 0 < n < rows)
+    rss = srv.peak_mib()
+    idle = wrk_p99(srv, work, load_secs, 8)
+    return {"rows": rows, "rows_per_sec": rows / secs if secs > 0 else float("inf"), "secs": secs,
+            "progress_samples": progress_samples, "rss": rss, "p99_busy_ms": busy["p99_ms"],
+            "p99_idle_ms": idle["p99_ms"]}
+
+
+def open_uploads(srv, count: int) -> dict:
+    """Resident memory per open tus upload: `count` uploads created and left open."""
+    c = Client(srv)
+
+    def rss_kib() -> int:
+        for line in open(f"/proc/{srv.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    # Warm up (connection, caches, the allocator's first arenas), then measure.
+    for _ in range(200):
+        c.call("POST", srv.tus_path, {"Tus-Resumable": "1.0.0", "Upload-Length": "1024"})
+    time.sleep(0.5)
+    before = rss_kib()
+    for i in range(count):
+        status, _, _ = c.call("POST", srv.tus_path, {"Tus-Resumable": "1.0.0", "Upload-Length": "1024"})
+        if status != 201:
+            raise SystemExit(f"tus creation {i} on {srv.label}: {status}")
+    time.sleep(0.5)
+    after = rss_kib()
+    c.close()
+    return {"count": count, "bytes_each": (after - before) * 1024 / count}
