@@ -222,3 +222,15 @@ where
 pub(crate) fn outputs_json(outputs: &[FileId]) -> String {
     serde_json::to_string(&outputs.iter().map(|f| f.as_str()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
 }
+
+/// `list_files` in its four shapes: `$1` project, `$2` status, `$3` live at, `$4` limit, then
+/// the workspace and the cursor when given.
+pub(crate) const LIST_FILES: &str = "SELECT * FROM files WHERE project = $1 AND status = $2
+    AND (expires_at IS NULL OR expires_at > $3) ORDER BY id DESC LIMIT $4";
+pub(crate) const LIST_FILES_BEFORE: &str = "SELECT * FROM files WHERE project = $1 AND status = $2 AND id < $5
+    AND (expires_at IS NULL OR expires_at > $3) ORDER BY id DESC LIMIT $4";
+pub(crate) const LIST_FILES_IN: &str = "SELECT * FROM files WHERE project = $1 AND status = $2 AND workspace = $5
+    AND (expires_at IS NULL OR expires_at > $3) ORDER BY id DESC LIMIT $4";
+pub(crate) const LIST_FILES_IN_BEFORE: &str = "SELECT * FROM files
+    WHERE project = $1 AND status = $2 AND workspace = $5 AND id < $6
+    AND (expires_at IS NULL OR expires_at > $3) ORDER BY id DESC LIMIT $4";
