@@ -90,6 +90,7 @@ class Server:
         self.fsync, self.tus_path, self.key, self.data_dir = fsync, tus_path, key, data_dir
         self.helpers = helpers or []
         self.db_url, self.backend = db_url, backend
+        self.admin_url: str | None = None  # to drop db_url's database once stopped
 
     @property
     def pid(self) -> int:
@@ -121,6 +122,10 @@ class Server:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+        if self.db_url and self.admin_url:
+            db = self.db_url.rsplit("/", 1)[1]
+            subprocess.run(["psql", self.admin_url, "-q", "-c", f"DROP DATABASE IF EXISTS {db}"], capture_output=True)
+            self.admin_url = None
 
 
 def bench_env() -> dict:
@@ -164,6 +169,7 @@ def start_filedock(bin_dir: Path, work: Path, flavour: str, pg_url: str | None, 
     base = f"http://127.0.0.1:{port}"
     srv = Server(f"filedock-{flavour}{tag}", label, base, None, True, "/tus", key, data, helpers, db_url,
                  "local" if flavour == "embedded" else "s3")
+    srv.admin_url = pg_url if db_url else None
     if before_serve:
         before_serve(srv)
     env = bench_env() | {"RUST_LOG": "warn"}
@@ -586,6 +592,7 @@ def grow_and_sweep(a, bin_dir: Path, work: Path, flavours: list[str], pg_url, ad
                     log(f"  seeding {level} files ({f}): {scale.seed(srv, '00000001', level, 'ready'):.1f} s")
             srv = start_filedock(bin_dir, work, f, pg_url, tag=f"-grow{level}", before_serve=seed_level)
             try:
+                scale.settle(srv)
                 g = {"rows": scale.count_files(srv)}
                 for kind in ["native", "tus"]:
                     time.sleep(a.pause)
@@ -598,10 +605,13 @@ def grow_and_sweep(a, bin_dir: Path, work: Path, flavours: list[str], pg_url, ad
             finally:
                 srv.stop()
         rows = 20_000 if a.quick else 300_000
+        load = 2 if a.quick else 5
+        # They expire once the server has started, scanned and been measured idle.
+        expires = scale.now_ms() + (30_000 if a.quick else 60_000)
         srv = start_filedock(bin_dir, work, f, pg_url, tag="-sweep", extra="sweep_interval_secs = 1\n",
-                             before_serve=lambda s: scale.seed(s, "00000002", rows, "pending"))
+                             before_serve=lambda s: scale.seed(s, "00000002", rows, "pending", expires))
         try:
-            add(("sweep", f), scale.sweep(srv, work, rows, 2 if a.quick else 5))
+            add(("sweep", f), scale.sweep(srv, work, rows, load, expires))
             sw = results[("sweep", f)][-1]
             log(f"  {srv.label:15} sweep of {rows}: {sw['rows_per_sec']:.0f} rows/s, p99 {sw['p99_busy_ms']:.2f} ms "
                 f"(idle {sw['p99_idle_ms']:.2f}), peak RSS {sw['rss']:.1f} MiB")

@@ -27,14 +27,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def seed_sql(engine: str, backend: str, tag: str, start: int, end: int, kind: str) -> str:
+def seed_sql(engine: str, backend: str, tag: str, start: int, end: int, kind: str, expires_at: int) -> str:
     """One INSERT of rows start..end (inclusive): `ready` assets, or `pending` presigns that
-    expired a day ago. Ids are 32 hex digits that sort below every id filedock makes (older)."""
+    expire at `expires_at`. Ids are 32 hex digits that sort below every id filedock makes."""
     t = now_ms()
     if kind == "ready":
         cls, status, completed, expires = "'asset'", "'ready'", str(t - 3_600_000), "NULL"
     else:
-        cls, status, completed, expires = "'input'", "'pending'", "NULL", str(t - 86_400_000)
+        cls, status, completed, expires = "'input'", "'pending'", "NULL", str(expires_at)
     sha = "'" + "ab" * 32 + "'"
     if engine == "sqlite":
         gen = f"WITH RECURSIVE g(n) AS (SELECT {start} UNION ALL SELECT n + 1 FROM g WHERE n < {end}) "
@@ -49,21 +49,21 @@ def seed_sql(engine: str, backend: str, tag: str, start: int, end: int, kind: st
             f"{status}, 'native', {t - 3_600_000}, {completed}, {expires}, NULL, NULL, NULL FROM {src}")
 
 
-def seed(srv, tag: str, count: int, kind: str) -> float:
+def seed(srv, tag: str, count: int, kind: str, expires_at: int = 0) -> float:
     """Writes `count` rows into the server's catalog (the server not running); returns seconds."""
     t0 = time.monotonic()
     step = 200_000
     for start in range(1, count + 1, step):
         end = min(count, start + step - 1)
         if srv.db_url:
-            sql = seed_sql("postgres", srv.backend, tag, start, end, kind)
+            sql = seed_sql("postgres", srv.backend, tag, start, end, kind, expires_at)
             subprocess.run(["psql", srv.db_url, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True,
                            capture_output=True)
         else:
             db = sqlite3.connect(srv.data_dir / "filedock.db")
             db.execute("PRAGMA busy_timeout = 10000")
             with db:
-                db.execute(seed_sql("sqlite", srv.backend, tag, start, end, kind))
+                db.execute(seed_sql("sqlite", srv.backend, tag, start, end, kind, expires_at))
             db.close()
     return time.monotonic() - t0
 
@@ -139,6 +139,16 @@ def metric(srv, name: str, label: str) -> float:
     return 0.0
 
 
+def settle(srv, timeout: float = 600) -> None:
+    """Waits for the start-up scan (it reads every row) to finish, so what follows measures the
+    steady state."""
+    deadline = time.monotonic() + timeout
+    while metric(srv, "filedock_job_runs_total", 'job="startup-scan"') < 1:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the start-up scan of {srv.label} did not finish in {timeout} s")
+        time.sleep(0.2)
+
+
 def wrk_p99(srv, work, secs: int, conns: int) -> dict:
     """Presign creations at `conns` connections for `secs`: rate and p99 (ms)."""
     script = work / f"wrk-sweep-{srv.name}.lua"
@@ -154,9 +164,16 @@ def wrk_p99(srv, work, secs: int, conns: int) -> dict:
     return {"p99_ms": p99, "per_sec": total / secs}
 
 
-def sweep(srv, work, rows: int, load_secs: int) -> dict:
-    """`rows` expired pending presigns swept by a server started on them: rows/s from the
-    progress `/metrics` shows while it runs, peak RSS, and presign p99 during the sweep and idle."""
+def sweep(srv, work, rows: int, load_secs: int, expires_at_ms: int) -> dict:
+    """`rows` pending presigns that expire at `expires_at_ms`, on a server started before then:
+    presign p99 idle first, then while the sweep runs; rows/s from the progress `/metrics`
+    shows (sampled every 0.2 s, the sweeper looking every second), and peak RSS."""
+    settle(srv)
+    idle = wrk_p99(srv, work, load_secs, 8)
+    if now_ms() >= expires_at_ms:
+        raise SystemExit(f"{srv.label}: the rows expired before the idle measurement ended; seed them later")
+    time.sleep(max(0.0, (expires_at_ms - now_ms()) / 1000))
+    srv.reset_peak()
     samples = []
     done = threading.Event()
 
@@ -168,24 +185,20 @@ def sweep(srv, work, rows: int, load_secs: int) -> dict:
                 break
             time.sleep(0.2)
 
-    srv.reset_peak()
     t = threading.Thread(target=watch)
     t.start()
     busy = wrk_p99(srv, work, load_secs, 8)
     t.join(timeout=3600)
     done.set()
-    moving = [(ts, n) for ts, n in samples if 0 < n]
-    if not moving or moving[-1][1] < rows:
+    if not samples or samples[-1][1] < rows:
         raise SystemExit(f"the sweep on {srv.label} did not finish: {samples[-3:]}")
-    # From the moment the server was started on the rows (its sweeper's first round starts
-    # then): a little pessimistic, by its start-up.
-    secs = moving[-1][0] - srv.started
+    # From the last look that saw nothing swept yet to the first that saw all of it.
+    t_start = max((ts for ts, n in samples if n == 0), default=samples[0][0])
+    secs = samples[-1][0] - t_start
     progress_samples = sum(1 for _, n in samples if 0 < n < rows)
-    rss = srv.peak_mib()
-    idle = wrk_p99(srv, work, load_secs, 8)
-    return {"rows": rows, "rows_per_sec": rows / secs if secs > 0 else float("inf"), "secs": secs,
-            "progress_samples": progress_samples, "rss": rss, "p99_busy_ms": busy["p99_ms"],
-            "p99_idle_ms": idle["p99_ms"]}
+    return {"rows": rows, "rows_per_sec": rows / secs, "secs": secs, "progress_samples": progress_samples,
+            "rss": srv.peak_mib(), "p99_busy_ms": busy["p99_ms"], "p99_idle_ms": idle["p99_ms"],
+            "busy_overlap": min(1.0, secs / load_secs)}
 
 
 def open_uploads(srv, count: int) -> dict:

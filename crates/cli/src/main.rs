@@ -112,6 +112,9 @@ async fn shutdown_signal() {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    // The metrics recorder before anything counts: jobs that run once at start (the identity
+    // check, the start-up scan) ran before the router installed it, and their runs were lost.
+    filedock_server::ops::metrics_handle();
     let files = Arc::new(app::file_service(&cfg).await?);
     // Before the first request: an instance on the wrong bucket or database must not take one.
     // If a dependency does not answer yet, requests get 503 until the identity job succeeds.

@@ -414,6 +414,12 @@ fn a_failing_log_sink_never_stops_requests_or_the_sweeper() {
             .unwrap();
         let sweeps = metric(&metrics, "filedock_job_runs_total{job=\"sweeper\"}");
         assert!(sweeps >= 1.0, "{what}: the sweeper runs: {metrics}");
+        // Jobs that ran once, at start, before the first request: counted too (the recorder was
+        // installed with the router, after they ran, and their runs were lost).
+        for job in ["identity", "startup-scan"] {
+            let runs = metric(&metrics, &format!("filedock_job_runs_total{{job=\"{job}\"}}"));
+            assert_eq!(runs, 1.0, "{what}: {job} ran once: {metrics}");
+        }
         let dropped: f64 = metrics
             .lines()
             .filter(|l| l.starts_with("filedock_log_lines_dropped_total"))

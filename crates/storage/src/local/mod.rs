@@ -203,14 +203,24 @@ impl LocalStore {
         Ok(out)
     }
 
-    async fn prune_dirs(&self, mut dir: Option<&Path>) {
-        while let Some(d) = dir {
-            if d == self.objects || !d.starts_with(&self.objects) || fs::remove_dir(d).await.is_err() {
-                break;
-            }
-            dir = d.parent();
-        }
+}
+
+/// Removes an object's file and the directories up to `objects` that it leaves empty; a missing
+/// file is removed already.
+fn remove_object(objects: &Path, path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
     }
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == objects || !d.starts_with(objects) || std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
 }
 
 /// Removes a temp file when dropped, unless it was renamed away. Runs even when the future that
@@ -267,15 +277,26 @@ impl BlobStore for LocalStore {
     }
 
     async fn delete(&self, key: &StorageKey) -> Result<()> {
-        let path = self.path(key);
-        match fs::remove_file(&path).await {
-            Ok(()) => {
-                self.prune_dirs(path.parent()).await;
-                Ok(())
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        let (objects, path) = (self.objects.clone(), self.path(key));
+        tokio::task::spawn_blocking(move || remove_object(&objects, &path))
+            .await
+            .map_err(Error::internal)?
+            .map_err(Error::from)
+    }
+
+    /// One blocking task for the whole batch (a sweep's): a hand-off per key cost more than
+    /// the unlink.
+    async fn delete_many(&self, keys: &[StorageKey]) -> Result<Vec<(StorageKey, Error)>> {
+        let objects = self.objects.clone();
+        let paths: Vec<(StorageKey, PathBuf)> = keys.iter().map(|k| (k.clone(), self.path(k))).collect();
+        tokio::task::spawn_blocking(move || {
+            paths
+                .into_iter()
+                .filter_map(|(key, path)| remove_object(&objects, &path).err().map(|e| (key, e.into())))
+                .collect()
+        })
+        .await
+        .map_err(Error::internal)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(StorageKey, ObjectMeta)>> {
