@@ -236,3 +236,10 @@ pub(crate) const LIST_FILES_IN: &str = "SELECT * FROM files WHERE project = $1 A
 pub(crate) const LIST_FILES_IN_BEFORE: &str = "SELECT * FROM files
     WHERE project = $1 AND status = $2 AND workspace = $5 AND id < $6
     AND (expires_at IS NULL OR expires_at > $3) ORDER BY project DESC, status DESC, id DESC LIMIT $4";
+
+/// What the sweeper takes, oldest expiry first (`$1` now, `$2` limit): each walks its index in
+/// order (migration 0010), never sorting what expired at one instant.
+pub(crate) const EXPIRED_FILES: &str = "SELECT * FROM files
+    WHERE status <> 'deleted' AND expires_at IS NOT NULL AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2";
+pub(crate) const EXPIRED_UPLOADS: &str =
+    "SELECT * FROM uploads WHERE status = 'active' AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2";

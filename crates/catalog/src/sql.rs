@@ -43,6 +43,10 @@ pub(crate) trait Engine: std::fmt::Debug + Send + Sync + 'static {
     fn tasks_signal(&self) -> Option<&tokio::sync::Notify> {
         None
     }
+    /// See [`filedock_core::Catalog::one_writer`].
+    fn one_writer(&self) -> bool {
+        false
+    }
     /// Gives up room kept for writes on a full disk; true if it freed any.
     fn free_room(&self) -> bool;
     /// Takes that room again when the disk allows.
@@ -177,6 +181,10 @@ where
 
     fn queued_signal(&self) -> Option<&tokio::sync::Notify> {
         self.0.tasks_signal()
+    }
+
+    fn one_writer(&self) -> bool {
+        self.0.one_writer()
     }
 
     async fn insert_file(&self, f: &filedock_core::FileRecord) -> filedock_core::Result<()> {
@@ -378,14 +386,12 @@ where
         now: filedock_core::Timestamp,
         limit: u32,
     ) -> filedock_core::Result<Vec<filedock_core::UploadRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM uploads WHERE status = 'active' AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(self.0.pool())
-        .await
-        .map_err(crate::rows::db_err)?;
+        let rows = sqlx::query(crate::rows::EXPIRED_UPLOADS)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(self.0.pool())
+            .await
+            .map_err(crate::rows::db_err)?;
         rows.iter().map(crate::rows::upload_of).collect()
     }
 
@@ -394,15 +400,12 @@ where
         now: filedock_core::Timestamp,
         limit: u32,
     ) -> filedock_core::Result<Vec<filedock_core::FileRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM files WHERE status <> 'deleted' AND expires_at IS NOT NULL AND expires_at <= $1
-             ORDER BY expires_at, id LIMIT $2",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(self.0.pool())
-        .await
-        .map_err(crate::rows::db_err)?;
+        let rows = sqlx::query(crate::rows::EXPIRED_FILES)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(self.0.pool())
+            .await
+            .map_err(crate::rows::db_err)?;
         rows.iter().map(crate::rows::file_of).collect()
     }
 

@@ -190,6 +190,10 @@ impl Engine for SqliteEngine {
         &self.relaxed
     }
 
+    fn one_writer(&self) -> bool {
+        true
+    }
+
     fn batch(&self) -> &Batcher {
         &self.batch
     }
@@ -371,6 +375,58 @@ mod tests {
                 .collect();
             let want = format!("SEARCH files USING INDEX files_listing ({range}");
             assert_eq!(plan, vec![want], "{sql}");
+        }
+    }
+
+    /// Pruning reads no whole table: each statement scanned its table once a sweep round, holding
+    /// the write lock meanwhile (63 ms with 364,000 files, every write waiting).
+    #[tokio::test]
+    async fn every_pruning_statement_finds_its_rows_through_an_index() {
+        use sqlx::Row as _;
+        let dir = tempfile::tempdir().unwrap();
+        let c = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
+        for what in filedock_core::catalog::Prune::ALL {
+            let sql = crate::change::prune_statement(what);
+            let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .bind(0_i64)
+                .bind(1000_i64)
+                .fetch_all(&c.0.pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>(3))
+                .collect();
+            assert!(
+                plan.iter()
+                    .all(|step| !step.starts_with("SCAN ") || step.contains(" USING ")),
+                "{what:?} reads a whole table: {plan:?}"
+            );
+        }
+    }
+
+    /// The sweeper's batches come off an index in order: with the expiry alone, the files that
+    /// expired in one millisecond were read and sorted whole for every batch (300,000 rows swept
+    /// at 5,000/s).
+    #[tokio::test]
+    async fn what_expired_comes_in_index_order() {
+        use sqlx::Row as _;
+        let dir = tempfile::tempdir().unwrap();
+        let c = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
+        for (sql, index) in [
+            (crate::rows::EXPIRED_FILES, "files_expiry"),
+            (crate::rows::EXPIRED_UPLOADS, "uploads_expiry"),
+        ] {
+            let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .bind(0_i64)
+                .bind(512_i64)
+                .fetch_all(&c.0.pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>(3))
+                .collect();
+            assert_eq!(plan.len(), 1, "one step, no sort: {plan:?}");
+            assert!(plan[0].contains(index), "{plan:?}");
         }
     }
 

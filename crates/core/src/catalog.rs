@@ -194,6 +194,11 @@ pub trait Catalog: Send + Sync + Debug {
     fn queued_signal(&self) -> Option<&tokio::sync::Notify> {
         None
     }
+    /// True when the catalog takes one write at a time (SQLite): a long background job then
+    /// pauses between its batches, so requests' writes are not kept waiting behind them.
+    fn one_writer(&self) -> bool {
+        false
+    }
 
     /// Adds a file record.
     async fn insert_file(&self, f: &FileRecord) -> Result<()>;
