@@ -346,12 +346,22 @@ mod tests {
         );
     }
 
+    /// SQLite's plan of `sql`, a step a line (values bound as text: a plan does not run).
+    async fn plan(c: &SqliteCatalog, sql: &str, binds: &[&str]) -> Vec<String> {
+        use sqlx::Row as _;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+        for b in binds {
+            q = q.bind(b.to_string());
+        }
+        let rows = q.fetch_all(&c.0.pool).await.unwrap();
+        rows.iter().map(|r| r.get::<String, _>(3)).collect()
+    }
+
     /// Every page of a listing is a range of the `files_listing` index: with `$n IS NULL OR
     /// id < $n` SQLite scanned every row above the cursor (a page 100 ms deep in a million
     /// files, 0.6 ms as a range: `bench/RESULTS.md`).
     #[tokio::test]
     async fn every_listing_shape_is_an_index_range() {
-        use sqlx::Row as _;
         let dir = tempfile::tempdir().unwrap();
         let c = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
         for (sql, range) in [
@@ -360,19 +370,7 @@ mod tests {
             (crate::rows::LIST_FILES_IN, "project=? AND status=?)"),
             (crate::rows::LIST_FILES_IN_BEFORE, "project=? AND status=? AND id<?)"),
         ] {
-            let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .bind("p")
-                .bind("ready")
-                .bind(0_i64)
-                .bind(100_i64)
-                .bind("w")
-                .bind("c")
-                .fetch_all(&c.0.pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<String, _>(3))
-                .collect();
+            let plan = plan(&c, sql, &["p", "ready", "0", "100", "w", "c"]).await;
             let want = format!("SEARCH files USING INDEX files_listing ({range}");
             assert_eq!(plan, vec![want], "{sql}");
         }
@@ -382,20 +380,11 @@ mod tests {
     /// the write lock meanwhile (63 ms with 364,000 files, every write waiting).
     #[tokio::test]
     async fn every_pruning_statement_finds_its_rows_through_an_index() {
-        use sqlx::Row as _;
         let dir = tempfile::tempdir().unwrap();
         let c = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
         for what in filedock_core::catalog::Prune::ALL {
             let sql = crate::change::prune_statement(what);
-            let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .bind(0_i64)
-                .bind(1000_i64)
-                .fetch_all(&c.0.pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<String, _>(3))
-                .collect();
+            let plan = plan(&c, sql, &["0", "1000"]).await;
             assert!(
                 plan.iter()
                     .all(|step| !step.starts_with("SCAN ") || step.contains(" USING ")),
@@ -409,22 +398,13 @@ mod tests {
     /// at 5,000/s).
     #[tokio::test]
     async fn what_expired_comes_in_index_order() {
-        use sqlx::Row as _;
         let dir = tempfile::tempdir().unwrap();
         let c = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
         for (sql, index) in [
             (crate::rows::EXPIRED_FILES, "files_expiry"),
             (crate::rows::EXPIRED_UPLOADS, "uploads_expiry"),
         ] {
-            let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .bind(0_i64)
-                .bind(512_i64)
-                .fetch_all(&c.0.pool)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<String, _>(3))
-                .collect();
+            let plan = plan(&c, sql, &["0", "512"]).await;
             assert_eq!(plan.len(), 1, "one step, no sort: {plan:?}");
             assert!(plan[0].contains(index), "{plan:?}");
         }

@@ -228,25 +228,8 @@ async fn a_long_sweep_counts_every_batch_as_it_goes() {
     // The objects carry the S3 server's time: the manual clock starts there.
     app.clock.set(filedock_core::Clock::now(&filedock_core::SystemClock));
     let key = app.key("sweep", CredentialKind::Integration).await;
-    let bytes = b"%PDF-1.4\nswept\n%%EOF\n".to_vec();
-    let p = app
-        .post_json(
-            &key,
-            "/v1/uploads",
-            serde_json::json!({"name": "a.pdf", "size": bytes.len()}),
-        )
-        .await
-        .json();
-    let headers: Vec<(&str, String)> = p["upload"]["headers"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(h, v)| (h.as_str(), v.as_str().unwrap().to_owned()))
-        .collect();
-    let put = app
-        .call("PUT", p["upload"]["url"].as_str().unwrap(), &headers, bytes)
-        .await;
-    assert_eq!(put.status, StatusCode::OK);
+    let (p, put) = app.presign_and_put(&key, "a.pdf", b"%PDF-1.4\nswept\n%%EOF\n").await;
+    assert_eq!(put, StatusCode::OK);
     assert_eq!(
         app.upload_raw(&key, "ready.txt", b"ready bytes").await.status,
         StatusCode::CREATED

@@ -293,6 +293,29 @@ impl TestApp {
         self.send(req).await
     }
 
+    /// A native presign (`POST /v1/uploads`) and the PUT of `bytes` through its URL with the
+    /// headers it signed; returns the presign's answer and the PUT's status.
+    pub async fn presign_and_put(&self, key: &str, name: &str, bytes: &[u8]) -> (serde_json::Value, StatusCode) {
+        let p = self
+            .post_json(
+                key,
+                "/v1/uploads",
+                serde_json::json!({"name": name, "size": bytes.len()}),
+            )
+            .await
+            .json();
+        let headers: Vec<(&str, String)> = p["upload"]["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(h, v)| (h.as_str(), v.as_str().unwrap().to_owned()))
+            .collect();
+        let put = self
+            .call("PUT", p["upload"]["url"].as_str().unwrap(), &headers, bytes.to_vec())
+            .await;
+        (p, put.status)
+    }
+
     /// Every object in the store, and every catalog row of a project (any status).
     /// Objects of files (filedock's own, such as the deployment marker, left out).
     pub async fn stored_objects(&self) -> usize {
