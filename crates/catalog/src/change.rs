@@ -11,7 +11,7 @@ use filedock_core::{FileId, ProjectId};
 use sqlx::Row;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
-use crate::sql::{Affected, Engine, Sql};
+use crate::engine::{Affected, Engine, Sql};
 
 #[expect(
     private_bounds,

@@ -3,8 +3,10 @@
 
 mod batch;
 mod change;
+mod engine;
 mod listen;
 pub mod postgres;
+mod queue;
 mod rows;
 mod sql;
 pub mod sqlite;

@@ -11,8 +11,8 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::batch::{Batcher, Inserts, pool_inserts};
+use crate::engine::{Engine, Sql};
 use crate::rows::migrate_err;
-use crate::sql::{Engine, Sql};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 

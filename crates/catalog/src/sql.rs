@@ -1,102 +1,14 @@
-//! The SQL catalog: one schema and one set of statements for SQLite and PostgreSQL (portable:
-//! `$N` placeholders, `CAST($N AS TEXT) IS NULL`, `RETURNING`-free), written once as ordinary
-//! code over an [`Engine`] — what differs between the two (their pools, how credential changes
-//! are seen, the room SQLite keeps on a full disk). Rows and errors are decoded in `rows`.
-//!
-//! Two pools on one database: `pool`, whose commits are durable before they return (fsync), and
-//! `relaxed`, whose commits survive a crash of the process but may be lost with the last moments
-//! before a power failure. `relaxed` carries only records whose loss is harmless and shows: a
-//! pending file (its upload URL then fails and the client asks again), a new upload (404, the
-//! client starts over), an upload's lock (it lapses anyway) and its offset (recorded after the
-//! bytes are synced, so a lost offset is only lower than the bytes, and the client resends from
-//! it, as tus HEAD tells it). A later durable commit makes the earlier relaxed ones durable too
-//! (one log, in order). New pending files and uploads go through `batch`, a group-commit writer
-//! on `relaxed`.
-
-use std::future::Future;
+//! The [`filedock_core::Catalog`] of the SQL engines, written once over an [`Engine`] (see
+//! `engine`): the statements of credentials, files and uploads here; changes that report events,
+//! pruning and records of writes in flight in `change`; tasks, deliveries, leases and settings
+//! in `queue`.
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 
 use filedock_core::ProjectId;
 use filedock_core::catalog::{Change, Idempotent};
 
-use crate::batch::{Batcher, Inserts};
-use crate::rows::Relaxed;
-
-/// What differs between the engines under the SQL catalog.
-pub(crate) trait Engine: std::fmt::Debug + Send + Sync + 'static {
-    type Db: Database;
-    type Relaxed: Relaxed<Conn: std::ops::DerefMut<Target = <Self::Db as Database>::Connection>>;
-    /// Durable commits.
-    fn pool(&self) -> &sqlx::Pool<Self::Db>;
-    /// Commits that may be lost with a power failure (see the module docs).
-    fn relaxed(&self) -> &Self::Relaxed;
-    /// The group-commit writer of pending files and new uploads.
-    fn batch(&self) -> &Batcher;
-    /// Multi-row inserts with durable commits (`pool`'s).
-    fn durable(&self) -> &dyn Inserts;
-    /// See [`filedock_core::Catalog::credentials_version`].
-    fn credentials_seen(&self) -> Option<u128>;
-    /// Tells other processes that a credential changed.
-    fn credentials_changed(&self) -> filedock_core::Result<()>;
-    /// See [`filedock_core::Catalog::queued_signal`].
-    fn tasks_signal(&self) -> Option<&tokio::sync::Notify> {
-        None
-    }
-    /// See [`filedock_core::Catalog::one_writer`].
-    fn one_writer(&self) -> bool {
-        false
-    }
-    /// Gives up room kept for writes on a full disk; true if it freed any.
-    fn free_room(&self) -> bool;
-    /// Takes that room again when the disk allows.
-    fn keep_room(&self);
-}
-
-/// How many rows a statement changed (each engine's result type has it, under no shared trait).
-pub(crate) trait Affected {
-    fn affected(&self) -> u64;
-}
-
-impl Affected for sqlx::sqlite::SqliteQueryResult {
-    fn affected(&self) -> u64 {
-        self.rows_affected()
-    }
-}
-
-impl Affected for sqlx::postgres::PgQueryResult {
-    fn affected(&self) -> u64 {
-        self.rows_affected()
-    }
-}
-
-/// A catalog on a SQL engine: `SqliteCatalog` and `PgCatalog` are this over theirs.
-#[derive(Debug, Clone)]
-pub struct Sql<E>(pub(crate) E);
-
-#[expect(
-    private_bounds,
-    reason = "the engines are this crate's own; callers name SqliteCatalog and PgCatalog"
-)]
-impl<E: Engine> Sql<E> {
-    /// Runs a statement that must work on a full disk (a delete, a revocation): if the disk is
-    /// full, the engine gives up the room it keeps and the statement runs once more; after a
-    /// success, the room is taken again when space allows.
-    pub(crate) async fn with_room<T, F, Fut>(&self, run: F) -> filedock_core::Result<T>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = filedock_core::Result<T>>,
-    {
-        let outcome = match run().await {
-            Err(filedock_core::Error::InsufficientStorage(_)) if self.0.free_room() => run().await,
-            other => other,
-        };
-        if outcome.is_ok() {
-            self.0.keep_room();
-        }
-        outcome
-    }
-}
+use crate::engine::{Affected, Engine, Sql};
 
 #[async_trait::async_trait]
 impl<E> filedock_core::Catalog for Sql<E>
@@ -439,42 +351,14 @@ where
     }
 
     async fn insert_task(&self, t: &filedock_core::model::TaskRecord) -> filedock_core::Result<()> {
-        sqlx::query(
-            "INSERT INTO tasks (id, project, workspace, workflow, parameters, status, created_by, runner, attempts,
-                lease_until, outputs, error, created_at, started_at, finished_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(t.id.as_str())
-        .bind(t.project.as_str())
-        .bind(t.workspace.as_ref().map(|w| w.as_str()))
-        .bind(&t.workflow)
-        .bind(t.parameters.to_string())
-        .bind(t.status.as_str())
-        .bind(&t.created_by)
-        .bind(&t.runner)
-        .bind(i64::from(t.attempts))
-        .bind(t.lease_until)
-        .bind(crate::rows::outputs_json(&t.outputs))
-        .bind(&t.error)
-        .bind(t.created_at)
-        .bind(t.started_at)
-        .bind(t.finished_at)
-        .execute(self.0.pool())
-        .await
-        .map_err(crate::rows::db_err)?;
-        Ok(())
+        self.add_task(t).await
     }
 
     async fn task(
         &self,
         id: &filedock_core::model::TaskId,
     ) -> filedock_core::Result<Option<filedock_core::model::TaskRecord>> {
-        let row = sqlx::query("SELECT * FROM tasks WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(self.0.pool())
-            .await
-            .map_err(crate::rows::db_err)?;
-        row.as_ref().map(crate::rows::task_of).transpose()
+        self.find_task(id).await
     }
 
     async fn queued_tasks(
@@ -483,18 +367,7 @@ where
         workspace: Option<&filedock_core::WorkspaceId>,
         limit: u32,
     ) -> filedock_core::Result<Vec<filedock_core::model::TaskRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM tasks WHERE project = $1 AND status = 'queued'
-               AND (CAST($2 AS TEXT) IS NULL OR workspace = $2)
-             ORDER BY created_at, id LIMIT $3",
-        )
-        .bind(project.as_str())
-        .bind(workspace.map(|w| w.as_str()))
-        .bind(i64::from(limit))
-        .fetch_all(self.0.pool())
-        .await
-        .map_err(crate::rows::db_err)?;
-        rows.iter().map(crate::rows::task_of).collect()
+        self.find_queued_tasks(project, workspace, limit).await
     }
 
     async fn claim_task(
@@ -504,20 +377,7 @@ where
         now: filedock_core::Timestamp,
         until: filedock_core::Timestamp,
     ) -> filedock_core::Result<bool> {
-        // One conditional statement: of two racing claimers the database lets one through.
-        let r = sqlx::query(
-            "UPDATE tasks SET status = 'running', runner = $2, attempts = attempts + 1, lease_until = $4,
-                started_at = COALESCE(started_at, $3)
-             WHERE id = $1 AND status = 'queued'",
-        )
-        .bind(id.as_str())
-        .bind(runner)
-        .bind(now)
-        .bind(until)
-        .execute(self.0.pool())
-        .await
-        .map_err(crate::rows::db_err)?;
-        Ok(r.affected() == 1)
+        self.claim(id, runner, now, until).await
     }
 
     async fn renew_task(
@@ -526,14 +386,7 @@ where
         runner: &str,
         until: filedock_core::Timestamp,
     ) -> filedock_core::Result<bool> {
-        let r = sqlx::query("UPDATE tasks SET lease_until = $3 WHERE id = $1 AND status = 'running' AND runner = $2")
-            .bind(id.as_str())
-            .bind(runner)
-            .bind(until)
-            .execute(self.0.pool())
-            .await
-            .map_err(crate::rows::db_err)?;
-        Ok(r.affected() == 1)
+        self.renew(id, runner, until).await
     }
 
     async fn finish_task(
@@ -545,15 +398,7 @@ where
         error: Option<&str>,
         at: filedock_core::Timestamp,
     ) -> filedock_core::Result<bool> {
-        let change = Change::FinishTask {
-            id,
-            runner,
-            status,
-            outputs,
-            error,
-            at,
-        };
-        self.apply_change(change, &[]).await
+        self.finish(id, runner, status, outputs, error, at).await
     }
 
     async fn lapsed_tasks(
@@ -561,15 +406,7 @@ where
         now: filedock_core::Timestamp,
         limit: u32,
     ) -> filedock_core::Result<Vec<filedock_core::model::TaskRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM tasks WHERE status = 'running' AND lease_until < $1 ORDER BY lease_until, id LIMIT $2",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(self.0.pool())
-        .await
-        .map_err(crate::rows::db_err)?;
-        rows.iter().map(crate::rows::task_of).collect()
+        self.find_lapsed_tasks(now, limit).await
     }
 
     async fn release_task(
@@ -578,19 +415,7 @@ where
         now: filedock_core::Timestamp,
         failure: Option<&str>,
     ) -> filedock_core::Result<bool> {
-        if let Some(reason) = failure {
-            return self.apply_change(Change::FailLapsedTask { id, now, reason }, &[]).await;
-        }
-        let r = sqlx::query(
-            "UPDATE tasks SET status = 'queued', runner = NULL, lease_until = NULL
-             WHERE id = $1 AND status = 'running' AND lease_until < $2",
-        )
-        .bind(id.as_str())
-        .bind(now)
-        .execute(self.0.pool())
-        .await
-        .map_err(crate::rows::db_err)?;
-        Ok(r.affected() == 1)
+        self.release(id, now, failure).await
     }
 
     async fn apply(
@@ -671,15 +496,7 @@ where
         now: filedock_core::Timestamp,
         limit: u32,
     ) -> filedock_core::Result<Vec<filedock_core::model::DeliveryRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM deliveries WHERE status = 'pending' AND next_at <= $1 ORDER BY next_at, id LIMIT $2",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(self.0.pool())
-        .await
-        .map_err(crate::rows::db_err)?;
-        rows.iter().map(crate::rows::delivery_of).collect()
+        self.find_due_deliveries(now, limit).await
     }
 
     async fn lease_delivery(
@@ -688,15 +505,7 @@ where
         now: filedock_core::Timestamp,
         until: filedock_core::Timestamp,
     ) -> filedock_core::Result<bool> {
-        let r =
-            sqlx::query("UPDATE deliveries SET next_at = $3 WHERE id = $1 AND status = 'pending' AND next_at <= $2")
-                .bind(id)
-                .bind(now)
-                .bind(until)
-                .execute(self.0.pool())
-                .await
-                .map_err(crate::rows::db_err)?;
-        Ok(r.affected() == 1)
+        self.lease_one_delivery(id, now, until).await
     }
 
     async fn settle_delivery(
@@ -708,21 +517,8 @@ where
         last_error: Option<&str>,
         at: filedock_core::Timestamp,
     ) -> filedock_core::Result<()> {
-        sqlx::query(
-            "UPDATE deliveries SET status = $2, attempts = $3, next_at = $4, last_error = $5,
-                delivered_at = CASE WHEN $2 = 'delivered' THEN $6 ELSE delivered_at END
-             WHERE id = $1 AND status = 'pending'",
-        )
-        .bind(id)
-        .bind(status.as_str())
-        .bind(i64::from(attempts))
-        .bind(next_at)
-        .bind(last_error)
-        .bind(at)
-        .execute(self.0.pool())
-        .await
-        .map_err(crate::rows::db_err)?;
-        Ok(())
+        self.settle_one_delivery(id, status, attempts, next_at, last_error, at)
+            .await
     }
 
     async fn deliveries(
@@ -730,13 +526,7 @@ where
         project: &filedock_core::ProjectId,
         limit: u32,
     ) -> filedock_core::Result<Vec<filedock_core::model::DeliveryRecord>> {
-        let rows = sqlx::query("SELECT * FROM deliveries WHERE project = $1 ORDER BY id DESC LIMIT $2")
-            .bind(project.as_str())
-            .bind(i64::from(limit))
-            .fetch_all(self.0.pool())
-            .await
-            .map_err(crate::rows::db_err)?;
-        rows.iter().map(crate::rows::delivery_of).collect()
+        self.find_deliveries(project, limit).await
     }
 
     async fn try_lease(
@@ -746,66 +536,23 @@ where
         now: filedock_core::Timestamp,
         until: filedock_core::Timestamp,
     ) -> filedock_core::Result<bool> {
-        // One statement: the row is created, extended by its holder, or taken over once ended.
-        let r = sqlx::query(
-            "INSERT INTO leases (name, holder, until) VALUES ($1, $2, $4)
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
-             WHERE leases.holder = excluded.holder OR leases.until < $3",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(now)
-        .bind(until)
-        .execute(self.0.pool())
-        .await
-        .map_err(crate::rows::db_err)?;
-        Ok(r.affected() == 1)
+        self.take_lease(name, holder, now, until).await
     }
 
     async fn live_leases(&self, prefix: &str, now: filedock_core::Timestamp) -> filedock_core::Result<u32> {
-        // LIKE with the prefix escaped: `_` and `%` in it match themselves.
-        let pattern = format!(
-            "{}%",
-            prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-        );
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leases WHERE name LIKE $1 ESCAPE '\\' AND until > $2")
-            .bind(pattern)
-            .bind(now)
-            .fetch_one(self.0.pool())
-            .await
-            .map_err(crate::rows::db_err)?;
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        self.count_leases(prefix, now).await
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> filedock_core::Result<()> {
-        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
-            .bind(name)
-            .bind(holder)
-            .execute(self.0.pool())
-            .await
-            .map_err(crate::rows::db_err)?;
-        Ok(())
+        self.drop_lease(name, holder).await
     }
 
     async fn setting(&self, name: &str) -> filedock_core::Result<Option<String>> {
-        sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
-            .bind(name)
-            .fetch_optional(self.0.pool())
-            .await
-            .map_err(crate::rows::db_err)
+        self.find_setting(name).await
     }
 
     async fn init_setting(&self, name: &str, value: &str) -> filedock_core::Result<String> {
-        sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(value)
-            .execute(self.0.pool())
-            .await
-            .map_err(crate::rows::db_err)?;
-        // Whoever inserted first, the row now holds the value that stays.
-        filedock_core::Catalog::setting(self, name)
-            .await?
-            .ok_or_else(|| filedock_core::Error::internal_msg("a setting vanished after it was written"))
+        self.put_setting(name, value).await
     }
 
     async fn has_files_on(&self, backend: &str) -> filedock_core::Result<bool> {

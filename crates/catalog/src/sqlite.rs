@@ -15,8 +15,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection as _, SqliteConnection, SqlitePool};
 
 use crate::batch::{Batcher, Inserts, pool_inserts};
+use crate::engine::{Engine, Sql};
 use crate::rows::{Relaxed, db_err, migrate_err};
-use crate::sql::{Engine, Sql};
 
 /// Pages in the write-ahead log before a commit checkpoints it (see [`SqliteCatalog::open`]).
 const WAL_AUTOCHECKPOINT: i64 = 400;
