@@ -50,6 +50,10 @@ pub(crate) trait Engine: std::fmt::Debug + Send + Sync + 'static {
     fn one_writer(&self) -> bool {
         false
     }
+    /// `list_files`'s statements (see `rows::listing`).
+    fn listings(&self) -> &'static [&'static str; 4] {
+        &crate::rows::LISTINGS
+    }
     /// Gives up room kept for writes on a full disk; true if it freed any.
     fn free_room(&self) -> bool;
     /// Takes that room again when the disk allows.

@@ -223,19 +223,58 @@ pub(crate) fn outputs_json(outputs: &[FileId]) -> String {
     serde_json::to_string(&outputs.iter().map(|f| f.as_str()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
 }
 
-/// `list_files` in its four shapes: `$1` project, `$2` status, `$3` live at, `$4` limit, then
-/// the workspace and the cursor when given. Ordered as the `files_listing` index is (the same
-/// order, `project` and `status` being fixed): PostgreSQL, its statistics stale after a burst
-/// of pending files, walked the primary key backwards past them (60 ms for the newest page).
-pub(crate) const LIST_FILES: &str = "SELECT * FROM files WHERE project = $1 AND status = $2
-    AND (expires_at IS NULL OR expires_at > $3) ORDER BY project DESC, status DESC, id DESC LIMIT $4";
-pub(crate) const LIST_FILES_BEFORE: &str = "SELECT * FROM files WHERE project = $1 AND status = $2 AND id < $5
-    AND (expires_at IS NULL OR expires_at > $3) ORDER BY project DESC, status DESC, id DESC LIMIT $4";
-pub(crate) const LIST_FILES_IN: &str = "SELECT * FROM files WHERE project = $1 AND status = $2 AND workspace = $5
-    AND (expires_at IS NULL OR expires_at > $3) ORDER BY project DESC, status DESC, id DESC LIMIT $4";
-pub(crate) const LIST_FILES_IN_BEFORE: &str = "SELECT * FROM files
-    WHERE project = $1 AND status = $2 AND workspace = $5 AND id < $6
-    AND (expires_at IS NULL OR expires_at > $3) ORDER BY project DESC, status DESC, id DESC LIMIT $4";
+/// `list_files` in its four shapes, in the order of [`listing`]: `$1` project, `$2` status,
+/// `$3` live at, `$4` limit, then the workspace and the cursor when given. `$id` is how the id is
+/// compared and ordered (see [`LISTINGS_BYTEWISE`]).
+macro_rules! listings {
+    ($id:literal) => {
+        [
+            concat!(
+                "SELECT * FROM files WHERE project = $1 AND status = $2
+                 AND (expires_at IS NULL OR expires_at > $3) ORDER BY ",
+                $id,
+                " DESC LIMIT $4"
+            ),
+            concat!(
+                "SELECT * FROM files WHERE project = $1 AND status = $2 AND ",
+                $id,
+                " < $5
+                 AND (expires_at IS NULL OR expires_at > $3) ORDER BY ",
+                $id,
+                " DESC LIMIT $4"
+            ),
+            concat!(
+                "SELECT * FROM files WHERE project = $1 AND workspace = $5 AND status = $2
+                 AND (expires_at IS NULL OR expires_at > $3) ORDER BY ",
+                $id,
+                " DESC LIMIT $4"
+            ),
+            concat!(
+                "SELECT * FROM files WHERE project = $1 AND workspace = $5 AND status = $2 AND ",
+                $id,
+                " < $6
+                 AND (expires_at IS NULL OR expires_at > $3) ORDER BY ",
+                $id,
+                " DESC LIMIT $4"
+            ),
+        ]
+    };
+}
+
+/// The listings as SQLite runs them: its text compares bytewise, as the indexes hold it.
+pub(crate) const LISTINGS: [&str; 4] = listings!("id");
+
+/// The listings with the id compared bytewise (`COLLATE "C"`), as the listing indexes of
+/// PostgreSQL hold it (migration 0011). The primary key, in the database's collation, cannot
+/// give that order, so no plan walks it: with statistics stale after a burst of pending files
+/// (they still said every file was ready), the generic plan walked the primary key backwards
+/// past every pending file (35 ms for the newest page of 10,000 under 230,000 pending).
+pub(crate) const LISTINGS_BYTEWISE: [&str; 4] = listings!("id COLLATE \"C\"");
+
+/// Which of the listings answers a query: with a workspace or not, after a cursor or not.
+pub(crate) fn listing(workspace: bool, before: bool) -> usize {
+    usize::from(workspace) * 2 + usize::from(before)
+}
 
 /// What the sweeper takes, oldest expiry first (`$1` now, `$2` limit): each walks its index in
 /// order (migration 0010), never sorting what expired at one instant.

@@ -134,15 +134,10 @@ where
         &self,
         q: &filedock_core::catalog::FileQuery,
     ) -> filedock_core::Result<Vec<filedock_core::FileRecord>> {
-        // A statement for each shape, so `id < cursor` is a range of the `files_listing` index
-        // (with `$4 IS NULL OR id < $4` both engines scanned every row above the cursor: a
-        // page cost more the deeper it was).
-        let sql = match (q.workspace.is_some(), q.before.is_some()) {
-            (false, false) => crate::rows::LIST_FILES,
-            (false, true) => crate::rows::LIST_FILES_BEFORE,
-            (true, false) => crate::rows::LIST_FILES_IN,
-            (true, true) => crate::rows::LIST_FILES_IN_BEFORE,
-        };
+        // A statement for each shape, so `id < cursor` is a range of the listing index (with
+        // `$4 IS NULL OR id < $4` both engines scanned every row above the cursor: a page cost
+        // more the deeper it was).
+        let sql = self.0.listings()[crate::rows::listing(q.workspace.is_some(), q.before.is_some())];
         let mut query = sqlx::query(sql)
             .bind(q.project.as_str())
             .bind(q.status.as_str())

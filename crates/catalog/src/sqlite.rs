@@ -365,13 +365,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
         for (sql, range) in [
-            (crate::rows::LIST_FILES, "project=? AND status=?)"),
-            (crate::rows::LIST_FILES_BEFORE, "project=? AND status=? AND id<?)"),
-            (crate::rows::LIST_FILES_IN, "project=? AND status=?)"),
-            (crate::rows::LIST_FILES_IN_BEFORE, "project=? AND status=? AND id<?)"),
+            (crate::rows::LISTINGS[0], "files_listing (project=? AND status=?)"),
+            (
+                crate::rows::LISTINGS[1],
+                "files_listing (project=? AND status=? AND id<?)",
+            ),
+            (
+                crate::rows::LISTINGS[2],
+                "files_listing_in (project=? AND workspace=? AND status=?)",
+            ),
+            (
+                crate::rows::LISTINGS[3],
+                "files_listing_in (project=? AND workspace=? AND status=? AND id<?)",
+            ),
         ] {
             let plan = plan(&c, sql, &["p", "ready", "0", "100", "w", "c"]).await;
-            let want = format!("SEARCH files USING INDEX files_listing ({range}");
+            let want = format!("SEARCH files USING INDEX {range}");
             assert_eq!(plan, vec![want], "{sql}");
         }
     }
