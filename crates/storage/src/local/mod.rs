@@ -492,14 +492,12 @@ impl BlobStore for LocalStore {
         offset: u64,
         chunks: Vec<bytes::Bytes>,
     ) -> Result<u64> {
-        // The whole body in one hand-off, with a direct-I/O buffer of its size.
+        // The whole body written and synced in place, with a direct-I/O buffer of its size.
         let path = self.upload_path(handle, ".append")?;
         let size = chunks.iter().map(|c| c.len()).sum::<usize>();
         let buf = size.div_ceil(DIRECT_ALIGN).max(1) * DIRECT_ALIGN;
         let mut chunks = Some(chunks);
-        tokio::task::spawn_blocking(move || append_blocking(&path, offset, buf, || chunks.take()))
-            .await
-            .map_err(Error::internal)?
+        direct::in_place(move || append_blocking(&path, offset, buf, || chunks.take())).await?
     }
 
     async fn append_finish(&self, key: &StorageKey, handle: &str, length: u64) -> Result<ObjectMeta> {
