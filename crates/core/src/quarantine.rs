@@ -31,6 +31,9 @@ const SCAN_URL_MS: i64 = 15 * 60 * 1000;
 /// The holder of a file's lease between a failed scan and its retry.
 const RETRY_HOLDER: &str = "retry";
 
+/// How often an upload looks for the verdict of a scan another holder runs.
+const VERDICT_POLL: Duration = Duration::from_millis(50);
+
 /// How many quarantined files one sweep looks at.
 const SWEEP_BATCH: u32 = 100;
 
@@ -56,6 +59,8 @@ impl Quarantine {
 
     /// Waits, at most `wait_secs`, for a just-quarantined file's verdict. Infected is
     /// [`Error::Infected`]; no verdict yet (or a failing scanner) answers the file quarantined.
+    /// The verdict may be another holder's: the sweeper, or another instance, may have taken
+    /// the file's scan before this upload's own scan asked for it.
     pub(crate) async fn await_verdict(&self, rec: FileRecord) -> Result<FileRecord> {
         if rec.status != FileStatus::Quarantined {
             return Ok(rec);
@@ -63,26 +68,48 @@ impl Quarantine {
         let q = self.clone();
         let scanning = rec.clone();
         let task = tokio::spawn(async move { q.scan(scanning).await });
-        let wait = Duration::from_secs(self.ctx.config.quarantine.wait_secs);
-        match tokio::time::timeout(wait, task).await {
-            Ok(Ok(Ok(done))) if done.status == FileStatus::Rejected => {
-                let why = done.reason.unwrap_or_default();
-                if why.starts_with("infected") {
-                    Err(Error::Infected(format!(
-                        "the file was rejected by its virus scan: {why}"
-                    )))
-                } else {
-                    Err(Error::TooLarge(format!(
-                        "the file is over its scanner's limit, and its policy rejects what cannot be scanned ({why})"
-                    )))
-                }
-            }
-            Ok(Ok(Ok(done))) => Ok(done),
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.ctx.config.quarantine.wait_secs);
+        let done = match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(Ok(done))) if done.status == FileStatus::Quarantined => self.verdict_of_another(done, deadline).await,
+            Ok(Ok(Ok(done))) => done,
             Ok(Ok(Err(e))) => {
                 tracing::warn!(file = %rec.id, error = %e, "a file's scan failed; it stays quarantined and is scanned again later");
-                Ok(rec)
+                return Ok(rec);
             }
-            Ok(Err(_)) | Err(_) => Ok(rec),
+            Ok(Err(_)) | Err(_) => return Ok(rec),
+        };
+        if done.status != FileStatus::Rejected {
+            return Ok(done);
+        }
+        let why = done.reason.unwrap_or_default();
+        if why.starts_with("infected") {
+            Err(Error::Infected(format!(
+                "the file was rejected by its virus scan: {why}"
+            )))
+        } else {
+            Err(Error::TooLarge(format!(
+                "the file is over its scanner's limit, and its policy rejects what cannot be scanned ({why})"
+            )))
+        }
+    }
+
+    /// The file as it stands once another holder's scan gave its verdict, or at `deadline`.
+    async fn verdict_of_another(&self, rec: FileRecord, deadline: tokio::time::Instant) -> FileRecord {
+        loop {
+            let next = tokio::time::Instant::now() + VERDICT_POLL;
+            if next >= deadline {
+                return rec;
+            }
+            tokio::time::sleep_until(next).await;
+            match self.ctx.catalog.file(&rec.id).await {
+                Ok(Some(r)) if r.status != FileStatus::Quarantined => return r,
+                Ok(Some(_)) => {}
+                Ok(None) => return rec,
+                Err(e) => {
+                    tracing::warn!(file = %rec.id, error = %e, "could not read a quarantined file's verdict");
+                    return rec;
+                }
+            }
         }
     }
 

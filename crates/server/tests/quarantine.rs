@@ -661,3 +661,111 @@ async fn a_projects_scanner_and_the_too_large_rule() {
     let a = app.upload_raw(&plain, "eicar.txt", EICAR).await;
     assert_eq!(a.json()["status"], "ready");
 }
+
+/// A scanner of the test's own: infected when the body holds the EICAR string.
+#[derive(Debug)]
+struct FindsEicar;
+
+#[async_trait]
+impl Scanner for FindsEicar {
+    fn max_bytes(&self) -> Option<u64> {
+        None
+    }
+    async fn scan(&self, mut body: ByteStream, _size: u64) -> filedock_core::Result<Verdict> {
+        use futures_util::StreamExt;
+        let mut all = Vec::new();
+        while let Some(chunk) = body.next().await {
+            all.extend_from_slice(&chunk?);
+        }
+        Ok(if all.windows(EICAR.len()).any(|w| w == EICAR) {
+            Verdict::Infected("Eicar-Test-Signature".into())
+        } else {
+            Verdict::Clean
+        })
+    }
+    async fn ping(&self) -> filedock_core::Result<()> {
+        Ok(())
+    }
+}
+
+/// An upload waits for its file's verdict whoever gives it. When the sweeper (or another
+/// instance) took the file's scan lease first, the upload answered `quarantined` at once
+/// instead of waiting for that scan's verdict: EICAR answered 201 (CI, on a busy machine, in
+/// `cli/tests/quarantine.rs`). Here the lease is held by another holder before the upload lands,
+/// and given up with a verdict only once the upload is waiting.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_waits_for_the_verdict_of_a_scan_another_holder_started() {
+    let engine: Arc<dyn Scanner> = Arc::new(FindsEicar);
+    let app = TestApp::configured(move |c| {
+        c.quarantine = QuarantineSettings {
+            scanners: BTreeMap::from([(
+                "finds-eicar".to_owned(),
+                ScannerSetup {
+                    engine,
+                    accept_too_large: false,
+                },
+            )]),
+            wait_secs: 30,
+            retry_secs: 5,
+        };
+        for p in c.policies.values_mut() {
+            p.scan = Some("finds-eicar".into());
+        }
+    })
+    .await;
+    let key = app.key("demo", CredentialKind::Integration).await;
+    let p = app
+        .post_json(&key, "/v1/uploads", json!({"name": "eicar.txt", "size": EICAR.len()}))
+        .await
+        .json();
+    let id = filedock_core::FileId::parse(p["file"]["id"].as_str().unwrap()).unwrap();
+    let lease = format!("scan:{id}");
+    let now = common::START;
+    assert!(
+        app.catalog
+            .try_lease(&lease, "elsewhere", now, now + 60_000)
+            .await
+            .unwrap()
+    );
+
+    let upload = async {
+        let headers: Vec<(&str, String)> = p["upload"]["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(h, v)| (h.as_str(), v.as_str().unwrap().to_owned()))
+            .collect();
+        let put = app
+            .call("PUT", p["upload"]["url"].as_str().unwrap(), &headers, EICAR.to_vec())
+            .await;
+        let done = app
+            .post_json(&key, &format!("/v1/uploads/{id}/complete"), json!({}))
+            .await;
+        (put, done)
+    };
+    let elsewhere = async {
+        // Once the file has landed (and its upload is waiting), the other holder's scan ends:
+        // its lease given up and the file scanned by the sweeper, which finds EICAR.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while app.catalog.file(&id).await.unwrap().unwrap().status != FileStatus::Quarantined {
+            assert!(std::time::Instant::now() < deadline, "the file never landed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        app.catalog.release_lease(&lease, "elsewhere").await.unwrap();
+        assert_eq!(app.files.sweep_quarantine().await.unwrap(), 1);
+    };
+    let ((put, done), ()) = tokio::join!(upload, elsewhere);
+    assert!(
+        put.status == StatusCode::UNPROCESSABLE_ENTITY || done.status == StatusCode::UNPROCESSABLE_ENTITY,
+        "the upload answered before the verdict: PUT {} {}, complete {} {}",
+        put.status,
+        String::from_utf8_lossy(&put.body),
+        done.status,
+        String::from_utf8_lossy(&done.body)
+    );
+    assert_eq!(
+        app.catalog.file(&id).await.unwrap().unwrap().status,
+        FileStatus::Rejected
+    );
+}
