@@ -60,25 +60,29 @@ async fn scanning(clamd: &Clamd) -> (TestApp, Arc<Counting>) {
         ),
         scans: AtomicUsize::new(0),
     });
-    let engine = counting.clone();
-    let app = TestApp::configured(move |c| {
+    let app = scanning_with("clamav", counting.clone(), 10).await;
+    (app, counting)
+}
+
+/// An app whose every policy waits for `engine` (named `name`), at most `wait_secs`.
+async fn scanning_with(name: &'static str, engine: Arc<dyn Scanner>, wait_secs: u64) -> TestApp {
+    TestApp::configured(move |c| {
         c.quarantine = QuarantineSettings {
             scanners: BTreeMap::from([(
-                "clamav".to_owned(),
+                name.to_owned(),
                 ScannerSetup {
                     engine,
                     accept_too_large: false,
                 },
             )]),
-            wait_secs: 10,
+            wait_secs,
             retry_secs: 5,
         };
         for p in c.policies.values_mut() {
-            p.scan = Some("clamav".into());
+            p.scan = Some(name.into());
         }
     })
-    .await;
-    (app, counting)
+    .await
 }
 
 async fn records(app: &TestApp, project: &str, status: FileStatus) -> Vec<FileRecord> {
@@ -695,24 +699,7 @@ impl Scanner for FindsEicar {
 /// and given up with a verdict only once the upload is waiting.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_waits_for_the_verdict_of_a_scan_another_holder_started() {
-    let engine: Arc<dyn Scanner> = Arc::new(FindsEicar);
-    let app = TestApp::configured(move |c| {
-        c.quarantine = QuarantineSettings {
-            scanners: BTreeMap::from([(
-                "finds-eicar".to_owned(),
-                ScannerSetup {
-                    engine,
-                    accept_too_large: false,
-                },
-            )]),
-            wait_secs: 30,
-            retry_secs: 5,
-        };
-        for p in c.policies.values_mut() {
-            p.scan = Some("finds-eicar".into());
-        }
-    })
-    .await;
+    let app = scanning_with("finds-eicar", Arc::new(FindsEicar), 30).await;
     let key = app.key("demo", CredentialKind::Integration).await;
     let p = app
         .post_json(&key, "/v1/uploads", json!({"name": "eicar.txt", "size": EICAR.len()}))
@@ -729,15 +716,7 @@ async fn an_upload_waits_for_the_verdict_of_a_scan_another_holder_started() {
     );
 
     let upload = async {
-        let headers: Vec<(&str, String)> = p["upload"]["headers"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(h, v)| (h.as_str(), v.as_str().unwrap().to_owned()))
-            .collect();
-        let put = app
-            .call("PUT", p["upload"]["url"].as_str().unwrap(), &headers, EICAR.to_vec())
-            .await;
+        let put = app.put_presigned(&p, EICAR).await;
         let done = app
             .post_json(&key, &format!("/v1/uploads/{id}/complete"), json!({}))
             .await;

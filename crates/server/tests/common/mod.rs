@@ -304,16 +304,20 @@ impl TestApp {
             )
             .await
             .json();
+        let put = self.put_presigned(&p, bytes).await;
+        (p, put.status)
+    }
+
+    /// PUTs `bytes` as a native presign's answer `p` says (its URL and headers).
+    pub async fn put_presigned(&self, p: &serde_json::Value, bytes: &[u8]) -> Answer {
         let headers: Vec<(&str, String)> = p["upload"]["headers"]
             .as_object()
             .unwrap()
             .iter()
             .map(|(h, v)| (h.as_str(), v.as_str().unwrap().to_owned()))
             .collect();
-        let put = self
-            .call("PUT", p["upload"]["url"].as_str().unwrap(), &headers, bytes.to_vec())
-            .await;
-        (p, put.status)
+        self.call("PUT", p["upload"]["url"].as_str().unwrap(), &headers, bytes.to_vec())
+            .await
     }
 
     /// Every object in the store, and every catalog row of a project (any status).
