@@ -619,15 +619,8 @@ async fn a_put_after_completion_is_swept_from_the_incoming_keys() {
         .await
         .json();
     let put = |body: Vec<u8>| {
-        let headers: Vec<(&str, String)> = p["upload"]["headers"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(h, v)| (h.as_str(), v.as_str().unwrap().to_owned()))
-            .collect();
-        let url = p["upload"]["url"].as_str().unwrap().to_owned();
-        let app = &app;
-        async move { app.call("PUT", &url, &headers, body).await.status }
+        let (app, p) = (&app, &p);
+        async move { app.put_presigned(p, &body).await.status }
     };
     assert_eq!(put(first.clone()).await, StatusCode::OK);
     let id = p["file"]["id"].as_str().unwrap();
