@@ -113,6 +113,9 @@ where
         expires_at: filedock_core::Timestamp,
         release: bool,
     ) -> filedock_core::Result<bool> {
+        if let Some(direct) = self.0.direct() {
+            return crate::direct::advance(direct, id, token, offset, length, expires_at, release).await;
+        }
         let mut c = crate::rows::Relaxed::conn(self.0.relaxed()).await?;
         let r = sqlx::query(
             "UPDATE uploads SET upload_offset = $3, length = COALESCE($4, length), expires_at = $5,

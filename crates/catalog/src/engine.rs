@@ -50,6 +50,11 @@ pub(crate) trait Engine: std::fmt::Debug + Send + Sync + 'static {
     fn one_writer(&self) -> bool {
         false
     }
+    /// Where the upload-lock statements run on the caller's thread (SQLite's file:
+    /// `crate::direct`); `None`: on `relaxed`, as the others.
+    fn direct(&self) -> Option<&crate::direct::Shared> {
+        None
+    }
     /// `list_files`'s statements (see `rows::listing`).
     fn listings(&self) -> &'static [&'static str; 4] {
         &crate::rows::LISTINGS

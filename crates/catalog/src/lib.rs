@@ -3,6 +3,7 @@
 
 mod batch;
 mod change;
+mod direct;
 mod engine;
 mod listen;
 pub mod postgres;

@@ -13,18 +13,11 @@ use sqlx::{ColumnIndex, Row as AnyRow};
 /// cannot be reached, is shutting down or did not answer in time is `Unavailable` (503, retry);
 /// anything else is `Internal`.
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
-    let unavailable = |e: &sqlx::Error| {
-        tracing::warn!(error = %e, "the catalog does not answer");
-        Error::Unavailable("the catalog does not answer; retry shortly".into())
-    };
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => Error::Conflict("that record exists already".into()),
         sqlx::Error::Database(d) => match d.code().as_deref() {
             // SQLITE_FULL; PostgreSQL's disk_full and out_of_memory.
-            Some("13" | "53100" | "53200") => {
-                tracing::warn!(error = %e, "the catalog's disk is full");
-                Error::InsufficientStorage("the catalog's disk is full; delete files to free space".into())
-            }
+            Some("13" | "53100" | "53200") => full(&e),
             // SQLITE_BUSY/LOCKED after the busy timeout; PostgreSQL: connection exceptions (08),
             // operator intervention (57: shutdown, cannot connect now), statement timeouts.
             Some(c) if c == "5" || c == "6" || c.starts_with("08") || c.starts_with("57") => unavailable(&e),
@@ -39,6 +32,18 @@ pub(crate) fn db_err(e: sqlx::Error) -> Error {
         | sqlx::Error::Protocol(_) => unavailable(&e),
         _ => Error::internal(e),
     }
+}
+
+/// The catalog's disk is full (507: the client may retry once files are deleted).
+pub(crate) fn full(e: &dyn std::fmt::Display) -> Error {
+    tracing::warn!(error = %e, "the catalog's disk is full");
+    Error::InsufficientStorage("the catalog's disk is full; delete files to free space".into())
+}
+
+/// The catalog is busy, unreachable or shutting down (503: retry).
+pub(crate) fn unavailable(e: &dyn std::fmt::Display) -> Error {
+    tracing::warn!(error = %e, "the catalog does not answer");
+    Error::Unavailable("the catalog does not answer; retry shortly".into())
 }
 
 /// Where a catalog's relaxed statements run: a connection of a pool (PostgreSQL), or SQLite's
@@ -132,15 +137,32 @@ where
     })
 }
 
-pub(crate) fn upload_of<R: AnyRow>(r: &R) -> Result<UploadRecord>
+/// The columns of a row by name, whichever driver read it: sqlx's rows, and rusqlite's for the
+/// upload-lock statements SQLite runs on the caller's thread (`crate::direct`).
+pub(crate) trait Columns {
+    fn text(&self, name: &str) -> Result<Option<String>>;
+    fn int(&self, name: &str) -> Result<Option<i64>>;
+}
+
+impl<R: AnyRow> Columns for R
 where
     for<'a> &'a str: ColumnIndex<R>,
     String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    let s = |name: &str| -> Result<String> { r.try_get::<String, _>(name).map_err(db_err) };
-    let o = |name: &str| -> Result<Option<String>> { r.try_get::<Option<String>, _>(name).map_err(db_err) };
-    let n = |name: &str| -> Result<i64> { r.try_get::<i64, _>(name).map_err(db_err) };
+    fn text(&self, name: &str) -> Result<Option<String>> {
+        self.try_get::<Option<String>, _>(name).map_err(db_err)
+    }
+    fn int(&self, name: &str) -> Result<Option<i64>> {
+        self.try_get::<Option<i64>, _>(name).map_err(db_err)
+    }
+}
+
+pub(crate) fn upload_of(r: &impl Columns) -> Result<UploadRecord> {
+    let null = |name: &str| Error::internal_msg(format!("{name} is NULL in the uploads table"));
+    let s = |name: &str| -> Result<String> { r.text(name)?.ok_or_else(|| null(name)) };
+    let o = |name: &str| r.text(name);
+    let n = |name: &str| -> Result<i64> { r.int(name)?.ok_or_else(|| null(name)) };
     let bad = |_| Error::internal_msg("malformed id in the uploads table");
     Ok(UploadRecord {
         id: UploadId::parse(&s("id")?).map_err(bad)?,
@@ -151,7 +173,7 @@ where
         backend: s("backend")?,
         key: StorageKey::new(s("storage_key")?)?,
         handle: s("handle")?,
-        length: u64_of(r.try_get::<Option<i64>, _>("length").map_err(db_err)?),
+        length: u64_of(r.int("length")?),
         part_size: n("part_size")?.max(0) as u64,
         offset: n("upload_offset")?.max(0) as u64,
         metadata: o("metadata")?,

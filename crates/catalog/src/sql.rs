@@ -216,6 +216,9 @@ where
     }
 
     async fn unlock_upload(&self, id: &filedock_core::UploadId, token: &str) -> filedock_core::Result<()> {
+        if let Some(direct) = self.0.direct() {
+            return crate::direct::unlock(direct, id, token).await;
+        }
         let mut c = crate::rows::Relaxed::conn(self.0.relaxed()).await?;
         sqlx::query("UPDATE uploads SET lock_token = NULL, lock_until = NULL WHERE id = $1 AND lock_token = $2")
             .bind(id.as_str())
@@ -244,6 +247,9 @@ where
         now: filedock_core::Timestamp,
         until: filedock_core::Timestamp,
     ) -> filedock_core::Result<Option<filedock_core::UploadRecord>> {
+        if let Some(direct) = self.0.direct() {
+            return crate::direct::lock_and_read(direct, id, token, now, until).await;
+        }
         let mut c = crate::rows::Relaxed::conn(self.0.relaxed()).await?;
         let row = sqlx::query(
             "UPDATE uploads SET lock_token = $2, lock_until = $4

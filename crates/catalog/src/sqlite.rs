@@ -131,11 +131,14 @@ impl SqliteCatalog {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let catalog = Self::with_options(opts.clone(), 8).await?;
-        let relaxed = Writer::One(Arc::new(tokio::sync::Mutex::new(
-            SqliteConnection::connect_with(&opts.synchronous(SqliteSynchronous::Normal))
-                .await
-                .map_err(db_err)?,
-        )));
+        let relaxed = SqliteConnection::connect_with(&opts.synchronous(SqliteSynchronous::Normal))
+            .await
+            .map_err(db_err)?;
+        let relaxed = Writer::One(Arc::new(tokio::sync::Mutex::new(crate::direct::Relaxed::new(
+            relaxed,
+            path,
+            WAL_AUTOCHECKPOINT,
+        )?)));
         let mut keys = path.as_os_str().to_owned();
         keys.push("-keys");
         let keys_file = PathBuf::from(keys);
@@ -192,6 +195,13 @@ impl Engine for SqliteEngine {
 
     fn one_writer(&self) -> bool {
         true
+    }
+
+    fn direct(&self) -> Option<&crate::direct::Shared> {
+        match &self.relaxed {
+            Writer::One(shared) => Some(shared),
+            Writer::Pool(_) => None,
+        }
     }
 
     fn batch(&self) -> &Batcher {
@@ -254,18 +264,20 @@ fn bump(path: &Path, append: bool) -> Result<()> {
     Ok(())
 }
 
-/// Where the relaxed records are written: one connection of its own, so they queue for it rather
-/// than in SQLite's busy handler. Not a pool of one: a pool hands its connection back through a
-/// task of its own after every statement, a wake-up more on every PATCH. An in-memory catalog
-/// writes through its one pooled connection (another connection would be another database).
+/// Where the relaxed records are written: one connection of its own (with the upload-lock
+/// statements' direct one beside it, under the same lock: `crate::direct`), so they queue for it
+/// rather than in SQLite's busy handler. Not a pool of one: a pool hands its connection back
+/// through a task of its own after every statement, a wake-up more on every PATCH. An in-memory
+/// catalog writes through its one pooled connection (another connection would be another
+/// database).
 #[derive(Debug, Clone)]
 pub(crate) enum Writer {
-    One(Arc<tokio::sync::Mutex<SqliteConnection>>),
+    One(crate::direct::Shared),
     Pool(SqlitePool),
 }
 
 pub(crate) enum WriterConn {
-    One(tokio::sync::OwnedMutexGuard<SqliteConnection>),
+    One(tokio::sync::OwnedMutexGuard<crate::direct::Relaxed>),
     Pool(sqlx::pool::PoolConnection<sqlx::Sqlite>),
 }
 
@@ -273,7 +285,7 @@ impl std::ops::Deref for WriterConn {
     type Target = SqliteConnection;
     fn deref(&self) -> &SqliteConnection {
         match self {
-            WriterConn::One(c) => c,
+            WriterConn::One(c) => &c.sqlx,
             WriterConn::Pool(c) => c,
         }
     }
@@ -282,7 +294,7 @@ impl std::ops::Deref for WriterConn {
 impl std::ops::DerefMut for WriterConn {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
         match self {
-            WriterConn::One(c) => c,
+            WriterConn::One(c) => &mut c.sqlx,
             WriterConn::Pool(c) => c,
         }
     }
@@ -310,6 +322,25 @@ mod tests {
     #[tokio::test]
     async fn passes_the_catalog_conformance_suite_in_memory() {
         filedock_core::conformance::catalog_suite(&SqliteCatalog::in_memory().await.unwrap()).await;
+    }
+
+    /// On a file: the upload-lock statements run on the direct connection (`crate::direct`), in
+    /// place on a multi-thread runtime, on a blocking thread on a current-thread one.
+    async fn passes_the_catalog_conformance_suite_on_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
+        assert!(c.0.direct().is_some());
+        filedock_core::conformance::catalog_suite(&c).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_the_catalog_conformance_suite_on_a_file_in_place() {
+        passes_the_catalog_conformance_suite_on_a_file().await;
+    }
+
+    #[tokio::test]
+    async fn passes_the_catalog_conformance_suite_on_a_file_on_one_thread() {
+        passes_the_catalog_conformance_suite_on_a_file().await;
     }
 
     /// A crash between a change and its event, injected: the delivery insert fails (a trigger).

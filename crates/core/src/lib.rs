@@ -12,6 +12,7 @@ pub mod access;
 mod arrival;
 pub mod auth;
 pub mod blob;
+pub mod blocking;
 pub mod catalog;
 pub mod clock;
 #[cfg(feature = "testing")]

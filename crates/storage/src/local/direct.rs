@@ -32,33 +32,42 @@ pub(super) const APPEND_BATCH: usize = 512 * 1024;
 /// A buffer whose data starts at a [`DIRECT_ALIGN`] boundary (safe code: a larger `Vec`, used
 /// from its first aligned byte).
 pub(super) struct AlignedBuf {
+    /// Zeros up to `start`, then the data; never grown past its first allocation (so `start`
+    /// stays aligned) and never zeroed beyond `start`: a PATCH's buffer is filled by copying.
     v: Vec<u8>,
     start: usize,
-    len: usize,
+    cap: usize,
 }
 
 impl AlignedBuf {
     fn new(cap: usize) -> Self {
-        let v = vec![0u8; cap + DIRECT_ALIGN];
+        let mut v = Vec::<u8>::with_capacity(cap + DIRECT_ALIGN);
         let start = v.as_ptr().align_offset(DIRECT_ALIGN);
-        AlignedBuf { v, start, len: 0 }
+        v.resize(start, 0);
+        AlignedBuf { v, start, cap }
     }
 
     fn cap(&self) -> usize {
-        self.v.len() - DIRECT_ALIGN
+        self.cap
+    }
+
+    fn len(&self) -> usize {
+        self.v.len() - self.start
+    }
+
+    fn clear(&mut self) {
+        self.v.truncate(self.start);
     }
 
     /// Copies as much of `data` as fits; returns how much.
     fn fill(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(self.cap() - self.len);
-        let at = self.start + self.len;
-        self.v[at..at + n].copy_from_slice(&data[..n]);
-        self.len += n;
+        let n = data.len().min(self.cap - self.len());
+        self.v.extend_from_slice(&data[..n]);
         n
     }
 
     fn data(&self) -> &[u8] {
-        &self.v[self.start..self.start + self.len]
+        &self.v[self.start..]
     }
 }
 
@@ -77,7 +86,7 @@ pub(super) fn write_block(
         rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::DIRECT)?;
         file.write_all(&data[aligned..])?;
     }
-    buf.len = 0;
+    buf.clear();
     Ok((file, buf))
 }
 
@@ -149,9 +158,9 @@ pub(super) fn append_inner(
                 let mut rest = &c[..];
                 while !rest.is_empty() {
                     rest = &rest[buf.fill(rest)..];
-                    if buf.len == buf.cap() {
+                    if buf.len() == buf.cap() {
                         file.write_all(buf.data())?;
-                        buf.len = 0;
+                        buf.clear();
                     }
                 }
             }
@@ -169,22 +178,6 @@ pub(super) fn append_inner(
     };
     file.sync_data()?;
     Ok(end)
-}
-
-/// Runs one request's short blocking file work (a PATCH's write and sync) in place on a
-/// multi-thread runtime (`block_in_place`: the worker's other tasks move to another thread while
-/// this one blocks), instead of handing it to a blocking thread and being woken when it is done:
-/// on these VMs that hand-off and wake-up cost a 64 KiB PATCH about 0.04 ms of its 0.7
-/// (`bench/RESULTS.md`). A current-thread runtime cannot block in place: there it goes to a
-/// blocking thread.
-pub(super) async fn in_place<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if multi_thread {
-        Ok(tokio::task::block_in_place(work))
-    } else {
-        tokio::task::spawn_blocking(work).await.map_err(Error::internal)
-    }
 }
 
 pub(super) async fn join<T: Send + 'static>(h: tokio::task::JoinHandle<std::io::Result<T>>) -> Result<T> {
@@ -205,13 +198,13 @@ pub(super) async fn write_direct(file: std::fs::File, mut body: ByteStream) -> R
         while !rest.is_empty() {
             let n = filling.fill(rest);
             rest = &rest[n..];
-            if filling.len == filling.cap() {
+            if filling.len() == filling.cap() {
                 if let Some(h) = writing.take() {
                     let (f, b) = join(h).await?;
                     file = Some(f);
                     spare = Some(b);
                 }
-                written += filling.len as u64;
+                written += filling.len() as u64;
                 let size = if written >= DIRECT_GROW_AFTER {
                     DIRECT_BUF_LARGE
                 } else {

@@ -497,7 +497,7 @@ impl BlobStore for LocalStore {
         let size = chunks.iter().map(|c| c.len()).sum::<usize>();
         let buf = size.div_ceil(DIRECT_ALIGN).max(1) * DIRECT_ALIGN;
         let mut chunks = Some(chunks);
-        direct::in_place(move || append_blocking(&path, offset, buf, || chunks.take())).await?
+        filedock_core::blocking::in_place(move || append_blocking(&path, offset, buf, || chunks.take())).await?
     }
 
     async fn append_finish(&self, key: &StorageKey, handle: &str, length: u64) -> Result<ObjectMeta> {
