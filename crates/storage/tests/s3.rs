@@ -412,3 +412,104 @@ async fn two_instances_append_in_turn_on_moto() {
     };
     appends_in_turn(&moto.endpoint).await;
 }
+
+/// A TCP proxy in front of an S3 server that passes everything, except that it drops the
+/// connection instead of passing the answer to a multipart complete (`POST …?uploadId=`): the
+/// store did the work, the client never hears of it.
+struct LosingProxy {
+    endpoint: String,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl LosingProxy {
+    async fn start(upstream: &str) -> LosingProxy {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let count = dropped.clone();
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = listener.accept().await.unwrap();
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let losing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let marked = losing.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let first_line = buf[..n].split(|b| *b == b'\n').next().unwrap_or_default();
+                        if first_line.starts_with(b"POST ") && first_line.windows(9).any(|w| w == b"uploadId=") {
+                            marked.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = sr.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if losing.load(std::sync::atomic::Ordering::SeqCst) {
+                            // The answer is lost: both sides of this connection go.
+                            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            return;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        LosingProxy { endpoint, dropped }
+    }
+}
+
+/// The answer to a multipart complete is lost (the connection drops after the store assembled
+/// the object; a store that takes longer than the call's timeout looks the same): the object is
+/// there, of the parts' size, so the upload is kept rather than answered 503 and thrown away.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multipart_complete_whose_answer_is_lost_keeps_the_object() {
+    let server = S3Server::start();
+    let proxy = LosingProxy::start(&server.endpoint).await;
+    let s = store_at(&proxy.endpoint, CreateOnly::IfNoneMatch, 48);
+    let key = StorageKey::new("lost/answer.bin").unwrap();
+    let data: Vec<u8> = (0..(20u32 << 20))
+        .map(|i| (i.wrapping_mul(40_503) >> 7) as u8)
+        .collect();
+    let body = futures_util::StreamExt::boxed(futures_util::stream::iter(
+        data.chunks(64 * 1024)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    ));
+    let meta = s
+        .put(&key, body, filedock_core::PutOptions { create_only: true })
+        .await
+        .unwrap();
+    assert_eq!(
+        proxy.dropped.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one complete's answer was lost"
+    );
+    assert_eq!(meta.size, data.len() as u64);
+    let mut got = Vec::new();
+    let mut stream = store(&server, CreateOnly::IfNoneMatch)
+        .get(&key, None)
+        .await
+        .unwrap()
+        .body;
+    while let Some(c) = futures_util::StreamExt::next(&mut stream).await {
+        got.extend_from_slice(&c.unwrap());
+    }
+    assert!(got == data, "bytes differ");
+}

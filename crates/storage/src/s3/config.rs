@@ -88,7 +88,7 @@ pub struct S3Config {
     /// The longest one S3 call may take, in seconds (default 30), including 5 s to connect; for
     /// a read, until its first byte (the bytes then stream as fast as their reader takes them).
     /// A call that runs out is tried once more, then answered 503 `unavailable`: a frozen store
-    /// cannot hold requests for ever.
+    /// cannot hold requests for ever. A multipart complete gets as long again per GiB.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
 }

@@ -343,10 +343,34 @@ impl S3Store {
                 std::iter::empty::<&str>(),
             )
             .sign(CALL_TTL);
-        // Not retried: a second complete of a completed upload is `NoSuchUpload`.
-        self.call(false, || self.request(Method::POST, url.clone()).body(xml.clone()))
-            .await?;
-        self.head(key).await
+        // The store assembles the object before it answers, in time that grows with its size
+        // (moto took 10 s for 1 GiB, silent all the while; AWS says minutes): this call gets
+        // the call timeout again for each GiB, and no limit on a pause (the client without
+        // one). Not retried: a second complete of a completed upload is `NoSuchUpload`.
+        let size: u64 = parts.iter().map(|p| p.size).sum();
+        let budget = self.timeout + self.timeout.mul_f64(size as f64 / (1u64 << 30) as f64);
+        let sent = self
+            .call(false, || {
+                self.reader
+                    .request(Method::POST, url.clone())
+                    .timeout(budget)
+                    .body(xml.clone())
+            })
+            .await;
+        match sent {
+            Ok(_) => self.head(key).await,
+            // No answer is not a refusal: the store may have assembled the object and the
+            // answer been lost. The key held nothing before (create-only checks, and keys are
+            // fresh), so an object of the parts' size there now is this upload's.
+            Err(Error::Unavailable(why)) => match self.head(key).await {
+                Ok(meta) if meta.size == size => {
+                    tracing::warn!(%key, "no answer to a multipart complete, but the object is there: kept");
+                    Ok(meta)
+                }
+                _ => Err(Error::Unavailable(why)),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// Aborts a multipart upload; one that is gone is aborted already.

@@ -69,7 +69,8 @@ impl S3Store {
         // Calls answer within `timeout` (the whole call, body included), with no pause longer
         // than READ_TIMEOUT. Reads (`get`) stream for as long as their reader takes, so they
         // have neither: their first byte must come within `timeout` (see `get_object`), and a
-        // pause limit would cut a download whose client reads slowly.
+        // pause limit would cut a download whose client reads slowly. A multipart complete
+        // goes through that client too, with a time of its own (see `complete`).
         let client = |calls: bool| {
             let b = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
             let b = if calls {
