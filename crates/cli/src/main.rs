@@ -86,7 +86,13 @@ fn init_logging(format: &str) -> Option<logsink::FlushOnDrop> {
         Ok(s) => s,
         Err(_) => return None,
     };
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(sink);
+    // Colours only for a person at a terminal: in a file or a collector's pipe the escape codes
+    // are noise around every field.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(sink);
     if format == "json" {
         b.json().init();
     } else {

@@ -190,6 +190,64 @@ fn json_logs_carry_request_ids_and_no_secrets_and_the_data_dir_is_private() {
     assert_private(data.path());
 }
 
+/// Text logs (the default format) to a pipe carry no colour codes: those are for a terminal, and
+/// in a file they surrounded every field name (`request_id\x1b[2m=\x1b[0m…`).
+#[test]
+fn text_logs_to_a_pipe_are_plain() {
+    let root = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(root.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("FILEDOCK_LOG_FORMAT")
+        .env_remove("NO_COLOR")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let http = reqwest::blocking::Client::new();
+    let mut refused = false;
+    for _ in 0..200 {
+        // Refused without a key: an access line at info.
+        if let Ok(r) = http.get(format!("{base}/v1/files")).send() {
+            refused = r.status() == 401;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(refused, "the server answers 401 without a key");
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !lines.iter().any(|l: &String| l.contains("finished processing request")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => panic!("no access line within 30 s: {lines:?}"),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for line in &lines {
+        assert!(
+            !line.contains('\x1b'),
+            "a colour code in a log line to a pipe: {line:?}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.contains("request_id=")), "{lines:?}");
+}
+
 struct DataDir(std::path::PathBuf);
 
 impl DataDir {
