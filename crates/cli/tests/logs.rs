@@ -12,6 +12,34 @@ use std::time::Duration;
 
 use common::{BIN, create_key};
 
+/// `serve` on `data` and a free port, set up by `configure`, its standard error piped: the
+/// server, its base URL, and its log lines as they come.
+fn serve_logging(
+    data: &std::path::Path,
+    configure: impl FnOnce(&mut Command),
+) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::piped());
+    configure(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, format!("http://127.0.0.1:{port}"), rx)
+}
+
 /// Every directory under `dir` is 0700 and every file 0600.
 fn assert_private(dir: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -38,27 +66,8 @@ fn json_logs_carry_request_ids_and_no_secrets_and_the_data_dir_is_private() {
     std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let data = DataDir(data_dir);
     let key = create_key(data.path(), "demo", "integration");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("FILEDOCK_LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
+    let (mut child, base, rx) = serve_logging(data.path(), |c| {
+        c.env("FILEDOCK_LOG_FORMAT", "json").env("RUST_LOG", "debug");
     });
     let http = reqwest::blocking::Client::new();
     for _ in 0..100 {
@@ -195,27 +204,8 @@ fn json_logs_carry_request_ids_and_no_secrets_and_the_data_dir_is_private() {
 #[test]
 fn text_logs_to_a_pipe_are_plain() {
     let root = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(root.path())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env_remove("FILEDOCK_LOG_FORMAT")
-        .env_remove("NO_COLOR")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
+    let (mut child, base, rx) = serve_logging(root.path(), |c| {
+        c.env_remove("FILEDOCK_LOG_FORMAT").env_remove("NO_COLOR");
     });
     let http = reqwest::blocking::Client::new();
     let mut refused = false;
