@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import sqlite3
 import statistics
@@ -174,6 +175,8 @@ def sweep(srv, work, rows: int, load_secs: int, expires_at_ms: int) -> dict:
         raise SystemExit(f"{srv.label}: the rows expired before the idle measurement ended; seed them later")
     time.sleep(max(0.0, (expires_at_ms - now_ms()) / 1000))
     srv.reset_peak()
+    helpers = [h.pid for h in srv.helpers]
+    cpu0 = (srv.cpu(), sum(proc_cpu(p) for p in helpers))
     samples = []
     done = threading.Event()
 
@@ -190,6 +193,7 @@ def sweep(srv, work, rows: int, load_secs: int, expires_at_ms: int) -> dict:
     busy = wrk_p99(srv, work, load_secs, 8)
     t.join(timeout=3600)
     done.set()
+    cpu = (srv.cpu() - cpu0[0], sum(proc_cpu(p) for p in helpers) - cpu0[1])
     if not samples or samples[-1][1] < rows:
         raise SystemExit(f"the sweep on {srv.label} did not finish: {samples[-3:]}")
     # From the last look that saw nothing swept yet to the first that saw all of it.
@@ -198,7 +202,13 @@ def sweep(srv, work, rows: int, load_secs: int, expires_at_ms: int) -> dict:
     progress_samples = sum(1 for _, n in samples if 0 < n < rows)
     return {"rows": rows, "rows_per_sec": rows / secs, "secs": secs, "progress_samples": progress_samples,
             "rss": srv.peak_mib(), "p99_busy_ms": busy["p99_ms"], "p99_idle_ms": idle["p99_ms"],
-            "busy_overlap": min(1.0, secs / load_secs)}
+            "busy_overlap": min(1.0, secs / load_secs), "cpu": cpu[0], "cpu_s3": cpu[1]}
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU-seconds a process used so far (all threads)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def open_uploads(srv, count: int) -> dict:
