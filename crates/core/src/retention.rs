@@ -96,7 +96,8 @@ impl Files {
                 // Some blobs could not be deleted: the next sweep tries them again.
                 return Ok(swept);
             }
-            tokio::time::sleep(pause_after(self.ctx.catalog.one_writer(), started.elapsed(), batch.len())).await;
+            let pause = pause_after(self.ctx.catalog.one_writer(), started.elapsed(), batch.len());
+            tokio::time::sleep(pause).await;
             if renewed.elapsed() < RENEW_EVERY {
                 continue;
             }
