@@ -20,12 +20,20 @@ pub(crate) const MAX_BATCH: usize = 64;
 pub(crate) trait Inserts: Send + Sync + 'static {
     async fn insert_files(&self, rows: &[&FileRecord]) -> Result<()>;
     async fn insert_uploads(&self, rows: &[&UploadRecord]) -> Result<()>;
+    /// A whole batch in one transaction, all or none, where the database has a way that costs
+    /// less than the statements above (SQLite's direct connection: one hand-off and one commit
+    /// for the batch, not a hand-off and a commit per statement). `None` where it has not: the
+    /// batch then goes statement by statement. The jobs come back either way; after an error
+    /// the statements decide each job's own answer.
+    async fn insert_together(&self, jobs: Vec<Job>) -> (Vec<Job>, Option<Result<()>>) {
+        (jobs, None)
+    }
 }
 
 /// One caller's rows: a file, an upload, or a file and then its upload.
-struct Job {
-    file: Option<FileRecord>,
-    upload: Option<UploadRecord>,
+pub(crate) struct Job {
+    pub(crate) file: Option<FileRecord>,
+    pub(crate) upload: Option<UploadRecord>,
     reply: oneshot::Sender<Result<()>>,
 }
 
@@ -59,6 +67,14 @@ impl Batcher {
 async fn write(sink: Arc<dyn Inserts>, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let (back, together) = sink.insert_together(std::mem::take(&mut jobs)).await;
+        jobs = back;
+        if let Some(Ok(())) = together {
+            for job in jobs.drain(..) {
+                let _ = job.reply.send(Ok(()));
+            }
+            continue;
+        }
         // Files first: a job's upload goes in only once its file is in.
         let mut results: Vec<Result<()>> = jobs.iter().map(|_| Ok(())).collect();
         let files: Vec<usize> = (0..jobs.len()).filter(|&i| jobs[i].file.is_some()).collect();
@@ -137,17 +153,41 @@ pub(crate) fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// Implements [`Inserts`] for a [`crate::rows::Relaxed`] writer of one database.
+/// The `files` columns a new row sets, in the order they are bound.
+pub(crate) const FILE_COLUMNS: &str = "id, project, workspace, backend, storage_key, name, size, declared_type,
+    detected_type, extension, sha256, created_by, agent, credential_id, class, status, policy,
+    created_at, completed_at, expires_at, deleted_at, origin, reason";
+
+/// The `uploads` columns a new row sets, in the order they are bound.
+pub(crate) const UPLOAD_COLUMNS: &str = "id, kind, project, workspace, file_id, backend, storage_key, handle, length,
+    part_size, upload_offset, metadata, concat, status, created_at, expires_at";
+
+/// Implements [`Inserts`] for a [`crate::rows::Relaxed`] writer of one database; with
+/// `together = f`, `f(self, jobs)` is its [`Inserts::insert_together`].
 macro_rules! pool_inserts {
     ($ty:ty, $db:ty) => {
+        $crate::batch::pool_inserts!(@impl $ty, $db,);
+    };
+    ($ty:ty, $db:ty, together = $f:path) => {
+        $crate::batch::pool_inserts!(@impl $ty, $db,
+            async fn insert_together(
+                &self,
+                jobs: Vec<$crate::batch::Job>,
+            ) -> (Vec<$crate::batch::Job>, Option<filedock_core::Result<()>>) {
+                $f(self, jobs).await
+            }
+        );
+    };
+    (@impl $ty:ty, $db:ty, $($together:tt)*) => {
         #[async_trait::async_trait]
         impl $crate::batch::Inserts for $ty {
+            $($together)*
+
             async fn insert_files(&self, rows: &[&filedock_core::FileRecord]) -> filedock_core::Result<()> {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO files (id, project, workspace, backend, storage_key, name, size, declared_type,
-                        detected_type, extension, sha256, created_by, agent, credential_id, class, status, policy,
-                        created_at, completed_at, expires_at, deleted_at, origin, reason) ",
-                );
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO files ({}) ",
+                    $crate::batch::FILE_COLUMNS
+                ));
                 q.push_values(rows, |mut b, f| {
                     b.push_bind(f.id.as_str().to_owned())
                         .push_bind(f.project.as_str().to_owned())
@@ -179,10 +219,10 @@ macro_rules! pool_inserts {
             }
 
             async fn insert_uploads(&self, rows: &[&filedock_core::UploadRecord]) -> filedock_core::Result<()> {
-                let mut q = sqlx::QueryBuilder::<$db>::new(
-                    "INSERT INTO uploads (id, kind, project, workspace, file_id, backend, storage_key, handle, length,
-                        part_size, upload_offset, metadata, concat, status, created_at, expires_at) ",
-                );
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO uploads ({}) ",
+                    $crate::batch::UPLOAD_COLUMNS
+                ));
                 q.push_values(rows, |mut b, u| {
                     b.push_bind(u.id.as_str().to_owned())
                         .push_bind(u.kind.as_str())

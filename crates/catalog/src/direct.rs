@@ -1,4 +1,4 @@
-//! SQLite's upload-lock statements on the caller's thread.
+//! SQLite's upload-lock statements, and the batches of new records, on the caller's thread.
 //!
 //! A tus PATCH makes two relaxed statements: it takes its upload's lock (reading the upload),
 //! and after the synced write it records the offset and frees the lock. Through sqlx each is a
@@ -8,14 +8,21 @@
 //! connection to the same file, opened as the relaxed one is (`synchronous=NORMAL`). It sits
 //! behind the relaxed writer's lock, beside the sqlx connection: relaxed records still go one at
 //! a time, and never wait for each other in SQLite's busy handler.
+//!
+//! The new pending files and uploads that `crate::batch` gathers go the same way, a batch in one
+//! transaction: through sqlx each of its statements (files, then uploads, in runs of 64, 32, …)
+//! was a hand-off and a commit of its own. Over 5 s of tus creations at 64 connections this
+//! halved the server's context switches (1.06 to 0.51 a creation) and cut its futex calls from
+//! 0.77 to 0.22 and its WAL writes from 4.4 to 3.5 a creation.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use filedock_core::{Error, Result, Timestamp, UploadId, UploadRecord};
 use rusqlite::{OptionalExtension as _, params};
 
+use crate::batch::{FILE_COLUMNS, Job, UPLOAD_COLUMNS};
 use crate::rows::{Columns, i64_of, upload_of};
 
 /// The relaxed writer's lock, over its two connections (`crate::sqlite::Writer`).
@@ -119,6 +126,88 @@ pub(crate) async fn unlock(relaxed: &Shared, id: &UploadId, token: &str) -> Resu
     })
     .await?;
     Ok(())
+}
+
+/// A batch of new records (`crate::batch`) in one transaction on the caller's thread: files
+/// first (an upload names its file), then uploads; all or none. The jobs come back with the
+/// outcome (none if the blocking thread itself failed: their callers then hear the writer
+/// stopped).
+pub(crate) async fn insert_batch(relaxed: &Shared, jobs: Vec<Job>) -> (Vec<Job>, Result<()>) {
+    let mut held = relaxed.clone().lock_owned().await;
+    let done = filedock_core::blocking::in_place(move || {
+        let r = insert_all(&mut held.direct, &jobs);
+        (jobs, r)
+    })
+    .await;
+    match done {
+        Ok((jobs, r)) => (jobs, r.map_err(direct_err)),
+        Err(e) => (Vec::new(), Err(e)),
+    }
+}
+
+fn insert_all(c: &mut rusqlite::Connection, jobs: &[Job]) -> rusqlite::Result<()> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        static FILES: LazyLock<String> =
+            LazyLock::new(|| format!("INSERT INTO files ({FILE_COLUMNS}) VALUES ({})", placeholders(23)));
+        let mut files = tx.prepare_cached(&FILES)?;
+        for f in jobs.iter().filter_map(|j| j.file.as_ref()) {
+            files.execute(params![
+                f.id.as_str(),
+                f.project.as_str(),
+                f.workspace.as_ref().map(|w| w.as_str()),
+                f.backend,
+                f.key.as_str(),
+                f.name.as_str(),
+                i64_of(f.size),
+                f.declared_type,
+                f.detected_type,
+                f.extension,
+                f.sha256,
+                f.created_by,
+                f.agent,
+                f.credential_id,
+                f.class.as_str(),
+                f.status.as_str(),
+                f.policy,
+                f.created_at,
+                f.completed_at,
+                f.expires_at,
+                f.deleted_at,
+                f.origin,
+                f.reason,
+            ])?;
+        }
+        static UPLOADS: LazyLock<String> =
+            LazyLock::new(|| format!("INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ({})", placeholders(16)));
+        let mut uploads = tx.prepare_cached(&UPLOADS)?;
+        for u in jobs.iter().filter_map(|j| j.upload.as_ref()) {
+            uploads.execute(params![
+                u.id.as_str(),
+                u.kind.as_str(),
+                u.project.as_str(),
+                u.workspace.as_ref().map(|w| w.as_str()),
+                u.file_id.as_ref().map(|f| f.as_str()),
+                u.backend,
+                u.key.as_str(),
+                u.handle,
+                i64_of(u.length),
+                i64_of(Some(u.part_size)),
+                i64_of(Some(u.offset)),
+                u.metadata,
+                u.concat.as_ref().map(filedock_core::model::Concat::to_stored),
+                u.status.as_str(),
+                u.created_at,
+                u.expires_at,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// `?1, ?2, …, ?n`.
+fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// A row rusqlite read (a local type: sqlx's rows have `Columns` already).

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection as _, SqliteConnection, SqlitePool};
 
-use crate::batch::{Batcher, Inserts, pool_inserts};
+use crate::batch::{Batcher, Inserts, Job, pool_inserts};
 use crate::engine::{Engine, Sql};
 use crate::rows::{Relaxed, db_err, migrate_err};
 
@@ -312,7 +312,19 @@ impl Relaxed for Writer {
 }
 
 pool_inserts!(SqlitePool, sqlx::Sqlite);
-pool_inserts!(Writer, sqlx::Sqlite);
+pool_inserts!(Writer, sqlx::Sqlite, together = together);
+
+/// [`crate::batch::Inserts::insert_together`] for the relaxed writer: on its direct connection
+/// when it has one.
+async fn together(w: &Writer, jobs: Vec<Job>) -> (Vec<Job>, Option<Result<()>>) {
+    match w {
+        Writer::One(relaxed) => {
+            let (jobs, r) = crate::direct::insert_batch(relaxed, jobs).await;
+            (jobs, Some(r))
+        }
+        Writer::Pool(_) => (jobs, None),
+    }
+}
 
 #[cfg(test)]
 mod tests {
