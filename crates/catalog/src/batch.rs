@@ -251,7 +251,153 @@ macro_rules! pool_inserts {
 pub(crate) use pool_inserts;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use filedock_core::model::{
+        Class, FileId, FileName, FileStatus, ProjectId, StorageKey, UploadId, UploadKind, UploadStatus, WorkspaceId,
+    };
+
+    use super::*;
+
+    /// `n` pending files, each with its tus upload, every column set.
+    pub(crate) fn pairs(n: usize) -> Vec<(FileRecord, UploadRecord)> {
+        (0..n)
+            .map(|i| {
+                let id = FileId::generate();
+                let key = StorageKey::new(format!("p/{id}/a{i}.bin")).unwrap();
+                let f = FileRecord {
+                    id: id.clone(),
+                    project: ProjectId::new("p").unwrap(),
+                    workspace: Some(WorkspaceId::new("w").unwrap()),
+                    backend: "local".into(),
+                    key: key.clone(),
+                    name: FileName::new(format!("a{i}.bin")).unwrap(),
+                    size: Some(1024 + i as u64),
+                    declared_type: Some("application/octet-stream".into()),
+                    detected_type: None,
+                    extension: Some("bin".into()),
+                    sha256: None,
+                    created_by: Some("me".into()),
+                    agent: Some("agent".into()),
+                    credential_id: Some("cred".into()),
+                    class: Class::Input,
+                    status: FileStatus::Pending,
+                    policy: "tus".into(),
+                    created_at: 1_000 + i as i64,
+                    completed_at: None,
+                    expires_at: Some(9_000),
+                    deleted_at: None,
+                    origin: None,
+                    reason: None,
+                };
+                let u = UploadRecord {
+                    id: UploadId::generate(),
+                    kind: UploadKind::Tus,
+                    project: f.project.clone(),
+                    workspace: f.workspace.clone(),
+                    file_id: Some(id),
+                    backend: "local".into(),
+                    key,
+                    handle: format!("h{i}"),
+                    length: Some(1024 + i as u64),
+                    part_size: 0,
+                    offset: 0,
+                    metadata: Some("filename YS5iaW4=".into()),
+                    concat: None,
+                    status: UploadStatus::Active,
+                    created_at: 1_000 + i as i64,
+                    expires_at: 9_000,
+                };
+                (f, u)
+            })
+            .collect()
+    }
+
+    /// A job for each pair (their answers are not awaited).
+    pub(crate) fn jobs(pairs: &[(FileRecord, UploadRecord)]) -> Vec<Job> {
+        pairs
+            .iter()
+            .map(|(f, u)| Job {
+                file: Some(f.clone()),
+                upload: Some(u.clone()),
+                reply: oneshot::channel().0,
+            })
+            .collect()
+    }
+
+    /// A sink that counts its calls; `together` is what its batches in one go answer (`None`:
+    /// it has no such way).
+    #[derive(Clone, Default)]
+    struct Counting {
+        together: Option<bool>,
+        batches: Arc<AtomicUsize>,
+        statements: Arc<AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl Inserts for Counting {
+        async fn insert_files(&self, _: &[&FileRecord]) -> Result<()> {
+            self.statements.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn insert_uploads(&self, _: &[&UploadRecord]) -> Result<()> {
+            self.statements.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn insert_together(&self, jobs: Vec<Job>) -> (Vec<Job>, Option<Result<()>>) {
+            let Some(ok) = self.together else {
+                return (jobs, None);
+            };
+            self.batches.fetch_add(1, Ordering::SeqCst);
+            (
+                jobs,
+                Some(if ok {
+                    Ok(())
+                } else {
+                    Err(Error::Conflict("taken".into()))
+                }),
+            )
+        }
+    }
+
+    async fn run(sink: &Counting) {
+        let batcher = Batcher::spawn(sink.clone());
+        let mut answers = tokio::task::JoinSet::new();
+        for (f, u) in pairs(20) {
+            let b = batcher.clone();
+            answers.spawn(async move { b.insert(Some(&f), Some(&u)).await });
+        }
+        while let Some(a) = answers.join_next().await {
+            a.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_in_one_go_where_the_sink_has_a_way_and_statement_by_statement_otherwise() {
+        let together = Counting {
+            together: Some(true),
+            ..Counting::default()
+        };
+        run(&together).await;
+        assert!(together.batches.load(Ordering::SeqCst) >= 1);
+        assert_eq!(together.statements.load(Ordering::SeqCst), 0, "no statement on its own");
+
+        // Refused in one go (a row's unique key, say): the statements give each job its answer.
+        let refused = Counting {
+            together: Some(false),
+            ..Counting::default()
+        };
+        run(&refused).await;
+        assert!(refused.batches.load(Ordering::SeqCst) >= 1);
+        assert!(refused.statements.load(Ordering::SeqCst) >= 2, "files, then uploads");
+
+        let without = Counting::default();
+        run(&without).await;
+        assert_eq!(without.batches.load(Ordering::SeqCst), 0);
+        assert!(without.statements.load(Ordering::SeqCst) >= 2);
+    }
+
     #[test]
     fn batches_split_into_powers_of_two() {
         let rows: Vec<u32> = (0..100).collect();

@@ -230,3 +230,37 @@ fn direct_err(e: rusqlite::Error) -> Error {
         _ => Error::internal(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use filedock_core::Catalog as _;
+
+    use crate::batch::tests::{jobs, pairs};
+    use crate::engine::Engine as _;
+    use crate::sqlite::{SqliteCatalog, Writer};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_is_one_transaction_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SqliteCatalog::open(&dir.path().join("c.db")).await.unwrap();
+        let Writer::One(relaxed) = c.0.relaxed() else {
+            panic!("a file catalog has its own relaxed writer");
+        };
+        let pairs = pairs(37);
+        let (back, r) = super::insert_batch(relaxed, jobs(&pairs)).await;
+        r.unwrap();
+        assert_eq!(back.len(), 37, "the jobs come back");
+        for (f, u) in &pairs {
+            assert_eq!(c.file(&f.id).await.unwrap().as_ref(), Some(f));
+            assert_eq!(c.upload(&u.id).await.unwrap().as_ref(), Some(u));
+        }
+        // One row taken: none of the batch goes in.
+        let mut again = crate::batch::tests::pairs(3);
+        again[1].0.id = pairs[0].0.id.clone();
+        let (back, r) = super::insert_batch(relaxed, jobs(&again)).await;
+        assert!(r.is_err());
+        assert_eq!(back.len(), 3);
+        assert_eq!(c.file(&again[0].0.id).await.unwrap(), None);
+        assert_eq!(c.upload(&again[2].1.id).await.unwrap(), None);
+    }
+}

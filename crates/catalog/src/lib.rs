@@ -6,6 +6,7 @@ mod change;
 mod direct;
 mod engine;
 mod listen;
+mod pg_batch;
 pub mod postgres;
 mod queue;
 mod rows;

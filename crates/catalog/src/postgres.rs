@@ -130,7 +130,7 @@ impl Engine for PgEngine {
     fn keep_room(&self) {}
 }
 
-pool_inserts!(PgPool, sqlx::Postgres);
+pool_inserts!(PgPool, sqlx::Postgres, together = crate::pg_batch::together);
 
 #[cfg(test)]
 mod tests {
