@@ -133,15 +133,19 @@ pub(crate) async fn unlock(relaxed: &Shared, id: &UploadId, token: &str) -> Resu
 /// outcome (none if the blocking thread itself failed: their callers then hear the writer
 /// stopped).
 pub(crate) async fn insert_batch(relaxed: &Shared, jobs: Vec<Job>) -> (Vec<Job>, Result<()>) {
+    // Handed to a blocking thread, not run in place: the batch writer runs all day, and each
+    // `block_in_place` handed its worker's core to another thread, so the runtime kept starting
+    // threads (17 → 28 over 4 s of creations, peak RSS 40 → 64 MiB: each with its own
+    // allocator heap). One hand-off per batch, where sqlx made one per statement.
     let mut held = relaxed.clone().lock_owned().await;
-    let done = filedock_core::blocking::in_place(move || {
+    let done = tokio::task::spawn_blocking(move || {
         let r = insert_all(&mut held.direct, &jobs);
         (jobs, r)
     })
     .await;
     match done {
         Ok((jobs, r)) => (jobs, r.map_err(direct_err)),
-        Err(e) => (Vec::new(), Err(e)),
+        Err(e) => (Vec::new(), Err(Error::internal(e))),
     }
 }
 
