@@ -11,9 +11,10 @@
 //!
 //! The new pending files and uploads that `crate::batch` gathers go through the same connection,
 //! a batch in one transaction on a blocking thread: through sqlx each of its statements (files,
-//! then uploads, in runs of 64, 32, …) was a hand-off and a commit of its own. Over 5 s of tus creations at 64 connections this
-//! halved the server's context switches (1.06 to 0.51 a creation) and cut its futex calls from
-//! 0.77 to 0.22 and its WAL writes from 4.4 to 3.5 a creation.
+//! then uploads, in runs of 64, 32, …) was a hand-off and a commit of its own. Over 5 s of tus
+//! creations at 64 connections this halved the server's context switches (1.06 to 0.51 a
+//! creation) and cut its futex calls from 0.77 to 0.22 and its WAL writes from 4.4 to 3.5 a
+//! creation.
 
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
@@ -128,7 +129,7 @@ pub(crate) async fn unlock(relaxed: &Shared, id: &UploadId, token: &str) -> Resu
     Ok(())
 }
 
-/// A batch of new records (`crate::batch`) in one transaction on the caller's thread: files
+/// A batch of new records (`crate::batch`) in one transaction on a blocking thread: files
 /// first (an upload names its file), then uploads; all or none. The jobs come back with the
 /// outcome (none if the blocking thread itself failed: their callers then hear the writer
 /// stopped).
